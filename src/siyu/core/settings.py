@@ -1,0 +1,160 @@
+"""Settings, read from the environment (and `.env`) once.
+
+Every knob Siyu has lives here, so `grep SIYU_` in this file is the full list.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from siyu.core.errors import ConfigurationError
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+FRONTEND_DIR = REPO_ROOT / "frontend"
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name).lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str  # "development" | "test" | "production"
+    data_dir: Path
+    host: str
+    port: int
+    public_base_url: str
+    database_url: str  # empty: the embedded server under data_dir is used
+    redis_url: str  # empty: the embedded server under data_dir is used
+    wechat_api_base: str
+    wecom_api_base: str
+    secret_key: str
+    previous_secret_keys: tuple[str, ...] = field(default_factory=tuple)
+    web_workers: int = 1
+    session_max_age: int = 8 * 3600
+    login_max_failures_account: int = 5
+    login_max_failures_ip: int = 30
+    login_window_seconds: int = 15 * 60
+    callback_max_skew: int = 300
+    default_locale: str = "zh_CN"
+    log_level: str = "INFO"
+
+    @property
+    def is_development(self) -> bool:
+        return self.env in {"development", "test"}
+
+    @property
+    def cookie_secure(self) -> bool:
+        return self.public_base_url.startswith("https://")
+
+
+def _load_dotenv() -> None:
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # pragma: no cover - dependency is declared
+        return
+    # The process environment wins over `.env`.
+    load_dotenv(Path.cwd() / ".env", override=False)
+
+
+def _dev_secret_key(data_dir: Path) -> str:
+    """In development a key is generated once and kept in the data dir."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # Created with 0600 so other local users cannot read it.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+def dev_previous_keys(data_dir: Path) -> tuple[str, ...]:
+    path = data_dir / "secret_key.previous"
+    if not path.exists():
+        return ()
+    return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+
+
+def load_settings() -> Settings:
+    _load_dotenv()
+    env = _env("SIYU_ENV", "development")
+    if env not in {"development", "test", "production"}:
+        raise ConfigurationError(f"SIYU_ENV must be development, test or production, got {env!r}")
+    data_dir = Path(_env("SIYU_DATA_DIR", ".siyu")).expanduser().resolve()
+    port = _env_int("SIYU_PORT", 8000)
+    host = _env("SIYU_HOST", "127.0.0.1")
+    public_base_url = _env("SIYU_PUBLIC_BASE_URL", f"http://{host}:{port}").rstrip("/")
+
+    secret_key = _env("SIYU_SECRET_KEY")
+    previous = tuple(k.strip() for k in _env("SIYU_PREVIOUS_SECRET_KEYS").split(",") if k.strip())
+    if not secret_key:
+        if env == "production":
+            raise ConfigurationError(
+                "SIYU_SECRET_KEY is not set. Siyu encrypts WeChat secrets with it and refuses to start "
+                "without one outside development. Generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'` and keep it safe."
+            )
+        secret_key = _dev_secret_key(data_dir)
+        previous = previous + dev_previous_keys(data_dir)
+    elif len(secret_key) < 32:
+        raise ConfigurationError("SIYU_SECRET_KEY must be at least 32 characters long")
+
+    return Settings(
+        env=env,
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        public_base_url=public_base_url,
+        database_url=_env("DATABASE_URL"),
+        redis_url=_env("REDIS_URL"),
+        wechat_api_base=_env("WECHAT_API_BASE", "https://api.weixin.qq.com").rstrip("/"),
+        wecom_api_base=_env("WECOM_API_BASE", "https://qyapi.weixin.qq.com").rstrip("/"),
+        secret_key=secret_key,
+        previous_secret_keys=previous,
+        web_workers=_env_int("SIYU_WEB_WORKERS", 1),
+        session_max_age=_env_int("SIYU_SESSION_MAX_AGE", 8 * 3600),
+        login_max_failures_account=_env_int("SIYU_LOGIN_MAX_FAILURES_ACCOUNT", 5),
+        login_max_failures_ip=_env_int("SIYU_LOGIN_MAX_FAILURES_IP", 30),
+        login_window_seconds=_env_int("SIYU_LOGIN_WINDOW_SECONDS", 15 * 60),
+        callback_max_skew=_env_int("SIYU_CALLBACK_MAX_SKEW", 300),
+        default_locale=_env("SIYU_DEFAULT_LOCALE", "zh_CN"),
+        log_level=_env("SIYU_LOG_LEVEL", "INFO").upper(),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and `siyu secrets rotate` change the environment)."""
+    get_settings.cache_clear()
