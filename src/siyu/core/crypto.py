@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import os
+from functools import lru_cache
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -93,3 +94,16 @@ def sha256_hex(value: str) -> str:
 
 def constant_time_equals(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def box() -> SecretBox:
+    """The process's secret box, built from the current settings."""
+    from siyu.core.settings import get_settings
+
+    s = get_settings()
+    return _box_for(s.secret_key, s.previous_secret_keys)
+
+
+@lru_cache(maxsize=4)
+def _box_for(secret_key: str, previous: tuple[str, ...]) -> SecretBox:
+    return SecretBox(secret_key, previous)

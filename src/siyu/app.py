@@ -1,0 +1,150 @@
+"""The web app's composition root: `create_app()` wires every domain's controllers, auth, CSRF,
+templates, error mapping and the lifespan (database pool, Redis)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Litestar, Request, Response
+from litestar.config.csrf import CSRFConfig
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.htmx import HTMXPlugin
+from litestar.response import Redirect
+from litestar.static_files import create_static_files_router
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+import siyu
+from siyu.core import db, i18n
+from siyu.core import redis as redis_mod
+from siyu.core.crypto import derive_key
+from siyu.core.errors import InvalidInput, SiyuError, TooManyRequests
+from siyu.core.settings import FRONTEND_DIR, get_settings
+from siyu.tenants.api import TenantApi
+from siyu.tenants.views import ChannelsController, InvitationController, PlatformController, SettingsController
+from siyu.web.auth import LOCALE_COOKIE, AuthMiddleware, NotAuthenticated
+from siyu.web.render import current_user, render, template_config
+from siyu.web.views import AuthController, HealthController
+
+log = logging.getLogger("siyu")
+
+
+@asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    await db.start_pool()
+    app.state.redis = redis_mod.connect()
+    try:
+        yield
+    finally:
+        await app.state.redis.aclose()
+        await db.close_pool()
+
+
+def _wants_json(request: Request[Any, Any, Any]) -> bool:
+    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "") and \
+        "text/html" not in request.headers.get("accept", "")
+
+
+def _error_response(request: Request[Any, Any, Any], status: int, message: str,
+                    fields: dict[str, str] | None = None) -> Response[Any]:
+    if _wants_json(request):
+        body: dict[str, Any] = {"error": message, "status": status}
+        if fields:
+            body["fields"] = fields
+        return Response(body, status_code=status)
+    ctx = {"status": status, "message": message, "fields": fields or {}}
+    if getattr(request, "htmx", None):
+        # Fragments land in the page's error area, wherever the request meant to swap.
+        return render(request, "errors/error.html", ctx, block="alert", status_code=status,
+                      headers={"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
+    return render(request, "errors/error.html", ctx, status_code=status)
+
+
+def _siyu_error(request: Request[Any, Any, Any], exc: SiyuError) -> Response[Any]:
+    if isinstance(exc, InvalidInput):
+        fields = {e.field: i18n.translate_error(e) for e in exc.errors}
+        return _error_response(request, 400, i18n.gettext("Some fields need attention."), fields)
+    if isinstance(exc, TooManyRequests):
+        resp = _error_response(request, 429, i18n.gettext(exc.message))
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
+    if exc.status_code >= 500:
+        log.error("unhandled %s: %s", type(exc).__name__, exc.message)
+    message = exc.message or {404: "Not found", 403: "Forbidden", 409: "Conflict"}.get(exc.status_code, "Error")
+    return _error_response(request, exc.status_code, i18n.gettext(message))
+
+
+def _not_authenticated(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if request.url.path.startswith("/api/"):
+        return Response({"error": "missing or invalid API key (Authorization: Bearer <key>)", "status": 401},
+                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    target = "/login?next=" + quote(request.url.path)
+    if getattr(request, "htmx", None):
+        return Response("", status_code=200, headers={"HX-Redirect": target})
+    return Redirect(target)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    if status == 403 and "CSRF" in str(exc.detail):
+        message = i18n.gettext("Your form expired or came from another site (CSRF check failed). Reload the page and try again.")
+    elif status == 404:
+        message = i18n.gettext("Not found")
+    else:
+        message = str(exc.detail)
+    return _error_response(request, status, message)
+
+
+def _server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error_response(request, HTTP_500_INTERNAL_SERVER_ERROR, i18n.gettext("Something went wrong on our side."))
+
+
+async def _set_locale(request: Request[Any, Any, Any]) -> None:
+    user = current_user(request)
+    s = get_settings()
+    locale = (user.locale if user else None) or request.cookies.get(LOCALE_COOKIE)
+    if locale not in i18n.LOCALES:
+        locale = i18n.negotiate(request.headers.get("accept-language"), s.default_locale)
+    i18n.set_locale(locale)
+
+
+def create_app() -> Litestar:
+    s = get_settings()
+    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    csrf = CSRFConfig(
+        secret=derive_key(s.secret_key, "csrf").hex(),
+        cookie_name="siyu_csrf",
+        cookie_secure=s.cookie_secure,
+        cookie_samesite="lax",
+        # Callbacks are signed by WeChat; the JSON API authenticates with a Bearer key, not a cookie.
+        exclude=["^/api/", "^/wechat/", "^/healthz$", "^/readyz$"],
+    )
+    return Litestar(
+        route_handlers=[
+            AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
+            InvitationController, TenantApi,
+            create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
+        ],
+        lifespan=[lifespan],
+        middleware=[DefineMiddleware(AuthMiddleware, exclude=["^/static/", "^/healthz$"])],
+        csrf_config=csrf,
+        plugins=[HTMXPlugin()],
+        template_config=template_config(),
+        before_request=_set_locale,
+        exception_handlers={
+            NotAuthenticated: _not_authenticated,
+            NotAuthorizedException: _not_authenticated,
+            PermissionDeniedException: _http_error,
+            SiyuError: _siyu_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+        openapi_config=OpenAPIConfig(title="Siyu API", version=siyu.__version__, path="/schema"),
+        debug=False,
+    )

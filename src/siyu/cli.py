@@ -1,0 +1,303 @@
+"""The `siyu` command: admin tasks with the same validation as the pages, and the process entry points."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+import siyu  # noqa: F401  (sets PICCOLO_CONF)
+from siyu.core.errors import ConfigurationError, InvalidInput, NotFound, SiyuError
+
+T = TypeVar("T")
+
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    """Run one async admin action; turn Siyu's errors into a message that names the field, exit 2."""
+    try:
+        return asyncio.run(coro_fn())  # type: ignore[arg-type]
+    except InvalidInput as exc:
+        for e in exc.errors:
+            click.echo(f"error: --{e.field.replace('_', '-')}: {e.message.format(**e.params)}", err=True)
+        sys.exit(2)
+    except NotFound:
+        click.echo("error: not found (check the tenant slug)", err=True)
+        sys.exit(2)
+    except (SiyuError, ConfigurationError) as exc:
+        click.echo(f"error: {exc.message or exc}", err=True)
+        sys.exit(2)
+
+
+@click.group()
+def main() -> None:
+    """Siyu (私域): the WeChat CRM. Settings come from the environment and .env."""
+
+
+# --- tenants ---------------------------------------------------------------------------------------
+
+@main.group()
+def tenant() -> None:
+    """Create tenants and link their WeChat accounts."""
+
+
+@tenant.command("create")
+@click.argument("slug")
+@click.option("--name", required=True, help="The brand's display name.")
+@click.option("--timezone", default="Asia/Shanghai", show_default=True)
+@click.option("--locale", default="zh_CN", show_default=True, help="zh_CN or en")
+@click.option("--open-platform-bound", is_flag=True, help="OA and MP are bound to one Open Platform account.")
+def tenant_create(slug: str, name: str, timezone: str, locale: str, open_platform_bound: bool) -> None:
+    from siyu.tenants import services as svc
+
+    async def go() -> Any:
+        return await svc.do_create_tenant(svc.Actor.cli(), {
+            "slug": slug, "name": name, "timezone": timezone, "locale": locale,
+            "open_platform_bound": open_platform_bound})
+
+    t = run(go)
+    click.echo(f"created tenant {t.slug} (id {t.id})")
+
+
+@tenant.command("list")
+def tenant_list() -> None:
+    from siyu.tenants import services as svc
+
+    rows = run(svc.list_tenants)
+    if not rows:
+        click.echo("no tenants")
+        return
+    click.echo(f"{'SLUG':<24} {'STATUS':<10} {'LINKED':<16} NAME")
+    for r in rows:
+        click.echo(f"{r['slug']:<24} {r['status']:<10} {','.join(r['linked']) or '-':<16} {r['name']}")
+
+
+def _link(slug: str, kind: str, data: dict[str, Any]) -> None:
+    from siyu.tenants import services as svc
+
+    async def go() -> svc.ChannelView:
+        t = await svc.get_tenant_by_slug(slug)
+        return await svc.do_link_channel(svc.Actor.cli(), t.id, kind, data)
+
+    view = run(go)
+    from siyu.core.settings import get_settings
+
+    click.echo(f"linked {kind} {view.app_id} to {slug}")
+    click.echo(f"callback URL: {svc.callback_url(get_settings().public_base_url, slug, kind)}")
+    click.echo(f"token:        {view.callback_token}")
+
+
+@tenant.command("link-oa")
+@click.argument("slug")
+@click.option("--app-id", required=True)
+@click.option("--app-secret", required=True)
+@click.option("--token", required=True)
+@click.option("--aes-key", required=True, help="EncodingAESKey, 43 characters")
+@click.option("--mode", default="safe", show_default=True, help="safe | compatible | plain")
+@click.option("--kind", "oa_kind", default="service", show_default=True, help="service | subscription")
+@click.option("--original-id", default="", help="gh_… original id")
+def link_oa(slug: str, app_id: str, app_secret: str, token: str, aes_key: str, mode: str, oa_kind: str,
+            original_id: str) -> None:
+    """Link (or replace) the tenant's Official Account."""
+    _link(slug, "oa", {"app_id": app_id, "app_secret": app_secret, "token": token, "aes_key": aes_key,
+                       "mode": mode, "oa_kind": oa_kind, "original_id": original_id})
+
+
+@tenant.command("link-mp")
+@click.argument("slug")
+@click.option("--app-id", required=True)
+@click.option("--app-secret", required=True)
+@click.option("--token", required=True)
+@click.option("--aes-key", required=True)
+@click.option("--format", "push_format", default="xml", show_default=True, help="xml | json")
+@click.option("--original-id", default="")
+def link_mp(slug: str, app_id: str, app_secret: str, token: str, aes_key: str, push_format: str,
+            original_id: str) -> None:
+    """Link (or replace) the tenant's Mini Program."""
+    _link(slug, "mp", {"app_id": app_id, "app_secret": app_secret, "token": token, "aes_key": aes_key,
+                       "push_format": push_format, "original_id": original_id})
+
+
+@tenant.command("link-wecom")
+@click.argument("slug")
+@click.option("--corp-id", required=True)
+@click.option("--agent-id", required=True)
+@click.option("--secret", required=True)
+@click.option("--token", required=True)
+@click.option("--aes-key", required=True)
+@click.option("--kf", is_flag=True, help="微信客服 is enabled for this app")
+def link_wecom(slug: str, corp_id: str, agent_id: str, secret: str, token: str, aes_key: str, kf: bool) -> None:
+    """Link (or replace) the tenant's WeCom corp."""
+    _link(slug, "wecom", {"corp_id": corp_id, "agent_id": agent_id, "secret": secret, "token": token,
+                          "aes_key": aes_key, "kf_enabled": "1" if kf else ""})
+
+
+# --- users and API keys ------------------------------------------------------------------------------
+
+@main.group()
+def user() -> None:
+    """Staff accounts."""
+
+
+@user.command("create")
+@click.option("--tenant", "slug", default="", help="Tenant slug (omit for --role platform_admin)")
+@click.option("--email", required=True)
+@click.option("--role", required=True, type=click.Choice(["agent", "tenant_admin", "platform_admin"]))
+@click.option("--password", default="", help="Generated and printed when omitted")
+@click.option("--name", default="")
+def user_create(slug: str, email: str, role: str, password: str, name: str) -> None:
+    import secrets as _secrets
+
+    from siyu.tenants import services as svc
+    from siyu.tenants import staff as staff_svc
+
+    generated = not password
+    password = password or _secrets.token_urlsafe(12)
+    if role != "platform_admin" and not slug:
+        click.echo("error: --tenant: required for agents and tenant admins", err=True)
+        sys.exit(2)
+
+    async def go() -> Any:
+        tenant_id = (await svc.get_tenant_by_slug(slug)).id if slug else None
+        return await staff_svc.do_create_staff(svc.Actor.cli(), tenant_id, email, role, password, name=name)
+
+    s = run(go)
+    click.echo(f"created {role} {s.email} (id {s.id})")
+    if generated:
+        click.echo(f"password: {password}")
+
+
+@main.group()
+def apikey() -> None:
+    """API keys for a tenant's JSON API."""
+
+
+@apikey.command("create")
+@click.argument("slug")
+@click.option("--name", default="", help="What the key is for")
+def apikey_create(slug: str, name: str) -> None:
+    """Print a new key once (only its hash is stored)."""
+    from siyu.tenants import services as svc
+
+    async def go() -> tuple[int, str]:
+        t = await svc.get_tenant_by_slug(slug)
+        return await svc.do_create_api_key(svc.Actor.cli(), t.id, name)
+
+    _, key = run(go)
+    click.echo(key)
+
+
+@main.group()
+def secrets() -> None:
+    """Secrets at rest."""
+
+
+@secrets.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every stored secret under the current SIYU_SECRET_KEY.
+
+    Rotation: set the new key in SIYU_SECRET_KEY and the old one in SIYU_PREVIOUS_SECRET_KEYS, run this,
+    then drop the old key. In development (no SIYU_SECRET_KEY set) a new key is generated under the
+    data dir and the old one is kept as a previous key until this command has run.
+    """
+    from siyu.core.settings import get_settings, reset_settings
+    from siyu.tenants import services as svc
+
+    s = get_settings()
+    if not os.environ.get("SIYU_SECRET_KEY") and s.is_development:
+        _rotate_dev_key(s.data_dir)
+        reset_settings()
+    rotated, current = run(svc.do_rotate_secrets)
+    click.echo(f"re-encrypted {rotated} account(s); {current} already under the current key")
+
+
+def _rotate_dev_key(data_dir: Any) -> None:
+    import secrets as _secrets
+
+    key_file = data_dir / "secret_key"
+    previous = data_dir / "secret_key.previous"
+    old = key_file.read_text().strip()
+    with open(previous, "a") as fh:
+        fh.write(old + "\n")
+    os.chmod(previous, 0o600)
+    tmp = data_dir / "secret_key.new"
+    tmp.write_text(_secrets.token_urlsafe(48) + "\n")
+    os.chmod(tmp, 0o600)
+    tmp.replace(key_file)
+    click.echo(f"generated a new development key in {key_file}")
+
+
+# --- processes ---------------------------------------------------------------------------------------
+
+@main.command()
+def migrate() -> None:
+    """Apply pending database migrations."""
+    from siyu.core import db
+
+    run(lambda: db.migrate(click.echo))
+
+
+@main.command()
+@click.option("--host", default=None, help="Default SIYU_HOST")
+@click.option("--port", default=None, type=int, help="Default SIYU_PORT")
+@click.option("--workers", default=None, type=int, help="Default SIYU_WEB_WORKERS")
+def web(host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the web app with granian."""
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    from siyu.core.embedded import database_url, redis_url
+    from siyu.core.settings import get_settings
+
+    s = get_settings()
+    database_url()
+    redis_url()
+    Granian("siyu.app:create_app", factory=True, interface=Interfaces.ASGI, address=host or s.host,
+            port=port or s.port, workers=workers or s.web_workers, log_access=False).serve()
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Run queued jobs, then exit")
+def worker(burst: bool) -> None:
+    """Run the arq worker."""
+    from arq.worker import run_worker
+
+    from siyu.core.embedded import database_url
+    from siyu.worker import WorkerSettings, redis_settings
+
+    database_url()
+    run_worker(WorkerSettings, redis_settings=redis_settings(), burst=burst)  # type: ignore[arg-type]
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=8900, type=int)
+def simulator(host: str, port: int) -> None:
+    """Serve the WeChat simulator (API roots /wechat-api and /wecom-api)."""
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    Granian("siyu.simulator.app:create_simulator", factory=True, interface=Interfaces.ASGI, address=host,
+            port=port, workers=1, log_access=False).serve()
+
+
+@main.command("seed-demo")
+def seed_demo() -> None:
+    """Create the demo brand (idempotent) and print its logins."""
+    from siyu.core.settings import get_settings
+    from siyu.tenants.demo import seed_demo as seed
+
+    result = run(lambda: seed(get_settings().data_dir))
+    for email, password in result["logins"].items():
+        click.echo(f"  {email:<28} {password}")
+
+
+@main.command("run")
+def run_all() -> None:
+    """Everything for development: embedded PostgreSQL + Redis, migrations, demo, web, worker, simulator."""
+    from siyu.runner import main as runner_main
+
+    runner_main()

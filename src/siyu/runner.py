@@ -1,0 +1,141 @@
+"""`make run`: start everything a developer needs and stop all of it on Ctrl-C.
+
+Embedded PostgreSQL and Valkey keep their data under SIYU_DATA_DIR unless DATABASE_URL / REDIS_URL are
+set; the WeChat simulator plays WeChat's API; web (granian) and worker (arq) run as child processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from siyu.core.settings import get_settings
+
+
+def say(message: str) -> None:
+    print(f"[siyu] {message}", flush=True)
+
+
+def _wait_http(url: str, seconds: float, procs: list[subprocess.Popen[Any]]) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _register_demo_apps(sim_base: str) -> None:
+    from siyu.tenants.demo import DEMO_ACCOUNTS
+
+    for kind, data in DEMO_ACCOUNTS.items():
+        body = {"kind": "wecom" if kind == "wecom" else "wechat",
+                "app_id": data.get("corp_id") or data["app_id"],
+                "secret": data.get("secret") or data["app_secret"]}
+        httpx.post(f"{sim_base}/_sim/apps", json=body, timeout=5).raise_for_status()
+
+
+def main() -> None:
+    s = get_settings()
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    children: list[subprocess.Popen[Any]] = []
+    valkey_proc = None
+    env = dict(os.environ)
+
+    def stop(*_: Any) -> None:
+        say("stopping…")
+        for p in reversed(children):
+            if p.poll() is None:
+                p.terminate()
+        for p in children:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if valkey_proc is not None and valkey_proc.poll() is None:
+            valkey_proc.terminate()
+            valkey_proc.wait(timeout=10)
+        say("stopped")
+
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        if not env.get("DATABASE_URL"):
+            say(f"starting embedded PostgreSQL (data in {s.data_dir / 'postgres'})…")
+            from siyu.core.embedded import start_postgres
+
+            env["DATABASE_URL"] = start_postgres(s.data_dir / "postgres", cleanup_mode="stop")
+        else:
+            say("using DATABASE_URL")
+        if not env.get("REDIS_URL"):
+            say(f"starting embedded Redis-compatible server (Valkey, data in {s.data_dir / 'valkey'})…")
+            from siyu.core.embedded import start_redis
+
+            env["REDIS_URL"], valkey_proc = start_redis(s.data_dir / "valkey")
+        else:
+            say("using REDIS_URL")
+        os.environ.update({"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"]})
+
+        sim_port = int(env.get("SIYU_SIMULATOR_PORT", "8900"))
+        sim_base = f"http://127.0.0.1:{sim_port}"
+        use_simulator = not env.get("WECHAT_API_BASE") and not env.get("WECOM_API_BASE")
+        if use_simulator:
+            env["WECHAT_API_BASE"] = f"{sim_base}/wechat-api"
+            env["WECOM_API_BASE"] = f"{sim_base}/wecom-api"
+
+        say("applying migrations…")
+        from siyu.core import db
+
+        asyncio.run(db.migrate(lambda m: say(m)))
+        say("seeding the demo brand…")
+        from siyu.tenants.demo import seed_demo
+
+        seeded = asyncio.run(seed_demo(s.data_dir))
+        say("demo created" if seeded["created"] else "demo already present (kept as it is)")
+
+        py = sys.executable
+        if use_simulator:
+            say(f"starting the WeChat simulator on {sim_base}…")
+            children.append(subprocess.Popen([py, "-m", "siyu", "simulator", "--port", str(sim_port)], env=env))
+            if not _wait_http(f"{sim_base}/_sim/health", 20, children):
+                raise SystemExit("the WeChat simulator did not start")
+            _register_demo_apps(sim_base)
+        say("starting the worker…")
+        children.append(subprocess.Popen([py, "-m", "siyu", "worker"], env=env))
+        say("starting the web server (granian)…")
+        children.append(subprocess.Popen([py, "-m", "siyu", "web"], env=env))
+        base = f"http://{s.host}:{s.port}"
+        if not _wait_http(f"{base}/healthz", 30, children):
+            raise SystemExit("the web server did not start; see the messages above")
+
+        print("", flush=True)
+        print("Demo logins (kept in " + str(s.data_dir / "demo-logins.json") + "):", flush=True)
+        roles = {"admin@siyu.local": "platform admin", "admin@demo.siyu.local": "demo brand admin",
+                 "agent1@demo.siyu.local": "demo sales rep", "agent2@demo.siyu.local": "demo sales rep"}
+        for email, password in seeded["logins"].items():
+            print(f"  {roles.get(email, ''):<18} {email:<26} {password}", flush=True)
+        if use_simulator:
+            print(f"WeChat simulator: {sim_base} (the demo brand's accounts point at it)", flush=True)
+        print("", flush=True)
+        print(f"Siyu is running at {s.public_base_url}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        while True:
+            for p in children:
+                if p.poll() is not None:
+                    raise SystemExit(f"a child process exited with code {p.returncode}; stopping")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()

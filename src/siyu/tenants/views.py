@@ -1,0 +1,355 @@
+"""Pages: the platform admin's tenant list, and a tenant admin's onboarding and settings.
+
+Views validate and render; the `do_*` services act. Tenant pages take the tenant from the session,
+never from the URL, and every object id in a URL is looked up within that tenant (404 otherwise).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import FromPath
+from litestar.response import Redirect, Template
+
+from siyu.core import i18n
+from siyu.core.errors import Conflict, InvalidInput, NotFound
+from siyu.core.settings import get_settings
+from siyu.tenants import services as svc
+from siyu.tenants import staff as staff_svc
+from siyu.tenants import validation as v
+from siyu.tenants.validation import N_
+from siyu.web.auth import client_ip, platform_admin, require_tenant_id, tenant_admin
+from siyu.web.render import current_user, errors_for, render, toast_header
+from siyu.wechat.connection import check_credentials
+
+STEPS = ("oa", "mp", "wecom")
+
+
+def _form_dict(form: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {k: form.get(k) for k in form}
+    data["team_ids"] = form.getall("team_ids") if hasattr(form, "getall") else []
+    return data
+
+
+def _actor(request: Request[Any, Any, Any]) -> svc.Actor:
+    user = current_user(request)
+    assert user is not None
+    return user.actor(client_ip(request))
+
+
+def _tid(request: Request[Any, Any, Any]) -> int:
+    user = current_user(request)
+    assert user is not None
+    return require_tenant_id(user)
+
+
+def invite_link(token: str) -> str:
+    return f"{get_settings().public_base_url}/invite/{token}"
+
+
+# --- platform admin ----------------------------------------------------------------------------
+
+class PlatformController(Controller):
+    include_in_schema = False
+    path = "/platform"
+    guards = [platform_admin]
+
+    async def _list_page(self, request: Request[Any, Any, Any], **ctx: Any) -> Template:
+        tenants = await svc.list_tenants()
+        with_admin = await staff_svc.tenant_ids_with_admins()
+        for t in tenants:
+            t["has_admin"] = t["id"] in with_admin
+        return render(request, "platform/tenants.html", {"tenants": tenants, **ctx},
+                      block=ctx.pop("block", None), status_code=ctx.pop("status_code", 200))
+
+    @get("/tenants")
+    async def tenants(self, request: Request[Any, Any, Any]) -> Template:
+        return await self._list_page(request)
+
+    @post("/tenants")
+    async def create_tenant(self, request: Request[Any, Any, Any]) -> Template:
+        data = _form_dict(await request.form())
+        form = {k: (data.get(k) or "") for k in ("slug", "name", "timezone", "locale", "admin_email")}
+        try:
+            tenant, token = await staff_svc.do_onboard_tenant(_actor(request), data)
+        except InvalidInput as exc:
+            return await self._list_page(request, form=form, errors=errors_for(exc), block="create",
+                                         status_code=400)
+        created = {"slug": tenant.slug, "name": tenant.name, "admin_email": str(data["admin_email"]).strip(),
+                   "invite_link": invite_link(token)}
+        return await self._list_page(request, created=created, block="create")
+
+    @get("/tenants/{tenant_id:int}")
+    async def tenant_detail(self, request: Request[Any, Any, Any], tenant_id: FromPath[int]) -> Template:
+        tenant = await svc.get_tenant(tenant_id)
+        return render(request, "platform/tenant.html", {
+            "tenant": tenant,
+            "channels": await svc.list_channels(tenant_id),
+            "staff": await staff_svc.list_staff(tenant_id),
+            "invitations": await staff_svc.list_invitations(tenant_id),
+        })
+
+    @post("/tenants/{tenant_id:int}/status")
+    async def set_status(self, request: Request[Any, Any, Any], tenant_id: FromPath[int]) -> Redirect:
+        form = await request.form()
+        await svc.do_set_tenant_status(_actor(request), tenant_id, str(form.get("status", "")))
+        return Redirect(f"/platform/tenants/{tenant_id}")
+
+    @post("/tenants/{tenant_id:int}/invite-admin")
+    async def invite_admin(self, request: Request[Any, Any, Any], tenant_id: FromPath[int]) -> Template:
+        form = await request.form()
+        tenant = await svc.get_tenant(tenant_id)
+        ctx: dict[str, Any] = {"tenant": tenant, "channels": await svc.list_channels(tenant_id)}
+        try:
+            _, token = await staff_svc.do_invite(_actor(request), tenant_id, {
+                "email": str(form.get("email", "")), "role": "tenant_admin"})
+            ctx["invite_link"] = invite_link(token)
+            status = 200
+        except InvalidInput as exc:
+            ctx["errors"] = errors_for(exc)
+            ctx["form"] = {"email": form.get("email", "")}
+            status = 400
+        ctx["staff"] = await staff_svc.list_staff(tenant_id)
+        ctx["invitations"] = await staff_svc.list_invitations(tenant_id)
+        return render(request, "platform/tenant.html", ctx, block="people", status_code=status)
+
+
+# --- tenant settings: linked accounts (the onboarding page) -----------------------------------
+
+def _channel_context(kind: str, tenant_slug: str) -> dict[str, Any]:
+    return {"callback_url": svc.callback_url(get_settings().public_base_url, tenant_slug, kind)}
+
+
+class ChannelsController(Controller):
+    include_in_schema = False
+    path = "/settings/channels"
+    guards = [tenant_admin]
+
+    async def _page(self, request: Request[Any, Any, Any], step: str | None = None, block: str | None = None,
+                    status_code: int = 200, headers: dict[str, str] | None = None, **extra: Any) -> Template:
+        user = current_user(request)
+        assert user is not None and user.tenant_slug is not None
+        tid = _tid(request)
+        tenant = await svc.get_tenant(tid)
+        channels = await svc.list_channels(tid)
+        if step not in STEPS:
+            step = next((k for k in STEPS if k not in channels), "oa")
+        forms = extra.pop("forms", {})
+        ctx = {
+            "tenant": tenant, "channels": channels, "step": step, "steps": STEPS,
+            "callback_urls": {k: _channel_context(k, user.tenant_slug)["callback_url"] for k in STEPS},
+            "suggested_token": svc.generate_token(),
+            "suggested_aes_key": svc.generate_aes_key(),
+            "forms": forms, **extra,
+        }
+        return render(request, "settings/channels.html", ctx, block=block, status_code=status_code, headers=headers)
+
+    @get("/")
+    async def page(self, request: Request[Any, Any, Any]) -> Template:
+        return await self._page(request, request.query_params.get("step"), block="steps")
+
+    @post("/{kind:str}/validate")
+    async def validate_field(self, request: Request[Any, Any, Any], kind: FromPath[str]) -> Template:
+        """As-you-type check of one field; answers the field's message fragment."""
+        if kind not in STEPS:
+            raise NotFound()
+        field_name = request.query_params.get("field", "")
+        rules = v.CHANNEL_FIELDS[kind]
+        if field_name not in rules:
+            raise InvalidInput.one("field", N_("Unknown field."))
+        form = await request.form()
+        value = str(form.get(field_name, "")).strip()
+        channels = await svc.list_channels(_tid(request))
+        secret_fields = ("app_secret", "secret", "aes_key")
+        err = None
+        if not (value == "" and kind in channels and field_name in secret_fields):
+            err = v.check_field(rules, field_name, value)
+        return render(request, "settings/_field_message.html", {
+            "field": field_name, "kind": kind, "message": i18n.translate_error(err) if err else "",
+            "ok": err is None and value != "",
+        })
+
+    @post("/{kind:str}")
+    async def save(self, request: Request[Any, Any, Any], kind: FromPath[str]) -> Template:
+        if kind not in STEPS:
+            raise NotFound()
+        data = _form_dict(await request.form())
+        try:
+            await svc.do_link_channel(_actor(request), _tid(request), kind, data)
+        except InvalidInput as exc:
+            safe = {k: val for k, val in data.items() if k not in ("app_secret", "secret", "aes_key")}
+            return await self._page(request, kind, block="steps", status_code=400,
+                                    forms={kind: {"values": safe, "errors": errors_for(exc)}})
+        message = i18n.gettext(N_("Saved. Paste the callback URL and Token into the console, then check the connection."))
+        return await self._page(request, kind, block="steps", headers=toast_header(message), saved=kind)
+
+    @post("/{kind:str}/check")
+    async def check(self, request: Request[Any, Any, Any], kind: FromPath[str]) -> Template:
+        tid = _tid(request)
+        creds = await svc.channel_credentials(tid, kind)  # NotFound when not linked
+        outcome = await check_credentials(kind, creds.app_id, creds.secret)
+        await svc.do_record_check(_actor(request), tid, kind, outcome.ok, outcome.errcode)
+        return render(request, "settings/_check_result.html", {"outcome": outcome, "kind": kind})
+
+    @post("/{kind:str}/unlink")
+    async def unlink(self, request: Request[Any, Any, Any], kind: FromPath[str]) -> Template:
+        await svc.do_unlink_channel(_actor(request), _tid(request), kind)
+        return await self._page(request, kind, block="steps",
+                                headers=toast_header(i18n.gettext(N_("Account unlinked."))))
+
+
+# --- tenant settings: general, staff, teams, API keys, audit -----------------------------------
+
+class SettingsController(Controller):
+    include_in_schema = False
+    path = "/settings"
+    guards = [tenant_admin]
+
+    @get("/general")
+    async def general(self, request: Request[Any, Any, Any]) -> Template:
+        return render(request, "settings/general.html", {"tenant": await svc.get_tenant(_tid(request))})
+
+    @post("/general")
+    async def save_general(self, request: Request[Any, Any, Any]) -> Template:
+        data = _form_dict(await request.form())
+        tid = _tid(request)
+        try:
+            tenant = await svc.do_update_tenant(_actor(request), tid, data)
+        except InvalidInput as exc:
+            tenant = await svc.get_tenant(tid)
+            return render(request, "settings/general.html", {"tenant": tenant, "form": data,
+                                                             "errors": errors_for(exc)}, block="form", status_code=400)
+        return render(request, "settings/general.html", {"tenant": tenant}, block="form",
+                      headers=toast_header(i18n.gettext(N_("Saved."))))
+
+    async def _staff_page(self, request: Request[Any, Any, Any], block: str | None = None, status_code: int = 200,
+                          headers: dict[str, str] | None = None, **extra: Any) -> Template:
+        tid = _tid(request)
+        return render(request, "settings/staff.html", {
+            "staff": await staff_svc.list_staff(tid),
+            "teams": await staff_svc.list_teams(tid),
+            "invitations": await staff_svc.list_invitations(tid),
+            **extra,
+        }, block=block, status_code=status_code, headers=headers)
+
+    @get("/staff")
+    async def staff(self, request: Request[Any, Any, Any]) -> Template:
+        return await self._staff_page(request)
+
+    @post("/staff/invite")
+    async def invite(self, request: Request[Any, Any, Any]) -> Template:
+        data = _form_dict(await request.form())
+        try:
+            _, token = await staff_svc.do_invite(_actor(request), _tid(request), data)
+        except InvalidInput as exc:
+            return await self._staff_page(request, block="people", status_code=400, form=data,
+                                          errors=errors_for(exc))
+        return await self._staff_page(request, block="people", invite_link=invite_link(token),
+                                      invited_email=str(data.get("email", "")).strip().lower())
+
+    @post("/invitations/{invitation_id:int}/revoke")
+    async def revoke_invitation(self, request: Request[Any, Any, Any], invitation_id: FromPath[int]) -> Template:
+        await staff_svc.do_revoke_invitation(_actor(request), _tid(request), invitation_id)
+        return await self._staff_page(request, block="people",
+                                      headers=toast_header(i18n.gettext(N_("Invitation revoked."))))
+
+    @get("/staff/{staff_id:int}")
+    async def staff_member(self, request: Request[Any, Any, Any], staff_id: FromPath[int]) -> Template:
+        tid = _tid(request)
+        member = await staff_svc.get_staff(tid, staff_id)
+        return render(request, "settings/staff_member.html", {"member": member, "form": member,
+                                                              "teams": await staff_svc.list_teams(tid)})
+
+    @post("/staff/{staff_id:int}")
+    async def update_staff_member(self, request: Request[Any, Any, Any], staff_id: FromPath[int]) -> Template:
+        tid = _tid(request)
+        data = _form_dict(await request.form())
+        member = await staff_svc.get_staff(tid, staff_id)
+        try:
+            await staff_svc.do_update_staff(_actor(request), tid, staff_id, data)
+        except InvalidInput as exc:
+            form = {**data, "team_ids": [int(t) for t in data["team_ids"] if str(t).isdigit()]}
+            return render(request, "settings/staff_member.html", {
+                "member": member, "form": form, "errors": errors_for(exc), "teams": await staff_svc.list_teams(tid),
+            }, block="form", status_code=400)
+        member = await staff_svc.get_staff(tid, staff_id)
+        return render(request, "settings/staff_member.html", {
+            "member": member, "form": member, "teams": await staff_svc.list_teams(tid),
+        }, block="form", headers=toast_header(i18n.gettext(N_("Saved."))))
+
+    @post("/teams")
+    async def create_team(self, request: Request[Any, Any, Any]) -> Template:
+        form = await request.form()
+        try:
+            await staff_svc.do_create_team(_actor(request), _tid(request), str(form.get("name", "")))
+        except InvalidInput as exc:
+            return await self._staff_page(request, block="teams", status_code=400,
+                                          team_form={"name": form.get("name", "")}, team_errors=errors_for(exc))
+        return await self._staff_page(request, block="teams")
+
+    @post("/teams/{team_id:int}/delete")
+    async def delete_team(self, request: Request[Any, Any, Any], team_id: FromPath[int]) -> Template:
+        await staff_svc.do_delete_team(_actor(request), _tid(request), team_id)
+        return await self._staff_page(request, block="teams")
+
+    async def _keys_page(self, request: Request[Any, Any, Any], block: str | None = None, status_code: int = 200,
+                         **extra: Any) -> Template:
+        return render(request, "settings/api_keys.html", {"keys": await svc.list_api_keys(_tid(request)), **extra},
+                      block=block, status_code=status_code)
+
+    @get("/api-keys")
+    async def api_keys(self, request: Request[Any, Any, Any]) -> Template:
+        return await self._keys_page(request)
+
+    @post("/api-keys")
+    async def create_api_key(self, request: Request[Any, Any, Any]) -> Template:
+        form = await request.form()
+        try:
+            _, key = await svc.do_create_api_key(_actor(request), _tid(request), str(form.get("name", "")))
+        except InvalidInput as exc:
+            return await self._keys_page(request, block="keys", status_code=400, errors=errors_for(exc))
+        return await self._keys_page(request, block="keys", new_key=key)
+
+    @post("/api-keys/{key_id:int}/revoke")
+    async def revoke_api_key(self, request: Request[Any, Any, Any], key_id: FromPath[int]) -> Template:
+        try:
+            await svc.do_revoke_api_key(_actor(request), _tid(request), key_id)
+        except Conflict:
+            pass  # revoking twice changes nothing; show the list as it is
+        return await self._keys_page(request, block="keys")
+
+    @get("/audit")
+    async def audit(self, request: Request[Any, Any, Any]) -> Template:
+        before = request.query_params.get("before")
+        if before is not None and not before.isdigit():
+            raise InvalidInput.one("before", N_("Enter a whole number."))
+        entries = await svc.list_audit(_tid(request), int(before) if before else None, limit=50)
+        return render(request, "settings/audit.html", {
+            "entries": entries, "next_before": entries[-1]["id"] if len(entries) == 50 else None,
+        }, block="rows" if before else None)
+
+
+# --- accepting an invitation (public, the token is the credential) ------------------------------
+
+class InvitationController(Controller):
+    include_in_schema = False
+    path = "/invite"
+
+    @get("/{token:str}")
+    async def page(self, request: Request[Any, Any, Any], token: FromPath[str]) -> Template:
+        inv = await staff_svc.get_open_invitation(token)
+        return render(request, "auth/invite.html", {"invitation": inv, "token": token})
+
+    @post("/{token:str}")
+    async def accept(self, request: Request[Any, Any, Any], token: FromPath[str]) -> Template | Redirect:
+        inv = await staff_svc.get_open_invitation(token)
+        form = await request.form()
+        try:
+            await staff_svc.do_accept_invitation(token, str(form.get("name", "")), str(form.get("password", "")),
+                                                 str(form.get("confirm_password", "")))
+        except InvalidInput as exc:
+            return render(request, "auth/invite.html", {"invitation": inv, "token": token,
+                                                        "form": {"name": form.get("name", "")},
+                                                        "errors": errors_for(exc)}, status_code=400)
+        return Redirect("/login?joined=1")

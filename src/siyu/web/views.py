@@ -1,0 +1,187 @@
+"""Sign-in, sign-out, password, language, the home redirect, health checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import Cookie
+from litestar.exceptions import HTTPException
+from litestar.response import Redirect, Template
+from redis.asyncio import Redis
+
+from siyu.core import db, i18n
+from siyu.core.errors import InvalidInput, TooManyRequests
+from siyu.core.settings import get_settings
+from siyu.tenants import staff as staff_svc
+from siyu.tenants.validation import N_
+from siyu.web.auth import (
+    LOCALE_COOKIE,
+    SESSION_COOKIE,
+    LoginThrottle,
+    client_ip,
+    create_session,
+    destroy_session,
+    signed_in,
+)
+from siyu.web.render import current_user, errors_for, render, toast_header
+
+
+def _safe_next(value: str | None) -> str:
+    # Only local paths: an open redirect after login would be a phishing aid.
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+def home_for(user: staff_svc.CurrentUser) -> str:
+    if user.is_platform_admin:
+        return "/platform/tenants"
+    if user.is_tenant_admin:
+        return "/settings/channels"
+    return "/workspace"
+
+
+def _session_cookie(token: str, max_age: int) -> Cookie:
+    s = get_settings()
+    return Cookie(key=SESSION_COOKIE, value=token, max_age=max_age, httponly=True, samesite="lax",
+                  secure=s.cookie_secure, path="/")
+
+
+class AuthController(Controller):
+    include_in_schema = False
+    @get("/", sync_to_thread=False)
+    def index(self, request: Request[Any, Any, Any]) -> Redirect:
+        user = current_user(request)
+        return Redirect(home_for(user) if user else "/login")
+
+    @get("/login")
+    async def login_page(self, request: Request[Any, Any, Any]) -> Template | Redirect:
+        user = current_user(request)
+        if user:
+            return Redirect(home_for(user))
+        return render(request, "auth/login.html", {"next": _safe_next(request.query_params.get("next"))})
+
+    @post("/login")
+    async def login(self, request: Request[Any, Any, Any]) -> Template | Redirect:
+        form = await request.form()
+        email = str(form.get("email", "")).strip()
+        password = str(form.get("password", ""))
+        next_url = _safe_next(str(form.get("next", "")))
+        redis: Redis = request.app.state.redis
+        throttle = LoginThrottle(redis)
+        ip = client_ip(request)
+        ctx: dict[str, Any] = {"form": {"email": email}, "next": next_url}
+        try:
+            await throttle.check(email, ip)
+        except TooManyRequests as exc:
+            ctx["error"] = i18n.gettext(N_("Too many failed sign-in attempts. Try again in {minutes} minutes.")).format(
+                minutes=max(1, exc.retry_after // 60))
+            return render(request, "auth/login.html", ctx, status_code=429,
+                          headers={"Retry-After": str(exc.retry_after)})
+        if not email or not password:
+            ctx["error"] = i18n.gettext(N_("Enter your email and password."))
+            return render(request, "auth/login.html", ctx, status_code=400)
+        user = await staff_svc.authenticate(email, password)
+        if user is None:
+            await throttle.failed(email, ip)
+            ctx["error"] = i18n.gettext(N_("Wrong email or password."))
+            return render(request, "auth/login.html", ctx, status_code=401)
+        await throttle.succeeded(email)
+        token = await create_session(redis, user)
+        target = next_url if next_url != "/" else home_for(user)
+        response = Redirect(target)
+        response.cookies.append(_session_cookie(token, get_settings().session_max_age))
+        if user.locale:
+            response.cookies.append(Cookie(key=LOCALE_COOKIE, value=user.locale, max_age=365 * 86400, samesite="lax"))
+        return response
+
+    @post("/logout")
+    async def logout(self, request: Request[Any, Any, Any]) -> Redirect:
+        await destroy_session(request.app.state.redis, request.cookies.get(SESSION_COOKIE))
+        response = Redirect("/login")
+        response.cookies.append(_session_cookie("", 0))
+        return response
+
+    @post("/language")
+    async def set_language(self, request: Request[Any, Any, Any]) -> Redirect:
+        """Switch language; remembered on the user (and in a cookie for the sign-in page)."""
+        form = await request.form()
+        locale = str(form.get("locale", ""))
+        if locale not in i18n.LOCALES:
+            raise HTTPException(status_code=400, detail="locale: choose zh_CN or en")
+        user = current_user(request)
+        if user:
+            await staff_svc.do_set_locale(user.id, locale)
+        back = _safe_next(request.headers.get("referer", "/").split(request.base_url.netloc, 1)[-1]
+                          if request.headers.get("referer") else "/")
+        response = Redirect(back)
+        response.cookies.append(Cookie(key=LOCALE_COOKIE, value=locale, max_age=365 * 86400, samesite="lax"))
+        return response
+
+    @get("/account/password", guards=[signed_in])
+    async def password_page(self, request: Request[Any, Any, Any]) -> Template:
+        return render(request, "auth/password.html")
+
+    @post("/account/password", guards=[signed_in])
+    async def change_password(self, request: Request[Any, Any, Any]) -> Template | Response[Any]:
+        user = current_user(request)
+        assert user is not None
+        form = await request.form()
+        try:
+            epoch = await staff_svc.do_change_password(
+                user.actor(client_ip(request)), user.id, str(form.get("current_password", "")),
+                str(form.get("new_password", "")), str(form.get("confirm_password", "")),
+            )
+        except InvalidInput as exc:
+            return render(request, "auth/password.html", {"errors": errors_for(exc)}, block="form", status_code=400)
+        # Every other session ended with the epoch bump; this one continues under a fresh token.
+        redis: Redis = request.app.state.redis
+        await destroy_session(redis, request.cookies.get(SESSION_COOKIE))
+        fresh = staff_svc.CurrentUser(**{**user.__dict__, "auth_epoch": epoch})
+        token = await create_session(redis, fresh)
+        message = i18n.gettext(N_("Password changed. Other sessions were signed out."))
+        response = render(request, "auth/password.html", {"done": message}, block="form",
+                          headers=toast_header(message))
+        response.cookies.append(_session_cookie(token, get_settings().session_max_age))
+        return response
+
+    @get("/workspace", guards=[signed_in])
+    async def workspace(self, request: Request[Any, Any, Any]) -> Template:
+        """An agent's landing page: who they are, their teams and capacity."""
+        user = current_user(request)
+        assert user is not None
+        me = None
+        if user.tenant_id is not None:
+            me = await staff_svc.get_staff(user.tenant_id, user.id)
+            teams = {t["id"]: t["name"] for t in await staff_svc.list_teams(user.tenant_id)}
+            me["teams"] = [teams[t] for t in me["team_ids"] if t in teams]
+        return render(request, "auth/workspace.html", {"me": me})
+
+
+class HealthController(Controller):
+    @get("/healthz", sync_to_thread=False, include_in_schema=True, tags=["health"])
+    def healthz(self) -> dict[str, str]:
+        """200 while the process runs."""
+        return {"status": "ok"}
+
+    @get("/readyz", tags=["health"])
+    async def readyz(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        """200 only when PostgreSQL and Redis answer; 503 naming what failed."""
+        checks: dict[str, str] = {}
+        try:
+            await db.ping()
+            checks["postgres"] = "ok"
+        except Exception as exc:  # report, do not crash: this is the probe
+            checks["postgres"] = f"error: {type(exc).__name__}"
+        try:
+            await request.app.state.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        failed = [k for k, v in checks.items() if v != "ok"]
+        body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": checks}
+        if failed:
+            body["failed"] = failed
+        return Response(body, status_code=200 if ok else 503)

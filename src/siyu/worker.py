@@ -1,0 +1,44 @@
+"""The worker's composition root: arq `WorkerSettings` with every domain's jobs under stable names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import cron
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from siyu.core import db
+from siyu.core.embedded import redis_url
+from siyu.tenants import jobs as tenant_jobs
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    await db.start_pool(min_size=1, max_size=5)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await db.close_pool()
+
+
+def redis_settings() -> RedisSettings:
+    return RedisSettings.from_dsn(redis_url())
+
+
+FUNCTIONS = [
+    func(tenant_jobs.purge_expired_invitations, name="tenants.purge_expired_invitations", max_tries=3),
+]
+
+
+class WorkerSettings:
+    functions = FUNCTIONS
+    cron_jobs = [
+        cron(tenant_jobs.purge_expired_invitations, name="cron:tenants.purge_expired_invitations",
+             hour={3}, minute={17}, run_at_startup=False),
+    ]
+    on_startup = startup
+    on_shutdown = shutdown
+    max_jobs = 20
+    job_timeout = 60
+    keep_result = 3600
+    # redis_settings is filled in by `siyu worker` (it depends on the environment).
