@@ -26,11 +26,13 @@ def engine() -> PostgresEngine:
 
 
 async def start_pool(min_size: int = 1, max_size: int = 10) -> None:
-    await engine().start_connection_pool(min_size=min_size, max_size=max_size)
+    if engine().pool is None:  # one pool per process, whoever asks first
+        await engine().start_connection_pool(min_size=min_size, max_size=max_size)
 
 
 async def close_pool() -> None:
-    await engine().close_connection_pool()
+    if engine().pool is not None:
+        await engine().close_connection_pool()
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post
-from litestar.params import FromQuery
+from litestar.params import FromPath, FromQuery
 
 TOKEN_TTL = 7200
 
@@ -79,7 +79,7 @@ def create_simulator() -> Litestar:
         client = request.scope.get("client")
         return client[0] if client else "127.0.0.1"
 
-    @post("/wechat-api/cgi-bin/stable_token")
+    @post("/wechat-api/cgi-bin/stable_token", status_code=200)
     async def stable_token(request: Request[Any, Any, Any]) -> Response[dict[str, Any]] | dict[str, Any]:
         try:
             body = await request.json()
@@ -116,7 +116,7 @@ def create_simulator() -> Litestar:
 
     # --- control API (not WeChat's): register apps, inject faults, inspect -----------------------
 
-    @post("/_sim/apps")
+    @post("/_sim/apps", status_code=200)
     async def register_app(data: dict[str, Any]) -> dict[str, Any]:
         kind = data.get("kind")
         if kind not in ("wechat", "wecom") or not data.get("app_id") or not data.get("secret"):
@@ -126,8 +126,8 @@ def create_simulator() -> Litestar:
         state.apps[app.app_id] = app
         return app.public()
 
-    @post("/_sim/apps/{app_id:str}/faults")
-    async def add_faults(app_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    @post("/_sim/apps/{app_id:str}/faults", status_code=200)
+    async def add_faults(app_id: FromPath[str], data: dict[str, Any]) -> dict[str, Any]:
         app = state.apps.get(app_id)
         if app is None:
             return Response({"error": "unknown app"}, status_code=404)
@@ -140,7 +140,7 @@ def create_simulator() -> Litestar:
     async def list_apps() -> list[dict[str, Any]]:
         return [a.public() for a in state.apps.values()]
 
-    @post("/_sim/reset")
+    @post("/_sim/reset", status_code=200)
     async def reset() -> dict[str, Any]:
         state.apps.clear()
         state.token_calls = 0

@@ -27,6 +27,9 @@ def _configure(engine: JinjaTemplateEngine) -> None:
     env.filters["dt"] = _format_datetime
     env.filters["tojson_attr"] = lambda v: json.dumps(v, ensure_ascii=True)
     env.policies["ext.i18n.trimmed"] = True
+    # Form macros as globals: htmx block rendering does not run a template's top-level imports.
+    forms = env.get_template("components/forms.html").module
+    env.globals.update(field=forms.field, select=forms.select, copy=forms.copy)  # type: ignore[attr-defined]
 
 
 def _format_datetime(value: Any, with_time: bool = True) -> str:

@@ -1,0 +1,341 @@
+"""Test servers and fixtures: real PostgreSQL and Redis (throwaway embedded ones unless DATABASE_URL /
+REDIS_URL are set), the WeChat simulator as a real HTTP server, and two named tenants: acme and globex.
+
+The environment is prepared in `pytest_configure`, before any Siyu module reads its settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_state: dict[str, Any] = {}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, proc: subprocess.Popen[Any], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+def _create_test_database(server_url: str) -> tuple[str, str]:
+    """On a user-provided server, work in a fresh database that is dropped afterwards."""
+    import asyncpg
+
+    name = f"siyu_test_{secrets.token_hex(4)}"
+
+    async def go() -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+    prefix, _, query = server_url.partition("?")
+    base = prefix.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{query}" if query else ""), name
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        raise pytest.UsageError("this suite shares one database per run; run it without xdist")
+    tmp = Path(tempfile.mkdtemp(prefix="siyu-test-"))
+    _state["tmp"] = tmp
+    os.environ["SIYU_ENV"] = "test"
+    os.environ["SIYU_DATA_DIR"] = str(tmp / "data")
+    os.environ["SIYU_SECRET_KEY"] = "test-secret-key-" + "x" * 40
+    os.environ.pop("SIYU_PREVIOUS_SECRET_KEYS", None)
+    os.environ["SIYU_PUBLIC_BASE_URL"] = "https://siyu.test"
+    os.environ["SIYU_LOG_LEVEL"] = "WARNING"
+    os.environ.setdefault("SIYU_LOGIN_MAX_FAILURES_ACCOUNT", "5")
+    os.environ.setdefault("SIYU_LOGIN_MAX_FAILURES_IP", "30")
+    os.environ["PICCOLO_CONF"] = "siyu.piccolo_conf"
+
+    from siyu.core.embedded import start_postgres, start_redis
+
+    if os.environ.get("DATABASE_URL"):
+        url, name = _create_test_database(os.environ["DATABASE_URL"])
+        _state["external_db"] = (os.environ["DATABASE_URL"], name)
+        os.environ["DATABASE_URL"] = url
+    else:
+        os.environ["DATABASE_URL"] = start_postgres(tmp / "pg", cleanup_mode="delete")
+    if not os.environ.get("REDIS_URL"):
+        url, proc = start_redis(tmp / "valkey", persist=False)
+        _state["valkey"] = proc
+        os.environ["REDIS_URL"] = url
+
+    port = _free_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "siyu", "simulator", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ),
+    )
+    _state["simulator"] = sim
+    _state["simulator_base"] = f"http://127.0.0.1:{port}"
+    os.environ["WECHAT_API_BASE"] = f"http://127.0.0.1:{port}/wechat-api"
+    os.environ["WECOM_API_BASE"] = f"http://127.0.0.1:{port}/wecom-api"
+    _wait_http(f"http://127.0.0.1:{port}/_sim/health", sim)
+
+    from siyu.core import db
+
+    asyncio.run(db.migrate())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for key in ("simulator", "valkey"):
+        proc = _state.get(key)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
+    if "external_db" in _state:
+        import asyncpg
+
+        server_url, name = _state["external_db"]
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(server_url)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+    shutil.rmtree(_state.get("tmp", "/nonexistent"), ignore_errors=True)
+
+
+# --- per-test isolation: empty tables, empty Redis, a fresh simulator -----------------------------
+
+TABLES = ["audit_log", "api_key", "invitation", "team_member", "team", "channel_account", "staff", "tenant"]
+
+
+@pytest.fixture(scope="session")
+async def pool() -> AsyncIterator[None]:
+    from siyu.core import db
+
+    await db.start_pool(min_size=1, max_size=10)
+    yield
+    await db.close_pool()
+
+
+@pytest.fixture(scope="session")
+async def redis() -> AsyncIterator[Any]:
+    from siyu.core.redis import connect
+
+    client = connect()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+async def clean(pool: None, redis: Any) -> AsyncIterator[None]:
+    from siyu.core import db
+
+    await db.engine().run_ddl(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    await redis.flushdb()
+    httpx.post(f"{_state['simulator_base']}/_sim/reset", timeout=5).raise_for_status()
+    yield
+
+
+@pytest.fixture(scope="session")
+def simulator_base() -> str:
+    return str(_state["simulator_base"])
+
+
+@pytest.fixture
+def sim(simulator_base: str) -> Simulator:
+    return Simulator(simulator_base)
+
+
+class Simulator:
+    """Drives the WeChat simulator's control API."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def register(self, kind: str, app_id: str, secret: str, ip_whitelisted: bool = True) -> None:
+        httpx.post(f"{self.base}/_sim/apps", json={"kind": kind, "app_id": app_id, "secret": secret,
+                                                   "ip_whitelisted": ip_whitelisted}, timeout=5).raise_for_status()
+
+    def faults(self, app_id: str, *errcodes: int) -> None:
+        httpx.post(f"{self.base}/_sim/apps/{app_id}/faults", json={"errcodes": list(errcodes)},
+                   timeout=5).raise_for_status()
+
+
+# --- the app and clients ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+async def app(pool: None) -> AsyncIterator[Any]:
+    from asgi_lifespan import LifespanManager
+
+    from siyu.app import create_app
+
+    application = create_app()
+    async with LifespanManager(application):
+        yield application
+
+
+class Client(httpx.AsyncClient):
+    """An httpx client for the app that keeps the CSRF token of the pages it has seen."""
+
+    csrf: str = ""
+
+    async def prime(self) -> None:
+        if not self.csrf:
+            await self.get("/login")
+            self.csrf = self.cookies.get("siyu_csrf") or ""
+
+    async def form(self, url: str, data: dict[str, Any] | None = None, htmx: bool = False,
+                   **kw: Any) -> httpx.Response:
+        await self.prime()
+        headers = {"x-csrftoken": self.csrf, **kw.pop("headers", {})}
+        if htmx:
+            headers["HX-Request"] = "true"
+        return await self.post(url, data=data or {}, headers=headers, **kw)
+
+    async def hx_get(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.get(url, headers={"HX-Request": "true", **kw.pop("headers", {})}, **kw)
+
+    async def login(self, email: str, password: str) -> httpx.Response:
+        await self.prime()
+        return await self.post("/login", data={"email": email, "password": password, "_csrf_token": self.csrf})
+
+
+@pytest.fixture
+async def client_factory(app: Any) -> AsyncIterator[Any]:
+    clients: list[Client] = []
+
+    def make() -> Client:
+        c = Client(transport=httpx.ASGITransport(app=app, client=("10.9.8.7", 40000)), base_url="https://siyu.test",
+                   follow_redirects=False)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        await c.aclose()
+
+
+@pytest.fixture
+async def client(client_factory: Any) -> Client:
+    return client_factory()
+
+
+# --- two named tenants --------------------------------------------------------------------------------
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class TenantFixture:
+    id: int
+    slug: str
+    admin_email: str
+    agent_email: str
+    admin_id: int
+    agent_id: int
+
+
+async def make_tenant(slug: str, name: str) -> TenantFixture:
+    from siyu.tenants import services as svc
+    from siyu.tenants import staff as staff_svc
+
+    actor = svc.Actor.cli()
+    t = await svc.do_create_tenant(actor, {"slug": slug, "name": name})
+    admin = await staff_svc.do_create_staff(actor, t.id, f"admin@{slug}.test", "tenant_admin", PASSWORD,
+                                            name=f"{name} Admin")
+    agent = await staff_svc.do_create_staff(actor, t.id, f"agent@{slug}.test", "agent", PASSWORD,
+                                            name=f"{name} Agent")
+    return TenantFixture(t.id, slug, admin.email, agent.email, admin.id, agent.id)
+
+
+@pytest.fixture
+async def acme() -> TenantFixture:
+    return await make_tenant("acme", "Acme")
+
+
+@pytest.fixture
+async def globex() -> TenantFixture:
+    return await make_tenant("globex", "Globex")
+
+
+@pytest.fixture
+async def platform_admin_email() -> str:
+    from siyu.tenants import services as svc
+    from siyu.tenants import staff as staff_svc
+
+    s = await staff_svc.do_create_staff(svc.Actor.cli(), None, "root@siyu.test", "platform_admin", PASSWORD)
+    return s.email
+
+
+async def signed_in(client_factory: Any, email: str) -> Client:
+    c = client_factory()
+    r = await c.login(email, PASSWORD)
+    assert r.status_code == 302, r.text
+    return c
+
+
+@pytest.fixture
+async def acme_admin(client_factory: Any, acme: TenantFixture) -> Client:
+    return await signed_in(client_factory, acme.admin_email)
+
+
+@pytest.fixture
+async def acme_agent(client_factory: Any, acme: TenantFixture) -> Client:
+    return await signed_in(client_factory, acme.agent_email)
+
+
+@pytest.fixture
+async def globex_admin(client_factory: Any, globex: TenantFixture) -> Client:
+    return await signed_in(client_factory, globex.admin_email)
+
+
+@pytest.fixture
+async def root(client_factory: Any, platform_admin_email: str) -> Client:
+    return await signed_in(client_factory, platform_admin_email)
+
+
+# Valid credentials for linking accounts in tests.
+OA = {"app_id": "wx0123456789abcdef", "app_secret": "oaSecret0123456789abcdef01234567", "token": "AcmeToken123",
+      "aes_key": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", "mode": "safe", "oa_kind": "service"}
+MP = {"app_id": "wxfedcba9876543210", "app_secret": "mpSecret0123456789abcdef01234567", "token": "AcmeMpToken1",
+      "aes_key": "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg", "push_format": "json"}
+WECOM = {"corp_id": "ww00112233445566aa", "agent_id": "1000002", "secret": "wecomSecret_0123456789abcdefABCDEF0123456",
+         "token": "AcmeWecomToken", "aes_key": "0123456789abcdefghijABCDEFGHIJklmnopqrstUVW", "kf_enabled": "1"}
+
+
+@pytest.fixture(scope="session")
+def root_dir() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def subprocess_env() -> Iterator[dict[str, str]]:
+    yield dict(os.environ)
