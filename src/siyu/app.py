@@ -21,6 +21,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 import siyu
 from siyu.core import db, i18n
+from siyu.core.i18n import N_
 from siyu.core import redis as redis_mod
 from siyu.core.crypto import derive_key
 from siyu.core.errors import InvalidInput, SiyuError, TooManyRequests
@@ -75,7 +76,7 @@ def _siyu_error(request: Request[Any, Any, Any], exc: SiyuError) -> Response[Any
         return resp
     if exc.status_code >= 500:
         log.error("unhandled %s: %s", type(exc).__name__, exc.message)
-    message = exc.message or {404: "Not found", 403: "Forbidden", 409: "Conflict"}.get(exc.status_code, "Error")
+    message = exc.message or {404: N_("Not found"), 403: N_("Forbidden"), 409: N_("Conflict")}.get(exc.status_code, "Error")
     return _error_response(request, exc.status_code, i18n.gettext(message))
 
 

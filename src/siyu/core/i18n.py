@@ -13,6 +13,13 @@ from siyu.core.errors import FieldError
 from siyu.core.settings import FRONTEND_DIR
 
 LOCALES = ("zh_CN", "en")
+
+
+def N_(message: str) -> str:
+    """Marks a string for the catalog; it is translated where it is shown."""
+    return message
+
+
 LOCALE_NAMES = {"zh_CN": "简体中文", "en": "English"}
 LOCALE_DIR = FRONTEND_DIR / "locale"
 

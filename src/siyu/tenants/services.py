@@ -410,7 +410,7 @@ async def do_revoke_api_key(actor: Actor, tenant_id: int, key_id: int) -> None:
         if row is None:
             raise NotFound()
         if row.revoked_at is not None:
-            raise Conflict("This key is already revoked.")
+            raise Conflict(v.N_("This key is already revoked."))
         await ApiKey.update({ApiKey.revoked_at: now()}).where(ApiKey.id == key_id)
         await record_audit(actor, tenant_id, "api_key.revoked", "api_key", key_id, {"prefix": row.prefix})
 

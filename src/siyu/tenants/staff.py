@@ -308,7 +308,7 @@ async def get_open_invitation(token: str) -> dict[str, Any]:
     ).where(Invitation.token_hash == sha256_hex(token)).output(load_json=True).first()
     if (row is None or row["accepted_at"] or row["revoked_at"] or row["expires_at"] <= now()
             or row["tenant_status"] != "active"):
-        raise NotFound("This invitation link is invalid, used or expired.")
+        raise NotFound(v.N_("This invitation link is invalid, used or expired."))
     return row
 
 
@@ -330,9 +330,9 @@ async def do_accept_invitation(token: str, name: str, password: str, confirm: st
             (Invitation.id == inv["id"]) & Invitation.accepted_at.is_null()
         ).returning(Invitation.id)
         if not claimed:
-            raise Conflict("This invitation was already used.")
+            raise Conflict(v.N_("This invitation was already used."))
         if await Staff.exists().where(Staff.email == inv["email"]):
-            raise Conflict("Someone already signs in with this email.")
+            raise Conflict(v.N_("Someone already signs in with this email."))
         staff = Staff(tenant=inv["tenant"], email=inv["email"], name=name.strip(), role=inv["role"],
                       password_hash=password_hash, max_concurrent=inv["max_concurrent"])
         await staff.save()

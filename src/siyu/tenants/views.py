@@ -28,7 +28,7 @@ STEPS = ("oa", "mp", "wecom")
 
 def _form_dict(form: Any) -> dict[str, Any]:
     data: dict[str, Any] = {k: form.get(k) for k in form}
-    data["team_ids"] = form.getall("team_ids") if hasattr(form, "getall") else []
+    data["team_ids"] = form.getall("team_ids", [])
     return data
 
 

@@ -18,6 +18,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from redis.asyncio import Redis
 
 from siyu.core.crypto import sha256_hex
+from siyu.core.i18n import N_
 from siyu.core.errors import Forbidden, NotFound, TooManyRequests
 from siyu.core.settings import get_settings
 from siyu.tenants import services as tenants
@@ -107,17 +108,17 @@ def signed_in(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandle
 
 def platform_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     if not _user(connection).is_platform_admin:
-        raise Forbidden("This page is for platform administrators.")
+        raise Forbidden(N_("This page is for platform administrators."))
 
 
 def tenant_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     if _user(connection).role != "tenant_admin":
-        raise Forbidden("This page is for the brand's administrators.")
+        raise Forbidden(N_("This page is for the brand's administrators."))
 
 
 def tenant_staff(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     if _user(connection).tenant_id is None:
-        raise Forbidden("This page belongs to a brand's workspace.")
+        raise Forbidden(N_("This page belongs to a brand's workspace."))
 
 
 def api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -151,7 +152,7 @@ class LoginThrottle:
         for (kind, key), value in zip(keys.items(), values, strict=True):
             if value is not None and int(value) >= self.limits[kind]:
                 ttl = await self.redis.ttl(key)
-                raise TooManyRequests("Too many failed sign-in attempts. Try again later.", max(int(ttl), 1))
+                raise TooManyRequests(N_("Too many failed sign-in attempts. Try again later."), max(int(ttl), 1))
 
     async def failed(self, email: str, ip: str) -> None:
         pipe = self.redis.pipeline()
