@@ -88,7 +88,13 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["DATABASE_URL"] = url
     else:
         os.environ["DATABASE_URL"] = start_postgres(tmp / "pg", cleanup_mode="delete")
-    if not os.environ.get("REDIS_URL"):
+    if os.environ.get("REDIS_URL"):
+        # A server of the user's own: work in database 15, which the tests flush.
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(os.environ["REDIS_URL"])
+        os.environ["REDIS_URL"] = urlunsplit(parts._replace(path="/15"))
+    else:
         url, proc = start_redis(tmp / "valkey", persist=False)
         _state["valkey"] = proc
         os.environ["REDIS_URL"] = url
