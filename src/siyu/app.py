@@ -22,6 +22,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 import siyu
 from siyu.core import db, i18n
 from siyu.core.i18n import N_
+from siyu.core.logs import configure_logging
 from siyu.core import redis as redis_mod
 from siyu.core.crypto import derive_key
 from siyu.core.errors import InvalidInput, SiyuError, TooManyRequests
@@ -117,7 +118,7 @@ async def _set_locale(request: Request[Any, Any, Any]) -> None:
 
 def create_app() -> Litestar:
     s = get_settings()
-    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(s.log_level)
     csrf = CSRFConfig(
         secret=derive_key(s.secret_key, "csrf").hex(),
         cookie_name="siyu_csrf",

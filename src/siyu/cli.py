@@ -35,6 +35,13 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
 @click.group()
 def main() -> None:
     """Siyu (私域): the WeChat CRM. Settings come from the environment and .env."""
+    from siyu.core.settings import get_settings
+
+    try:
+        get_settings()
+    except ConfigurationError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
 
 
 # --- tenants ---------------------------------------------------------------------------------------

@@ -14,6 +14,10 @@ from siyu.tenants import jobs as tenant_jobs
 
 
 async def startup(ctx: dict[str, Any]) -> None:
+    from siyu.core.logs import configure_logging
+    from siyu.core.settings import get_settings
+
+    configure_logging(get_settings().log_level)
     await db.start_pool(min_size=1, max_size=5)
 
 

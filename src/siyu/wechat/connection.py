@@ -10,7 +10,11 @@ from dataclasses import dataclass
 
 import httpx
 
+from siyu.core.logs import quiet_http_clients
 from siyu.core.settings import get_settings
+
+# Token URLs carry secrets in their query string; httpx must not log them, whoever configured logging.
+quiet_http_clients()
 
 N_ = str
 
