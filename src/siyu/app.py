@@ -21,14 +21,19 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 import siyu
 from siyu.core import db, i18n
-from siyu.core.i18n import N_
-from siyu.core.logs import configure_logging
 from siyu.core import redis as redis_mod
 from siyu.core.crypto import derive_key
 from siyu.core.errors import InvalidInput, SiyuError, TooManyRequests
+from siyu.core.i18n import N_
+from siyu.core.logs import configure_logging
 from siyu.core.settings import FRONTEND_DIR, get_settings
 from siyu.tenants.api import TenantApi
-from siyu.tenants.views import ChannelsController, InvitationController, PlatformController, SettingsController
+from siyu.tenants.views import (
+    ChannelsController,
+    InvitationController,
+    PlatformController,
+    SettingsController,
+)
 from siyu.web.auth import LOCALE_COOKIE, AuthMiddleware, NotAuthenticated
 from siyu.web.render import current_user, render, template_config
 from siyu.web.views import AuthController, HealthController

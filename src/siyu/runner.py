@@ -128,7 +128,9 @@ def main() -> None:
         if use_simulator:
             print(f"WeChat simulator: {sim_base} (the demo brand's accounts point at it)", flush=True)
         print("", flush=True)
-        print(f"Siyu is running at {s.public_base_url}", flush=True)
+        print(f"Siyu is running at http://{s.host}:{s.port}", flush=True)
+        if s.public_base_url != f"http://{s.host}:{s.port}":
+            print(f"WeChat reaches it at {s.public_base_url}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         while True:
             for p in children:

@@ -6,7 +6,7 @@ English is the source language (msgids). The current locale is a context variabl
 from __future__ import annotations
 
 import contextvars
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from siyu.core.errors import FieldError
@@ -26,7 +26,7 @@ LOCALE_DIR = FRONTEND_DIR / "locale"
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("siyu_locale", default="zh_CN")
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalog(locale: str) -> dict[str, str]:
     """msgid → msgstr for a locale; fuzzy and empty entries fall back to English."""
     path = LOCALE_DIR / locale / "LC_MESSAGES" / "messages.po"

@@ -18,8 +18,8 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from redis.asyncio import Redis
 
 from siyu.core.crypto import sha256_hex
-from siyu.core.i18n import N_
 from siyu.core.errors import Forbidden, NotFound, TooManyRequests
+from siyu.core.i18n import N_
 from siyu.core.settings import get_settings
 from siyu.tenants import services as tenants
 from siyu.tenants.staff import CurrentUser, load_current_user
