@@ -240,7 +240,7 @@ async def client_factory(app: Any) -> AsyncIterator[Any]:
 
     def make() -> Client:
         c = Client(transport=httpx.ASGITransport(app=app, client=("10.9.8.7", 40000)), base_url="https://siyu.test",
-                   follow_redirects=False)
+                   follow_redirects=False, headers={"Accept-Language": "en"})
         clients.append(c)
         return c
 

@@ -81,7 +81,7 @@ async def load_current_user(staff_id: int) -> CurrentUser | None:
     )
 
 
-async def authenticate(email: str, password: str) -> CurrentUser | None:
+async def authenticate(email: str, password: str, ip: str = "") -> CurrentUser | None:
     email = email.strip().lower()
     row = await Staff.select(Staff.id, Staff.password_hash, Staff.is_active).where(Staff.email == email).first()
     if row is None:
@@ -91,7 +91,9 @@ async def authenticate(email: str, password: str) -> CurrentUser | None:
         return None
     user = await load_current_user(row["id"])
     if user is not None:
-        await Staff.update({Staff.last_login_at: now()}).where(Staff.id == row["id"])
+        async with db.transaction():
+            await Staff.update({Staff.last_login_at: now()}).where(Staff.id == row["id"])
+            await record_audit(user.actor(ip), user.tenant_id, "staff.signed_in", "staff", user.id)
     return user
 
 
@@ -379,5 +381,9 @@ async def do_onboard_tenant(actor: Actor, data: dict[str, Any]) -> tuple[Tenant,
         raise InvalidInput(errors)
     async with db.transaction():
         tenant = await do_create_tenant(actor, data)
-        _, token = await do_invite(actor, tenant.id, {"email": admin_email, "role": "tenant_admin"})
+        try:
+            _, token = await do_invite(actor, tenant.id, {"email": admin_email, "role": "tenant_admin"})
+        except InvalidInput as exc:  # the form calls the invitation's email field `admin_email`
+            raise InvalidInput([FieldError("admin_email" if e.field == "email" else e.field, e.message, e.params)
+                                for e in exc.errors]) from exc
     return tenant, token

@@ -82,7 +82,7 @@ class AuthController(Controller):
         if not email or not password:
             ctx["error"] = i18n.gettext(N_("Enter your email and password."))
             return render(request, "auth/login.html", ctx, status_code=400)
-        user = await staff_svc.authenticate(email, password)
+        user = await staff_svc.authenticate(email, password, ip)
         if user is None:
             await throttle.failed(email, ip)
             ctx["error"] = i18n.gettext(N_("Wrong email or password."))
