@@ -191,7 +191,9 @@ class ChannelsController(Controller):
         creds = await svc.channel_credentials(tid, kind)  # NotFound when not linked
         outcome = await check_credentials(kind, creds.app_id, creds.secret)
         await svc.do_record_check(_actor(request), tid, kind, outcome.ok, outcome.errcode)
-        return render(request, "settings/_check_result.html", {"outcome": outcome, "kind": kind})
+        # The step label at the top is refreshed out of band with the result.
+        return render(request, "settings/_check_result.html", {
+            "outcome": outcome, "kind": kind, "channel": await svc.get_channel(tid, kind)})
 
     @post("/{kind:str}/unlink")
     async def unlink(self, request: Request[Any, Any, Any], kind: FromPath[str]) -> Template:
@@ -322,11 +324,14 @@ class SettingsController(Controller):
     @get("/audit")
     async def audit(self, request: Request[Any, Any, Any]) -> Template:
         before = request.query_params.get("before")
-        if before is not None and not before.isdigit():
+        if before is not None and not (before.isascii() and before.isdigit()):
             raise InvalidInput.one("before", N_("Enter a whole number."))
-        entries = await svc.list_audit(_tid(request), int(before) if before else None, limit=50)
+        # Ids are 32-bit: a larger cursor means "before every entry" (and must not reach the database).
+        before_id = min(int(before), 2**31 - 1) if before else None
+        # One more than a page tells whether anything older is left to load.
+        entries = await svc.list_audit(_tid(request), before_id, limit=51)
         return render(request, "settings/audit.html", {
-            "entries": entries, "next_before": entries[-1]["id"] if len(entries) == 50 else None,
+            "entries": entries[:50], "next_before": entries[49]["id"] if len(entries) > 50 else None,
         }, block="rows" if before else None)
 
 

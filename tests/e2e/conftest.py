@@ -1,0 +1,118 @@
+"""Browser tests: the real web server (granian, as in production) in a subprocess, driven by headless
+Chromium through Playwright's async API.
+
+The server shares the test database and Redis prepared by tests/conftest.py, so the per-test `clean`
+fixture and the tenant fixtures (acme, …) apply to what the browser sees. Its public base URL is the
+plain-http address it listens on, so cookies are not Secure-only.
+
+Chromium comes from Debian (`apt-get install chromium` → /usr/bin/chromium); Playwright's own browser
+download is not used. Without it every e2e test is skipped, loudly: this is the project's only skip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import _free_port, _wait_http
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+MISSING_CHROMIUM = (f"browser tests need Debian's Chromium at {CHROMIUM}, which is missing: "
+                    "install it with `apt-get update && apt-get install -y chromium` "
+                    "(do not run `playwright install`)")
+E2E_DIR = Path(__file__).resolve().parent
+
+_skipped: list[str] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if CHROMIUM.exists():
+        return
+    marker = pytest.mark.skip(reason=MISSING_CHROMIUM)
+    for item in items:
+        if E2E_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(marker)
+            _skipped.append(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if _skipped:
+        terminalreporter.section("E2E BROWSER TESTS SKIPPED", sep="!", red=True, bold=True)
+        terminalreporter.write_line(f"{len(_skipped)} browser test(s) did not run: {MISSING_CHROMIUM}",
+                                    red=True, bold=True)
+
+
+@dataclass(frozen=True)
+class WebServer:
+    base_url: str
+    port: int
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def web_server() -> Iterator[WebServer]:
+    """`python -m siyu web` on a free port, against the suite's database and Redis."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    env["SIYU_PUBLIC_BASE_URL"] = base
+    log_fd, log_name = tempfile.mkstemp(prefix="siyu-e2e-web-", suffix=".log")
+    log = Path(log_name)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "siyu", "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log_fd, stderr=subprocess.STDOUT, env=env,
+    )
+    os.close(log_fd)
+    try:
+        try:
+            _wait_http(f"{base}/healthz", proc, seconds=60)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; server output:\n{log.read_text(errors='replace')}") from exc
+        yield WebServer(base, port, log)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        log.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest.fixture
+async def page(browser: Any, web_server: WebServer) -> AsyncIterator[Any]:
+    """A fresh browser context (no cookies) per test, in English unless the test switches language."""
+    context = await browser.new_context(base_url=web_server.base_url, locale="en-US",
+                                        viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    pg = await context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield pg
+    finally:
+        await context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
