@@ -63,7 +63,7 @@ async def list_audit(tenant_id: int, before_id: int | None = None, limit: int = 
         AuditLog.id, AuditLog.actor_label, AuditLog.action, AuditLog.target_type, AuditLog.target_id,
         AuditLog.changes, AuditLog.ip, AuditLog.created_at,
     ).where(AuditLog.tenant == tenant_id)
-    if before_id:
+    if before_id is not None:
         query = query.where(AuditLog.id < before_id)
     return await query.order_by(AuditLog.id, ascending=False).limit(limit).output(load_json=True)
 
@@ -146,7 +146,8 @@ async def do_set_tenant_status(actor: Actor, tenant_id: int, status: str) -> Ten
         tenant = await get_tenant(tenant_id)
         if tenant.status != status:
             await Tenant.update({Tenant.status: status}).where(Tenant.id == tenant_id)
-            await record_audit(actor, tenant_id, f"tenant.{status}", "tenant", tenant_id,
+            action = "tenant.suspended" if status == "suspended" else "tenant.reactivated"
+            await record_audit(actor, tenant_id, action, "tenant", tenant_id,
                                {"status": [tenant.status, status]})
             tenant.status = status
     return tenant
@@ -205,12 +206,18 @@ def _context(tenant_id: int, kind: str, column: str) -> str:
     return f"channel_account:{tenant_id}:{kind}:{column}"
 
 
+def _masked_secret(row: ChannelAccount) -> str:
+    """Bullets and the last four characters, read by decrypting: no part of a secret is stored in clear."""
+    tid = row.tenant if isinstance(row.tenant, int) else row.tenant.id
+    return mask(box().open(row.secret_encrypted, _context(tid, row.kind, "secret")))
+
+
 def _view(row: ChannelAccount) -> ChannelView:
     return ChannelView(
         id=row.id, kind=row.kind, app_id=row.app_id, oa_kind=row.oa_kind, message_mode=row.message_mode,
         push_format=row.push_format, original_id=row.original_id, agent_id=row.agent_id,
         kf_enabled=row.kf_enabled, callback_token=row.callback_token,
-        secret_masked=mask("x" * 24 + row.secret_hint), aes_key_masked="•" * 8,
+        secret_masked=_masked_secret(row), aes_key_masked="•" * 8,
         last_check_at=row.last_check_at, last_check_ok=row.last_check_ok, last_check_code=row.last_check_code,
         updated_at=row.updated_at,
     )
@@ -303,7 +310,6 @@ async def do_link_channel(actor: Actor, tenant_id: int, kind: str, data: dict[st
         secrets_changed = []
         if secret:
             row.secret_encrypted = b.seal(secret, _context(tenant_id, kind, "secret"))
-            row.secret_hint = secret[-4:]
             secrets_changed.append("secret")
         if clean["aes_key"]:
             row.aes_key_encrypted = b.seal(clean["aes_key"], _context(tenant_id, kind, "aes_key"))

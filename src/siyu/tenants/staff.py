@@ -14,7 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from siyu.core import db
 from siyu.core.clock import now
 from siyu.core.crypto import sha256_hex
-from siyu.core.errors import Conflict, FieldError, InvalidInput, NotFound
+from siyu.core.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from siyu.tenants import validation as v
 from siyu.tenants.services import TENANT_FIELDS, Actor, do_create_tenant, get_tenant, record_audit
 from siyu.tenants.tables import Invitation, Staff, Team, TeamMember, Tenant
@@ -89,6 +89,9 @@ async def authenticate(email: str, password: str, ip: str = "") -> CurrentUser |
         return None
     if not await verify_password(row["password_hash"], password) or not row["is_active"]:
         return None
+    if await Staff.exists().where((Staff.id == row["id"]) & (Staff.tenant.status == "suspended")):
+        # The password was right, so saying why is no leak, and spares a support call.
+        raise Forbidden(v.N_("Your brand's workspace is suspended. Contact your Siyu platform administrator."))
     user = await load_current_user(row["id"])
     if user is not None:
         async with db.transaction():
@@ -338,7 +341,10 @@ async def do_accept_invitation(token: str, name: str, password: str, confirm: st
         staff = Staff(tenant=inv["tenant"], email=inv["email"], name=name.strip(), role=inv["role"],
                       password_hash=password_hash, max_concurrent=inv["max_concurrent"])
         await staff.save()
-        team_ids = await _check_team_ids(inv["tenant"], [int(t) for t in inv["team_ids"]]) if inv["team_ids"] else []
+        # Teams deleted since the invitation was sent are left out: the invitee could not fix that error.
+        wanted = [int(t) for t in inv["team_ids"] or []]
+        team_ids = [t["id"] for t in await Team.select(Team.id).where(
+            (Team.tenant == inv["tenant"]) & Team.id.is_in(wanted))] if wanted else []
         await set_teams(inv["tenant"], staff.id, team_ids)
         await record_audit(Actor(staff.id, staff.email), inv["tenant"], "invitation.accepted", "staff", staff.id,
                            {"email": staff.email, "role": staff.role})

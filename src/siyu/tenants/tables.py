@@ -48,7 +48,6 @@ class ChannelAccount(Table):
     callback_token = Varchar(length=32)
     secret_encrypted = Text()  # AppSecret / app Secret, sealed by siyu.core.crypto
     aes_key_encrypted = Text()  # EncodingAESKey, sealed
-    secret_hint = Varchar(length=16, default="")  # last characters, for the masked display
     last_check_at = Timestamptz(null=True, default=None)
     last_check_ok = Boolean(null=True, default=None)
     last_check_code = Integer(null=True, default=None)

@@ -11,7 +11,7 @@ from litestar.response import Redirect, Template
 from redis.asyncio import Redis
 
 from siyu.core import db, i18n
-from siyu.core.errors import InvalidInput, TooManyRequests
+from siyu.core.errors import Forbidden, InvalidInput, TooManyRequests
 from siyu.core.settings import get_settings
 from siyu.tenants import staff as staff_svc
 from siyu.tenants.validation import N_
@@ -82,7 +82,11 @@ class AuthController(Controller):
         if not email or not password:
             ctx["error"] = i18n.gettext(N_("Enter your email and password."))
             return render(request, "auth/login.html", ctx, status_code=400)
-        user = await staff_svc.authenticate(email, password, ip)
+        try:
+            user = await staff_svc.authenticate(email, password, ip)
+        except Forbidden as exc:
+            ctx["error"] = i18n.gettext(exc.message)
+            return render(request, "auth/login.html", ctx, status_code=403)
         if user is None:
             await throttle.failed(email, ip)
             ctx["error"] = i18n.gettext(N_("Wrong email or password."))
