@@ -134,6 +134,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
                 await conn.close()
 
         asyncio.run(drop())
+    from siyu.core.embedded import stop_postgres
+
+    stop_postgres()  # before its data directory is removed, or the server outlives the run
     shutil.rmtree(_state.get("tmp", "/nonexistent"), ignore_errors=True)
 
 

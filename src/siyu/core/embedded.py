@@ -43,6 +43,13 @@ def start_postgres(pgdata: Path, cleanup_mode: str | None = None) -> str:
 _keep_alive: list[object] = []
 
 
+def stop_postgres() -> None:
+    """Stop the embedded servers this process started (per their cleanup mode), before their files go."""
+    while _keep_alive:
+        server = _keep_alive.pop()
+        server.cleanup()  # type: ignore[attr-defined]
+
+
 def database_url() -> str:
     url = os.environ.get("DATABASE_URL", "").strip()
     if url:
