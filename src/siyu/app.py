@@ -139,7 +139,7 @@ def create_app() -> Litestar:
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],
         lifespan=[lifespan],
-        middleware=[DefineMiddleware(AuthMiddleware, exclude=["^/static/", "^/healthz$"])],
+        middleware=[DefineMiddleware(AuthMiddleware, exclude=["^/static/", "^/healthz$", "^/readyz$"])],
         csrf_config=csrf,
         plugins=[HTMXPlugin()],
         template_config=template_config(),

@@ -39,7 +39,7 @@ def required(value: str) -> str | None:
 def check_slug(value: str) -> str | None:
     if not value:
         return N_("This field is required.")
-    if not SLUG_RE.match(value):
+    if not SLUG_RE.fullmatch(value):
         return N_("Use 1–40 lower-case letters, digits and hyphens, starting and ending with a letter or digit.")
     if value in {"admin", "api", "static", "wechat", "platform", "settings", "login", "logout"}:
         return N_("This name is reserved.")
@@ -49,7 +49,7 @@ def check_slug(value: str) -> str | None:
 def check_app_id(value: str) -> str | None:
     if not value:
         return N_("This field is required.")
-    if not APP_ID_RE.match(value):
+    if not APP_ID_RE.fullmatch(value):
         return N_("An AppID is “wx” followed by 16 hexadecimal characters (0–9, a–f).")
     return None
 
@@ -57,7 +57,7 @@ def check_app_id(value: str) -> str | None:
 def check_corp_id(value: str) -> str | None:
     if not value:
         return N_("This field is required.")
-    if not CORP_ID_RE.match(value):
+    if not CORP_ID_RE.fullmatch(value):
         return N_("A CorpID is “ww” followed by 16 hexadecimal characters (0–9, a–f).")
     return None
 
@@ -65,7 +65,7 @@ def check_corp_id(value: str) -> str | None:
 def check_aes_key(value: str) -> str | None:
     if not value:
         return N_("This field is required.")
-    if not AES_KEY_RE.match(value):
+    if not AES_KEY_RE.fullmatch(value):
         return N_("The EncodingAESKey is exactly 43 letters and digits (A–Z, a–z, 0–9); this one has {n}.")
     return None
 
@@ -73,7 +73,7 @@ def check_aes_key(value: str) -> str | None:
 def check_token(value: str) -> str | None:
     if not value:
         return N_("This field is required.")
-    if not TOKEN_RE.match(value):
+    if not TOKEN_RE.fullmatch(value):
         return N_("The Token is 3–32 letters and digits.")
     return None
 
@@ -81,13 +81,13 @@ def check_token(value: str) -> str | None:
 def check_secret(value: str) -> str | None:
     if not value:
         return N_("This field is required.")
-    if not SECRET_RE.match(value):
+    if not SECRET_RE.fullmatch(value):
         return N_("This secret looks wrong: copy it again from the console (16–64 letters, digits, - or _).")
     return None
 
 
 def check_original_id(value: str) -> str | None:
-    if value and not ORIGINAL_ID_RE.match(value):
+    if value and not ORIGINAL_ID_RE.fullmatch(value):
         return N_("The original ID is “gh_” followed by 12 hexadecimal characters.")
     return None
 
@@ -95,7 +95,7 @@ def check_original_id(value: str) -> str | None:
 def check_agent_id(value: str) -> str | None:
     if not value:
         return N_("This field is required.")
-    if not AGENT_ID_RE.match(value):
+    if not AGENT_ID_RE.fullmatch(value):
         return N_("The AgentID is a number, such as 1000002.")
     return None
 
@@ -103,7 +103,7 @@ def check_agent_id(value: str) -> str | None:
 def check_email(value: str) -> str | None:
     if not value:
         return N_("This field is required.")
-    if not EMAIL_RE.match(value) or len(value) > 254:
+    if not EMAIL_RE.fullmatch(value) or len(value) > 254:
         return N_("Enter a valid email address.")
     return None
 

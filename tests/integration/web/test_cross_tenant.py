@@ -1,0 +1,327 @@
+"""Tenant isolation. Two named tenants, acme and globex: acme's people and keys never see or change
+globex's objects. An id of another tenant answers exactly like an id that does not exist."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from siyu.tenants import services as svc
+from siyu.tenants import staff as staff_svc
+from siyu.tenants.tables import ApiKey, AuditLog, ChannelAccount, Invitation, Staff, Team, TeamMember, Tenant
+from tests.conftest import MP, OA, WECOM, Client, TenantFixture
+
+MISSING_ID = 987654321
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Still argon2id, with the smallest cost: this module signs in dozens of people."""
+    from argon2 import PasswordHasher
+
+    monkeypatch.setattr(staff_svc, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+# Globex's recognisable data: none of it may appear in anything acme sees.
+GLOBEX_OA = {**OA, "app_id": "wx9999999999999999", "token": "GlobexOaTok77", "app_secret": "globexOaSecret_0123456789abcdef"}
+GLOBEX_MP = {**MP, "app_id": "wx8888888888888888", "token": "GlobexMpTok77"}
+GLOBEX_WECOM = {**WECOM, "corp_id": "ww7777777777777777", "token": "GlobexWecomTok77"}
+GLOBEX_STRINGS = ["globex", GLOBEX_OA["app_id"], GLOBEX_MP["app_id"], GLOBEX_WECOM["corp_id"],
+                  GLOBEX_OA["token"], GLOBEX_MP["token"], GLOBEX_WECOM["token"], "Globex Team", "invitee@globex.test"]
+
+
+@dataclass
+class Seeded:
+    """Ids of one tenant's objects, and the API key (with its prefix) created for it."""
+
+    tenant: TenantFixture
+    team_id: int
+    invitation_id: int
+    api_key_id: int
+    api_key: str
+    api_key_prefix: str
+
+    def object_id(self, kind: str) -> int:
+        return {"staff": self.tenant.admin_id, "team": self.team_id, "invitation": self.invitation_id,
+                "api_key": self.api_key_id}[kind]
+
+
+async def seed(t: TenantFixture, name: str, channels: dict[str, dict[str, str]]) -> Seeded:
+    actor = svc.Actor.cli()
+    team_id = await staff_svc.do_create_team(actor, t.id, f"{name} Team")
+    await staff_svc.set_teams(t.id, t.agent_id, [team_id])
+    invitation_id, _ = await staff_svc.do_invite(actor, t.id, {"email": f"invitee@{t.slug}.test", "role": "agent"})
+    key_id, key = await svc.do_create_api_key(actor, t.id, f"{name} key")
+    for kind, data in channels.items():
+        await svc.do_link_channel(actor, t.id, kind, data)
+    prefix = key.split("_")[1]
+    return Seeded(t, team_id, invitation_id, key_id, key, prefix)
+
+
+@pytest.fixture
+async def acme_seeded(acme: TenantFixture) -> Seeded:
+    return await seed(acme, "Acme", {"oa": OA})
+
+
+@pytest.fixture
+async def globex_seeded(globex: TenantFixture) -> Seeded:
+    return await seed(globex, "Globex", {"oa": GLOBEX_OA, "mp": GLOBEX_MP, "wecom": GLOBEX_WECOM})
+
+
+async def tenant_state(tenant_id: int) -> dict[str, Any]:
+    """Every row a tenant owns, to prove a refused request changed nothing."""
+    return {
+        "tenant": await Tenant.select().where(Tenant.id == tenant_id),
+        "staff": await Staff.select().where(Staff.tenant == tenant_id).order_by(Staff.id),
+        "teams": await Team.select().where(Team.tenant == tenant_id).order_by(Team.id),
+        "members": await TeamMember.select().where(TeamMember.tenant == tenant_id).order_by(TeamMember.id),
+        "invitations": await Invitation.select().where(Invitation.tenant == tenant_id).order_by(Invitation.id),
+        "api_keys": await ApiKey.select().where(ApiKey.tenant == tenant_id).order_by(ApiKey.id),
+        "channels": await ChannelAccount.select().where(ChannelAccount.tenant == tenant_id).order_by(ChannelAccount.id),
+        "audit": await AuditLog.count(),
+    }
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_no_globex(text: str) -> None:
+    lowered = text.lower()
+    for marker in GLOBEX_STRINGS:
+        assert marker.lower() not in lowered, f"globex's {marker!r} leaked"
+
+
+# --- routes with an object id in the URL --------------------------------------------------------------
+
+# (method, URL template, which globex object the id names, form data). Every route of the app with an
+# object id in its path is listed here or in ROUTES_WITHOUT_TENANT_OBJECT_IDS below, or the last test fails.
+ID_ROUTES = [
+    ("GET", "/settings/staff/{id}", "staff", None),
+    ("POST", "/settings/staff/{id}", "staff",
+     {"role": "agent", "name": "Taken over", "max_concurrent": "1", "is_active": ""}),
+    ("POST", "/settings/invitations/{id}/revoke", "invitation", {}),
+    ("POST", "/settings/teams/{id}/delete", "team", {}),
+    ("POST", "/settings/api-keys/{id}/revoke", "api_key", {}),
+]
+
+
+async def send(client: Client, method: str, url: str, data: dict[str, Any] | None, htmx: bool) -> Any:
+    if method == "GET":
+        return await (client.hx_get(url) if htmx else client.get(url))
+    return await client.form(url, data, htmx=htmx)
+
+
+@pytest.mark.parametrize("htmx", [False, True], ids=["page", "htmx"])
+@pytest.mark.parametrize(("method", "template", "kind", "data"), ID_ROUTES,
+                         ids=[f"{m} {t}" for m, t, _, _ in ID_ROUTES])
+async def test_another_tenants_id_answers_exactly_like_a_missing_id(
+    acme_admin: Client, acme_seeded: Seeded, globex_seeded: Seeded, method: str, template: str, kind: str,
+    data: dict[str, Any] | None, htmx: bool,
+) -> None:
+    globex_id = globex_seeded.object_id(kind)
+    before = await tenant_state(globex_seeded.tenant.id)
+    acme_before = await tenant_state(acme_seeded.tenant.id)
+
+    foreign = await send(acme_admin, method, template.format(id=globex_id), data, htmx)
+    missing = await send(acme_admin, method, template.format(id=MISSING_ID), data, htmx)
+
+    assert foreign.status_code == 404, foreign.text
+    assert missing.status_code == 404
+    assert foreign.text == missing.text
+    for header in ("content-type", "hx-retarget", "hx-reswap", "hx-trigger"):
+        assert foreign.headers.get(header) == missing.headers.get(header)
+    assert_no_globex(foreign.text)
+    assert await tenant_state(globex_seeded.tenant.id) == before
+    assert await tenant_state(acme_seeded.tenant.id) == acme_before
+
+
+@pytest.mark.parametrize(("method", "template", "kind", "data"), ID_ROUTES,
+                         ids=[f"{m} {t}" for m, t, _, _ in ID_ROUTES])
+async def test_the_same_routes_work_on_the_tenants_own_ids(
+    acme_admin: Client, acme_seeded: Seeded, method: str, template: str, kind: str, data: dict[str, Any] | None,
+) -> None:
+    """The control for the test above: the 404 comes from the tenant scope, not from a broken route."""
+    own_id = acme_seeded.tenant.agent_id if kind == "staff" else acme_seeded.object_id(kind)
+    r = await send(acme_admin, method, template.format(id=own_id), data, htmx=True)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("kind", ["oa", "mp", "wecom"])
+async def test_api_channel_of_another_tenant_answers_like_an_unlinked_one(
+    client: Client, acme_seeded: Seeded, globex: TenantFixture, kind: str,
+) -> None:
+    url = f"/api/v1/channels/{kind}"
+    # Acme links no mp/wecom; globex links nothing yet: this is what "missing" looks like.
+    await ChannelAccount.delete().where(ChannelAccount.tenant == acme_seeded.tenant.id)
+    missing = await client.get(url, headers=bearer(acme_seeded.api_key))
+    globex_seeded = await seed(globex, "Globex", {"oa": GLOBEX_OA, "mp": GLOBEX_MP, "wecom": GLOBEX_WECOM})
+    before = await tenant_state(globex.id)
+
+    foreign = await client.get(url, headers=bearer(acme_seeded.api_key))
+    assert missing.status_code == foreign.status_code == 404
+    assert foreign.json() == missing.json()
+    assert foreign.json()["status"] == 404
+    assert_no_globex(foreign.text)
+    assert await tenant_state(globex.id) == before
+    # Control: globex's own key sees its account.
+    own = await client.get(url, headers=bearer(globex_seeded.api_key))
+    assert own.status_code == 200
+    assert own.json()["kind"] == kind
+
+
+@pytest.mark.parametrize("action", ["check", "unlink"])
+@pytest.mark.parametrize("kind", ["mp", "wecom"])
+async def test_channel_actions_reach_only_the_tenants_own_accounts(
+    acme_admin: Client, acme_seeded: Seeded, globex: TenantFixture, kind: str, action: str,
+) -> None:
+    """/settings/channels/{kind}/… names an account by kind within the session's tenant: globex's
+    linked account of that kind answers like acme's missing one."""
+    url = f"/settings/channels/{kind}/{action}"
+    missing = await acme_admin.form(url, htmx=True)
+    await seed(globex, "Globex", {"oa": GLOBEX_OA, "mp": GLOBEX_MP, "wecom": GLOBEX_WECOM})
+    before = await tenant_state(globex.id)
+
+    foreign = await acme_admin.form(url, htmx=True)
+    assert missing.status_code == foreign.status_code == 404
+    assert foreign.text == missing.text
+    assert_no_globex(foreign.text)
+    assert await tenant_state(globex.id) == before
+
+
+# --- ids inside form bodies ------------------------------------------------------------------------------
+
+async def test_another_tenants_team_cannot_be_assigned(acme_admin: Client, acme_seeded: Seeded,
+                                                       globex_seeded: Seeded) -> None:
+    before = await tenant_state(globex_seeded.tenant.id)
+    r = await acme_admin.form(f"/settings/staff/{acme_seeded.tenant.agent_id}", {
+        "role": "agent", "name": "Agent", "max_concurrent": "5", "is_active": "1",
+        "team_ids": [str(globex_seeded.team_id)]}, htmx=True)
+    assert r.status_code == 400
+    assert await TeamMember.count().where(TeamMember.team == globex_seeded.team_id) == 1  # globex's agent only
+    assert await TeamMember.count().where(TeamMember.staff == acme_seeded.tenant.agent_id) == 1  # its Acme Team
+    r = await acme_admin.form("/settings/staff/invite", {"email": "new@acme.test", "role": "agent",
+                                                        "team_ids": [str(globex_seeded.team_id)]}, htmx=True)
+    assert r.status_code == 400
+    assert not await Invitation.exists().where(Invitation.email == "new@acme.test")
+    assert await tenant_state(globex_seeded.tenant.id) == before
+
+
+# --- pages and API answers without ids -----------------------------------------------------------------
+
+# (URL, who asks, something of acme's that the answer must show: proves the page lists real data).
+LIST_PAGES = [
+    ("/settings/channels", "admin", OA["app_id"]),
+    ("/settings/staff", "admin", "invitee@acme.test"),
+    ("/settings/api-keys", "admin", "{prefix}"),
+    ("/settings/audit", "admin", "{prefix}"),
+    ("/settings/general", "admin", "Acme"),
+    ("/workspace", "admin", "Acme"),
+    ("/workspace", "agent", "Acme Team"),
+    ("/api/v1/tenant", "api_key", OA["app_id"]),
+]
+
+
+@pytest.mark.parametrize(("url", "who", "own_marker"), LIST_PAGES, ids=[f"{u} as {w}" for u, w, _ in LIST_PAGES])
+async def test_pages_never_show_another_tenants_data(
+    client: Client, acme_admin: Client, acme_agent: Client, acme_seeded: Seeded, globex_seeded: Seeded,
+    url: str, who: str, own_marker: str,
+) -> None:
+    if who == "api_key":
+        r = await client.get(url, headers=bearer(acme_seeded.api_key))
+    else:
+        r = await (acme_admin if who == "admin" else acme_agent).get(url)
+    assert r.status_code == 200, r.text
+    assert own_marker.format(prefix=acme_seeded.api_key_prefix) in r.text
+    assert_no_globex(r.text)
+    assert globex_seeded.api_key_prefix not in r.text
+    for other_id_link in (f"/settings/staff/{globex_seeded.tenant.admin_id}\"",
+                          f"/settings/teams/{globex_seeded.team_id}/",
+                          f"/settings/invitations/{globex_seeded.invitation_id}/",
+                          f"/settings/api-keys/{globex_seeded.api_key_id}/"):
+        assert other_id_link not in r.text
+
+
+async def test_channels_page_steps_never_show_another_tenants_account(acme_admin: Client, acme_seeded: Seeded,
+                                                                      globex_seeded: Seeded) -> None:
+    for step in ("oa", "mp", "wecom"):
+        r = await acme_admin.get(f"/settings/channels?step={step}")
+        assert r.status_code == 200
+        assert_no_globex(r.text)
+
+
+# --- platform pages ---------------------------------------------------------------------------------------
+
+PLATFORM_ROUTES = [
+    ("GET", "/platform/tenants", None),
+    ("POST", "/platform/tenants", {"slug": "evil", "name": "Evil", "admin_email": "evil@evil.test"}),
+    ("GET", "/platform/tenants/{id}", None),
+    ("POST", "/platform/tenants/{id}/status", {"status": "suspended"}),
+    ("POST", "/platform/tenants/{id}/invite-admin", {"email": "evil@evil.test"}),
+]
+
+
+@pytest.mark.parametrize("role", ["admin", "agent"])
+@pytest.mark.parametrize(("method", "template", "data"), PLATFORM_ROUTES,
+                         ids=[f"{m} {t}" for m, t, _ in PLATFORM_ROUTES])
+async def test_platform_pages_refuse_tenant_staff(
+    acme_admin: Client, acme_agent: Client, globex: TenantFixture, role: str, method: str, template: str,
+    data: dict[str, Any] | None,
+) -> None:
+    client = acme_admin if role == "admin" else acme_agent
+    before = await tenant_state(globex.id)
+    tenants_before = await Tenant.select().order_by(Tenant.id)
+    r = await send(client, method, template.format(id=globex.id), data, htmx=False)
+    assert r.status_code == 403, r.text
+    assert "CSRF" not in r.text
+    assert_no_globex(r.text)
+    assert await tenant_state(globex.id) == before
+    assert await Tenant.select().order_by(Tenant.id) == tenants_before
+
+
+@pytest.mark.parametrize(("method", "template", "data"), [r for r in PLATFORM_ROUTES if "{id}" in r[1]],
+                         ids=[f"{m} {t}" for m, t, _ in PLATFORM_ROUTES if "{id}" in t])
+async def test_platform_admin_gets_404_for_an_unknown_tenant(
+    root: Client, globex: TenantFixture, method: str, template: str, data: dict[str, Any] | None,
+) -> None:
+    before = await tenant_state(globex.id)
+    r = await send(root, method, template.format(id=MISSING_ID), data, htmx=False)
+    assert r.status_code == 404, r.text
+    assert await tenant_state(globex.id) == before
+    assert not await Invitation.exists().where(Invitation.email == "evil@evil.test")
+    # Control: the same request for a real tenant is accepted.
+    ok = await send(root, method, template.format(id=globex.id), data, htmx=False)
+    assert ok.status_code in (200, 302), ok.text
+
+
+# --- every route with a path parameter is covered above --------------------------------------------------
+
+ROUTES_WITHOUT_TENANT_OBJECT_IDS = {
+    # The token is the credential (an invitation link); tests of invitations cover it.
+    ("GET", "/invite/{token}"), ("POST", "/invite/{token}"),
+    # Save/validate an account of the session's own tenant: they look nothing up by id.
+    ("POST", "/settings/channels/{kind}"), ("POST", "/settings/channels/{kind}/validate"),
+    ("GET", "/static/{file_path}"), ("HEAD", "/static/{file_path}"),
+}
+COVERED = ({(m, t.replace("{id}", "{}")) for m, t, _, _ in ID_ROUTES}
+           | {(m, t.replace("{id}", "{}")) for m, t, _ in PLATFORM_ROUTES if "{id}" in t}
+           | {("GET", "/api/v1/channels/{}"), ("POST", "/settings/channels/{}/check"),
+              ("POST", "/settings/channels/{}/unlink")})
+
+
+def test_every_route_with_a_path_parameter_is_covered(app: Any) -> None:
+    def normal(path: str) -> str:
+        return re.sub(r"\{[^}]*\}", "{}", path)
+
+    exempt = {(m, normal(p)) for m, p in ROUTES_WITHOUT_TENANT_OBJECT_IDS}
+    found = set()
+    for route in app.routes:
+        if "{" not in route.path or route.path.startswith("/schema"):
+            continue
+        for method in route.methods:
+            if method != "OPTIONS":
+                found.add((method, normal(route.path)))
+    assert found - COVERED - exempt == set(), "a new route takes an id: add it to ID_ROUTES (or the exemptions)"
+    assert found >= COVERED, "a covered route no longer exists: update the lists"

@@ -1,0 +1,106 @@
+"""Imports flow one way: core ← domains ← composition roots (app, cli, worker, runner).
+
+Every module under src/siyu is parsed with `ast` (nothing is imported), including imports inside
+functions. HTTP clients and WeChat's SDK stay in the few places that talk to the outside world.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "siyu"
+
+COMPOSITION_ROOTS = ("siyu.app", "siyu.cli", "siyu.worker", "siyu.runner", "siyu.__main__")
+DOMAINS = ("siyu.tenants", "siyu.wechat", "siyu.web", "siyu.simulator")
+ABOVE_CORE = ("siyu.tenants", "siyu.web", "siyu.wechat", "siyu.simulator", *COMPOSITION_ROOTS)
+# Only these may speak HTTP or use WeChat's SDK.
+OUTSIDE_WORLD = {"httpx": ("siyu.wechat", "siyu.simulator", "siyu.runner"),
+                 "wechatpy": ("siyu.wechat", "siyu.simulator", "siyu.runner")}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Every module an import statement can load: `from a import b` yields both `a` and `a.b`."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against this module's package
+                package = module.split(".") if is_package else module.split(".")[:-1]
+                anchor = package[: len(package) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names if alias.name != "*"}
+    return found
+
+
+def within(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+MODULES: dict[str, set[str]] = {
+    module_name(p): imported_names(p.read_text(encoding="utf-8"), module_name(p), p.name == "__init__.py")
+    for p in sorted(SRC.rglob("*.py"))
+}
+
+
+def violations(importers: tuple[str, ...], forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(f"{mod} imports {name}" for mod, names in MODULES.items() if within(mod, importers)
+                  for name in names if within(name, forbidden))
+
+
+def test_the_parser_sees_the_source_tree() -> None:
+    for expected in ("siyu.core.settings", "siyu.tenants.services", "siyu.web.auth", "siyu.app", "siyu.cli"):
+        assert expected in MODULES
+    assert "siyu.core.settings" in MODULES["siyu.core.crypto"]
+    assert "siyu.tenants.services" in MODULES["siyu.web.auth"]  # `from siyu.tenants import services`
+
+
+def test_the_parser_catches_every_import_form() -> None:
+    src = ("import siyu.app\nfrom siyu import cli\nfrom ..web import auth\nfrom . import db\n"
+           "def f():\n    import httpx\n")
+    names = imported_names(src, "siyu.core.example")
+    assert {"siyu.app", "siyu.cli", "siyu.web.auth", "siyu.core.db", "httpx"} <= names
+
+
+def test_core_imports_nothing_above_it() -> None:
+    assert violations(("siyu.core",), ABOVE_CORE) == []
+    # Stronger, and true today: core imports nothing of Siyu but core.
+    outside_core = sorted(f"{mod} imports {name}" for mod, names in MODULES.items() if within(mod, ("siyu.core",))
+                          for name in names if within(name, ("siyu",)) and not within(name, ("siyu.core",)))
+    assert outside_core == []
+
+
+def test_domains_never_import_composition_roots() -> None:
+    assert violations(DOMAINS + ("siyu.core",), COMPOSITION_ROOTS) == []
+
+
+# A domain's HTTP edge (its pages and JSON API) sits on top of siyu.web; the rest of the domain below it.
+DOMAIN_EDGES = ("siyu.tenants.views", "siyu.tenants.api")
+
+
+def test_domain_services_never_import_the_web_layer() -> None:
+    """`core ← tenants ← web` (docs/architecture.md), at module level: web's guards and sessions use the
+    tenants services; only the tenants' pages and API import web in turn."""
+    below_web = sorted(f"{mod} imports {name}" for mod, names in MODULES.items()
+                       if within(mod, ("siyu.tenants",)) and not within(mod, DOMAIN_EDGES)
+                       for name in names if within(name, ("siyu.web",)))
+    assert below_web == []
+    assert violations(("siyu.web",), DOMAIN_EDGES) == []
+
+
+@pytest.mark.parametrize("library", sorted(OUTSIDE_WORLD))
+def test_http_and_wechat_sdk_only_where_allowed(library: str) -> None:
+    offenders = sorted(mod for mod, names in MODULES.items()
+                       if within(mod, ("siyu",)) and not within(mod, OUTSIDE_WORLD[library])
+                       and any(within(n, (library,)) for n in names))
+    assert offenders == [], f"{library} is imported outside {OUTSIDE_WORLD[library]}"
