@@ -113,6 +113,9 @@ def _server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
 
 
 async def _set_locale(request: Request[Any, Any, Any]) -> None:
+    if request.url.path.startswith("/api/"):
+        i18n.set_locale("en")  # machines read the API: its messages stay in one language
+        return
     user = current_user(request)
     s = get_settings()
     locale = (user.locale if user else None) or request.cookies.get(LOCALE_COOKIE)

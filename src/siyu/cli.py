@@ -14,6 +14,7 @@ import siyu  # noqa: F401  (sets PICCOLO_CONF)
 from siyu.core.errors import ConfigurationError, InvalidInput, NotFound, SiyuError
 
 T = TypeVar("T")
+POSITIONAL = {"slug"}  # fields given as arguments, not options
 
 
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
@@ -22,7 +23,8 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(coro_fn())  # type: ignore[arg-type]
     except InvalidInput as exc:
         for e in exc.errors:
-            click.echo(f"error: --{e.field.replace('_', '-')}: {e.message.format(**e.params)}", err=True)
+            name = e.field.upper() if e.field in POSITIONAL else "--" + e.field.replace("_", "-")
+            click.echo(f"error: {name}: {e.message.format(**e.params)}", err=True)
         sys.exit(2)
     except NotFound:
         click.echo("error: not found (check the tenant slug)", err=True)

@@ -55,12 +55,12 @@ async def test_tenant_create(subprocess_env: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("slug", ["Bad Slug", "acme-", "admin", "a" * 41])
 async def test_tenant_create_with_an_invalid_slug_names_slug(subprocess_env: dict[str, str], slug: str) -> None:
-    refused(siyu(subprocess_env, "tenant", "create", slug, "--name", "X"), "--slug")
+    refused(siyu(subprocess_env, "tenant", "create", slug, "--name", "X"), "SLUG")
     assert await Tenant.count() == 0
 
 
 async def test_tenant_create_duplicate_slug_names_slug(subprocess_env: dict[str, str], acme_slug: str) -> None:
-    err = refused(siyu(subprocess_env, "tenant", "create", acme_slug, "--name", "Again"), "--slug")
+    err = refused(siyu(subprocess_env, "tenant", "create", acme_slug, "--name", "Again"), "SLUG")
     assert "already exists" in err
     assert await Tenant.count() == 1
     assert (await Tenant.select(Tenant.name).first())["name"] == "Acme"

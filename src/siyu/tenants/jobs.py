@@ -10,7 +10,8 @@ from siyu.tenants.tables import Invitation
 
 
 async def purge_expired_invitations(ctx: dict[str, Any]) -> int:
-    """Delete invitations that expired over 30 days ago and were never used (running twice is harmless)."""
+    """Delete invitations that expired over 30 days ago without being accepted (revoked ones included);
+    running it twice is harmless."""
     cutoff = now() - timedelta(days=30)
     deleted = await Invitation.delete().where(
         (Invitation.expires_at < cutoff) & Invitation.accepted_at.is_null()
