@@ -173,6 +173,17 @@ async def clean(pool: None, redis: Any) -> AsyncIterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def quick_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real argon2id with small costs: the production costs take a quarter second per hash, and most
+    fixtures create or sign in people. tests/unit/tenants checks the production parameters."""
+    from argon2 import PasswordHasher
+
+    from siyu.tenants import staff as staff_svc
+
+    monkeypatch.setattr(staff_svc, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
 @pytest.fixture(scope="session")
 def simulator_base() -> str:
     return str(_state["simulator_base"])

@@ -304,7 +304,7 @@ async def do_link_channel(actor: Actor, tenant_id: int, kind: str, data: dict[st
             row.message_mode = "safe"
         else:
             row.agent_id = clean["agent_id"]
-            row.kf_enabled = bool(data.get("kf_enabled")) and data.get("kf_enabled") not in ("0", "false", "off")
+            row.kf_enabled = str(data.get("kf_enabled") or "").lower() in ("1", "true", "on", "yes")
             row.message_mode = "safe"  # WeCom callbacks are always encrypted
         row.original_id = clean.get("original_id") or None
         secrets_changed = []

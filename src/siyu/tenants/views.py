@@ -56,13 +56,14 @@ class PlatformController(Controller):
     path = "/platform"
     guards = [platform_admin]
 
-    async def _list_page(self, request: Request[Any, Any, Any], **ctx: Any) -> Template:
+    async def _list_page(self, request: Request[Any, Any, Any], block: str | None = None, status_code: int = 200,
+                         **ctx: Any) -> Template:
         tenants = await svc.list_tenants()
         with_admin = await staff_svc.tenant_ids_with_admins()
         for t in tenants:
             t["has_admin"] = t["id"] in with_admin
-        return render(request, "platform/tenants.html", {"tenants": tenants, **ctx},
-                      block=ctx.pop("block", None), status_code=ctx.pop("status_code", 200))
+        return render(request, "platform/tenants.html", {"tenants": tenants, **ctx}, block=block,
+                      status_code=status_code)
 
     @get("/tenants")
     async def tenants(self, request: Request[Any, Any, Any]) -> Template:

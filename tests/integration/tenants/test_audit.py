@@ -8,7 +8,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from argon2 import PasswordHasher
 
 from siyu.tenants import staff as staff_svc
 from siyu.tenants.tables import AuditLog, Team
@@ -17,12 +16,6 @@ from tests.conftest import OA, Client, TenantFixture, signed_in
 PAGE = 50
 LOADER = re.compile(r'<tr hx-get="/settings/audit\?before=(\d+)" hx-trigger="revealed"')
 
-
-@pytest.fixture(autouse=True)
-def quick_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real argon2id, with small costs: the defaults take a quarter second per hash, and every
-    fixture that creates or signs in a person hashes."""
-    monkeypatch.setattr(staff_svc, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 def rows_of(html: str) -> list[str]:

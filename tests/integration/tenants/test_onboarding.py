@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from argon2 import PasswordHasher
 
 from siyu.core.crypto import sha256_hex
 from siyu.tenants import services as svc
@@ -24,12 +23,6 @@ SECRET_FIELD = {"oa": "app_secret", "mp": "app_secret", "wecom": "secret"}
 INVITE_LINK = re.compile(r"https://siyu\.test/invite/([A-Za-z0-9_-]+)")
 API_KEY = re.compile(r"siyu_[0-9a-f]{12}_[A-Za-z0-9_-]+")
 
-
-@pytest.fixture(autouse=True)
-def quick_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real argon2id, with small costs: the defaults take a quarter second per hash, and every
-    fixture that creates or signs in a person hashes."""
-    monkeypatch.setattr(staff_svc, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 def is_full_page(r: Any) -> bool:

@@ -7,7 +7,6 @@ import re
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 
 from siyu.tenants import staff as staff_svc
 from siyu.tenants.tables import AuditLog, Invitation, Staff, Team, TeamMember
@@ -16,12 +15,6 @@ from tests.conftest import PASSWORD, Client, TenantFixture
 INVITE_LINK = re.compile(r"https://siyu\.test/invite/([A-Za-z0-9_-]+)")
 JOIN = {"name": "Rita Rep", "password": "a long password", "confirm_password": "a long password"}
 
-
-@pytest.fixture(autouse=True)
-def quick_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real argon2id, with small costs: the defaults take a quarter second per hash, and every
-    fixture that creates or signs in a person hashes."""
-    monkeypatch.setattr(staff_svc, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 def is_full_page(r: Any) -> bool:

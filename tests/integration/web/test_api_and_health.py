@@ -14,13 +14,6 @@ from siyu.tenants.tables import ApiKey
 from tests.conftest import OA, WECOM, Client, TenantFixture
 
 
-@pytest.fixture(autouse=True)
-def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Still argon2id, with the smallest cost: tenants are created for most tests here."""
-    from argon2 import PasswordHasher
-
-    monkeypatch.setattr(staff_svc, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
 
 async def new_key(tenant_id: int, name: str = "backend") -> tuple[int, str]:
     return await svc.do_create_api_key(svc.Actor.cli(), tenant_id, name)

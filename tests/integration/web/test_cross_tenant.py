@@ -17,12 +17,6 @@ from tests.conftest import MP, OA, WECOM, Client, TenantFixture
 MISSING_ID = 987654321
 
 
-@pytest.fixture(autouse=True)
-def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Still argon2id, with the smallest cost: this module signs in dozens of people."""
-    from argon2 import PasswordHasher
-
-    monkeypatch.setattr(staff_svc, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 # Globex's recognisable data: none of it may appear in anything acme sees.
 GLOBEX_OA = {**OA, "app_id": "wx9999999999999999", "token": "GlobexOaTok77", "app_secret": "globexOaSecret_0123456789abcdef"}
