@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from siyu.tenants import staff as staff_svc
 from siyu.tenants.tables import AuditLog, Team
 from tests.conftest import OA, Client, TenantFixture, signed_in
 

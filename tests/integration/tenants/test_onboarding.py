@@ -14,7 +14,6 @@ import pytest
 
 from siyu.core.crypto import sha256_hex
 from siyu.tenants import services as svc
-from siyu.tenants import staff as staff_svc
 from siyu.tenants.tables import AuditLog, ChannelAccount, Invitation, Staff, Tenant
 from tests.conftest import MP, OA, PASSWORD, WECOM, Client, Simulator, TenantFixture, signed_in
 

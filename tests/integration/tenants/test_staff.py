@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from siyu.tenants import staff as staff_svc
 from siyu.tenants.tables import AuditLog, Invitation, Staff, Team, TeamMember
 from tests.conftest import PASSWORD, Client, TenantFixture
 

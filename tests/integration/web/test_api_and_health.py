@@ -9,10 +9,8 @@ import pytest
 from redis.asyncio import Redis
 
 from siyu.tenants import services as svc
-from siyu.tenants import staff as staff_svc
 from siyu.tenants.tables import ApiKey
 from tests.conftest import OA, WECOM, Client, TenantFixture
-
 
 
 async def new_key(tenant_id: int, name: str = "backend") -> tuple[int, str]:
