@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
+from arq import create_pool
 from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
@@ -37,6 +38,8 @@ from siyu.tenants.views import (
 from siyu.web.auth import LOCALE_COOKIE, AuthMiddleware, NotAuthenticated
 from siyu.web.render import current_user, render, template_config
 from siyu.web.views import AuthController, HealthController
+from siyu.wechat.gateway import WeChatCallbacks, bare_endpoint
+from siyu.wechat.views import AutoRepliesController
 
 log = logging.getLogger("siyu")
 
@@ -45,9 +48,11 @@ log = logging.getLogger("siyu")
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     await db.start_pool()
     app.state.redis = redis_mod.connect()
+    app.state.arq = await create_pool(redis_mod.arq_settings())
     try:
         yield
     finally:
+        await app.state.arq.aclose()
         await app.state.redis.aclose()
         await db.close_pool()
 
@@ -133,16 +138,17 @@ def create_app() -> Litestar:
         cookie_secure=s.cookie_secure,
         cookie_samesite="lax",
         # Callbacks are signed by WeChat; the JSON API authenticates with a Bearer key, not a cookie.
-        exclude=["^/api/", "^/wechat/", "^/healthz$", "^/readyz$"],
+        exclude=["^/api/", "^/wechat", "^/healthz$", "^/readyz$"],
     )
     return Litestar(
         route_handlers=[
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
-            InvitationController, TenantApi,
+            InvitationController, TenantApi, WeChatCallbacks, AutoRepliesController,
+            *([bare_endpoint] if s.bench_bare_endpoint else []),
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],
         lifespan=[lifespan],
-        middleware=[DefineMiddleware(AuthMiddleware, exclude=["^/static/", "^/healthz$", "^/readyz$"])],
+        middleware=[DefineMiddleware(AuthMiddleware, exclude=["^/static/", "^/healthz$", "^/readyz$", "^/wechat"])],
         csrf_config=csrf,
         plugins=[HTMXPlugin()],
         template_config=template_config(),

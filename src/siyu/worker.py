@@ -9,8 +9,9 @@ from arq.connections import RedisSettings
 from arq.worker import func
 
 from siyu.core import db
-from siyu.core.embedded import redis_url
+from siyu.core.redis import arq_settings
 from siyu.tenants import jobs as tenant_jobs
+from siyu.wechat import jobs as wechat_jobs
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -26,11 +27,13 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def redis_settings() -> RedisSettings:
-    return RedisSettings.from_dsn(redis_url())
+    return arq_settings()
 
 
 FUNCTIONS = [
     func(tenant_jobs.purge_expired_invitations, name="tenants.purge_expired_invitations", max_tries=3),
+    func(wechat_jobs.process_inbound, name="wechat.process_inbound", max_tries=5),
+    func(wechat_jobs.sweep_inbound, name="wechat.sweep_inbound", max_tries=1),
 ]
 
 
@@ -39,6 +42,7 @@ class WorkerSettings:
     cron_jobs = [
         cron(tenant_jobs.purge_expired_invitations, name="cron:tenants.purge_expired_invitations",
              hour={3}, minute={17}, run_at_startup=False),
+        cron(wechat_jobs.sweep_inbound, name="cron:wechat.sweep_inbound", second={5}, run_at_startup=True),
     ]
     on_startup = startup
     on_shutdown = shutdown

@@ -63,6 +63,7 @@ class Settings:
     callback_max_skew: int = 300
     default_locale: str = "zh_CN"
     log_level: str = "INFO"
+    bench_bare_endpoint: bool = False  # POST /wechat-bare, the baseline of `make bench-ingest`
 
     @property
     def is_development(self) -> bool:
@@ -147,6 +148,7 @@ def load_settings() -> Settings:
         callback_max_skew=_env_int("SIYU_CALLBACK_MAX_SKEW", 300),
         default_locale=_env("SIYU_DEFAULT_LOCALE", "zh_CN"),
         log_level=_env("SIYU_LOG_LEVEL", "INFO").upper(),
+        bench_bare_endpoint=_env_bool("SIYU_BENCH_BARE_ENDPOINT", False),
     )
 
 

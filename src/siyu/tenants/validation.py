@@ -16,7 +16,7 @@ N_ = str  # marks a string for the gettext catalog; translated at display time
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 APP_ID_RE = re.compile(r"^wx[0-9a-f]{16}$")
-CORP_ID_RE = re.compile(r"^ww[0-9a-f]{16}$")
+CORP_ID_RE = re.compile(r"^w[wx][0-9a-f]{16}$")  # corps created before 2017 have "wx" CorpIDs
 AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9]{3,32}$")
 ORIGINAL_ID_RE = re.compile(r"^gh_[0-9a-f]{12}$")
@@ -58,7 +58,7 @@ def check_corp_id(value: str) -> str | None:
     if not value:
         return N_("This field is required.")
     if not CORP_ID_RE.fullmatch(value):
-        return N_("A CorpID is “ww” followed by 16 hexadecimal characters (0–9, a–f).")
+        return N_("A CorpID is “ww” (older corps: “wx”) followed by 16 hexadecimal characters (0–9, a–f).")
     return None
 
 

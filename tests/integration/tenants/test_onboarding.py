@@ -304,9 +304,9 @@ async def test_invalid_official_account_form_names_each_field_and_saves_nothing(
 
 async def test_invalid_wecom_and_mini_program_forms_explain_corpid_agentid_and_aes_key(acme_admin: Client) -> None:
     r = await acme_admin.form("/settings/channels/wecom", {
-        **WECOM, "corp_id": "wx00112233445566aa", "agent_id": "app-2", "aes_key": "+" * 43}, htmx=True)
+        **WECOM, "corp_id": "wx00112233445566a", "agent_id": "app-2", "aes_key": "+" * 43}, htmx=True)
     assert r.status_code == 400
-    assert "A CorpID is “ww” followed by 16 hexadecimal characters (0–9, a–f)." in r.text
+    assert "A CorpID is “ww” (older corps: “wx”) followed by 16 hexadecimal characters (0–9, a–f)." in r.text
     assert "The AgentID is a number, such as 1000002." in r.text
     assert "exactly 43 letters and digits (A–Z, a–z, 0–9); this one has 43." in r.text
     assert WECOM["secret"] not in r.text  # a typed secret is never sent back
@@ -338,7 +338,7 @@ async def test_live_validation_answers_the_message_or_a_check_mark(acme_admin: C
     assert "✔" not in await check("oa", "app_id", "")
     assert "this one has 10." in await check("mp", "aes_key", "a" * 10)
     assert "✔" in await check("mp", "aes_key", MP["aes_key"])
-    assert "A CorpID is “ww”" in await check("wecom", "corp_id", OA["app_id"])
+    assert "A CorpID is “ww”" in await check("wecom", "corp_id", "ww0123")
     assert "✔" in await check("wecom", "corp_id", WECOM["corp_id"])
     assert "This field is required." in await check("wecom", "secret", "")
 

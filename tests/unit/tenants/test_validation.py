@@ -32,7 +32,8 @@ def test_app_id_messages() -> None:
 
 
 @pytest.mark.parametrize(("value", "valid"), [
-    ("ww00112233445566aa", True), ("wwffffffffffffffff", True), ("", False), ("wx00112233445566aa", False),
+    ("ww00112233445566aa", True), ("wwffffffffffffffff", True), ("", False), ("wx00112233445566aa", True),
+    ("wy00112233445566aa", False),
     ("ww00112233445566a", False), ("ww00112233445566aaa", False), ("ww00112233445566AA", False),
 ])
 def test_corp_id(value: str, valid: bool) -> None:

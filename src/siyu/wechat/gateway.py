@@ -1,0 +1,97 @@
+"""WeChat's callbacks: `GET|POST /wechat/{tenant}/{oa|mp|wecom}`.
+
+A POST is verified, decrypted, parsed, normalised and stored (unique on its dedup key) before Siyu
+answers, so an answer of `success` never loses an event; the rest of the work runs in the
+`wechat.process_inbound` job. Rejections store nothing and say why in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath
+
+from siyu.core.settings import get_settings
+from siyu.wechat import protocol, services
+from siyu.wechat.protocol import MAX_BODY, CallbackRejected
+
+log = logging.getLogger("siyu.wechat.gateway")
+
+TEXT = "text/plain; charset=utf-8"
+
+
+def _reject(tenant: str, channel: str, exc: CallbackRejected) -> Response[str]:
+    log.warning("wechat callback rejected: tenant=%s channel=%s status=%s reason=%s", tenant, channel,
+                exc.status, exc.reason)
+    return Response(exc.reason, status_code=exc.status, media_type=TEXT)
+
+
+def _query(request: Request[Any, Any, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in request.query_params.items()}
+
+
+class WeChatCallbacks(Controller):
+    path = "/wechat"
+    include_in_schema = False
+
+    @get("/{tenant:str}/{channel:str}")
+    async def verify(self, request: Request[Any, Any, Any], tenant: FromPath[str],
+                     channel: FromPath[str]) -> Response[str]:
+        """URL verification when the admin saves the callback URL in the WeChat console."""
+        account = await services.callback_account(tenant, channel)
+        if account is None:
+            return _reject(tenant, channel, CallbackRejected(404, "no such tenant or linked account"))
+        query = _query(request)
+        try:
+            protocol.check_timestamp(query.get("timestamp", ""), get_settings().callback_max_skew)
+            return Response(protocol.verify_url(account, query), media_type=TEXT)
+        except CallbackRejected as exc:
+            return _reject(tenant, channel, exc)
+
+    @post("/{tenant:str}/{channel:str}", request_max_body_size=MAX_BODY, status_code=200)
+    async def receive(self, request: Request[Any, Any, Any], tenant: FromPath[str],
+                      channel: FromPath[str]) -> Response[str]:
+        account = await services.callback_account(tenant, channel)
+        if account is None:
+            return _reject(tenant, channel, CallbackRejected(404, "no such tenant or linked account"))
+        query = _query(request)
+        try:
+            protocol.check_timestamp(query.get("timestamp", ""), get_settings().callback_max_skew)
+            opened = protocol.open_envelope(account, query, await request.body())
+            fields = protocol.fields_of(opened)
+            event = protocol.normalize(channel, fields)
+        except CallbackRejected as exc:
+            return _reject(tenant, channel, exc)
+
+        recorded = await services.record_inbound(account, event, fields)
+        if recorded.is_new:
+            await enqueue_processing(request, recorded.event_id)
+        else:
+            log.info("wechat callback retried: tenant=%s channel=%s event=%s", tenant, channel, recorded.event_id)
+
+        ack = "" if channel == "wecom" else "success"  # WeCom wants an empty 200, OA/MP accept "success"
+        if channel == "oa":
+            reply = await services.auto_reply_for(account.tenant_id, event)
+            if reply:
+                body = protocol.passive_text_reply(account, fields, reply, opened, query.get("nonce", ""),
+                                                   query.get("timestamp", ""))
+                return Response(body, media_type="application/xml; charset=utf-8")
+        return Response(ack, media_type=TEXT)
+
+
+async def enqueue_processing(request: Request[Any, Any, Any], event_id: int) -> None:
+    """Hand the stored event to the worker. If Redis is down the event is safe in PostgreSQL and the
+    sweeper (`wechat.sweep_inbound`) enqueues it later."""
+    try:
+        await request.app.state.arq.enqueue_job("wechat.process_inbound", event_id,
+                                                _job_id=f"wechat.inbound:{event_id}")
+    except Exception:  # the answer must not depend on Redis
+        log.exception("could not enqueue inbound event %s; the sweeper will pick it up", event_id)
+
+
+@post("/wechat-bare", status_code=200, include_in_schema=False)
+async def bare_endpoint() -> Response[str]:
+    """Answers `success` and does nothing: the baseline of `make bench-ingest` (only when enabled)."""
+    return Response("success", media_type=TEXT)

@@ -1,0 +1,201 @@
+"""The gateway's reads and writes: which account a callback is for, the durable record of each
+inbound event (idempotent on WeChat's retries), and the Official Account's auto-reply rules."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from siyu.core import db
+from siyu.core.clock import now
+from siyu.core.crypto import box
+from siyu.core.errors import InvalidInput, NotFound
+from siyu.core.i18n import N_
+from siyu.tenants.services import Actor, record_audit
+from siyu.wechat.protocol import Account, Normalized
+from siyu.wechat.tables import AutoReply, InboundEvent
+
+CHANNELS = ("oa", "mp", "wecom")
+
+
+async def callback_account(slug: str, channel: str) -> Account | None:
+    """The linked account a callback URL names, with its secrets opened; None if there is none."""
+    if channel not in CHANNELS:
+        return None
+    rows = await InboundEvent.raw(
+        "SELECT c.id, c.tenant, c.app_id, c.callback_token, c.secret_encrypted, c.aes_key_encrypted, "
+        "c.message_mode, c.push_format FROM channel_account c JOIN tenant t ON t.id = c.tenant "
+        "WHERE t.slug = {} AND c.kind = {}", slug, channel,
+    )
+    if not rows:
+        return None
+    r = rows[0]
+    aes_key = box().open(r["aes_key_encrypted"], f"channel_account:{r['tenant']}:{channel}:aes_key")
+    return Account(tenant_id=r["tenant"], account_id=r["id"], channel=channel, app_id=r["app_id"],
+                   token=r["callback_token"], aes_key=aes_key, mode=r["message_mode"], push_format=r["push_format"])
+
+
+@dataclass(frozen=True)
+class Recorded:
+    event_id: int
+    is_new: bool
+
+
+async def record_inbound(account: Account, event: Normalized, payload: dict[str, Any]) -> Recorded:
+    """Store the event once. A retry of the same message (same dedup key) only counts a delivery."""
+    rows = await InboundEvent.raw(
+        "INSERT INTO wechat_inbound_event (tenant, channel_account, channel, dedup_key, kind, msg_type, event, "
+        "external_id, occurred_at, payload, received_at, deliveries, attempts, last_error) "
+        "VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}::jsonb, now(), 1, 0, '') "
+        "ON CONFLICT (tenant, channel, dedup_key) DO UPDATE SET deliveries = wechat_inbound_event.deliveries + 1 "
+        "RETURNING id, (xmax = 0) AS inserted",
+        account.tenant_id, account.account_id, account.channel, event.dedup_key, event.kind, event.msg_type,
+        event.event, event.external_id, event.occurred_at,
+        json.dumps({"fields": payload, "details": event.details}, ensure_ascii=False),
+    )
+    return Recorded(int(rows[0]["id"]), bool(rows[0]["inserted"]))
+
+
+# --- auto-replies -----------------------------------------------------------------------------------
+
+MAX_REPLY_BYTES = 2048  # WeChat truncates longer passive text replies
+
+
+def normalize_text(text: str) -> str:
+    """Full-width letters, case and surrounding spaces do not matter to a keyword: 'ＨＥＬＬＯ ' = 'hello'."""
+    return unicodedata.normalize("NFKC", text).casefold().strip()
+
+
+async def auto_reply_for(tenant_id: int, event: Normalized) -> str | None:
+    """The passive reply the Official Account gives to this event, if a rule matches."""
+    if event.kind == "follow":
+        rows = await AutoReply.select(AutoReply.id, AutoReply.reply, AutoReply.scene).where(
+            (AutoReply.tenant == tenant_id) & (AutoReply.trigger == "welcome") & (AutoReply.enabled == True)  # noqa: E712
+            & AutoReply.scene.is_in([event.details.get("scene", ""), ""])
+        )
+        # A scene's own welcome beats the general one.
+        rows.sort(key=lambda r: r["scene"] == "")
+    elif event.kind == "menu_click":
+        rows = await AutoReply.select(AutoReply.id, AutoReply.reply).where(
+            (AutoReply.tenant == tenant_id) & (AutoReply.trigger == "click") & (AutoReply.enabled == True)  # noqa: E712
+            & (AutoReply.menu_key == event.details.get("key", ""))
+        )
+    elif event.kind == "message" and event.msg_type == "text":
+        rows = await match_keyword(tenant_id, str(event.details.get("Content", "")))
+    else:
+        return None
+    if not rows:
+        return None
+    await AutoReply.update({AutoReply.hits: AutoReply.hits + 1}).where(AutoReply.id == rows[0]["id"])
+    return str(rows[0]["reply"])
+
+
+async def match_keyword(tenant_id: int, text: str) -> list[dict[str, Any]]:
+    """Matching keyword rules, best first: an exact match, then the longest contained keyword."""
+    norm = normalize_text(text)
+    if not norm:
+        return []
+    rows = await AutoReply.raw(
+        "SELECT id, reply, match_type, keyword FROM wechat_auto_reply WHERE tenant = {} AND trigger = 'keyword' "
+        "AND enabled AND ((match_type = 'exact' AND keyword_norm = {}) "
+        "OR (match_type = 'contains' AND strpos({}, keyword_norm) > 0)) "
+        "ORDER BY (match_type = 'exact') DESC, length(keyword_norm) DESC, id",
+        tenant_id, norm, norm,
+    )
+    return list(rows)
+
+
+RULE_TRIGGERS = ("welcome", "keyword", "click")
+
+
+def _validate_rule(data: dict[str, Any]) -> dict[str, str]:
+    from siyu.core.errors import FieldError
+
+    trigger = str(data.get("trigger") or "")
+    clean = {
+        "trigger": trigger, "match_type": str(data.get("match_type") or "exact"),
+        "keyword": str(data.get("keyword") or "").strip(), "scene": str(data.get("scene") or "").strip(),
+        "menu_key": str(data.get("menu_key") or "").strip(), "reply": str(data.get("reply") or "").strip(),
+    }
+    errors: list[FieldError] = []
+    if trigger not in RULE_TRIGGERS:
+        errors.append(FieldError("trigger", N_("Choose one of: {choices}."), {"choices": ", ".join(RULE_TRIGGERS)}))
+    if trigger == "keyword":
+        if clean["match_type"] not in ("exact", "contains"):
+            errors.append(FieldError("match_type", N_("Choose one of: {choices}."), {"choices": "exact, contains"}))
+        if not clean["keyword"]:
+            errors.append(FieldError("keyword", N_("This field is required.")))
+        elif len(clean["keyword"]) > 64:
+            errors.append(FieldError("keyword", N_("Use at most 64 characters.")))
+    if trigger == "click" and not clean["menu_key"]:
+        errors.append(FieldError("menu_key", N_("This field is required.")))
+    if len(clean["scene"]) > 64 or len(clean["menu_key"]) > 128:
+        errors.append(FieldError("scene" if len(clean["scene"]) > 64 else "menu_key", N_("This value is too long.")))
+    if not clean["reply"]:
+        errors.append(FieldError("reply", N_("This field is required.")))
+    elif len(clean["reply"].encode()) > MAX_REPLY_BYTES:
+        errors.append(FieldError("reply", N_("WeChat accepts at most 2048 bytes in a reply (about 680 Chinese characters).")))
+    if errors:
+        raise InvalidInput(errors)
+    if trigger != "keyword":
+        clean["match_type"], clean["keyword"] = "exact", ""
+    if trigger != "welcome":
+        clean["scene"] = ""
+    if trigger != "click":
+        clean["menu_key"] = ""
+    return clean
+
+
+async def list_rules(tenant_id: int) -> list[dict[str, Any]]:
+    return await AutoReply.select().where(AutoReply.tenant == tenant_id).order_by(AutoReply.trigger).order_by(
+        AutoReply.id)
+
+
+async def do_create_rule(actor: Actor, tenant_id: int, data: dict[str, Any]) -> int:
+    clean = _validate_rule(data)
+    async with db.transaction():
+        duplicate = await AutoReply.exists().where(
+            (AutoReply.tenant == tenant_id) & (AutoReply.trigger == clean["trigger"])
+            & (AutoReply.scene == clean["scene"]) & (AutoReply.menu_key == clean["menu_key"])
+            & (AutoReply.match_type == clean["match_type"])
+            & (AutoReply.keyword_norm == normalize_text(clean["keyword"]))
+        )
+        if duplicate:
+            field_name = {"welcome": "scene", "click": "menu_key", "keyword": "keyword"}[clean["trigger"]]
+            raise InvalidInput.one(field_name, N_("A rule for this already exists; edit it instead."))
+        rule = AutoReply(tenant=tenant_id, keyword_norm=normalize_text(clean["keyword"]), enabled=True,
+                         created_at=now(), updated_at=now(), **clean)
+        await rule.save()
+        await record_audit(actor, tenant_id, "auto_reply.created", "auto_reply", rule.id,
+                           {k: v for k, v in clean.items() if v})
+    return int(rule.id)
+
+
+async def do_set_rule_enabled(actor: Actor, tenant_id: int, rule_id: int, enabled: bool) -> None:
+    async with db.transaction():
+        changed = await AutoReply.update({AutoReply.enabled: enabled, AutoReply.updated_at: now()}).where(
+            (AutoReply.id == rule_id) & (AutoReply.tenant == tenant_id)).returning(AutoReply.id)
+        if not changed:
+            raise NotFound()
+        await record_audit(actor, tenant_id, "auto_reply.enabled" if enabled else "auto_reply.disabled",
+                           "auto_reply", rule_id)
+
+
+async def do_delete_rule(actor: Actor, tenant_id: int, rule_id: int) -> None:
+    async with db.transaction():
+        deleted = await AutoReply.delete().where(
+            (AutoReply.id == rule_id) & (AutoReply.tenant == tenant_id)).returning(AutoReply.id)
+        if not deleted:
+            raise NotFound()
+        await record_audit(actor, tenant_id, "auto_reply.deleted", "auto_reply", rule_id)
+
+
+async def list_recent_events(tenant_id: int, limit: int = 50) -> list[dict[str, Any]]:
+    return await InboundEvent.select(
+        InboundEvent.id, InboundEvent.channel, InboundEvent.kind, InboundEvent.msg_type, InboundEvent.event,
+        InboundEvent.external_id, InboundEvent.occurred_at, InboundEvent.received_at, InboundEvent.deliveries,
+        InboundEvent.processed_at, InboundEvent.payload,
+    ).where(InboundEvent.tenant == tenant_id).order_by(InboundEvent.id, ascending=False).limit(limit).output(
+        load_json=True)

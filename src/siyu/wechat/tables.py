@@ -1,0 +1,60 @@
+"""What the WeChat gateway keeps: every inbound callback (durably, before answering), the 微信客服
+sync cursors, and the Official Account's auto-reply rules."""
+
+from __future__ import annotations
+
+from piccolo.columns import JSONB, BigSerial, Boolean, ForeignKey, Integer, OnDelete, Text, Timestamptz, Varchar
+from piccolo.table import Table
+
+from siyu.tenants.tables import ChannelAccount, Tenant
+
+
+class InboundEvent(Table, tablename="wechat_inbound_event"):
+    """One callback from WeChat, decrypted. Unique on (tenant, channel, dedup_key): WeChat's retries of
+    the same message (MsgId) or event (FromUserName + CreateTime + Event) land on the same row."""
+
+    id: BigSerial
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    channel_account = ForeignKey(ChannelAccount, null=True, on_delete=OnDelete.set_null)
+    channel = Varchar(length=8)  # oa | mp | wecom
+    dedup_key = Varchar(length=255)
+    kind = Varchar(length=40)  # normalised: follow, unfollow, message, menu_click, …
+    msg_type = Varchar(length=32, default="")
+    event = Varchar(length=64, default="")
+    external_id = Varchar(length=128, default="")  # openid / external_userid / open_kfid
+    occurred_at = Timestamptz()  # CreateTime
+    payload = JSONB(default={})  # the decrypted message, as fields
+    received_at = Timestamptz()
+    deliveries = Integer(default=1)  # 2 or 3 when WeChat retried
+    processed_at = Timestamptz(null=True, default=None)
+    attempts = Integer(default=0)
+    last_error = Text(default="")
+
+
+class KfCursor(Table, tablename="wechat_kf_cursor"):
+    """Where `kf/sync_msg` stopped, per 微信客服 account (open_kfid)."""
+
+    id: BigSerial
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    open_kfid = Varchar(length=64)
+    cursor = Varchar(length=255, default="")
+    synced_at = Timestamptz()
+
+
+class AutoReply(Table, tablename="wechat_auto_reply"):
+    """Passive replies of the Official Account: a welcome on follow (per QR scene), keyword rules,
+    and menu CLICK replies."""
+
+    id: BigSerial
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    trigger = Varchar(length=16)  # welcome | keyword | click
+    match_type = Varchar(length=16, default="exact")  # exact | contains (keyword rules)
+    keyword = Varchar(length=64, default="")  # as typed
+    keyword_norm = Varchar(length=64, default="")  # NFKC + casefold, what matching compares
+    scene = Varchar(length=64, default="")  # welcome: QR scene ("" = any follow)
+    menu_key = Varchar(length=128, default="")  # click: the button's key
+    reply = Text()
+    enabled = Boolean(default=True)
+    hits = Integer(default=0)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
