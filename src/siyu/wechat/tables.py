@@ -3,7 +3,17 @@ sync cursors, and the Official Account's auto-reply rules."""
 
 from __future__ import annotations
 
-from piccolo.columns import JSONB, BigSerial, Boolean, ForeignKey, Integer, OnDelete, Text, Timestamptz, Varchar
+from piccolo.columns import (
+    JSONB,
+    BigSerial,
+    Boolean,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    Text,
+    Timestamptz,
+    Varchar,
+)
 from piccolo.table import Table
 
 from siyu.tenants.tables import ChannelAccount, Tenant
