@@ -107,7 +107,7 @@ async def test_link_oa_with_a_bad_app_id_names_it_and_saves_nothing(subprocess_e
 
 
 async def test_link_with_several_bad_fields_names_each(subprocess_env: dict[str, str], acme_slug: str) -> None:
-    err = refused(siyu(subprocess_env, "tenant", "link-wecom", acme_slug, "--corp-id", "wx0123456789abcdef",
+    err = refused(siyu(subprocess_env, "tenant", "link-wecom", acme_slug, "--corp-id", "wz0123456789abcdef",
                        "--agent-id", "abc", "--secret", "s", "--token", "t", "--aes-key", "short"), "--corp-id")
     for option in ("--agent-id", "--secret", "--token", "--aes-key"):
         assert option in err

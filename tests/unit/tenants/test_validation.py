@@ -150,7 +150,7 @@ def test_locale_and_choices() -> None:
 
 def test_validate_names_every_wrong_field_and_strips_values() -> None:
     with pytest.raises(InvalidInput) as info:
-        v.validate(v.WECOM_FIELDS, {"corp_id": "wx0123456789abcdef", "agent_id": " 1000002 ", "secret": "short",
+        v.validate(v.WECOM_FIELDS, {"corp_id": "wz0123456789abcdef", "agent_id": " 1000002 ", "secret": "short",
                                     "token": "ok123", "aes_key": ""})
     assert set(info.value.by_field()) == {"corp_id", "secret", "aes_key"}
     clean = v.validate(v.OA_FIELDS, {"app_id": " wx0123456789abcdef ", "app_secret": "oaSecret0123456789abcdef",
