@@ -142,7 +142,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 # --- per-test isolation: empty tables, empty Redis, a fresh simulator -----------------------------
 
-TABLES = ["wechat_inbound_event", "wechat_kf_cursor", "wechat_auto_reply", "audit_log", "api_key", "invitation", "team_member", "team", "channel_account", "staff", "tenant"]
+TABLES = ["wechat_outbound", "wechat_reply_window", "wechat_inbound_event", "wechat_kf_cursor", "wechat_auto_reply", "audit_log", "api_key", "invitation", "team_member", "team", "channel_account", "staff", "tenant"]
 
 
 @pytest.fixture(scope="session")

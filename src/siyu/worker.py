@@ -12,6 +12,7 @@ from siyu.core import db
 from siyu.core.redis import arq_settings
 from siyu.tenants import jobs as tenant_jobs
 from siyu.wechat import jobs as wechat_jobs
+from siyu.wechat.outbound import WeChatRuntime
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -20,9 +21,12 @@ async def startup(ctx: dict[str, Any]) -> None:
 
     configure_logging(get_settings().log_level)
     await db.start_pool(min_size=1, max_size=5)
+    ctx["wechat"] = WeChatRuntime(ctx["redis"])
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if "wechat" in ctx:
+        await ctx["wechat"].close()
     await db.close_pool()
 
 
@@ -34,6 +38,7 @@ FUNCTIONS = [
     func(tenant_jobs.purge_expired_invitations, name="tenants.purge_expired_invitations", max_tries=3),
     func(wechat_jobs.process_inbound, name="wechat.process_inbound", max_tries=5),
     func(wechat_jobs.sweep_inbound, name="wechat.sweep_inbound", max_tries=1),
+    func(wechat_jobs.kf_sync, name="wechat.kf_sync", max_tries=5),
 ]
 
 

@@ -3,35 +3,102 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from siyu.core.clock import now
-from siyu.wechat.tables import InboundEvent
+from siyu.wechat import protocol, windows
+from siyu.wechat.outbound import WeChatRuntime, mark_stale_pending_unknown
+from siyu.wechat.protocol import Account
+from siyu.wechat.services import record_inbound
+from siyu.wechat.tables import InboundEvent, KfCursor
 
 log = logging.getLogger("siyu.wechat.jobs")
 
 SWEEP_AFTER_SECONDS = 30
 SWEEP_BATCH = 500
+KF_LOCK_SECONDS = 120
+
+
+def runtime(ctx: dict[str, Any]) -> WeChatRuntime:
+    rt = ctx.get("wechat")
+    if rt is None:  # a worker started without the composition root's startup (tests call jobs directly)
+        rt = ctx["wechat"] = WeChatRuntime(ctx["redis"])
+    return rt
 
 
 async def process_inbound(ctx: dict[str, Any], event_id: int) -> str:
     """Do the work behind one stored callback. Marks the event processed exactly once; a second run
     (arq retries, the sweeper) finds it processed and stops."""
-    row = await InboundEvent.select(InboundEvent.id, InboundEvent.kind, InboundEvent.processed_at).where(
-        InboundEvent.id == event_id).first()
+    row = await InboundEvent.select(
+        InboundEvent.id, InboundEvent.tenant, InboundEvent.channel, InboundEvent.channel_account,
+        InboundEvent.kind, InboundEvent.external_id, InboundEvent.occurred_at, InboundEvent.processed_at,
+        InboundEvent.payload,
+    ).where(InboundEvent.id == event_id).output(load_json=True).first()
     if row is None:
         return "missing"
     if row["processed_at"] is not None:
         return "already processed"
     await InboundEvent.update({InboundEvent.attempts: InboundEvent.attempts + 1}).where(InboundEvent.id == event_id)
+    # Opening a reply window is idempotent: a later run sees the same or a newer window.
+    await windows.note_inbound(row["tenant"], row["channel"], row["external_id"], row["kind"], row["occurred_at"])
+    if row["kind"] == "kf_notification":
+        details = row["payload"].get("details", {})
+        await ctx["redis"].enqueue_job("wechat.kf_sync", row["tenant"], row["channel_account"],
+                                       details.get("open_kfid", ""), details.get("sync_token", ""),
+                                       _job_id=f"wechat.kf_sync:{event_id}")
     # Identity resolution, timelines and conversations hook in here as those domains arrive.
     done = await InboundEvent.update({InboundEvent.processed_at: now(), InboundEvent.last_error: ""}).where(
         (InboundEvent.id == event_id) & InboundEvent.processed_at.is_null()).returning(InboundEvent.id)
     return "processed" if done else "already processed"
 
 
+async def kf_sync(ctx: dict[str, Any], tenant_id: int, account_id: int | None, open_kfid: str,
+                  sync_token: str) -> int:
+    """Fetch 微信客服 messages after the stored cursor until WeChat has no more, store each once, keep
+    the cursor. One sync per open_kfid at a time: a notification that arrives meanwhile marks the
+    account dirty and the running sync goes round once more."""
+    redis = ctx["redis"]
+    lock_key = f"siyu:kf:lock:{tenant_id}:{open_kfid}"
+    dirty_key = f"siyu:kf:dirty:{tenant_id}:{open_kfid}"
+    await redis.set(dirty_key, sync_token or "1", ex=600)
+    mine = secrets.token_hex(8)
+    if not await redis.set(lock_key, mine, nx=True, ex=KF_LOCK_SECONDS):
+        return 0  # the running sync will see the dirty flag
+    stored = 0
+    try:
+        client = await runtime(ctx).client(tenant_id, "wecom")
+        while await redis.getdel(dirty_key) is not None:
+            cursor_row = await KfCursor.select(KfCursor.cursor).where(
+                (KfCursor.tenant == tenant_id) & (KfCursor.open_kfid == open_kfid)).first()
+            cursor = cursor_row["cursor"] if cursor_row else ""
+            while True:
+                page = await client.kf_sync_msg(open_kfid, cursor, token=sync_token)
+                account = Account(tenant_id, account_id or 0, "wecom", "", "", "", "safe", "xml")
+                for msg in page.get("msg_list", []):
+                    event = protocol.normalize_kf(msg)
+                    recorded = await record_inbound(account, event, msg)
+                    if recorded.is_new:
+                        stored += 1
+                        await redis.enqueue_job("wechat.process_inbound", recorded.event_id,
+                                                _job_id=f"wechat.inbound:{recorded.event_id}")
+                cursor = str(page.get("next_cursor") or cursor)
+                await KfCursor.raw(
+                    "INSERT INTO wechat_kf_cursor (tenant, open_kfid, cursor, synced_at) VALUES ({}, {}, {}, now()) "
+                    "ON CONFLICT (tenant, open_kfid) DO UPDATE SET cursor = EXCLUDED.cursor, synced_at = now()",
+                    tenant_id, open_kfid, cursor)
+                await redis.expire(lock_key, KF_LOCK_SECONDS)
+                if not page.get("has_more"):
+                    break
+    finally:
+        if (await redis.get(lock_key)) in (mine, mine.encode()):
+            await redis.delete(lock_key)
+    return stored
+
+
 async def sweep_inbound(ctx: dict[str, Any]) -> int:
-    """Enqueue events that were stored but never processed (Redis was down, a worker died)."""
+    """Enqueue events that were stored but never processed (Redis was down, a worker died), and mark
+    sends that died mid-call as unknown."""
     rows = await InboundEvent.raw(
         "SELECT id FROM wechat_inbound_event WHERE processed_at IS NULL "
         "AND received_at < now() - make_interval(secs => {}) ORDER BY received_at LIMIT {}",
@@ -42,4 +109,7 @@ async def sweep_inbound(ctx: dict[str, Any]) -> int:
         await redis.enqueue_job("wechat.process_inbound", r["id"], _job_id=f"wechat.inbound:{r['id']}")
     if rows:
         log.info("sweeper re-enqueued %s inbound events", len(rows))
+    unknown = await mark_stale_pending_unknown()
+    if unknown:
+        log.warning("%s outbound messages died mid-send; marked unknown, not resent", unknown)
     return len(rows)

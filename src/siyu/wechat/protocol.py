@@ -313,3 +313,32 @@ def passive_text_reply(account: Account, data: dict[str, Any], text: str, opened
     if opened.encrypted:
         return str(account.crypto().encrypt_message(reply, nonce, timestamp or str(int(time.time()))))
     return reply
+
+
+def normalize_kf(msg: dict[str, Any]) -> Normalized:
+    """A message fetched with `kf/sync_msg`: origin 3 = the customer, 4 = a system event, 5 = a servicer
+    writing from the WeCom client."""
+    msgid = _s(msg.get("msgid"))
+    origin = int(msg.get("origin") or 0)
+    msgtype = _s(msg.get("msgtype"))
+    try:
+        at = datetime.fromtimestamp(int(msg.get("send_time") or time.time()), UTC)
+    except (TypeError, ValueError):
+        at = datetime.now(UTC)
+    details: dict[str, Any] = {"open_kfid": _s(msg.get("open_kfid")), "origin": origin}
+    external_id = _s(msg.get("external_userid"))
+    if msgtype == "event":
+        ev = msg.get("event") if isinstance(msg.get("event"), dict) else {}
+        kind = "kf_event"
+        external_id = external_id or _s(ev.get("external_userid"))
+        details.update({"event_type": _s(ev.get("event_type")), "scene": _s(ev.get("scene")),
+                        "scene_param": _s(ev.get("scene_param")), "welcome_code": _s(ev.get("welcome_code"))})
+    else:
+        kind = "message" if origin == 3 else "kf_servicer_message"
+        body = msg.get(msgtype) if isinstance(msg.get(msgtype), dict) else {}
+        if msgtype == "text":
+            details["Content"] = _s(body.get("content"))
+        else:
+            details.update({k: _s(v) for k, v in body.items() if isinstance(v, (str, int))})
+    return Normalized(kind, msgtype, _s((msg.get("event") or {}).get("event_type")) if msgtype == "event" else "",
+                      external_id, at, f"kf:{msgid}"[:255], details)

@@ -68,3 +68,40 @@ class AutoReply(Table, tablename="wechat_auto_reply"):
     hits = Integer(default=0)
     created_at = Timestamptz()
     updated_at = Timestamptz()
+
+
+class ReplyWindow(Table, tablename="wechat_reply_window"):
+    """What WeChat will accept towards one person on one channel: the window opened by their last
+    message (5 replies / 48 h) and the short one opened by follow / scan / menu click (3 / 1 min on the
+    Official Account, 2 / 1 min after entering a Mini Program session)."""
+
+    id: BigSerial
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    channel = Varchar(length=8)
+    external_id = Varchar(length=128)
+    user_msg_at = Timestamptz(null=True, default=None)
+    user_sent = Integer(default=0)
+    event_at = Timestamptz(null=True, default=None)
+    event_sent = Integer(default=0)
+    updated_at = Timestamptz()
+
+
+class Outbound(Table, tablename="wechat_outbound"):
+    """Every message Siyu sends, keyed by the caller's idempotency key: a key is sent at most once."""
+
+    id: BigSerial
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    channel = Varchar(length=8)
+    external_id = Varchar(length=128)
+    idempotency_key = Varchar(length=200)
+    kind = Varchar(length=16, default="custom")  # custom | kf | template | subscribe
+    payload = JSONB(default={})
+    state = Varchar(length=16, default="pending")  # pending | sent | refused | retryable | unknown
+    window_slot = Varchar(length=8, default="")  # user | event
+    errcode = Integer(null=True, default=None)
+    errmsg = Text(default="")
+    wechat_msgid = Varchar(length=128, default="")
+    attempts = Integer(default=0)
+    created_at = Timestamptz()
+    claimed_at = Timestamptz()  # when the current attempt began
+    sent_at = Timestamptz(null=True, default=None)

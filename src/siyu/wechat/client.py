@@ -1,0 +1,260 @@
+"""The one async client for WeChat's API (OA, Mini Program and WeCom).
+
+- Base URLs come from WECHAT_API_BASE / WECOM_API_BASE, never a hard-coded host.
+- One access token per account, shared by every process through Redis: single-flight refresh under a
+  lock, `stable_token` for OA/MP, compare-and-delete invalidation on 40001/40014/42001 and one retry.
+- WeChat's errcodes become typed exceptions: busy (retried with backoff), rate limited (retry later),
+  not allowed now (never retried), configuration problems (shown to the tenant admin).
+- Every call passes the (tenant, account) token bucket first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from siyu.core.errors import WeChatError
+from siyu.core.logs import quiet_http_clients
+from siyu.core.settings import get_settings
+from siyu.wechat.ratelimit import BEIJING, RateLimiter
+
+log = logging.getLogger("siyu.wechat.client")
+quiet_http_clients()  # token URLs carry secrets in their query string
+
+TOKEN_ERRORS = {40001, 40014, 42001}
+NOT_ALLOWED = {45015, 45047, 43004, 43101, 95018, 41051}
+RATE_LIMITED = {45009, 45011}
+CONFIG_PROBLEMS = {40164, 48001, 40125, 40013, 41002, 41004, 40091, 40243, 40056, 48002}
+BUSY = {-1}
+BUSY_BACKOFF = (0.2, 0.6)  # two retries after the first try
+
+
+class WeChatBusy(WeChatError):
+    """`-1`: WeChat is busy. Retried with backoff inside the client; raised when it stays busy."""
+
+    retryable = True
+
+
+class WeChatRateLimited(WeChatError):
+    """45009 (daily quota) / 45011 (minute quota): try again after `retry_after` seconds."""
+
+    retryable = True
+
+    def __init__(self, errcode: int, errmsg: str = "", retry_after: int = 60) -> None:
+        super().__init__(errcode, errmsg)
+        self.retry_after = retry_after
+
+
+class WeChatNotAllowed(WeChatError):
+    """45015 window closed, 45047 quota used, 43004 not following, 43101 no consent: never retried."""
+
+    retryable = False
+
+    REASONS = {45015: "window_closed", 45047: "quota_used", 43004: "not_following", 43101: "no_consent",
+               95018: "window_closed", 41051: "welcome_used"}
+
+    @property
+    def reason(self) -> str:
+        return self.REASONS.get(self.errcode, "not_allowed")
+
+
+class WeChatConfigProblem(WeChatError):
+    """40164 IP not whitelisted, 48001 not authorised, wrong AppID/secret: the tenant admin must act."""
+
+    retryable = False
+
+
+def error_for(errcode: int, errmsg: str) -> WeChatError:
+    if errcode in BUSY:
+        return WeChatBusy(errcode, errmsg)
+    if errcode == 45011:
+        return WeChatRateLimited(errcode, errmsg, retry_after=60)
+    if errcode == 45009:
+        return WeChatRateLimited(errcode, errmsg, retry_after=seconds_to_beijing_midnight())
+    if errcode in NOT_ALLOWED:
+        return WeChatNotAllowed(errcode, errmsg)
+    if errcode in CONFIG_PROBLEMS:
+        return WeChatConfigProblem(errcode, errmsg)
+    return WeChatError(errcode, errmsg)
+
+
+def seconds_to_beijing_midnight(now: datetime | None = None) -> int:
+    local = (now or datetime.now(BEIJING)).astimezone(BEIJING)
+    midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=5, microsecond=0)
+    return max(60, int((midnight - local).total_seconds()))
+
+
+@dataclass(frozen=True)
+class ApiAccount:
+    tenant_id: int
+    channel: str  # oa | mp | wecom
+    app_id: str  # AppID or CorpID
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"ApiAccount(tenant_id={self.tenant_id}, channel={self.channel!r}, app_id={self.app_id!r})"
+
+
+# Delete the key only if it still holds our value: never drop a token (or lock) another worker just set.
+_COMPARE_AND_DELETE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class WeChatClient:
+    def __init__(self, http: httpx.AsyncClient, redis: Redis, limiter: RateLimiter, account: ApiAccount) -> None:
+        self.http = http
+        self.redis = redis
+        self.limiter = limiter
+        self.account = account
+        s = get_settings()
+        self.base = s.wecom_api_base if account.channel == "wecom" else s.wechat_api_base
+        fingerprint = hashlib.sha256(account.secret.encode()).hexdigest()[:12]  # a new secret, a new token
+        group = "wecom" if account.channel == "wecom" else "wechat"
+        self.token_key = f"siyu:wx:token:{group}:{account.app_id}:{fingerprint}"
+        self._cad = redis.register_script(_COMPARE_AND_DELETE)
+
+    # --- tokens ----------------------------------------------------------------------------------
+
+    async def access_token(self, stale: str | None = None) -> str:
+        """The shared token; fetched once for all processes. `stale` is a token WeChat just refused."""
+        token = await self._cached()
+        if token and token != stale:
+            return token
+        lock_key = self.token_key + ":lock"
+        mine = secrets.token_hex(8)
+        for _ in range(300):  # ~15 s at most
+            if await self.redis.set(lock_key, mine, nx=True, ex=15):
+                try:
+                    token = await self._cached()
+                    if token and token != stale:
+                        return token  # another process refreshed while we waited for the lock
+                    token, ttl = await self._fetch(force=False)
+                    if token == stale:  # WeChat still hands out the refused token: force a new one
+                        token, ttl = await self._fetch(force=True)
+                    await self.redis.set(self.token_key, token, ex=ttl)
+                    return token
+                finally:
+                    await self._cad(keys=[lock_key], args=[mine])
+            await asyncio.sleep(0.05)
+            token = await self._cached()
+            if token and token != stale:
+                return token
+        raise WeChatBusy(-1, "timed out waiting for another process to refresh the access token")
+
+    async def _cached(self) -> str | None:
+        raw = await self.redis.get(self.token_key)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def invalidate(self, token: str) -> None:
+        await self._cad(keys=[self.token_key], args=[token])
+
+    async def _fetch(self, force: bool) -> tuple[str, int]:
+        a = self.account
+        if a.channel == "wecom":
+            resp = await self.http.get(f"{self.base}/cgi-bin/gettoken", params={"corpid": a.app_id,
+                                                                                "corpsecret": a.secret})
+        else:
+            resp = await self.http.post(f"{self.base}/cgi-bin/stable_token", json={
+                "grant_type": "client_credential", "appid": a.app_id, "secret": a.secret, "force_refresh": force})
+        body = self._json(resp)
+        errcode = int(body.get("errcode", 0) or 0)
+        if errcode or not body.get("access_token"):
+            raise error_for(errcode or -1, str(body.get("errmsg", "no access_token in the answer")))
+        expires_in = int(body.get("expires_in", 7200))
+        log.info("fetched a new access token for %s %s", a.channel, a.app_id)
+        return str(body["access_token"]), max(60, expires_in - 300)  # refresh 5 minutes early
+
+    # --- calls -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _json(resp: httpx.Response) -> dict[str, Any]:
+        try:
+            data = resp.json()
+        except ValueError:
+            raise WeChatBusy(-1, f"WeChat answered HTTP {resp.status_code} without JSON") from None
+        if not isinstance(data, dict):
+            raise WeChatBusy(-1, "WeChat answered JSON that is not an object")
+        return data
+
+    async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                   json: dict[str, Any] | None = None, bulk: bool = False, with_token: bool = True) -> dict[str, Any]:
+        """One API call with the token, the rate limits and WeChat's error policy applied."""
+        left = await self.limiter.count_daily(self.account.app_id, path)
+        if left == -1:
+            raise WeChatRateLimited(45009, f"daily quota of {path} used (counted by Siyu)",
+                                    retry_after=seconds_to_beijing_midnight())
+        await self.limiter.acquire(self.account.tenant_id, self.account.channel, self.account.app_id, bulk=bulk)
+        token: str | None = None
+        refreshed = False
+        busy_tries = 0
+        while True:
+            query = dict(params or {})
+            if with_token:
+                token = await self.access_token()
+                query["access_token"] = token
+            try:
+                resp = await self.http.request(method, f"{self.base}/{path}", params=query, json=json)
+            except httpx.TimeoutException:
+                raise WeChatBusy(-1, f"{path} timed out") from None
+            except httpx.HTTPError as exc:
+                raise WeChatBusy(-1, f"{path} unreachable: {type(exc).__name__}") from None
+            body = self._json(resp)
+            errcode = int(body.get("errcode", 0) or 0)
+            if errcode == 0:
+                return body
+            errmsg = str(body.get("errmsg", ""))
+            if errcode in TOKEN_ERRORS and with_token and token and not refreshed:
+                refreshed = True
+                await self.invalidate(token)
+                await self.access_token(stale=token)
+                continue
+            if errcode in BUSY and busy_tries < len(BUSY_BACKOFF):
+                await asyncio.sleep(BUSY_BACKOFF[busy_tries])
+                busy_tries += 1
+                continue
+            raise error_for(errcode, errmsg)
+
+    # --- the endpoints Siyu uses (thin, named wrappers) --------------------------------------------
+
+    async def send_custom_message(self, openid: str, msgtype: str, content: dict[str, Any],
+                                  bulk: bool = False) -> dict[str, Any]:
+        return await self.call("POST", "cgi-bin/message/custom/send",
+                               json={"touser": openid, "msgtype": msgtype, msgtype: content}, bulk=bulk)
+
+    async def send_text(self, openid: str, text: str, bulk: bool = False) -> dict[str, Any]:
+        return await self.send_custom_message(openid, "text", {"content": text}, bulk=bulk)
+
+    async def user_info(self, openid: str, lang: str = "zh_CN") -> dict[str, Any]:
+        return await self.call("GET", "cgi-bin/user/info", params={"openid": openid, "lang": lang})
+
+    async def code_to_session(self, code: str) -> dict[str, Any]:
+        """MP login: openid, session_key and (when bound to an Open Platform account) unionid."""
+        return await self.call("GET", "sns/jscode2session", with_token=False, params={
+            "appid": self.account.app_id, "secret": self.account.secret, "js_code": code,
+            "grant_type": "authorization_code"})
+
+    async def external_contact(self, external_userid: str) -> dict[str, Any]:
+        return await self.call("GET", "cgi-bin/externalcontact/get", params={"external_userid": external_userid})
+
+    async def kf_sync_msg(self, open_kfid: str, cursor: str, token: str = "", limit: int = 1000) -> dict[str, Any]:
+        body: dict[str, Any] = {"cursor": cursor, "limit": limit, "open_kfid": open_kfid, "voice_format": 0}
+        if token:
+            body["token"] = token
+        return await self.call("POST", "cgi-bin/kf/sync_msg", json=body)
+
+    async def kf_send_text(self, external_userid: str, open_kfid: str, text: str, msgid: str = "") -> dict[str, Any]:
+        body: dict[str, Any] = {"touser": external_userid, "open_kfid": open_kfid, "msgtype": "text",
+                                "text": {"content": text}}
+        if msgid:
+            body["msgid"] = msgid  # WeChat's own idempotency key for 微信客服
+        return await self.call("POST", "cgi-bin/kf/send_msg", json=body)

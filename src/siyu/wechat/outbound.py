@@ -1,0 +1,118 @@
+"""Sending to a person, at most once per idempotency key, inside WeChat's windows.
+
+`deliver_text` is what the inbox and the re-engagement jobs call. It records the message in the
+`wechat_outbound` ledger before calling WeChat (unique on the caller's key), reserves a slot in the reply
+window (so Siyu knows before WeChat whether it will be accepted), then calls WeChat once. A job that
+runs twice finds the ledger row and does not send again; a send whose outcome is unknown (the process
+died mid-call) is never repeated automatically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from siyu.core.clock import now
+from siyu.tenants.services import channel_credentials
+from siyu.wechat import windows
+from siyu.wechat.client import ApiAccount, WeChatClient, WeChatError, WeChatNotAllowed
+from siyu.wechat.ratelimit import RateLimiter
+from siyu.wechat.tables import Outbound
+
+log = logging.getLogger("siyu.wechat.outbound")
+
+
+class WeChatRuntime:
+    """What every WeChat call of a process shares: one HTTP connection pool, Redis and the rate limiter."""
+
+    def __init__(self, redis: Redis, http: httpx.AsyncClient | None = None) -> None:
+        self.redis = redis
+        self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0),
+                                              limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+        self.limiter = RateLimiter(redis)
+
+    async def client(self, tenant_id: int, channel: str) -> WeChatClient:
+        creds = await channel_credentials(tenant_id, channel)  # NotFound when the account is not linked
+        return WeChatClient(self.http, self.redis, self.limiter,
+                            ApiAccount(tenant_id, channel, creds.app_id, creds.secret))
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    outbound_id: int
+    state: str  # sent | refused | retryable | unknown | pending
+    errcode: int | None = None
+    reason: str = ""
+    duplicate: bool = False  # this key had been handled before: nothing was sent now
+
+
+async def deliver_text(runtime: WeChatRuntime, tenant_id: int, channel: str, external_id: str, text: str,
+                       idempotency_key: str, *, open_kfid: str = "", bulk: bool = False) -> Delivery:
+    """Send a text to a person on `channel` (customer-service message on OA/MP, 微信客服 on WeCom)."""
+    kind = "kf" if channel == "wecom" else "custom"
+    payload = {"text": text, **({"open_kfid": open_kfid} if open_kfid else {})}
+    claimed = await Outbound.raw(
+        "INSERT INTO wechat_outbound (tenant, channel, external_id, idempotency_key, kind, payload, state, "
+        "window_slot, errmsg, wechat_msgid, attempts, created_at, claimed_at) "
+        "VALUES ({}, {}, {}, {}, {}, {}::jsonb, 'pending', '', '', '', 1, now(), now()) "
+        "ON CONFLICT (tenant, idempotency_key) DO UPDATE SET state = 'pending', claimed_at = now(), "
+        "attempts = wechat_outbound.attempts + 1 WHERE wechat_outbound.state = 'retryable' RETURNING id",
+        tenant_id, channel, external_id, idempotency_key, kind, json.dumps(payload, ensure_ascii=False))
+    if not claimed:
+        row = await Outbound.select(Outbound.id, Outbound.state, Outbound.errcode).where(
+            (Outbound.tenant == tenant_id) & (Outbound.idempotency_key == idempotency_key)).first()
+        assert row is not None
+        return Delivery(row["id"], row["state"], row["errcode"], duplicate=True)
+    outbound_id = int(claimed[0]["id"])
+
+    slot = await windows.reserve(tenant_id, channel, external_id)
+    if isinstance(slot, int):  # Siyu knows WeChat would refuse: do not call it
+        reason = WeChatNotAllowed.REASONS.get(slot, "not_allowed")
+        await _finish(outbound_id, "refused", errcode=slot, errmsg=f"{reason} (checked by Siyu before sending)")
+        return Delivery(outbound_id, "refused", slot, reason)
+
+    await Outbound.update({Outbound.window_slot: slot}).where(Outbound.id == outbound_id)
+    try:
+        client = await runtime.client(tenant_id, channel)
+        if channel == "wecom":
+            answer = await client.kf_send_text(external_id, open_kfid, text, msgid=f"siyu{outbound_id}")
+        else:
+            answer = await client.send_text(external_id, text, bulk=bulk)
+    except WeChatNotAllowed as exc:
+        await windows.release(tenant_id, channel, external_id, slot)
+        await _finish(outbound_id, "refused", errcode=exc.errcode, errmsg=exc.errmsg)
+        return Delivery(outbound_id, "refused", exc.errcode, exc.reason)
+    except WeChatError as exc:
+        await windows.release(tenant_id, channel, external_id, slot)
+        state = "retryable" if getattr(exc, "retryable", False) else "refused"
+        await _finish(outbound_id, state, errcode=exc.errcode, errmsg=exc.errmsg)
+        return Delivery(outbound_id, state, exc.errcode, type(exc).__name__)
+    await _finish(outbound_id, "sent", msgid=str(answer.get("msgid", "")))
+    return Delivery(outbound_id, "sent")
+
+
+async def _finish(outbound_id: int, state: str, errcode: int | None = None, errmsg: str = "",
+                  msgid: str = "") -> None:
+    values: dict[Any, Any] = {Outbound.state: state, Outbound.errcode: errcode, Outbound.errmsg: errmsg[:500]}
+    if state == "sent":
+        values[Outbound.sent_at] = now()
+        values[Outbound.wechat_msgid] = msgid
+    await Outbound.update(values).where(Outbound.id == outbound_id)
+
+
+async def mark_stale_pending_unknown(older_than_seconds: int = 600) -> int:
+    """A row still pending long after its call began: the process died mid-send. WeChat may or may not
+    have delivered it, so it is marked unknown and never sent again automatically."""
+    rows = await Outbound.raw(
+        "UPDATE wechat_outbound SET state = 'unknown', errmsg = 'the sending process stopped mid-call' "
+        "WHERE state = 'pending' AND claimed_at < now() - make_interval(secs => {}) RETURNING id",
+        older_than_seconds)
+    return len(rows)

@@ -1,0 +1,128 @@
+"""WeChat's reply windows, in one place.
+
+| channel | opened by | Siyu may send |
+| --- | --- | --- |
+| Official Account | a message from the person | 5 within 48 h |
+| Official Account | follow, QR scan, menu click | 3 within 1 minute |
+| Mini Program | a message from the person | 5 within 48 h |
+| Mini Program | entering a customer-service session | 2 within 1 minute |
+| WeCom 微信客服 | a message from the customer | 5 within 48 h |
+
+A new message from the person opens a fresh 48 h window with a fresh quota. Siyu counts what it sent,
+so it knows before calling WeChat whether WeChat will accept (45015 window closed, 45047 quota used).
+Reservations are single conditional UPDATEs, safe under concurrency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from siyu.core.clock import now as clock_now
+from siyu.wechat.tables import ReplyWindow
+
+
+@dataclass(frozen=True)
+class Rule:
+    user_quota: int
+    user_window: timedelta
+    event_quota: int
+    event_window: timedelta
+    event_kinds: frozenset[str]
+
+
+RULES: dict[str, Rule] = {
+    "oa": Rule(5, timedelta(hours=48), 3, timedelta(minutes=1), frozenset({"follow", "scan", "menu_click"})),
+    "mp": Rule(5, timedelta(hours=48), 2, timedelta(minutes=1), frozenset({"session_enter"})),
+    "wecom": Rule(5, timedelta(hours=48), 0, timedelta(0), frozenset()),
+}
+
+
+@dataclass(frozen=True)
+class WindowState:
+    can_send: bool
+    slot: str  # "event" | "user" | "" — which window the next message would use
+    remaining: int  # messages left in that window
+    closes_at: datetime | None
+    refusal: int | None  # the errcode WeChat would answer: 45015 closed, 45047 quota used
+
+    def as_json(self) -> dict[str, Any]:
+        return {"can_send": self.can_send, "slot": self.slot, "remaining": self.remaining,
+                "closes_at": self.closes_at.isoformat() if self.closes_at else None, "refusal": self.refusal}
+
+
+async def note_inbound(tenant_id: int, channel: str, external_id: str, kind: str, at: datetime) -> None:
+    """An inbound event may open a window. Older events (retries, late deliveries) never shrink one."""
+    rule = RULES.get(channel)
+    if rule is None or not external_id:
+        return
+    if kind == "message":
+        column, sent = "user_msg_at", "user_sent"
+    elif kind in rule.event_kinds:
+        column, sent = "event_at", "event_sent"
+    else:
+        return
+    await ReplyWindow.raw(
+        f"INSERT INTO wechat_reply_window (tenant, channel, external_id, {column}, user_sent, event_sent, "
+        "updated_at) VALUES ({}, {}, {}, {}, 0, 0, now()) "
+        f"ON CONFLICT (tenant, channel, external_id) DO UPDATE SET {column} = EXCLUDED.{column}, {sent} = 0, "
+        "updated_at = now() "
+        f"WHERE wechat_reply_window.{column} IS NULL OR wechat_reply_window.{column} < EXCLUDED.{column}",
+        tenant_id, channel, external_id, at,
+    )
+
+
+def _evaluate(rule: Rule, row: dict[str, Any] | None, now: datetime) -> WindowState:
+    if row is None:
+        return WindowState(False, "", 0, None, 45015)
+    event_open = row["event_at"] is not None and now < row["event_at"] + rule.event_window
+    user_open = row["user_msg_at"] is not None and now < row["user_msg_at"] + rule.user_window
+    if event_open and row["event_sent"] < rule.event_quota:
+        return WindowState(True, "event", rule.event_quota - row["event_sent"], row["event_at"] + rule.event_window,
+                           None)
+    if user_open and row["user_sent"] < rule.user_quota:
+        return WindowState(True, "user", rule.user_quota - row["user_sent"], row["user_msg_at"] + rule.user_window,
+                           None)
+    if user_open or (event_open and rule.event_quota):
+        closes = row["user_msg_at"] + rule.user_window if user_open else row["event_at"] + rule.event_window
+        return WindowState(False, "", 0, closes, 45047)
+    return WindowState(False, "", 0, None, 45015)
+
+
+async def state(tenant_id: int, channel: str, external_id: str, now: datetime | None = None) -> WindowState:
+    row = await ReplyWindow.select().where(
+        (ReplyWindow.tenant == tenant_id) & (ReplyWindow.channel == channel)
+        & (ReplyWindow.external_id == external_id)).first()
+    return _evaluate(RULES[channel], row, now or clock_now())
+
+
+async def reserve(tenant_id: int, channel: str, external_id: str, now: datetime | None = None) -> str | int:
+    """Take one message from an open window: "event" or "user" on success, else the errcode WeChat would
+    answer (45015 closed / 45047 quota used). The short event window is used first: it expires anyway."""
+    rule = RULES[channel]
+    now = now or clock_now()
+    key = "tenant = {} AND channel = {} AND external_id = {}"
+    if rule.event_quota:
+        took = await ReplyWindow.raw(
+            f"UPDATE wechat_reply_window SET event_sent = event_sent + 1, updated_at = now() WHERE {key} "
+            "AND event_at > {} AND event_sent < {} RETURNING id",
+            tenant_id, channel, external_id, now - rule.event_window, rule.event_quota)
+        if took:
+            return "event"
+    took = await ReplyWindow.raw(
+        f"UPDATE wechat_reply_window SET user_sent = user_sent + 1, updated_at = now() WHERE {key} "
+        "AND user_msg_at > {} AND user_sent < {} RETURNING id",
+        tenant_id, channel, external_id, now - rule.user_window, rule.user_quota)
+    if took:
+        return "user"
+    refusal = (await state(tenant_id, channel, external_id, now)).refusal
+    return refusal or 45047
+
+
+async def release(tenant_id: int, channel: str, external_id: str, slot: str) -> None:
+    """Give a reserved message back when WeChat did not take it (busy, rate limited, refused)."""
+    column = {"event": "event_sent", "user": "user_sent"}[slot]
+    await ReplyWindow.raw(
+        f"UPDATE wechat_reply_window SET {column} = greatest({column} - 1, 0), updated_at = now() "
+        "WHERE tenant = {} AND channel = {} AND external_id = {}", tenant_id, channel, external_id)
