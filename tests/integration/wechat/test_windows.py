@@ -1,0 +1,92 @@
+"""Reply windows: Siyu knows before calling WeChat whether it will accept a message, at the edges."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from siyu.wechat import windows
+from tests.conftest import TenantFixture
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+async def test_a_message_opens_five_replies_for_48_hours(acme: TenantFixture) -> None:
+    await windows.note_inbound(acme.id, "oa", "o1", "message", T0)
+    slots = [await windows.reserve(acme.id, "oa", "o1", T0 + timedelta(minutes=i)) for i in range(6)]
+    assert slots == ["user"] * 5 + [45047]
+    # A new message re-opens a fresh quota.
+    await windows.note_inbound(acme.id, "oa", "o1", "message", T0 + timedelta(hours=1))
+    assert await windows.reserve(acme.id, "oa", "o1", T0 + timedelta(hours=1, seconds=1)) == "user"
+
+
+async def test_the_48_hour_edge(acme: TenantFixture) -> None:
+    await windows.note_inbound(acme.id, "oa", "o1", "message", T0)
+    just_inside = T0 + timedelta(hours=48) - timedelta(seconds=1)
+    assert (await windows.state(acme.id, "oa", "o1", just_inside)).can_send
+    after = T0 + timedelta(hours=48, seconds=1)
+    st = await windows.state(acme.id, "oa", "o1", after)
+    assert not st.can_send and st.refusal == 45015
+    assert await windows.reserve(acme.id, "oa", "o1", after) == 45015
+
+
+async def test_follow_scan_and_click_open_three_messages_for_a_minute(acme: TenantFixture) -> None:
+    for kind in ("follow", "scan", "menu_click"):
+        who = f"o-{kind}"
+        await windows.note_inbound(acme.id, "oa", who, kind, T0)
+        got = [await windows.reserve(acme.id, "oa", who, T0 + timedelta(seconds=10)) for _ in range(4)]
+        assert got == ["event", "event", "event", 45047], kind
+        assert await windows.reserve(acme.id, "oa", who, T0 + timedelta(seconds=61)) == 45015
+
+
+async def test_a_click_does_not_open_the_48_hour_quota(acme: TenantFixture) -> None:
+    await windows.note_inbound(acme.id, "oa", "o1", "menu_click", T0)
+    assert await windows.reserve(acme.id, "oa", "o1", T0 + timedelta(minutes=2)) == 45015
+
+
+async def test_event_window_is_used_before_the_user_window(acme: TenantFixture) -> None:
+    await windows.note_inbound(acme.id, "oa", "o1", "message", T0)
+    await windows.note_inbound(acme.id, "oa", "o1", "follow", T0)
+    got = [await windows.reserve(acme.id, "oa", "o1", T0 + timedelta(seconds=5)) for _ in range(9)]
+    assert got == ["event"] * 3 + ["user"] * 5 + [45047]
+
+
+async def test_mini_program_session_enter_allows_two_per_minute(acme: TenantFixture) -> None:
+    await windows.note_inbound(acme.id, "mp", "oMp", "session_enter", T0)
+    got = [await windows.reserve(acme.id, "mp", "oMp", T0 + timedelta(seconds=1)) for _ in range(3)]
+    assert got == ["event", "event", 45047]
+
+
+async def test_wecom_kf_customer_message_allows_five_in_48_hours(acme: TenantFixture) -> None:
+    await windows.note_inbound(acme.id, "wecom", "wmX", "message", T0)
+    got = [await windows.reserve(acme.id, "wecom", "wmX", T0 + timedelta(hours=47)) for _ in range(6)]
+    assert got == ["user"] * 5 + [45047]
+    assert await windows.reserve(acme.id, "wecom", "wmY", T0) == 45015  # never wrote
+
+
+async def test_a_late_retry_never_shrinks_a_window(acme: TenantFixture) -> None:
+    await windows.note_inbound(acme.id, "oa", "o1", "message", T0 + timedelta(hours=10))
+    assert await windows.reserve(acme.id, "oa", "o1", T0 + timedelta(hours=10, minutes=1)) == "user"
+    await windows.note_inbound(acme.id, "oa", "o1", "message", T0)  # an older event processed late
+    st = await windows.state(acme.id, "oa", "o1", T0 + timedelta(hours=57))
+    assert st.can_send and st.remaining == 4  # still the newer window, with its count
+
+
+async def test_release_gives_a_slot_back(acme: TenantFixture) -> None:
+    await windows.note_inbound(acme.id, "oa", "o1", "message", T0)
+    for _ in range(5):
+        await windows.reserve(acme.id, "oa", "o1", T0)
+    await windows.release(acme.id, "oa", "o1", "user")
+    assert await windows.reserve(acme.id, "oa", "o1", T0) == "user"
+
+
+async def test_concurrent_reservations_never_exceed_the_quota(acme: TenantFixture) -> None:
+    await windows.note_inbound(acme.id, "oa", "o1", "message", T0)
+    results = await asyncio.gather(*[windows.reserve(acme.id, "oa", "o1", T0) for _ in range(20)])
+    assert sorted(map(str, results)).count("user") == 5
+    assert results.count(45047) == 15
+
+
+async def test_windows_are_per_tenant(acme: TenantFixture, globex: TenantFixture) -> None:
+    await windows.note_inbound(acme.id, "oa", "o1", "message", T0)
+    assert await windows.reserve(globex.id, "oa", "o1", T0) == 45015
