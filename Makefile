@@ -8,7 +8,7 @@ HTMX_VERSION := 2.0.11
 HTMX := frontend/static/vendor/htmx.min.js
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast check lint migrate i18n-extract i18n-check clean
+.PHONY: help install run test test-fast check lint migrate i18n-extract i18n-check bench-ingest clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ i18n-extract: install ## Refresh the gettext template from the code and template
 
 i18n-check: install ## Fail when a message lacks its zh_CN translation
 	@$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit/core/test_i18n.py
+
+bench-ingest: install ## Callbacks/s and latency of the WeChat gateway against a bare endpoint (BENCH_N, BENCH_C)
+	@$(PY) bench/ingest.py
 
 clean: ## Remove the virtualenv and caches (keeps .siyu data)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

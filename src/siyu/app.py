@@ -38,7 +38,8 @@ from siyu.tenants.views import (
 from siyu.web.auth import LOCALE_COOKIE, AuthMiddleware, NotAuthenticated
 from siyu.web.render import current_user, render, template_config
 from siyu.web.views import AuthController, HealthController
-from siyu.wechat.gateway import WeChatCallbacks, bare_endpoint
+from siyu.wechat.gateway import WeChatCallbacks, bare_endpoint, enqueue_batch
+from siyu.wechat.ingest import Ingestor
 from siyu.wechat.views import AutoRepliesController
 
 log = logging.getLogger("siyu")
@@ -49,9 +50,12 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     await db.start_pool()
     app.state.redis = redis_mod.connect()
     app.state.arq = await create_pool(redis_mod.arq_settings())
+    app.state.ingestor = Ingestor(lambda ids: enqueue_batch(app.state.arq, ids))
+    app.state.ingestor.start()
     try:
         yield
     finally:
+        await app.state.ingestor.stop()
         await app.state.arq.aclose()
         await app.state.redis.aclose()
         await db.close_pool()
@@ -118,8 +122,9 @@ def _server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
 
 
 async def _set_locale(request: Request[Any, Any, Any]) -> None:
-    if request.url.path.startswith("/api/"):
-        i18n.set_locale("en")  # machines read the API: its messages stay in one language
+    path = request.scope["path"]
+    if path.startswith(("/api/", "/wechat")):
+        i18n.set_locale("en")  # machines read these answers: their messages stay in one language
         return
     user = current_user(request)
     s = get_settings()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import parse_qsl
 
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath
@@ -29,7 +30,7 @@ def _reject(tenant: str, channel: str, exc: CallbackRejected) -> Response[str]:
 
 
 def _query(request: Request[Any, Any, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in request.query_params.items()}
+    return dict(parse_qsl(request.scope["query_string"].decode("latin-1")))
 
 
 class WeChatCallbacks(Controller):
@@ -57,38 +58,40 @@ class WeChatCallbacks(Controller):
         if account is None:
             return _reject(tenant, channel, CallbackRejected(404, "no such tenant or linked account"))
         query = _query(request)
+        body = await request.body()
         try:
             protocol.check_timestamp(query.get("timestamp", ""), get_settings().callback_max_skew)
-            opened = protocol.open_envelope(account, query, await request.body())
+            try:
+                opened = protocol.open_envelope(account, query, body)
+            except CallbackRejected as exc:
+                # The kept copy of the account may predate the admin's change of Token, key or mode.
+                fresh = await services.callback_account(tenant, channel, fresh=True)
+                if fresh is None or fresh == account or exc.status == 413:
+                    raise
+                account = fresh
+                opened = protocol.open_envelope(account, query, body)
             fields = protocol.fields_of(opened)
             event = protocol.normalize(channel, fields)
         except CallbackRejected as exc:
             return _reject(tenant, channel, exc)
 
-        recorded = await services.record_inbound(account, event, fields)
-        if recorded.is_new:
-            await enqueue_processing(request, recorded.event_id)
-        else:
-            log.info("wechat callback retried: tenant=%s channel=%s event=%s", tenant, channel, recorded.event_id)
+        recorded = await request.app.state.ingestor.store(account, event, fields)
+        if not recorded.is_new:
+            log.debug("wechat callback retried: tenant=%s channel=%s event=%s", tenant, channel, recorded.event_id)
 
         ack = "" if channel == "wecom" else "success"  # WeCom wants an empty 200, OA/MP accept "success"
         if channel == "oa":
             reply = await services.auto_reply_for(account.tenant_id, event)
             if reply:
-                body = protocol.passive_text_reply(account, fields, reply, opened, query.get("nonce", ""),
-                                                   query.get("timestamp", ""))
-                return Response(body, media_type="application/xml; charset=utf-8")
+                body_out = protocol.passive_text_reply(account, fields, reply, opened, query.get("nonce", ""),
+                                                       query.get("timestamp", ""))
+                return Response(body_out, media_type="application/xml; charset=utf-8")
         return Response(ack, media_type=TEXT)
 
 
-async def enqueue_processing(request: Request[Any, Any, Any], event_id: int) -> None:
-    """Hand the stored event to the worker. If Redis is down the event is safe in PostgreSQL and the
-    sweeper (`wechat.sweep_inbound`) enqueues it later."""
-    try:
-        await request.app.state.arq.enqueue_job("wechat.process_inbound", event_id,
-                                                _job_id=f"wechat.inbound:{event_id}")
-    except Exception:  # the answer must not depend on Redis
-        log.exception("could not enqueue inbound event %s; the sweeper will pick it up", event_id)
+async def enqueue_batch(arq: Any, event_ids: list[int]) -> None:
+    """Hand stored events to the worker: one job per batch, named by its first event (ids only)."""
+    await arq.enqueue_job("wechat.process_inbound_batch", event_ids, _job_id=f"wechat.inbound-batch:{event_ids[0]}")
 
 
 @post("/wechat-bare", status_code=200, include_in_schema=False)

@@ -27,30 +27,50 @@ def runtime(ctx: dict[str, Any]) -> WeChatRuntime:
     return rt
 
 
+_EVENT_COLUMNS = (
+    InboundEvent.id, InboundEvent.tenant, InboundEvent.channel, InboundEvent.channel_account, InboundEvent.kind,
+    InboundEvent.external_id, InboundEvent.occurred_at, InboundEvent.processed_at, InboundEvent.payload,
+)
+
+
 async def process_inbound(ctx: dict[str, Any], event_id: int) -> str:
-    """Do the work behind one stored callback. Marks the event processed exactly once; a second run
-    (arq retries, the sweeper) finds it processed and stops."""
-    row = await InboundEvent.select(
-        InboundEvent.id, InboundEvent.tenant, InboundEvent.channel, InboundEvent.channel_account,
-        InboundEvent.kind, InboundEvent.external_id, InboundEvent.occurred_at, InboundEvent.processed_at,
-        InboundEvent.payload,
-    ).where(InboundEvent.id == event_id).output(load_json=True).first()
-    if row is None:
+    """Do the work behind one stored callback (the sweeper's unit). Safe to run twice."""
+    done = await _process(ctx, [event_id])
+    if done is None:
         return "missing"
-    if row["processed_at"] is not None:
-        return "already processed"
-    await InboundEvent.update({InboundEvent.attempts: InboundEvent.attempts + 1}).where(InboundEvent.id == event_id)
-    # Opening a reply window is idempotent: a later run sees the same or a newer window.
-    await windows.note_inbound(row["tenant"], row["channel"], row["external_id"], row["kind"], row["occurred_at"])
-    if row["kind"] == "kf_notification":
-        details = row["payload"].get("details", {})
-        await ctx["redis"].enqueue_job("wechat.kf_sync", row["tenant"], row["channel_account"],
-                                       details.get("open_kfid", ""), details.get("sync_token", ""),
-                                       _job_id=f"wechat.kf_sync:{event_id}")
-    # Identity resolution, timelines and conversations hook in here as those domains arrive.
-    done = await InboundEvent.update({InboundEvent.processed_at: now(), InboundEvent.last_error: ""}).where(
-        (InboundEvent.id == event_id) & InboundEvent.processed_at.is_null()).returning(InboundEvent.id)
     return "processed" if done else "already processed"
+
+
+async def process_inbound_batch(ctx: dict[str, Any], event_ids: list[int]) -> int:
+    """The gateway's unit: the events one group commit stored. Returns how many this run processed."""
+    return await _process(ctx, event_ids) or 0
+
+
+async def _process(ctx: dict[str, Any], event_ids: list[int]) -> int | None:
+    """Each event is marked processed exactly once; events already processed (a second run, the sweeper
+    racing the batch) are skipped. Every step is idempotent, so a crash midway is safe to repeat."""
+    rows = await InboundEvent.select(*_EVENT_COLUMNS).where(InboundEvent.id.is_in(event_ids)).output(
+        load_json=True)
+    if not rows:
+        return None
+    todo = [r for r in rows if r["processed_at"] is None]
+    if not todo:
+        return 0
+    ids = [r["id"] for r in todo]
+    await InboundEvent.update({InboundEvent.attempts: InboundEvent.attempts + 1}).where(InboundEvent.id.is_in(ids))
+    # Opening a reply window is idempotent: a later run sees the same or a newer window.
+    await windows.note_inbound_many([(r["tenant"], r["channel"], r["external_id"], r["kind"], r["occurred_at"])
+                                     for r in todo])
+    for row in todo:
+        if row["kind"] == "kf_notification":
+            details = row["payload"].get("details", {})
+            await ctx["redis"].enqueue_job("wechat.kf_sync", row["tenant"], row["channel_account"],
+                                           details.get("open_kfid", ""), details.get("sync_token", ""),
+                                           _job_id=f"wechat.kf_sync:{row['id']}")
+        # Identity resolution, timelines and conversations hook in here as those domains arrive.
+    done = await InboundEvent.update({InboundEvent.processed_at: now(), InboundEvent.last_error: ""}).where(
+        InboundEvent.id.is_in(ids) & InboundEvent.processed_at.is_null()).returning(InboundEvent.id)
+    return len(done)
 
 
 async def kf_sync(ctx: dict[str, Any], tenant_id: int, account_id: int | None, open_kfid: str,

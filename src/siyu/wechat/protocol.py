@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from xml.etree import ElementTree
 
-import xmltodict
 from wechatpy.crypto import PrpCrypto as MpPrp
 from wechatpy.crypto import WeChatCrypto as MpCrypto
 from wechatpy.exceptions import InvalidAppIdException
@@ -79,16 +79,34 @@ def refuse_dtd(text: str | bytes) -> None:
         raise CallbackRejected(400, "XML with a DTD or entity declarations is refused")
 
 
+def _element_value(el: ElementTree.Element) -> Any:
+    if len(el) == 0:
+        return el.text if el.text is not None else None
+    out: dict[str, Any] = {}
+    for child in el:
+        value = _element_value(child)
+        if child.tag in out:  # repeated elements become a list, as xmltodict does
+            existing = out[child.tag]
+            out[child.tag] = [*existing, value] if isinstance(existing, list) else [existing, value]
+        else:
+            out[child.tag] = value
+    return out
+
+
 def parse_xml(text: str) -> dict[str, Any]:
+    """WeChat's XML as a dict of its fields (nested elements as dicts, repeated ones as lists).
+
+    The stdlib's C parser (expat) is several times faster than a SAX-to-dict converter, which matters
+    on the callback path; DTDs and entity declarations are refused before it runs."""
     refuse_dtd(text)
     try:
-        doc = xmltodict.parse(text, disable_entities=True)
-    except Exception as exc:  # expat errors, empty bodies
-        raise CallbackRejected(400, f"malformed XML: {type(exc).__name__}") from None
-    root = doc.get("xml") if isinstance(doc, dict) else None
-    if not isinstance(root, dict):
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as exc:
+        raise CallbackRejected(400, f"malformed XML: {exc}") from None
+    if root.tag != "xml":
         raise CallbackRejected(400, "malformed XML: the root element must be <xml>")
-    return root
+    value = _element_value(root)
+    return value if isinstance(value, dict) else {}
 
 
 def parse_json(text: str) -> dict[str, Any]:

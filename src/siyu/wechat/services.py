@@ -4,6 +4,7 @@ inbound event (idempotent on WeChat's retries), and the Official Account's auto-
 from __future__ import annotations
 
 import json
+import time
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -20,21 +21,43 @@ from siyu.wechat.tables import AutoReply, InboundEvent
 CHANNELS = ("oa", "mp", "wecom")
 
 
-async def callback_account(slug: str, channel: str) -> Account | None:
-    """The linked account a callback URL names, with its secrets opened; None if there is none."""
+ACCOUNT_TTL = 10.0  # seconds a process trusts its copy of an account
+_accounts: dict[tuple[str, str], tuple[float, Account]] = {}
+
+
+async def callback_account(slug: str, channel: str, fresh: bool = False) -> Account | None:
+    """The linked account a callback URL names, with its secrets opened; None if there is none.
+
+    Kept for a few seconds per process (a lookup and a decryption per callback add up under load). A
+    callback that fails its signature or decryption with the kept copy is checked again against a fresh
+    one, so a Token or key changed by the admin takes effect at once."""
     if channel not in CHANNELS:
         return None
+    key = (slug, channel)
+    if not fresh:
+        hit = _accounts.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
     rows = await InboundEvent.raw(
         "SELECT c.id, c.tenant, c.app_id, c.callback_token, c.secret_encrypted, c.aes_key_encrypted, "
         "c.message_mode, c.push_format FROM channel_account c JOIN tenant t ON t.id = c.tenant "
         "WHERE t.slug = {} AND c.kind = {}", slug, channel,
     )
     if not rows:
+        _accounts.pop(key, None)
         return None
     r = rows[0]
     aes_key = box().open(r["aes_key_encrypted"], f"channel_account:{r['tenant']}:{channel}:aes_key")
-    return Account(tenant_id=r["tenant"], account_id=r["id"], channel=channel, app_id=r["app_id"],
-                   token=r["callback_token"], aes_key=aes_key, mode=r["message_mode"], push_format=r["push_format"])
+    account = Account(tenant_id=r["tenant"], account_id=r["id"], channel=channel, app_id=r["app_id"],
+                      token=r["callback_token"], aes_key=aes_key, mode=r["message_mode"], push_format=r["push_format"])
+    _accounts[key] = (time.monotonic() + ACCOUNT_TTL, account)
+    return account
+
+
+def forget_cached() -> None:
+    """Drop every kept account and rule set (tests, and after bulk changes)."""
+    _accounts.clear()
+    _rules.clear()
 
 
 @dataclass(frozen=True)
@@ -68,43 +91,63 @@ def normalize_text(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold().strip()
 
 
-async def auto_reply_for(tenant_id: int, event: Normalized) -> str | None:
-    """The passive reply the Official Account gives to this event, if a rule matches."""
-    if event.kind == "follow":
-        rows = await AutoReply.select(AutoReply.id, AutoReply.reply, AutoReply.scene).where(
-            (AutoReply.tenant == tenant_id) & (AutoReply.trigger == "welcome") & (AutoReply.enabled == True)  # noqa: E712
-            & AutoReply.scene.is_in([event.details.get("scene", ""), ""])
-        )
-        # A scene's own welcome beats the general one.
-        rows.sort(key=lambda r: r["scene"] == "")
-    elif event.kind == "menu_click":
-        rows = await AutoReply.select(AutoReply.id, AutoReply.reply).where(
-            (AutoReply.tenant == tenant_id) & (AutoReply.trigger == "click") & (AutoReply.enabled == True)  # noqa: E712
-            & (AutoReply.menu_key == event.details.get("key", ""))
-        )
-    elif event.kind == "message" and event.msg_type == "text":
-        rows = await match_keyword(tenant_id, str(event.details.get("Content", "")))
-    else:
-        return None
-    if not rows:
-        return None
-    await AutoReply.update({AutoReply.hits: AutoReply.hits + 1}).where(AutoReply.id == rows[0]["id"])
-    return str(rows[0]["reply"])
+RULES_TTL = 5.0  # seconds a process keeps a tenant's rules; changes made elsewhere show within this
+_rules: dict[int, tuple[float, list[dict[str, Any]]]] = {}
 
 
-async def match_keyword(tenant_id: int, text: str) -> list[dict[str, Any]]:
+async def _enabled_rules(tenant_id: int) -> list[dict[str, Any]]:
+    hit = _rules.get(tenant_id)
+    if hit and hit[0] > time.monotonic():
+        return hit[1]
+    rows = await AutoReply.select(AutoReply.id, AutoReply.trigger, AutoReply.match_type, AutoReply.keyword,
+                                  AutoReply.keyword_norm, AutoReply.scene, AutoReply.menu_key, AutoReply.reply).where(
+        (AutoReply.tenant == tenant_id) & (AutoReply.enabled == True)  # noqa: E712
+    ).order_by(AutoReply.id)
+    _rules[tenant_id] = (time.monotonic() + RULES_TTL, rows)
+    return rows
+
+
+def forget_rules(tenant_id: int) -> None:
+    _rules.pop(tenant_id, None)
+
+
+def best_keyword_rules(rules: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
     """Matching keyword rules, best first: an exact match, then the longest contained keyword."""
     norm = normalize_text(text)
     if not norm:
         return []
-    rows = await AutoReply.raw(
-        "SELECT id, reply, match_type, keyword FROM wechat_auto_reply WHERE tenant = {} AND trigger = 'keyword' "
-        "AND enabled AND ((match_type = 'exact' AND keyword_norm = {}) "
-        "OR (match_type = 'contains' AND strpos({}, keyword_norm) > 0)) "
-        "ORDER BY (match_type = 'exact') DESC, length(keyword_norm) DESC, id",
-        tenant_id, norm, norm,
-    )
-    return list(rows)
+    found = [r for r in rules if r["trigger"] == "keyword" and (
+        (r["match_type"] == "exact" and r["keyword_norm"] == norm)
+        or (r["match_type"] == "contains" and r["keyword_norm"] and r["keyword_norm"] in norm))]
+    found.sort(key=lambda r: (r["match_type"] != "exact", -len(r["keyword_norm"]), r["id"]))
+    return found
+
+
+async def auto_reply_for(tenant_id: int, event: Normalized) -> str | None:
+    """The passive reply the Official Account gives to this event, if a rule matches."""
+    if event.kind not in ("follow", "menu_click") and not (event.kind == "message" and event.msg_type == "text"):
+        return None
+    rules = await _enabled_rules(tenant_id)
+    if not rules:
+        return None
+    if event.kind == "follow":
+        scene = event.details.get("scene", "")
+        found = [r for r in rules if r["trigger"] == "welcome" and r["scene"] in (scene, "")]
+        found.sort(key=lambda r: r["scene"] == "")  # the scene's own welcome beats the general one
+    elif event.kind == "menu_click":
+        found = [r for r in rules if r["trigger"] == "click" and r["menu_key"] == event.details.get("key", "")]
+    else:
+        found = best_keyword_rules(rules, str(event.details.get("Content", "")))
+    if not found:
+        return None
+    await AutoReply.update({AutoReply.hits: AutoReply.hits + 1}).where(AutoReply.id == found[0]["id"])
+    return str(found[0]["reply"])
+
+
+async def match_keyword(tenant_id: int, text: str) -> list[dict[str, Any]]:
+    """For the admin's "try a message" box: always the current rules, not the cached ones."""
+    forget_rules(tenant_id)
+    return best_keyword_rules(await _enabled_rules(tenant_id), text)
 
 
 RULE_TRIGGERS = ("welcome", "keyword", "click")
@@ -170,6 +213,7 @@ async def do_create_rule(actor: Actor, tenant_id: int, data: dict[str, Any]) -> 
         await rule.save()
         await record_audit(actor, tenant_id, "auto_reply.created", "auto_reply", rule.id,
                            {k: v for k, v in clean.items() if v})
+    forget_rules(tenant_id)
     return int(rule.id)
 
 
@@ -181,6 +225,7 @@ async def do_set_rule_enabled(actor: Actor, tenant_id: int, rule_id: int, enable
             raise NotFound()
         await record_audit(actor, tenant_id, "auto_reply.enabled" if enabled else "auto_reply.disabled",
                            "auto_reply", rule_id)
+    forget_rules(tenant_id)
 
 
 async def do_delete_rule(actor: Actor, tenant_id: int, rule_id: int) -> None:
@@ -190,6 +235,7 @@ async def do_delete_rule(actor: Actor, tenant_id: int, rule_id: int) -> None:
         if not deleted:
             raise NotFound()
         await record_audit(actor, tenant_id, "auto_reply.deleted", "auto_reply", rule_id)
+    forget_rules(tenant_id)
 
 
 async def list_recent_events(tenant_id: int, limit: int = 50) -> list[dict[str, Any]]:

@@ -52,25 +52,44 @@ class WindowState:
                 "closes_at": self.closes_at.isoformat() if self.closes_at else None, "refusal": self.refusal}
 
 
+def _column_for(channel: str, kind: str) -> str | None:
+    rule = RULES.get(channel)
+    if rule is None:
+        return None
+    if kind == "message":
+        return "user_msg_at"
+    return "event_at" if kind in rule.event_kinds else None
+
+
 async def note_inbound(tenant_id: int, channel: str, external_id: str, kind: str, at: datetime) -> None:
     """An inbound event may open a window. Older events (retries, late deliveries) never shrink one."""
-    rule = RULES.get(channel)
-    if rule is None or not external_id:
-        return
-    if kind == "message":
-        column, sent = "user_msg_at", "user_sent"
-    elif kind in rule.event_kinds:
-        column, sent = "event_at", "event_sent"
-    else:
-        return
-    await ReplyWindow.raw(
-        f"INSERT INTO wechat_reply_window (tenant, channel, external_id, {column}, user_sent, event_sent, "
-        "updated_at) VALUES ({}, {}, {}, {}, 0, 0, now()) "
-        f"ON CONFLICT (tenant, channel, external_id) DO UPDATE SET {column} = EXCLUDED.{column}, {sent} = 0, "
-        "updated_at = now() "
-        f"WHERE wechat_reply_window.{column} IS NULL OR wechat_reply_window.{column} < EXCLUDED.{column}",
-        tenant_id, channel, external_id, at,
-    )
+    await note_inbound_many([(tenant_id, channel, external_id, kind, at)])
+
+
+async def note_inbound_many(events: list[tuple[int, str, str, str, datetime]]) -> None:
+    """The same for a batch of events: one statement per kind of window."""
+    latest: dict[str, dict[tuple[int, str, str], datetime]] = {"user_msg_at": {}, "event_at": {}}
+    for tenant_id, channel, external_id, kind, at in events:
+        column = _column_for(channel, kind)
+        if column is None or not external_id:
+            continue
+        key = (tenant_id, channel, external_id)
+        if key not in latest[column] or latest[column][key] < at:
+            latest[column][key] = at
+    for column, rows in latest.items():
+        if not rows:
+            continue
+        sent = "user_sent" if column == "user_msg_at" else "event_sent"
+        keys = list(rows)
+        await ReplyWindow.raw(
+            f"INSERT INTO wechat_reply_window (tenant, channel, external_id, {column}, user_sent, event_sent, "
+            "updated_at) SELECT t, c, x, a, 0, 0, now() "
+            "FROM unnest({}::int[], {}::text[], {}::text[], {}::timestamptz[]) AS u(t, c, x, a) "
+            f"ON CONFLICT (tenant, channel, external_id) DO UPDATE SET {column} = EXCLUDED.{column}, {sent} = 0, "
+            "updated_at = now() "
+            f"WHERE wechat_reply_window.{column} IS NULL OR wechat_reply_window.{column} < EXCLUDED.{column}",
+            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [rows[k] for k in keys],
+        )
 
 
 def _evaluate(rule: Rule, row: dict[str, Any] | None, now: datetime) -> WindowState:

@@ -232,15 +232,29 @@ async def test_mp_malformed_json_is_refused(client: Client, acme: TenantFixture)
 # --- retries: stored once, processed once -------------------------------------------------------------
 
 async def test_three_deliveries_of_one_message_make_one_event_and_one_job(client: Client, oa: Sender,
-                                                                          redis: Any) -> None:
+                                                                          redis: Any, app: Any) -> None:
     cb = oa.callback(text("oUser", "你好", 24371234567890123))
     answers = [await post(client, cb) for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 200]
+    await app.state.ingestor.settle()
     [row] = await stored()
     assert row["deliveries"] == 3
     assert row["dedup_key"] == "msg:24371234567890123"
-    jobs = await redis.keys("arq:job:wechat.inbound:*")
-    assert jobs == [f"arq:job:wechat.inbound:{row['id']}".encode()]
+    jobs = await redis.keys("arq:job:wechat.inbound*")
+    assert jobs == [f"arq:job:wechat.inbound-batch:{row['id']}".encode()]
+
+
+async def test_concurrent_retries_in_one_batch_are_stored_once(client: Client, oa: Sender, app: Any) -> None:
+    import asyncio
+
+    cb = oa.callback(text("oUser", "同时", 555))
+    others = [oa.callback(text(f"o{i}", "hi", 600 + i)) for i in range(20)]
+    answers = await asyncio.gather(*[post(client, c) for c in [cb, cb, cb, *others]])
+    assert all(a.status_code == 200 and a.text == "success" for a in answers)
+    await app.state.ingestor.settle()
+    rows = await stored()
+    assert len(rows) == 21
+    assert {r["dedup_key"]: r["deliveries"] for r in rows}["msg:555"] == 3
 
 
 async def test_retried_event_without_msgid_is_recognised_by_sender_time_and_event(client: Client,
@@ -256,20 +270,30 @@ async def test_retried_event_without_msgid_is_recognised_by_sender_time_and_even
 
 async def test_the_event_is_durable_before_the_answer_even_when_redis_is_down(client: Client, oa: Sender,
                                                                               app: Any) -> None:
-    real = app.state.arq
-    app.state.arq = _BrokenQueue()
+    async def redis_down(ids: list[int]) -> None:
+        raise ConnectionError("redis is down")
+
+    real, app.state.ingestor._enqueue = app.state.ingestor._enqueue, redis_down
     try:
         r = await post(client, oa.callback(text("oUser", "kept", 77)))
+        await app.state.ingestor.settle()
     finally:
-        app.state.arq = real
+        app.state.ingestor._enqueue = real
     assert r.status_code == 200 and r.text == "success"
     [row] = await stored()
     assert row["processed_at"] is None  # the sweeper will hand it to a worker
 
 
-class _BrokenQueue:
-    async def enqueue_job(self, *args: Any, **kwargs: Any) -> None:
-        raise ConnectionError("redis is down")
+async def test_a_database_failure_answers_500_so_wechat_retries(client: Client, oa: Sender, app: Any) -> None:
+    async def broken(batch: Any) -> None:
+        raise ConnectionError("database is down")
+
+    real, app.state.ingestor._write = app.state.ingestor._write, broken
+    try:
+        r = await post(client, oa.callback(text("oUser", "retry me", 78)))
+    finally:
+        app.state.ingestor._write = real
+    assert r.status_code == 500 and r.text != "success"
 
 
 # --- normalised events --------------------------------------------------------------------------------

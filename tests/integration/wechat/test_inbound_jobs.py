@@ -31,13 +31,14 @@ async def oa(acme: TenantFixture) -> Sender:
     return Sender("acme", "oa", OA["app_id"], OA["token"], OA["aes_key"], "safe")
 
 
-async def test_worker_processes_each_stored_event_once(client: Client, oa: Sender) -> None:
+async def test_worker_processes_each_stored_event_once(client: Client, oa: Sender, app: Any) -> None:
     for i in range(5):
         cb = oa.callback(text(f"o{i}", "hi", 100 + i))
         for _ in range(2):  # a retry for each
             await client.post(cb.url, content=cb.body)
+    await app.state.ingestor.settle()
     w = await run_worker()
-    assert w.jobs_complete == 5 and w.jobs_failed == 0
+    assert w.jobs_complete == 5 and w.jobs_failed == 0  # one batch job per sequential callback
     rows = await InboundEvent.select(InboundEvent.processed_at, InboundEvent.attempts)
     assert len(rows) == 5 and all(r["processed_at"] is not None and r["attempts"] == 1 for r in rows)
 
@@ -57,17 +58,17 @@ async def test_running_the_job_twice_has_the_same_effect(client: Client, oa: Sen
 
 async def test_sweeper_enqueues_events_that_never_reached_the_queue(client: Client, oa: Sender, app: Any,
                                                                    redis: Any) -> None:
-    class Down:
-        async def enqueue_job(self, *a: Any, **k: Any) -> None:
-            raise ConnectionError("redis down")
+    async def redis_down(ids: list[int]) -> None:
+        raise ConnectionError("redis down")
 
-    real, app.state.arq = app.state.arq, Down()
+    real, app.state.ingestor._enqueue = app.state.ingestor._enqueue, redis_down
     try:
         for i in range(3):
             cb = oa.callback(text(f"o{i}", "lost?", 200 + i))
             assert (await client.post(cb.url, content=cb.body)).text == "success"
+        await app.state.ingestor.settle()
     finally:
-        app.state.arq = real
+        app.state.ingestor._enqueue = real
     # Only events older than the grace period are swept (a fresh one is probably being processed).
     await InboundEvent.update({InboundEvent.received_at: now() - timedelta(minutes=5)}).where(
         InboundEvent.external_id.is_in(["o0", "o1"]))
