@@ -166,7 +166,6 @@ async def redis() -> AsyncIterator[Any]:
 @pytest.fixture(autouse=True)
 async def clean(pool: None, redis: Any) -> AsyncIterator[None]:
     from siyu.core import db
-
     from siyu.wechat.services import forget_cached
 
     await db.engine().run_ddl(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")

@@ -293,6 +293,9 @@ def simulator(host: str, port: int) -> None:
             port=port, workers=1, log_access=False).serve()
 
 
+main.add_command(__import__("siyu.simulator.cli", fromlist=["simulate"]).simulate)  # `siyu simulate …`
+
+
 @main.command("seed-demo")
 def seed_demo() -> None:
     """Create the demo brand (idempotent) and print its logins."""

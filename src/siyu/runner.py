@@ -37,13 +37,18 @@ def _wait_http(url: str, seconds: float, procs: list[subprocess.Popen[Any]]) -> 
     return False
 
 
-def _register_demo_apps(sim_base: str) -> None:
-    from siyu.tenants.demo import DEMO_ACCOUNTS
+def _register_demo_apps(sim_base: str, web_port: int) -> None:
+    """The demo brand's three accounts, with their callback Token, EncodingAESKey and message mode, pushing
+    to the local web server; OA and MP share an Open Platform account, so their users share unionids."""
+    from siyu.tenants.demo import DEMO_ACCOUNTS, DEMO_SLUG
 
     for kind, data in DEMO_ACCOUNTS.items():
-        body = {"kind": "wecom" if kind == "wecom" else "wechat",
-                "app_id": data.get("corp_id") or data["app_id"],
-                "secret": data.get("secret") or data["app_secret"]}
+        body = {"kind": kind, "app_id": data.get("corp_id") or data["app_id"],
+                "secret": data.get("secret") or data["app_secret"],
+                "token": data["token"], "aes_key": data["aes_key"],
+                "message_mode": data.get("mode") or "safe", "push_format": data.get("push_format") or "xml",
+                "original_id": data.get("original_id", ""), "agent_id": data.get("agent_id", ""),
+                "callback_url": f"http://127.0.0.1:{web_port}/wechat/{DEMO_SLUG}/{kind}", "open_platform": "demo"}
         httpx.post(f"{sim_base}/_sim/apps", json=body, timeout=5).raise_for_status()
 
 
@@ -110,7 +115,7 @@ def main() -> None:
             children.append(subprocess.Popen([py, "-m", "siyu", "simulator", "--port", str(sim_port)], env=env))
             if not _wait_http(f"{sim_base}/_sim/health", 20, children):
                 raise SystemExit("the WeChat simulator did not start")
-            _register_demo_apps(sim_base)
+            _register_demo_apps(sim_base, s.port)
         say("starting the worker…")
         children.append(subprocess.Popen([py, "-m", "siyu", "worker"], env=env))
         say("starting the web server (granian)…")
