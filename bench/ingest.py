@@ -107,8 +107,8 @@ async def main_async(n: int, concurrency: int, workers: int) -> int:
         from siyu.core import db
 
         await db.migrate()
-        from siyu.simulator.push import seal
         from siyu.simulator.state import SimApp
+        from siyu.simulator.wire import seal
         from siyu.tenants import services as tenants
         from siyu.wechat.tables import InboundEvent
 

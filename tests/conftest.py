@@ -197,18 +197,45 @@ def sim(simulator_base: str) -> Simulator:
 
 
 class Simulator:
-    """Drives the WeChat simulator's control API."""
+    """Drives the WeChat simulator's control API (docs/simulator.md)."""
 
     def __init__(self, base: str) -> None:
         self.base = base
 
-    def register(self, kind: str, app_id: str, secret: str, ip_whitelisted: bool = True) -> None:
-        httpx.post(f"{self.base}/_sim/apps", json={"kind": kind, "app_id": app_id, "secret": secret,
-                                                   "ip_whitelisted": ip_whitelisted}, timeout=5).raise_for_status()
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        r = httpx.post(f"{self.base}{path}", json=body, timeout=30)
+        r.raise_for_status()
+        return r.json()
 
-    def faults(self, app_id: str, *errcodes: int) -> None:
-        httpx.post(f"{self.base}/_sim/apps/{app_id}/faults", json={"errcodes": list(errcodes)},
-                   timeout=5).raise_for_status()
+    def _get(self, path: str, **params: Any) -> Any:
+        r = httpx.get(f"{self.base}{path}", params={k: v for k, v in params.items() if v is not None}, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def register(self, kind: str, app_id: str, secret: str, ip_whitelisted: bool = True, **extra: Any) -> None:
+        self._post("/_sim/apps", {"kind": kind, "app_id": app_id, "secret": secret,
+                                  "ip_whitelisted": ip_whitelisted, **extra})
+
+    def faults(self, app_id: str, *errcodes: int, **extra: Any) -> None:
+        self._post(f"/_sim/apps/{app_id}/faults", {"errcodes": list(errcodes), **extra})
+
+    def tokens(self, app_id: str, action: str) -> Any:
+        return self._post(f"/_sim/apps/{app_id}/tokens", {"action": action})
+
+    def push(self, app_id: str, person: str, action: str, **fields: Any) -> Any:
+        return self._post("/_sim/push", {"app_id": app_id, "person": person, "action": action, **fields})
+
+    def messages(self, **filters: Any) -> list[dict[str, Any]]:
+        return list(self._get("/_sim/messages", **filters))
+
+    def refusals(self, **filters: Any) -> list[dict[str, Any]]:
+        return list(self._get("/_sim/refusals", **filters))
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._get("/_sim/stats"))
+
+    def clock(self, advance_seconds: int) -> Any:
+        return self._post("/_sim/clock", {"advance_seconds": advance_seconds})
 
 
 # --- the app and clients ----------------------------------------------------------------------------

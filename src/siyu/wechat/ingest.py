@@ -107,7 +107,7 @@ class Ingestor:
         for group in groups:
             p = group[0]
             e = p.event
-            for i, value in enumerate((p.account.tenant_id, p.account.account_id, p.account.channel, e.dedup_key,
+            for i, value in enumerate((p.account.tenant_id, p.account.account_id or None, p.account.channel, e.dedup_key,
                                        e.kind, e.msg_type, e.event, e.external_id, e.occurred_at, p.payload,
                                        len(group))):
                 columns[i].append(value)

@@ -74,7 +74,7 @@ async def record_inbound(account: Account, event: Normalized, payload: dict[str,
         "VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}::jsonb, now(), 1, 0, '') "
         "ON CONFLICT (tenant, channel, dedup_key) DO UPDATE SET deliveries = wechat_inbound_event.deliveries + 1 "
         "RETURNING id, (xmax = 0) AS inserted",
-        account.tenant_id, account.account_id, account.channel, event.dedup_key, event.kind, event.msg_type,
+        account.tenant_id, account.account_id or None, account.channel, event.dedup_key, event.kind, event.msg_type,
         event.event, event.external_id, event.occurred_at,
         json.dumps({"fields": payload, "details": event.details}, ensure_ascii=False),
     )

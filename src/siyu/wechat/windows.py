@@ -8,7 +8,9 @@
 | Mini Program | entering a customer-service session | 2 within 1 minute |
 | WeCom 微信客服 | a message from the customer | 5 within 48 h |
 
-A new message from the person opens a fresh 48 h window with a fresh quota. Siyu counts what it sent,
+A new message from the person opens a fresh 48 h window with a fresh quota. A send counts against every
+window open at that moment (so a follow followed by a message allows 5 sends, not 3 + 5: the stricter
+reading, which the simulator shares, so Siyu is never more optimistic than WeChat). Siyu counts what it sent,
 so it knows before calling WeChat whether WeChat will accept (45015 window closed, 45047 quota used).
 Reservations are single conditional UPDATEs, safe under concurrency.
 """
@@ -93,17 +95,21 @@ async def note_inbound_many(events: list[tuple[int, str, str, str, datetime]]) -
 
 
 def _evaluate(rule: Rule, row: dict[str, Any] | None, now: datetime) -> WindowState:
+    """A send counts against every window open at the time, and is allowed while any open window has
+    quota left (a follow followed by a message allows 5 sends, not 3 + 5)."""
     if row is None:
         return WindowState(False, "", 0, None, 45015)
-    event_open = row["event_at"] is not None and now < row["event_at"] + rule.event_window
+    event_open = bool(rule.event_quota) and row["event_at"] is not None and now < row["event_at"] + rule.event_window
     user_open = row["user_msg_at"] is not None and now < row["user_msg_at"] + rule.user_window
+    options = []
     if event_open and row["event_sent"] < rule.event_quota:
-        return WindowState(True, "event", rule.event_quota - row["event_sent"], row["event_at"] + rule.event_window,
-                           None)
+        options.append(("event", rule.event_quota - row["event_sent"], row["event_at"] + rule.event_window))
     if user_open and row["user_sent"] < rule.user_quota:
-        return WindowState(True, "user", rule.user_quota - row["user_sent"], row["user_msg_at"] + rule.user_window,
-                           None)
-    if user_open or (event_open and rule.event_quota):
+        options.append(("user", rule.user_quota - row["user_sent"], row["user_msg_at"] + rule.user_window))
+    if options:
+        slot, remaining, closes = max(options, key=lambda o: (o[1], o[2]))
+        return WindowState(True, slot, remaining, closes, None)
+    if user_open or event_open:
         closes = row["user_msg_at"] + rule.user_window if user_open else row["event_at"] + rule.event_window
         return WindowState(False, "", 0, closes, 45047)
     return WindowState(False, "", 0, None, 45015)
@@ -117,31 +123,35 @@ async def state(tenant_id: int, channel: str, external_id: str, now: datetime | 
 
 
 async def reserve(tenant_id: int, channel: str, external_id: str, now: datetime | None = None) -> str | int:
-    """Take one message from an open window: "event" or "user" on success, else the errcode WeChat would
-    answer (45015 closed / 45047 quota used). The short event window is used first: it expires anyway."""
+    """Take one message from the open windows, atomically. Returns which windows it counted against
+    ("event", "user" or "event+user"), or the errcode WeChat would answer (45015 closed, 45047 quota used)."""
     rule = RULES[channel]
     now = now or clock_now()
-    key = "tenant = {} AND channel = {} AND external_id = {}"
-    if rule.event_quota:
-        took = await ReplyWindow.raw(
-            f"UPDATE wechat_reply_window SET event_sent = event_sent + 1, updated_at = now() WHERE {key} "
-            "AND event_at > {} AND event_sent < {} RETURNING id",
-            tenant_id, channel, external_id, now - rule.event_window, rule.event_quota)
-        if took:
-            return "event"
+    event_cut = now - rule.event_window
+    user_cut = now - rule.user_window
     took = await ReplyWindow.raw(
-        f"UPDATE wechat_reply_window SET user_sent = user_sent + 1, updated_at = now() WHERE {key} "
-        "AND user_msg_at > {} AND user_sent < {} RETURNING id",
-        tenant_id, channel, external_id, now - rule.user_window, rule.user_quota)
+        "UPDATE wechat_reply_window SET "
+        "event_sent = event_sent + CASE WHEN {} > 0 AND event_at > {} THEN 1 ELSE 0 END, "
+        "user_sent = user_sent + CASE WHEN user_msg_at > {} THEN 1 ELSE 0 END, updated_at = now() "
+        "WHERE tenant = {} AND channel = {} AND external_id = {} "
+        "AND (({} > 0 AND event_at > {} AND event_sent < {}) OR (user_msg_at > {} AND user_sent < {})) "
+        "RETURNING ({} > 0 AND event_at > {}) AS event_open, (user_msg_at > {}) AS user_open",
+        rule.event_quota, event_cut, user_cut, tenant_id, channel, external_id,
+        rule.event_quota, event_cut, rule.event_quota, user_cut, rule.user_quota,
+        rule.event_quota, event_cut, user_cut)
     if took:
-        return "user"
+        opened = [name for name, flag in (("event", took[0]["event_open"]), ("user", took[0]["user_open"])) if flag]
+        return "+".join(opened)
     refusal = (await state(tenant_id, channel, external_id, now)).refusal
     return refusal or 45047
 
 
 async def release(tenant_id: int, channel: str, external_id: str, slot: str) -> None:
     """Give a reserved message back when WeChat did not take it (busy, rate limited, refused)."""
-    column = {"event": "event_sent", "user": "user_sent"}[slot]
+    sets = ", ".join(f"{c} = greatest({c} - 1, 0)" for name, c in (("event", "event_sent"), ("user", "user_sent"))
+                     if name in slot.split("+"))
+    if not sets:
+        return
     await ReplyWindow.raw(
-        f"UPDATE wechat_reply_window SET {column} = greatest({column} - 1, 0), updated_at = now() "
+        f"UPDATE wechat_reply_window SET {sets}, updated_at = now() "
         "WHERE tenant = {} AND channel = {} AND external_id = {}", tenant_id, channel, external_id)

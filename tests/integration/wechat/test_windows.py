@@ -44,11 +44,13 @@ async def test_a_click_does_not_open_the_48_hour_quota(acme: TenantFixture) -> N
     assert await windows.reserve(acme.id, "oa", "o1", T0 + timedelta(minutes=2)) == 45015
 
 
-async def test_event_window_is_used_before_the_user_window(acme: TenantFixture) -> None:
+async def test_a_send_counts_against_every_open_window(acme: TenantFixture) -> None:
     await windows.note_inbound(acme.id, "oa", "o1", "message", T0)
     await windows.note_inbound(acme.id, "oa", "o1", "follow", T0)
-    got = [await windows.reserve(acme.id, "oa", "o1", T0 + timedelta(seconds=5)) for _ in range(9)]
-    assert got == ["event"] * 3 + ["user"] * 5 + [45047]
+    got = [await windows.reserve(acme.id, "oa", "o1", T0 + timedelta(seconds=5)) for _ in range(6)]
+    assert got == ["event+user"] * 5 + [45047]  # 5 in all, not 3 + 5
+    await windows.release(acme.id, "oa", "o1", "event+user")
+    assert await windows.reserve(acme.id, "oa", "o1", T0 + timedelta(seconds=6)) == "event+user"
 
 
 async def test_mini_program_session_enter_allows_two_per_minute(acme: TenantFixture) -> None:
