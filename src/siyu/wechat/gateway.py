@@ -16,6 +16,7 @@ from litestar.params import FromPath
 
 from siyu.core.settings import get_settings
 from siyu.wechat import protocol, services
+from siyu.wechat.ingest import AccountGone
 from siyu.wechat.protocol import MAX_BODY, CallbackRejected
 
 log = logging.getLogger("siyu.wechat.gateway")
@@ -75,13 +76,16 @@ class WeChatCallbacks(Controller):
         except CallbackRejected as exc:
             return _reject(tenant, channel, exc)
 
-        recorded = await request.app.state.ingestor.store(account, event, fields)
+        try:
+            recorded = await request.app.state.ingestor.store(account, event, fields)
+        except AccountGone:
+            return _reject(tenant, channel, CallbackRejected(404, "the account was unlinked just now"))
         if not recorded.is_new:
             log.debug("wechat callback retried: tenant=%s channel=%s event=%s", tenant, channel, recorded.event_id)
 
         ack = "" if channel == "wecom" else "success"  # WeCom wants an empty 200, OA/MP accept "success"
         if channel == "oa":
-            reply = await services.auto_reply_for(account.tenant_id, event)
+            reply = await services.auto_reply_for(recorded.tenant_id, event)
             if reply:
                 body_out = protocol.passive_text_reply(account, fields, reply, opened, query.get("nonce", ""),
                                                        query.get("timestamp", ""))

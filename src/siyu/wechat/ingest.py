@@ -25,16 +25,25 @@ log = logging.getLogger("siyu.wechat.ingest")
 MAX_BATCH = 256
 MAX_WAIT = 0.002  # seconds a batch waits for company once the first callback arrived
 
+# Tenant and account are resolved here, not taken from the gateway's short-lived copy of the account:
+# an account unlinked (or relinked) a moment ago can never receive a row under a stale id.
 _INSERT = """
 INSERT INTO wechat_inbound_event (tenant, channel_account, channel, dedup_key, kind, msg_type, event,
     external_id, occurred_at, payload, received_at, deliveries, attempts, last_error)
-SELECT t, a, c, k, kd, mt, ev, x, o, p::jsonb, now(), n, 0, ''
-FROM unnest($1::int[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-            $9::timestamptz[], $10::text[], $11::int[]) AS u(t, a, c, k, kd, mt, ev, x, o, p, n)
+SELECT t.id, ca.id, u.c, u.k, u.kd, u.mt, u.ev, u.x, u.o, u.p::jsonb, now(), u.n, 0, ''
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::timestamptz[], $9::text[], $10::int[]) AS u(slug, c, k, kd, mt, ev, x, o, p, n)
+JOIN tenant t ON t.slug = u.slug
+JOIN channel_account ca ON ca.tenant = t.id AND ca.kind = u.c
 ON CONFLICT (tenant, channel, dedup_key)
 DO UPDATE SET deliveries = wechat_inbound_event.deliveries + EXCLUDED.deliveries
-RETURNING id, tenant, channel, dedup_key, (xmax = 0) AS inserted
+RETURNING id, tenant, (SELECT slug FROM tenant WHERE id = wechat_inbound_event.tenant) AS slug, channel, dedup_key,
+    (xmax = 0) AS inserted
 """
+
+
+class AccountGone(Exception):
+    """The account was unlinked between the lookup and the write: the callback is refused (404)."""
 
 
 @dataclass
@@ -99,31 +108,34 @@ class Ingestor:
 
     async def _write(self, batch: list[_Pending]) -> None:
         # Retries of one message can arrive in the same batch: write each key once, count its deliveries.
-        by_key: dict[tuple[int, str, str], list[_Pending]] = {}
+        by_key: dict[tuple[str, str, str], list[_Pending]] = {}
         for p in batch:
-            by_key.setdefault((p.account.tenant_id, p.account.channel, p.event.dedup_key), []).append(p)
-        groups = list(by_key.values())
-        columns: list[list[Any]] = [[] for _ in range(11)]
-        for group in groups:
+            by_key.setdefault((p.account.slug, p.account.channel, p.event.dedup_key), []).append(p)
+        columns: list[list[Any]] = [[] for _ in range(10)]
+        for group in by_key.values():
             p = group[0]
             e = p.event
-            for i, value in enumerate((p.account.tenant_id, p.account.account_id or None, p.account.channel, e.dedup_key,
-                                       e.kind, e.msg_type, e.event, e.external_id, e.occurred_at, p.payload,
-                                       len(group))):
+            for i, value in enumerate((p.account.slug, p.account.channel, e.dedup_key, e.kind, e.msg_type, e.event,
+                                       e.external_id, e.occurred_at, p.payload, len(group))):
                 columns[i].append(value)
         pool = db.engine().pool
         async with pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_INSERT, *columns)
-        results = {(r["tenant"], r["channel"], r["dedup_key"]): r for r in rows}
+        results = {(r["slug"], r["channel"], r["dedup_key"]): r for r in rows}
         new_ids: list[int] = []
         for key, group in by_key.items():
-            row = results[key]
+            row = results.get(key)
+            if row is None:
+                for p in group:
+                    if not p.future.done():
+                        p.future.set_exception(AccountGone(key[0]))
+                continue
             inserted = bool(row["inserted"])
             if inserted:
                 new_ids.append(int(row["id"]))
             for i, p in enumerate(group):
                 if not p.future.done():
-                    p.future.set_result(Recorded(int(row["id"]), inserted and i == 0))
+                    p.future.set_result(Recorded(int(row["id"]), inserted and i == 0, int(row["tenant"])))
         if new_ids:
             task = asyncio.create_task(self._hand_over(new_ids))
             self._background.add(task)

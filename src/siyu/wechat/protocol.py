@@ -46,6 +46,7 @@ class Account:
     aes_key: str
     mode: str  # plain | compatible | safe
     push_format: str  # xml | json
+    slug: str = ""
 
     def __repr__(self) -> str:
         return f"Account(tenant_id={self.tenant_id}, channel={self.channel!r}, app_id={self.app_id!r})"

@@ -49,7 +49,8 @@ async def callback_account(slug: str, channel: str, fresh: bool = False) -> Acco
     r = rows[0]
     aes_key = box().open(r["aes_key_encrypted"], f"channel_account:{r['tenant']}:{channel}:aes_key")
     account = Account(tenant_id=r["tenant"], account_id=r["id"], channel=channel, app_id=r["app_id"],
-                      token=r["callback_token"], aes_key=aes_key, mode=r["message_mode"], push_format=r["push_format"])
+                      token=r["callback_token"], aes_key=aes_key, mode=r["message_mode"], push_format=r["push_format"],
+                      slug=slug)
     _accounts[key] = (time.monotonic() + ACCOUNT_TTL, account)
     return account
 
@@ -64,6 +65,7 @@ def forget_cached() -> None:
 class Recorded:
     event_id: int
     is_new: bool
+    tenant_id: int = 0
 
 
 async def record_inbound(account: Account, event: Normalized, payload: dict[str, Any]) -> Recorded:
@@ -73,12 +75,12 @@ async def record_inbound(account: Account, event: Normalized, payload: dict[str,
         "external_id, occurred_at, payload, received_at, deliveries, attempts, last_error) "
         "VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}::jsonb, now(), 1, 0, '') "
         "ON CONFLICT (tenant, channel, dedup_key) DO UPDATE SET deliveries = wechat_inbound_event.deliveries + 1 "
-        "RETURNING id, (xmax = 0) AS inserted",
+        "RETURNING id, tenant, (xmax = 0) AS inserted",
         account.tenant_id, account.account_id or None, account.channel, event.dedup_key, event.kind, event.msg_type,
         event.event, event.external_id, event.occurred_at,
         json.dumps({"fields": payload, "details": event.details}, ensure_ascii=False),
     )
-    return Recorded(int(rows[0]["id"]), bool(rows[0]["inserted"]))
+    return Recorded(int(rows[0]["id"]), bool(rows[0]["inserted"]), int(rows[0]["tenant"]))
 
 
 # --- auto-replies -----------------------------------------------------------------------------------
