@@ -38,6 +38,7 @@ from siyu.tenants.views import (
 from siyu.web.auth import LOCALE_COOKIE, AuthMiddleware, NotAuthenticated
 from siyu.web.render import current_user, render, template_config
 from siyu.web.views import AuthController, HealthController
+from siyu.wechat import services as wechat_services
 from siyu.wechat.gateway import WeChatCallbacks, bare_endpoint, enqueue_batch
 from siyu.wechat.ingest import Ingestor
 from siyu.wechat.views import AutoRepliesController
@@ -52,9 +53,12 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     app.state.arq = await create_pool(redis_mod.arq_settings())
     app.state.ingestor = Ingestor(lambda ids: enqueue_batch(app.state.arq, ids))
     app.state.ingestor.start()
+    listener = db.Listener([db.ACCOUNTS_CHANGED, db.AUTO_REPLIES_CHANGED], wechat_services.on_change)
+    await listener.start()
     try:
         yield
     finally:
+        await listener.stop()
         await app.state.ingestor.stop()
         await app.state.arq.aclose()
         await app.state.redis.aclose()

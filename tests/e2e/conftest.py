@@ -11,18 +11,13 @@ download is not used. Without it every e2e test is skipped, loudly: this is the 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import _free_port, _wait_http
+from tests.conftest import WebServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -50,44 +45,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.section("E2E BROWSER TESTS SKIPPED", sep="!", red=True, bold=True)
         terminalreporter.write_line(f"{len(_skipped)} browser test(s) did not run: {MISSING_CHROMIUM}",
                                     red=True, bold=True)
-
-
-@dataclass(frozen=True)
-class WebServer:
-    base_url: str
-    port: int
-    log: Path
-
-
-@pytest.fixture(scope="session")
-def web_server() -> Iterator[WebServer]:
-    """`python -m siyu web` on a free port, against the suite's database and Redis."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = dict(os.environ)
-    env["SIYU_PUBLIC_BASE_URL"] = base
-    log_fd, log_name = tempfile.mkstemp(prefix="siyu-e2e-web-", suffix=".log")
-    log = Path(log_name)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "siyu", "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log_fd, stderr=subprocess.STDOUT, env=env,
-    )
-    os.close(log_fd)
-    try:
-        try:
-            _wait_http(f"{base}/healthz", proc, seconds=60)
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}; server output:\n{log.read_text(errors='replace')}") from exc
-        yield WebServer(base, port, log)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        log.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

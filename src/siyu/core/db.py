@@ -76,3 +76,62 @@ async def migrate(progress: Callable[[str], None] | None = None) -> None:
         raise RuntimeError(f"migrations failed: {result.message}")
     if progress:
         progress("migrations applied")
+
+
+ACCOUNTS_CHANGED = "siyu_accounts_changed"  # payload: tenant id
+AUTO_REPLIES_CHANGED = "siyu_auto_replies_changed"  # payload: tenant id
+
+
+async def notify(channel: str, payload: str = "") -> None:
+    """PostgreSQL NOTIFY inside the current transaction: delivered to listeners only if it commits."""
+    await engine().run_ddl(f"SELECT pg_notify('{channel}', '{int(payload) if payload.isdigit() else ''}')")
+
+
+class Listener:
+    """LISTEN on a dedicated connection (pooled ones come and go) and call `on_message(channel, payload)`.
+    If the connection drops, it reconnects; callers keep a TTL as a safety net meanwhile."""
+
+    def __init__(self, channels: list[str], on_message: Callable[[str, str], None]) -> None:
+        self.channels = channels
+        self.on_message = on_message
+        self._conn: Any = None
+        self._task: Any = None
+
+    async def start(self) -> None:
+        import asyncio
+
+        await self._connect()
+        self._task = asyncio.create_task(self._watch(), name="siyu-db-listener")
+
+    async def _connect(self) -> None:
+        import asyncpg
+
+        dsn = engine().config["dsn"]
+        self._conn = await asyncpg.connect(dsn)
+        for channel in self.channels:
+            await self._conn.add_listener(channel, self._received)
+
+    def _received(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        self.on_message(channel, payload)
+
+    async def _watch(self) -> None:
+        import asyncio
+
+        while True:
+            await asyncio.sleep(5)
+            if self._conn is None or self._conn.is_closed():
+                try:
+                    await self._connect()
+                    self.on_message("*", "")  # we may have missed notifications: forget everything
+                except Exception:
+                    log.warning("LISTEN connection lost; retrying in 5 s")
+
+    async def stop(self) -> None:
+        import contextlib
+
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()

@@ -149,6 +149,7 @@ async def do_set_tenant_status(actor: Actor, tenant_id: int, status: str) -> Ten
             action = "tenant.suspended" if status == "suspended" else "tenant.reactivated"
             await record_audit(actor, tenant_id, action, "tenant", tenant_id,
                                {"status": [tenant.status, status]})
+            await db.notify(db.ACCOUNTS_CHANGED, str(tenant_id))
             tenant.status = status
     return tenant
 
@@ -326,6 +327,7 @@ async def do_link_channel(actor: Actor, tenant_id: int, kind: str, data: dict[st
             changes[key] = getattr(row, key)
         await record_audit(actor, tenant_id, f"channel.{kind}.{'linked' if created else 'updated'}",
                            "channel_account", row.id, changes)
+        await db.notify(db.ACCOUNTS_CHANGED, str(tenant_id))
     return _view(row)
 
 
@@ -337,6 +339,7 @@ async def do_unlink_channel(actor: Actor, tenant_id: int, kind: str) -> None:
         )
         await record_audit(actor, tenant_id, f"channel.{kind}.unlinked", "channel_account", row.id,
                            {"app_id": row.app_id})
+        await db.notify(db.ACCOUNTS_CHANGED, str(tenant_id))
 
 
 async def do_record_check(actor: Actor, tenant_id: int, kind: str, ok: bool, code: int | None) -> None:
@@ -379,6 +382,7 @@ async def do_rotate_secrets() -> tuple[int, int]:
                 current += 1
         if rotated:
             await record_audit(Actor.cli(), None, "secrets.rotated", "", "", {"accounts": rotated})
+            await db.notify(db.ACCOUNTS_CHANGED, "")
     return rotated, current
 
 

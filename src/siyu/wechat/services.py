@@ -21,7 +21,7 @@ from siyu.wechat.tables import AutoReply, InboundEvent
 CHANNELS = ("oa", "mp", "wecom")
 
 
-ACCOUNT_TTL = 10.0  # seconds a process trusts its copy of an account
+ACCOUNT_TTL = 60.0  # a safety net: changes reach every process at once through LISTEN/NOTIFY
 _accounts: dict[tuple[str, str], tuple[float, Account]] = {}
 
 
@@ -61,6 +61,18 @@ def forget_cached() -> None:
     _rules.clear()
 
 
+def on_change(channel: str, payload: str) -> None:
+    """A committed change elsewhere (any process): drop what this process kept of it."""
+    if channel == db.AUTO_REPLIES_CHANGED and payload.isdigit():
+        _rules.pop(int(payload), None)
+    elif channel == db.ACCOUNTS_CHANGED and payload.isdigit():
+        tenant_id = int(payload)
+        for key in [k for k, (_, acc) in _accounts.items() if acc.tenant_id == tenant_id]:
+            _accounts.pop(key, None)
+    else:
+        forget_cached()
+
+
 @dataclass(frozen=True)
 class Recorded:
     event_id: int
@@ -93,7 +105,7 @@ def normalize_text(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold().strip()
 
 
-RULES_TTL = 5.0  # seconds a process keeps a tenant's rules; changes made elsewhere show within this
+RULES_TTL = 60.0  # a safety net: changes reach every process at once through LISTEN/NOTIFY
 _rules: dict[int, tuple[float, list[dict[str, Any]]]] = {}
 
 
@@ -215,6 +227,7 @@ async def do_create_rule(actor: Actor, tenant_id: int, data: dict[str, Any]) -> 
         await rule.save()
         await record_audit(actor, tenant_id, "auto_reply.created", "auto_reply", rule.id,
                            {k: v for k, v in clean.items() if v})
+        await db.notify(db.AUTO_REPLIES_CHANGED, str(tenant_id))
     forget_rules(tenant_id)
     return int(rule.id)
 
@@ -227,6 +240,7 @@ async def do_set_rule_enabled(actor: Actor, tenant_id: int, rule_id: int, enable
             raise NotFound()
         await record_audit(actor, tenant_id, "auto_reply.enabled" if enabled else "auto_reply.disabled",
                            "auto_reply", rule_id)
+        await db.notify(db.AUTO_REPLIES_CHANGED, str(tenant_id))
     forget_rules(tenant_id)
 
 
@@ -237,6 +251,7 @@ async def do_delete_rule(actor: Actor, tenant_id: int, rule_id: int) -> None:
         if not deleted:
             raise NotFound()
         await record_audit(actor, tenant_id, "auto_reply.deleted", "auto_reply", rule_id)
+        await db.notify(db.AUTO_REPLIES_CHANGED, str(tenant_id))
     forget_rules(tenant_id)
 
 
