@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from siyu.core.settings import get_settings
+from siyu.tenants.demo import DEMO_ACCOUNTS
 
 
 def say(message: str) -> None:
@@ -52,9 +53,66 @@ def _register_demo_apps(sim_base: str, web_port: int) -> None:
         httpx.post(f"{sim_base}/_sim/apps", json=body, timeout=5).raise_for_status()
 
 
+DEMO_REPLIES = [
+    {"trigger": "welcome", "reply": "欢迎关注 Maison Lumière！回复“价格”查看价目表，回复“门店”查看上海门店地址。"},
+    {"trigger": "welcome", "scene": "spring_fair", "reply": "感谢在春季展会关注我们！凭此消息到店领取小礼品。"},
+    {"trigger": "keyword", "match_type": "contains", "keyword": "价格", "reply": "2026 春季价目表：https://demo.siyu.local/prices"},
+    {"trigger": "keyword", "match_type": "contains", "keyword": "price", "reply": "Our spring price list: https://demo.siyu.local/prices"},
+    {"trigger": "keyword", "match_type": "exact", "keyword": "门店", "reply": "上海静安区南京西路 1266 号，10:00–22:00。"},
+    {"trigger": "click", "menu_key": "MENU_CONTACT", "reply": "客服时间 9:00–21:00，直接留言，销售顾问会尽快回复。"},
+]
+
+
+async def _seed_demo_replies(slug: str) -> None:
+    from siyu.tenants import services as tenants
+    from siyu.wechat import services as wechat
+
+    tenant = await tenants.get_tenant_by_slug(slug)
+    for rule in DEMO_REPLIES:
+        await wechat.do_create_rule(tenants.Actor(None, "demo-seed"), tenant.id, rule)
+
+
+async def _demo_traffic(sim_base: str) -> None:
+    """A first scene, so a new user sees live traffic: customers follow (one through the spring-fair QR
+    code), write, tap the menu, log in to the Mini Program, add a sales rep and write to 微信客服."""
+    from siyu.simulator.cli import Runner, Step
+    from siyu.tenants.demo import DEMO_ACCOUNTS
+
+    def quiet(_: str) -> None:
+        return None
+
+    oa, mp, wc = (DEMO_ACCOUNTS[k].get("corp_id") or DEMO_ACCOUNTS[k]["app_id"] for k in ("oa", "mp", "wecom"))
+    await Runner(sim_base, oa, "demo", 4, 5.0).run([
+        Step("follow", 6), Step("follow", 1, "spring_fair"), Step("write", 3, "你好，想了解一下春季新品"),
+        Step("write", 2, "价格"), Step("click", 1, "MENU_CONTACT")], quiet)
+    await Runner(sim_base, mp, "demo", 4, 5.0).run([Step("follow", 4), Step("write", 2, "这款包还有货吗？")], quiet)
+    await Runner(sim_base, wc, "demo", 4, 5.0).run([Step("follow", 3, "spring_fair"), Step("write", 2, "在吗？")],
+                                                   quiet)
+
+
+def _lock_data_dir(data_dir: Any) -> Any:
+    """One `make run` per data directory: a second one would share (and then stop) the first's servers."""
+    import fcntl
+
+    handle = open(data_dir / "run.lock", "a+")  # noqa: SIM115 (held open for the process's lifetime)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        raise SystemExit(f"Siyu is already running on {data_dir} (pid {owner}); stop it first, or set SIYU_DATA_DIR "
+                         "to another directory.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def main() -> None:
     s = get_settings()
     s.data_dir.mkdir(parents=True, exist_ok=True)
+    _lock = _lock_data_dir(s.data_dir)  # noqa: F841 (kept open: the lock lasts as long as this process)
     children: list[subprocess.Popen[Any]] = []
     valkey_proc = None
     env = dict(os.environ)
@@ -108,6 +166,8 @@ def main() -> None:
 
         seeded = asyncio.run(seed_demo(s.data_dir))
         say("demo created" if seeded["created"] else "demo already present (kept as it is)")
+        if seeded["created"]:
+            asyncio.run(_seed_demo_replies(seeded["tenant_slug"]))
 
         py = sys.executable
         if use_simulator:
@@ -124,6 +184,13 @@ def main() -> None:
         if not _wait_http(f"{base}/healthz", 30, children):
             raise SystemExit("the web server did not start; see the messages above")
 
+        if use_simulator and seeded["created"]:
+            say("a first scene: demo customers follow, write, log in to the Mini Program and add a sales rep…")
+            try:
+                asyncio.run(_demo_traffic(sim_base))
+            except Exception as exc:  # the demo runs without its first scene
+                say(f"the first scene did not play ({type(exc).__name__}: {exc})")
+
         print("", flush=True)
         print("Demo logins (kept in " + str(s.data_dir / "demo-logins.json") + "):", flush=True)
         roles = {"admin@siyu.local": "platform admin", "admin@demo.siyu.local": "demo brand admin",
@@ -131,7 +198,9 @@ def main() -> None:
         for email, password in seeded["logins"].items():
             print(f"  {roles.get(email, ''):<18} {email:<26} {password}", flush=True)
         if use_simulator:
-            print(f"WeChat simulator: {sim_base} (the demo brand's accounts point at it)", flush=True)
+            print(f"WeChat simulator: {sim_base} (the demo brand's accounts point at it). More customers:", flush=True)
+            oa_app = DEMO_ACCOUNTS["oa"]["app_id"]
+            print(f'  .venv/bin/siyu simulate scenario --app {oa_app} "50 customers follow, 20 write 价格"', flush=True)
         print("", flush=True)
         print(f"Siyu is running at http://{s.host}:{s.port}", flush=True)
         if s.public_base_url != f"http://{s.host}:{s.port}":
