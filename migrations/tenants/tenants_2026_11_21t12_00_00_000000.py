@@ -1,8 +1,7 @@
 """Composite unique keys (tenant first, Citus-ready), CHECK constraints on enumerations, and indexes
 that Piccolo's auto-migrations cannot express."""
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine.finder import engine_finder
+from siyu.core.migrations import sql_migration
 
 ID = "2026-11-21T12:00:00:000000"
 VERSION = "1.38.0"
@@ -47,17 +46,4 @@ BACKWARDS = [
 ]
 
 
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="tenants", description=DESCRIPTION)
-
-    async def run() -> None:
-        for statement in FORWARDS:
-            await engine_finder().run_ddl(statement)
-
-    async def run_backwards() -> None:
-        for statement in BACKWARDS:
-            await engine_finder().run_ddl(statement)
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+forwards = sql_migration(ID, "tenants", DESCRIPTION, FORWARDS, BACKWARDS)

@@ -1,8 +1,7 @@
 """Tenant-first unique keys for the gateway: the dedup key of inbound callbacks, one cursor per
 微信客服 account, one welcome per QR scene, one reply per menu key, one rule per keyword."""
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine.finder import engine_finder
+from siyu.core.migrations import sql_migration
 
 ID = "2026-11-21T12:17:30:000000"
 VERSION = "1.38.0"
@@ -39,17 +38,4 @@ BACKWARDS = [
 ]
 
 
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="wechat", description=DESCRIPTION)
-
-    async def run() -> None:
-        for statement in FORWARDS:
-            await engine_finder().run_ddl(statement)
-
-    async def run_backwards() -> None:
-        for statement in BACKWARDS:
-            await engine_finder().run_ddl(statement)
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+forwards = sql_migration(ID, "wechat", DESCRIPTION, FORWARDS, BACKWARDS)

@@ -1,7 +1,6 @@
 """One reply window per (tenant, channel, person); one outbound row per idempotency key."""
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine.finder import engine_finder
+from siyu.core.migrations import sql_migration
 
 ID = "2026-11-21T12:24:20:000000"
 VERSION = "1.38.0"
@@ -22,17 +21,4 @@ BACKWARDS = [
 ]
 
 
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="wechat", description=DESCRIPTION)
-
-    async def run() -> None:
-        for statement in FORWARDS:
-            await engine_finder().run_ddl(statement)
-
-    async def run_backwards() -> None:
-        for statement in BACKWARDS:
-            await engine_finder().run_ddl(statement)
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+forwards = sql_migration(ID, "wechat", DESCRIPTION, FORWARDS, BACKWARDS)
