@@ -64,6 +64,8 @@ class Settings:
     default_locale: str = "zh_CN"
     log_level: str = "INFO"
     bench_bare_endpoint: bool = False  # POST /wechat-bare, the baseline of `make bench-ingest`
+    # Requests per minute per (tenant, account); WeChat's documented WeCom limit, Siyu's choice for OA/MP.
+    wechat_rate_per_minute: tuple[tuple[str, int], ...] = (("oa", 6000), ("mp", 6000), ("wecom", 10000))
 
     @property
     def is_development(self) -> bool:
@@ -81,6 +83,18 @@ def _load_dotenv() -> None:
         return
     # The process environment wins over `.env`.
     load_dotenv(Path.cwd() / ".env", override=False)
+
+
+def _rates(raw: str) -> tuple[tuple[str, int], ...]:
+    """`oa=6000,mp=6000,wecom=10000`: any subset; the others keep their defaults."""
+    rates = {"oa": 6000, "mp": 6000, "wecom": 10000}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        channel, _, value = part.partition("=")
+        if channel.strip() not in rates or not value.strip().isdigit() or int(value) < 1:
+            raise ConfigurationError(
+                f"SIYU_WECHAT_RATE_PER_MINUTE: expected entries like oa=6000,mp=6000,wecom=10000, got {part!r}")
+        rates[channel.strip()] = int(value)
+    return tuple(rates.items())
 
 
 def _dev_secret_key(data_dir: Path) -> str:
@@ -149,6 +163,7 @@ def load_settings() -> Settings:
         default_locale=_env("SIYU_DEFAULT_LOCALE", "zh_CN"),
         log_level=_env("SIYU_LOG_LEVEL", "INFO").upper(),
         bench_bare_endpoint=_env_bool("SIYU_BENCH_BARE_ENDPOINT", False),
+        wechat_rate_per_minute=_rates(_env("SIYU_WECHAT_RATE_PER_MINUTE")),
     )
 
 

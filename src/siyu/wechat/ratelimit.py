@@ -44,9 +44,9 @@ return wait
 
 BEIJING = timezone(timedelta(hours=8))
 
-# Requests per minute per account. WeCom documents 10,000 per corp per API per minute; WeChat publishes
-# no per-minute figure for OA/MP (only daily quotas and the 45011 answer), so 6,000 is Siyu's default.
-DEFAULT_PER_MINUTE = {"oa": 6000, "mp": 6000, "wecom": 10000}
+# Requests per minute per account come from SIYU_WECHAT_RATE_PER_MINUTE (settings). WeCom documents
+# 10,000 per corp per API per minute; WeChat publishes no per-minute figure for OA/MP (only daily quotas
+# and the 45011 answer), so 6,000 is Siyu's default there.
 BULK_SHARE = 0.8  # bulk sends may use 80% of an account's rate; replies always keep the rest
 
 # Daily quotas of a new Official Account (WeChat's API-limits page); WeChat resets them at midnight
@@ -79,7 +79,11 @@ class Limits:
 class RateLimiter:
     def __init__(self, redis: Redis, limits: dict[str, Limits] | None = None) -> None:
         self.redis = redis
-        self.limits = limits or {k: Limits(v) for k, v in DEFAULT_PER_MINUTE.items()}
+        if limits is None:
+            from siyu.core.settings import get_settings
+
+            limits = {k: Limits(v) for k, v in get_settings().wechat_rate_per_minute}
+        self.limits = limits
         self._script = redis.register_script(_BUCKET)
 
     def _key(self, tenant_id: int, channel: str, app_id: str, bulk: bool) -> str:

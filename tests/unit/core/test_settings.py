@@ -122,3 +122,15 @@ def test_public_base_url_decides_secure_cookies(env: pytest.MonkeyPatch) -> None
     assert s.cookie_secure
     env.setenv("SIYU_PUBLIC_BASE_URL", "http://localhost:8000")
     assert not load_settings().cookie_secure
+
+
+def test_wechat_rates_are_configurable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from siyu.core.errors import ConfigurationError
+    from siyu.core.settings import load_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SIYU_WECHAT_RATE_PER_MINUTE", "oa=120, wecom=600")
+    assert dict(load_settings().wechat_rate_per_minute) == {"oa": 120, "mp": 6000, "wecom": 600}
+    monkeypatch.setenv("SIYU_WECHAT_RATE_PER_MINUTE", "sms=5")
+    with pytest.raises(ConfigurationError, match="SIYU_WECHAT_RATE_PER_MINUTE"):
+        load_settings()
