@@ -87,17 +87,11 @@ class Ingestor:
 
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            deadline = asyncio.get_running_loop().time() + MAX_WAIT
-            while len(batch) < MAX_BATCH:
-                timeout = deadline - asyncio.get_running_loop().time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
+            batch = [await self._queue.get()]
+            # Give the callbacks that arrive together a moment to join, then take what is there.
+            await asyncio.sleep(MAX_WAIT)
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
                 await self._write(batch)
             except Exception as exc:  # each waiting request answers 500; WeChat retries

@@ -29,7 +29,7 @@ def runtime(ctx: dict[str, Any]) -> WeChatRuntime:
 
 _EVENT_COLUMNS = (
     InboundEvent.id, InboundEvent.tenant, InboundEvent.channel, InboundEvent.channel_account, InboundEvent.kind,
-    InboundEvent.external_id, InboundEvent.occurred_at, InboundEvent.processed_at, InboundEvent.payload,
+    InboundEvent.external_id, InboundEvent.occurred_at, InboundEvent.processed_at,
 )
 
 
@@ -49,26 +49,28 @@ async def process_inbound_batch(ctx: dict[str, Any], event_ids: list[int]) -> in
 async def _process(ctx: dict[str, Any], event_ids: list[int]) -> int | None:
     """Each event is marked processed exactly once; events already processed (a second run, the sweeper
     racing the batch) are skipped. Every step is idempotent, so a crash midway is safe to repeat."""
-    rows = await InboundEvent.select(*_EVENT_COLUMNS).where(InboundEvent.id.is_in(event_ids)).output(
-        load_json=True)
+    rows = await InboundEvent.select(*_EVENT_COLUMNS).where(InboundEvent.id.is_in(event_ids))
     if not rows:
         return None
     todo = [r for r in rows if r["processed_at"] is None]
     if not todo:
         return 0
     ids = [r["id"] for r in todo]
-    await InboundEvent.update({InboundEvent.attempts: InboundEvent.attempts + 1}).where(InboundEvent.id.is_in(ids))
     # Opening a reply window is idempotent: a later run sees the same or a newer window.
     await windows.note_inbound_many([(r["tenant"], r["channel"], r["external_id"], r["kind"], r["occurred_at"])
                                      for r in todo])
-    for row in todo:
-        if row["kind"] == "kf_notification":
+    kf_ids = [r["id"] for r in todo if r["kind"] == "kf_notification"]
+    if kf_ids:
+        for row in await InboundEvent.select(InboundEvent.id, InboundEvent.tenant, InboundEvent.channel_account,
+                                             InboundEvent.payload).where(InboundEvent.id.is_in(kf_ids)).output(
+                load_json=True):
             details = row["payload"].get("details", {})
             await ctx["redis"].enqueue_job("wechat.kf_sync", row["tenant"], row["channel_account"],
                                            details.get("open_kfid", ""), details.get("sync_token", ""),
                                            _job_id=f"wechat.kf_sync:{row['id']}")
-        # Identity resolution, timelines and conversations hook in here as those domains arrive.
-    done = await InboundEvent.update({InboundEvent.processed_at: now(), InboundEvent.last_error: ""}).where(
+    # Identity resolution, timelines and conversations hook in here as those domains arrive.
+    done = await InboundEvent.update({InboundEvent.processed_at: now(), InboundEvent.last_error: "",
+                                      InboundEvent.attempts: InboundEvent.attempts + 1}).where(
         InboundEvent.id.is_in(ids) & InboundEvent.processed_at.is_null()).returning(InboundEvent.id)
     return len(done)
 
