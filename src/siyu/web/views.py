@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie
@@ -32,6 +33,14 @@ def _safe_next(value: str | None) -> str:
     if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
         return value
     return "/"
+
+
+def _back_to(request: Request[Any, Any, Any]) -> str:
+    """The page the person came from, when it is on this site; else the start page."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc and referer.netloc != request.headers.get("host", ""):
+        return "/"
+    return _safe_next(referer.path + (f"?{referer.query}" if referer.query else ""))
 
 
 def home_for(user: staff_svc.CurrentUser) -> str:
@@ -117,9 +126,7 @@ class AuthController(Controller):
         user = current_user(request)
         if user:
             await staff_svc.do_set_locale(user.id, locale)
-        back = _safe_next(request.headers.get("referer", "/").split(request.base_url.netloc, 1)[-1]
-                          if request.headers.get("referer") else "/")
-        response = Redirect(back)
+        response = Redirect(_back_to(request))
         response.cookies.append(Cookie(key=LOCALE_COOKIE, value=locale, max_age=365 * 86400, samesite="lax"))
         return response
 

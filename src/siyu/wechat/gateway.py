@@ -22,6 +22,7 @@ from siyu.wechat.protocol import MAX_BODY, CallbackRejected
 log = logging.getLogger("siyu.wechat.gateway")
 
 TEXT = "text/plain; charset=utf-8"
+NO_ACCOUNT = CallbackRejected(404, "no such tenant or linked account")
 
 
 def _reject(tenant: str, channel: str, exc: CallbackRejected) -> Response[str]:
@@ -44,11 +45,19 @@ class WeChatCallbacks(Controller):
         """URL verification when the admin saves the callback URL in the WeChat console."""
         account = await services.callback_account(tenant, channel)
         if account is None:
-            return _reject(tenant, channel, CallbackRejected(404, "no such tenant or linked account"))
+            return _reject(tenant, channel, NO_ACCOUNT)
         query = _query(request)
         try:
             protocol.check_timestamp(query.get("timestamp", ""), get_settings().callback_max_skew)
-            return Response(protocol.verify_url(account, query), media_type=TEXT)
+            try:
+                answer = protocol.verify_url(account, query)
+            except CallbackRejected:
+                # The kept copy of the account may predate the admin's new Token (they verify right after).
+                fresh = await services.callback_account(tenant, channel, fresh=True)
+                if fresh is None or fresh == account:
+                    raise
+                answer = protocol.verify_url(fresh, query)
+            return Response(answer, media_type=TEXT)
         except CallbackRejected as exc:
             return _reject(tenant, channel, exc)
 
@@ -57,7 +66,7 @@ class WeChatCallbacks(Controller):
                       channel: FromPath[str]) -> Response[str]:
         account = await services.callback_account(tenant, channel)
         if account is None:
-            return _reject(tenant, channel, CallbackRejected(404, "no such tenant or linked account"))
+            return _reject(tenant, channel, NO_ACCOUNT)
         query = _query(request)
         body = await request.body()
         try:

@@ -44,3 +44,11 @@ async def test_field_errors_are_translated(client_factory: Any, acme: TenantFixt
     assert r.status_code == 400
     assert "AppID 以“wx”开头" in r.text
     assert "当前为 5 位" in r.text
+
+
+async def test_language_switch_returns_to_the_same_page_but_never_off_site(acme_admin: Client) -> None:
+    back = await acme_admin.form("/language", {"locale": "en"},
+                                 headers={"Referer": "https://siyu.test/settings/staff?x=1", "Host": "siyu.test"})
+    assert back.headers["location"] == "/settings/staff?x=1"
+    away = await acme_admin.form("/language", {"locale": "en"}, headers={"Referer": "https://evil.example/phish"})
+    assert away.headers["location"] == "/"
