@@ -1,7 +1,7 @@
 """WeChat's rules as pure functions and small value objects: identifiers, reply windows and quotas,
 the monthly mass-send cap, and the numbers they use. No I/O, no clock of their own: callers pass `now`.
 
-The numbers come from WeChat's documentation (see /work/shared/wechat-platform.md §3):
+The numbers come from WeChat's documentation (the WeChat platform facts, §3 "Platform rules"):
 OA customer-service window (R4), Mini Program window (R5), WeCom 微信客服 window (R6), mass sends (R7),
 tokens (R13), welcome codes (R16).
 """
