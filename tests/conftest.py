@@ -142,7 +142,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 # --- per-test isolation: empty tables, empty Redis, a fresh simulator -----------------------------
 
-TABLES = ["wechat_outbound", "wechat_reply_window", "wechat_inbound_event", "wechat_kf_cursor", "wechat_auto_reply", "audit_log", "api_key", "invitation", "team_member", "team", "channel_account", "staff", "tenant"]
+TABLES = ["timeline_event", "owner", "contact_tag", "tag", "contact_merge", "identity", "contact", "contact_settings",
+          "wechat_outbound", "wechat_reply_window", "wechat_inbound_event", "wechat_kf_cursor", "wechat_auto_reply", "audit_log", "api_key", "invitation", "team_member", "team", "channel_account", "staff", "tenant"]
 
 
 @pytest.fixture(scope="session")

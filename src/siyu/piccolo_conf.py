@@ -8,4 +8,5 @@ from siyu.core.embedded import database_url
 # extensions=(): Piccolo would otherwise try CREATE EXTENSION "uuid-ossp", which needs a superuser.
 DB = PostgresEngine(config={"dsn": database_url()}, extensions=())
 
-APP_REGISTRY = AppRegistry(apps=["siyu.tenants.piccolo_app", "siyu.wechat.piccolo_app"])
+APP_REGISTRY = AppRegistry(apps=["siyu.tenants.piccolo_app", "siyu.contacts.piccolo_app", "siyu.timeline.piccolo_app",
+                                 "siyu.wechat.piccolo_app"])

@@ -8,6 +8,7 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
 
+from siyu.contacts import jobs as contact_jobs
 from siyu.core import db
 from siyu.core.redis import arq_settings
 from siyu.tenants import jobs as tenant_jobs
@@ -40,6 +41,7 @@ FUNCTIONS = [
     func(wechat_jobs.process_inbound_batch, name="wechat.process_inbound_batch", max_tries=5),
     func(wechat_jobs.sweep_inbound, name="wechat.sweep_inbound", max_tries=1),
     func(wechat_jobs.kf_sync, name="wechat.kf_sync", max_tries=5),
+    func(contact_jobs.resolve_inbound, name="contacts.resolve_inbound", max_tries=5),
 ]
 
 

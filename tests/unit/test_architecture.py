@@ -14,8 +14,9 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src" / "siyu"
 
 COMPOSITION_ROOTS = ("siyu.app", "siyu.cli", "siyu.worker", "siyu.runner", "siyu.__main__")
-DOMAINS = ("siyu.tenants", "siyu.wechat", "siyu.web", "siyu.simulator")
-ABOVE_CORE = ("siyu.tenants", "siyu.web", "siyu.wechat", "siyu.simulator", *COMPOSITION_ROOTS)
+DOMAINS = ("siyu.tenants", "siyu.contacts", "siyu.timeline", "siyu.wechat", "siyu.web", "siyu.simulator")
+ABOVE_CORE = ("siyu.tenants", "siyu.contacts", "siyu.timeline", "siyu.web", "siyu.wechat", "siyu.simulator",
+              *COMPOSITION_ROOTS)
 # Only these may speak HTTP or use WeChat's SDK.
 OUTSIDE_WORLD = {"httpx": ("siyu.wechat", "siyu.simulator", "siyu.runner"),
                  "wechatpy": ("siyu.wechat", "siyu.simulator", "siyu.runner")}
@@ -59,7 +60,8 @@ def violations(importers: tuple[str, ...], forbidden: tuple[str, ...]) -> list[s
 
 
 def test_the_parser_sees_the_source_tree() -> None:
-    for expected in ("siyu.core.settings", "siyu.tenants.services", "siyu.web.auth", "siyu.app", "siyu.cli"):
+    for expected in ("siyu.core.settings", "siyu.tenants.services", "siyu.web.auth", "siyu.app", "siyu.cli",
+                     "siyu.contacts.services", "siyu.timeline.services", "siyu.wechat.events"):
         assert expected in MODULES
     assert "siyu.core.settings" in MODULES["siyu.core.crypto"]
     assert "siyu.tenants.services" in MODULES["siyu.web.auth"]  # `from siyu.tenants import services`
@@ -96,6 +98,36 @@ def test_domain_services_never_import_the_web_layer() -> None:
                        for name in names if within(name, ("siyu.web",)))
     assert below_web == []
     assert violations(("siyu.web",), DOMAIN_EDGES) == []
+
+
+def test_the_gateway_knows_nothing_of_contacts_and_the_timeline() -> None:
+    """wechat hands its events over by job name ("contacts.resolve_inbound"), never by import; contacts
+    reads them through the one narrow module `siyu.wechat.events`; the timeline never touches wechat."""
+    assert violations(("siyu.wechat",), ("siyu.contacts", "siyu.timeline")) == []
+    from_wechat = sorted(f"{mod} imports {name}" for mod, names in MODULES.items() if within(mod, ("siyu.contacts",))
+                         for name in names if within(name, ("siyu.wechat",)) and not within(name, ("siyu.wechat.events",))
+                         and name != "siyu.wechat")  # `from siyu.wechat import events` names the package too
+    assert from_wechat == []
+    assert "siyu.wechat.events" in MODULES["siyu.contacts.jobs"]
+    assert violations(("siyu.timeline",), ("siyu.wechat",)) == []
+    # The narrow module stays narrow: it reads the gateway's table and nothing else of Siyu.
+    assert all(within(n, ("siyu.wechat.tables",)) for n in MODULES["siyu.wechat.events"] if within(n, ("siyu",)))
+
+
+def test_contacts_and_the_timeline_layering() -> None:
+    """The tables of both are the foundation (timeline_event points at contacts); above them the timeline's
+    services, which know contacts only by their tables and the live-contact locks; above those the
+    contacts' services, merges and jobs, which move and append events. Neither sits on the web layer, and
+    tenants knows neither."""
+    allowed = ("siyu.contacts.tables", "siyu.contacts.live")
+    timeline_reach = sorted(f"{mod} imports {name}" for mod, names in MODULES.items() if within(mod, ("siyu.timeline",))
+                            for name in names if within(name, ("siyu.contacts",)) and not within(name, allowed)
+                            and name != "siyu.contacts")
+    assert timeline_reach == []
+    below_timeline = ("siyu.contacts.tables", "siyu.contacts.live")
+    assert violations(below_timeline, ("siyu.timeline",)) == []
+    assert violations(("siyu.contacts", "siyu.timeline"), ("siyu.web",)) == []
+    assert violations(("siyu.tenants",), ("siyu.contacts", "siyu.timeline")) == []
 
 
 @pytest.mark.parametrize("library", sorted(OUTSIDE_WORLD))

@@ -56,6 +56,53 @@ async def transaction() -> AsyncIterator[None]:
             log.exception("after-commit hook failed")
 
 
+def in_transaction() -> bool:
+    return _after_commit.get() is not None
+
+
+def _current_connection() -> Any:
+    tx = engine().current_transaction.get()
+    return tx.connection if tx is not None else None
+
+
+@asynccontextmanager
+async def _acquire() -> AsyncIterator[Any]:
+    pool = engine().pool
+    if pool is not None:
+        async with pool.acquire() as conn:
+            yield conn
+        return
+    import asyncpg  # no pool (the CLI, a script): a connection for this statement only
+
+    conn = await asyncpg.connect(engine().config["dsn"])
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def fetch(sql: str, *args: Any) -> list[Any]:
+    """Raw SQL with asyncpg's `$n` parameters, in the current transaction if there is one."""
+    conn = _current_connection()
+    if conn is not None:
+        return list(await conn.fetch(sql, *args))
+    async with _acquire() as pooled:
+        return list(await pooled.fetch(sql, *args))
+
+
+async def fetchrow(sql: str, *args: Any) -> Any:
+    rows = await fetch(sql, *args)
+    return rows[0] if rows else None
+
+
+async def execute(sql: str, *args: Any) -> str:
+    conn = _current_connection()
+    if conn is not None:
+        return str(await conn.execute(sql, *args))
+    async with _acquire() as pooled:
+        return str(await pooled.execute(sql, *args))
+
+
 def on_commit(hook: Callable[[], Awaitable[Any]]) -> None:
     hooks = _after_commit.get()
     if hooks is None:

@@ -68,7 +68,11 @@ async def _process(ctx: dict[str, Any], event_ids: list[int]) -> int | None:
             await ctx["redis"].enqueue_job("wechat.kf_sync", row["tenant"], row["channel_account"],
                                            details.get("open_kfid", ""), details.get("sync_token", ""),
                                            _job_id=f"wechat.kf_sync:{row['id']}")
-    # Identity resolution, timelines and conversations hook in here as those domains arrive.
+    # Identity resolution and the timeline belong to the contacts domain: one job per batch, enqueued by
+    # name so that wechat never imports it. Enqueued before the events are marked processed: if Redis
+    # refuses, this job fails and is retried (or swept), instead of leaving events no contact ever sees.
+    # The job id keeps a re-run of this batch from queueing a second copy.
+    await ctx["redis"].enqueue_job("contacts.resolve_inbound", ids, _job_id=f"contacts.resolve:{ids[0]}")
     done = await InboundEvent.update({InboundEvent.processed_at: now(), InboundEvent.last_error: "",
                                       InboundEvent.attempts: InboundEvent.attempts + 1}).where(
         InboundEvent.id.is_in(ids) & InboundEvent.processed_at.is_null()).returning(InboundEvent.id)

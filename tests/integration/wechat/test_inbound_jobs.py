@@ -38,22 +38,30 @@ async def test_worker_processes_each_stored_event_once(client: Client, oa: Sende
             await client.post(cb.url, content=cb.body)
     await app.state.ingestor.settle()
     w = await run_worker()
-    assert w.jobs_complete == 5 and w.jobs_failed == 0  # one batch job per sequential callback
+    # One batch job per sequential callback, and the contacts job each batch enqueues.
+    assert w.jobs_complete == 10 and w.jobs_failed == 0
     rows = await InboundEvent.select(InboundEvent.processed_at, InboundEvent.attempts)
     assert len(rows) == 5 and all(r["processed_at"] is not None and r["attempts"] == 1 for r in rows)
 
 
-async def test_running_the_job_twice_has_the_same_effect(client: Client, oa: Sender) -> None:
+async def test_running_the_job_twice_has_the_same_effect(client: Client, oa: Sender, redis: Any) -> None:
     from siyu.wechat.jobs import process_inbound
 
     cb = oa.callback(text("o1", "hi", 1))
     await client.post(cb.url, content=cb.body)
     [row] = await InboundEvent.select(InboundEvent.id)
-    assert await process_inbound({}, row["id"]) == "processed"
-    first = await InboundEvent.select(InboundEvent.processed_at, InboundEvent.attempts).first()
-    assert await process_inbound({}, row["id"]) == "already processed"
-    assert await InboundEvent.select(InboundEvent.processed_at, InboundEvent.attempts).first() == first
-    assert await process_inbound({}, 987654321) == "missing"
+    pool = await create_pool(worker_root.redis_settings())
+    try:
+        ctx = {"redis": pool}
+        assert await process_inbound(ctx, row["id"]) == "processed"
+        first = await InboundEvent.select(InboundEvent.processed_at, InboundEvent.attempts).first()
+        assert await process_inbound(ctx, row["id"]) == "already processed"
+        assert await InboundEvent.select(InboundEvent.processed_at, InboundEvent.attempts).first() == first
+        assert await process_inbound(ctx, 987654321) == "missing"
+    finally:
+        await pool.aclose()
+    # The contacts job was queued once, by name, for the event.
+    assert await redis.keys("arq:job:contacts.resolve:*") == [f"arq:job:contacts.resolve:{row['id']}".encode()]
 
 
 async def test_sweeper_enqueues_events_that_never_reached_the_queue(client: Client, oa: Sender, app: Any,
@@ -82,6 +90,6 @@ async def test_sweeper_enqueues_events_that_never_reached_the_queue(client: Clie
     finally:
         await pool.aclose()
     w = await run_worker()
-    assert w.jobs_complete == 2
+    assert w.jobs_complete == 4  # the two swept events and their contacts jobs
     pending = await InboundEvent.select(InboundEvent.external_id).where(InboundEvent.processed_at.is_null())
     assert [r["external_id"] for r in pending] == ["o2"]

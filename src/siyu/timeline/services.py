@@ -1,0 +1,182 @@
+"""The unified timeline: append-only, idempotent by source key, newest first with an opaque cursor.
+
+`append` is what every domain calls. The other writers (`move_*`, `erase_personal`, `insert_locked`)
+are for the contacts domain's merges and erasures, which hold the contact locks themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from siyu.contacts.live import lock_identity_contact, lock_live
+from siyu.core import db
+from siyu.core.errors import InvalidInput, NotFound
+from siyu.core.i18n import N_
+
+KINDS = ("followed", "unfollowed", "message_in", "message_out", "menu_click", "scan", "mp_login", "purchase",
+         "wecom_added", "wecom_removed", "handoff", "assignment", "resolution", "broadcast_sent",
+         "broadcast_skipped", "broadcast_failed", "note", "merged", "unmerged")
+CHANNELS = ("oa", "mp", "wecom", "siyu")  # siyu: made inside the CRM (notes, merges, assignments)
+# What the person did (not what was done to them): these move the contact's last interaction.
+INTERACTIONS = frozenset({"followed", "message_in", "menu_click", "scan", "mp_login", "purchase", "wecom_added"})
+# Payload keys that say nothing about the person; an erasure keeps only these.
+NON_PERSONAL = frozenset({"msg_type", "scene", "key", "state", "user_id", "change_type", "source", "origin",
+                          "open_kfid", "merge_id", "survivor", "merged", "reason"})
+MAX_PAGE = 200
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    contact_id: int
+    identity_id: int | None
+    occurred_at: datetime
+    kind: str
+    channel: str
+    payload: dict[str, Any]
+    source_key: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "contact_id": self.contact_id, "occurred_at": self.occurred_at.isoformat(),
+                "kind": self.kind, "channel": self.channel, "payload": self.payload}
+
+
+@dataclass(frozen=True)
+class Page:
+    events: list[Event]
+    next_cursor: str | None  # None: this is the last page
+
+
+def _check(kind: str, channel: str, source_key: str) -> None:
+    if kind not in KINDS:
+        raise InvalidInput.one("kind", N_("Choose one of: {choices}."), choices=", ".join(KINDS))
+    if channel not in CHANNELS:
+        raise InvalidInput.one("channel", N_("Choose one of: {choices}."), choices=", ".join(CHANNELS))
+    if not source_key or len(source_key) > 200:
+        raise InvalidInput.one("source_key", N_("Use 1 to {max} characters."), max=200)
+
+
+async def append(tenant_id: int, contact_id: int | None, kind: str, channel: str, occurred_at: datetime,
+                 payload: dict[str, Any], source_key: str, identity_id: int | None = None) -> int | None:
+    """Add one event; returns its id, or None when the source key was already there (a retried callback,
+    a re-run job). With `identity_id` the event goes to the contact that identity belongs to now (an
+    identity's events follow it through merges); otherwise to `contact_id`, or its survivor if merged."""
+    _check(kind, channel, source_key)
+    async with db.transaction():
+        if identity_id is not None:
+            live = await lock_identity_contact(tenant_id, identity_id)
+        elif contact_id is not None:
+            live = await lock_live(tenant_id, contact_id)
+        else:
+            raise InvalidInput.one("contact_id", N_("A contact or an identity is required."))
+        event_id = await insert_locked(tenant_id, live, kind, channel, occurred_at, payload, source_key, identity_id)
+        if event_id is not None and kind in INTERACTIONS:
+            await db.execute(
+                "UPDATE contact SET last_interaction_at = GREATEST(COALESCE(last_interaction_at, $3), $3) "
+                "WHERE tenant = $1 AND id = $2", tenant_id, live, occurred_at)
+    return event_id
+
+
+async def insert_locked(tenant_id: int, contact_id: int, kind: str, channel: str, occurred_at: datetime,
+                        payload: dict[str, Any], source_key: str, identity_id: int | None = None) -> int | None:
+    """The INSERT behind `append`, for callers that already hold the contact's lock."""
+    row = await db.fetchrow(
+        "INSERT INTO timeline_event (tenant, contact, identity, occurred_at, kind, channel, payload, source_key, "
+        "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, now()) "
+        "ON CONFLICT (tenant, source_key) DO NOTHING RETURNING id",
+        tenant_id, contact_id, identity_id, occurred_at, kind, channel, json.dumps(payload, ensure_ascii=False),
+        source_key)
+    return int(row["id"]) if row else None
+
+
+# --- merges and erasure (the contacts domain holds the locks) ------------------------------------------
+
+async def move_all(tenant_id: int, from_contact: int, to_contact: int) -> list[int]:
+    rows = await db.fetch("UPDATE timeline_event SET contact = $3 WHERE tenant = $1 AND contact = $2 RETURNING id",
+                          tenant_id, from_contact, to_contact)
+    return sorted(int(r["id"]) for r in rows)
+
+
+async def move_back(tenant_id: int, from_contact: int, to_contact: int, event_ids: Sequence[int],
+                    identity_ids: Sequence[int]) -> list[int]:
+    """Undo `move_all`: the events that moved, and those that arrived since through the identities that
+    go back."""
+    rows = await db.fetch(
+        "UPDATE timeline_event SET contact = $3 WHERE tenant = $1 AND contact = $2 "
+        "AND (id = ANY($4::bigint[]) OR identity = ANY($5::int[])) RETURNING id",
+        tenant_id, from_contact, to_contact, list(event_ids), list(identity_ids))
+    return sorted(int(r["id"]) for r in rows)
+
+
+async def erase_personal(tenant_id: int, identity_id: int) -> int:
+    """Strip an identity's events down to their non-personal keys; the events themselves (kinds, times,
+    channels: the counts) stay."""
+    status = await db.execute(
+        "UPDATE timeline_event SET payload = COALESCE((SELECT jsonb_object_agg(key, value) FROM "
+        "jsonb_each(payload) WHERE key = ANY($3::text[])), '{}'::jsonb) || '{\"erased\": true}'::jsonb "
+        "WHERE tenant = $1 AND identity = $2 AND NOT payload ? 'erased'",
+        tenant_id, identity_id, sorted(NON_PERSONAL))
+    return int(status.split()[-1])
+
+
+# --- reading ----------------------------------------------------------------------------------------------
+
+def encode_cursor(occurred_at: datetime, event_id: int) -> str:
+    micros = (occurred_at - _EPOCH) // timedelta(microseconds=1)
+    return base64.urlsafe_b64encode(f"{micros}.{event_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        micros, event_id = (int(part) for part in raw.split("."))
+        return _EPOCH + timedelta(microseconds=micros), event_id
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
+        raise InvalidInput.one("cursor", N_("This cursor is not one Siyu gave out.")) from None
+
+
+def _choices(values: Iterable[str] | None, allowed: tuple[str, ...], field: str) -> list[str] | None:
+    if values is None:
+        return None
+    chosen = sorted(set(values))
+    if not chosen or any(v not in allowed for v in chosen):
+        raise InvalidInput.one(field, N_("Choose from: {choices}."), choices=", ".join(allowed))
+    return chosen
+
+
+async def page(tenant_id: int, contact_id: int, cursor: str | None = None, limit: int = 50,
+               channels: Iterable[str] | None = None, kinds: Iterable[str] | None = None) -> Page:
+    """A contact's events, newest first; `next_cursor` continues after the last one."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput.one("limit", N_("Use a number from 1 to {max}."), max=MAX_PAGE)
+    channel_list = _choices(channels, CHANNELS, "channel")
+    kind_list = _choices(kinds, KINDS, "kind")
+    before = decode_cursor(cursor) if cursor else None
+    if await db.fetchrow("SELECT 1 FROM contact WHERE tenant = $1 AND id = $2", tenant_id, contact_id) is None:
+        raise NotFound()
+    sql = ["SELECT id, contact, identity, occurred_at, kind, channel, payload::text AS payload, source_key "
+           "FROM timeline_event WHERE tenant = $1 AND contact = $2"]
+    args: list[Any] = [tenant_id, contact_id]
+    if before is not None:
+        args += list(before)
+        sql.append(f"AND (occurred_at, id) < (${len(args) - 1}, ${len(args)})")
+    if channel_list is not None:
+        args.append(channel_list)
+        sql.append(f"AND channel = ANY(${len(args)}::text[])")
+    if kind_list is not None:
+        args.append(kind_list)
+        sql.append(f"AND kind = ANY(${len(args)}::text[])")
+    args.append(limit + 1)
+    sql.append(f"ORDER BY occurred_at DESC, id DESC LIMIT ${len(args)}")
+    rows = await db.fetch(" ".join(sql), *args)
+    events = [Event(int(r["id"]), int(r["contact"]), r["identity"], r["occurred_at"], r["kind"], r["channel"],
+                    json.loads(r["payload"]), r["source_key"]) for r in rows[:limit]]
+    more = len(rows) > limit
+    return Page(events, encode_cursor(events[-1].occurred_at, events[-1].id) if more else None)
