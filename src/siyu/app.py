@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
-from arq import create_pool
 from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
@@ -50,7 +49,7 @@ log = logging.getLogger("siyu")
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     await db.start_pool()
     app.state.redis = redis_mod.connect()
-    app.state.arq = await create_pool(redis_mod.arq_settings())
+    app.state.arq = await redis_mod.arq_pool()
     app.state.ingestor = Ingestor(lambda ids: enqueue_batch(app.state.arq, ids))
     app.state.ingestor.start()
     listener = db.Listener([db.ACCOUNTS_CHANGED, db.AUTO_REPLIES_CHANGED], wechat_services.on_change)

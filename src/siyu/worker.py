@@ -10,7 +10,7 @@ from arq.worker import func
 
 from siyu.contacts import jobs as contact_jobs
 from siyu.core import db
-from siyu.core.redis import arq_settings
+from siyu.core.redis import JOB_SERIALIZATION, arq_settings
 from siyu.tenants import jobs as tenant_jobs
 from siyu.wechat import jobs as wechat_jobs
 from siyu.wechat.outbound import WeChatRuntime
@@ -52,6 +52,8 @@ class WorkerSettings:
              hour={3}, minute={17}, run_at_startup=False),
         cron(wechat_jobs.sweep_inbound, name="cron:wechat.sweep_inbound", second={5}, run_at_startup=True),
     ]
+    job_serializer = JOB_SERIALIZATION["job_serializer"]
+    job_deserializer = JOB_SERIALIZATION["job_deserializer"]
     on_startup = startup
     on_shutdown = shutdown
     max_jobs = 20

@@ -7,12 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from arq import create_pool
 from arq.connections import ArqRedis
 from arq.worker import Worker
 
 from siyu import worker as siyu_worker
 from siyu.core.clock import now
+from siyu.core.redis import JOB_SERIALIZATION, arq_pool
 from siyu.tenants import services as svc
 from siyu.tenants import staff as staff_svc
 from siyu.tenants.tables import Invitation
@@ -24,14 +24,14 @@ pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:Depreca
 
 @pytest.fixture
 async def queue() -> AsyncIterator[ArqRedis]:
-    pool = await create_pool(siyu_worker.redis_settings())
+    pool = await arq_pool()
     yield pool
     await pool.aclose()
 
 
 async def run_worker() -> int:
     """Run every queued job with the worker's registered functions; returns how many completed."""
-    w = Worker(functions=siyu_worker.FUNCTIONS, redis_settings=siyu_worker.redis_settings(), burst=True,
+    w = Worker(functions=siyu_worker.FUNCTIONS, redis_settings=siyu_worker.redis_settings(), burst=True, **JOB_SERIALIZATION,
                handle_signals=False, poll_delay=0.05)
     try:
         return await w.run_check()  # raises when a job failed
@@ -92,3 +92,16 @@ def test_every_job_has_a_stable_name() -> None:
     assert PURGE in names
     assert len(names) == len(set(names))
     assert all("." in n for n in names), "jobs are registered as <domain>.<job>"
+
+
+async def test_jobs_travel_as_json_not_pickle(redis: Any) -> None:
+    import json
+
+    pool = await arq_pool()
+    try:
+        await pool.enqueue_job("tenants.purge_expired_invitations", _job_id="json-check")
+    finally:
+        await pool.aclose()
+    raw = await redis.get("arq:job:json-check")
+    job = json.loads(raw)
+    assert job["f"] == "tenants.purge_expired_invitations" and job["a"] == []

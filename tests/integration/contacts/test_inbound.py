@@ -7,13 +7,13 @@ import time
 from typing import Any
 
 import pytest
-from arq import create_pool
 from arq.worker import Worker
 
 from siyu import worker as worker_root
 from siyu.contacts import services as contacts
 from siyu.contacts.jobs import resolve_inbound
 from siyu.contacts.tables import Contact
+from siyu.core.redis import JOB_SERIALIZATION, arq_pool
 from siyu.tenants import services as tenants
 from siyu.timeline import services as timeline
 from siyu.wechat.tables import InboundEvent
@@ -30,7 +30,7 @@ async def run_worker() -> int:
     jobs are done, even if those jobs queued more); returns how many jobs completed."""
     complete = 0
     while True:
-        w = Worker(functions=worker_root.FUNCTIONS, redis_settings=worker_root.redis_settings(), burst=True,
+        w = Worker(functions=worker_root.FUNCTIONS, redis_settings=worker_root.redis_settings(), burst=True, **JOB_SERIALIZATION,
                    handle_signals=False, poll_delay=0.05, max_jobs=10)
         await w.main()
         await w.close()
@@ -120,7 +120,7 @@ async def test_callbacks_become_contacts_identities_and_timeline_events(acme: Te
     assert await resolve_inbound({}, ids) == 0
     assert await state(acme.id) == before
     await InboundEvent.update({InboundEvent.processed_at: None}).where(InboundEvent.id.is_in(ids))
-    pool = await create_pool(worker_root.redis_settings())
+    pool = await arq_pool()
     try:
         await pool.enqueue_job("wechat.process_inbound_batch", ids, _job_id="again")
         await pool.enqueue_job("contacts.resolve_inbound", ids, _job_id="contacts-again")

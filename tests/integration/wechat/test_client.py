@@ -183,9 +183,8 @@ async def test_busy_leaves_the_message_retryable_and_the_retry_sends_it_once(run
 
 async def test_wecom_kf_messages_are_synced_once_with_the_cursor_kept(runtime: Any, acme: TenantFixture,
                                                                       sim: Simulator, redis: Any) -> None:
-    from arq import create_pool
 
-    from siyu.core.redis import arq_settings
+    from siyu.core.redis import arq_pool
     from siyu.wechat.jobs import kf_sync
     from siyu.wechat.tables import InboundEvent, KfCursor
 
@@ -193,7 +192,7 @@ async def test_wecom_kf_messages_are_synced_once_with_the_cursor_kept(runtime: A
     sim.register("wecom", WECOM["corp_id"], WECOM["secret"], token=WECOM["token"], aes_key=WECOM["aes_key"],
                  open_kfids=["wkShop"])
     pushes = [sim.push(WECOM["corp_id"], f"c{i}", "kf_text", text=f"问题 {i}", open_kfid="wkShop") for i in range(3)]
-    pool = await create_pool(arq_settings())
+    pool = await arq_pool()
     ctx = {"redis": pool, "wechat": runtime}
     try:
         stored = await kf_sync(ctx, acme.id, None, "wkShop", pushes[-1]["kf_token"])

@@ -6,11 +6,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from arq import create_pool
 from arq.worker import Worker
 
 from siyu import worker as worker_root
 from siyu.core.clock import now
+from siyu.core.redis import JOB_SERIALIZATION, arq_pool
 from siyu.tenants import services as tenants
 from siyu.wechat.tables import InboundEvent
 from tests.conftest import OA, Client, TenantFixture
@@ -18,7 +18,7 @@ from tests.wechat_payloads import Sender, text
 
 
 async def run_worker() -> Worker:
-    w = Worker(functions=worker_root.FUNCTIONS, redis_settings=worker_root.redis_settings(), burst=True,
+    w = Worker(functions=worker_root.FUNCTIONS, redis_settings=worker_root.redis_settings(), burst=True, **JOB_SERIALIZATION,
                handle_signals=False, poll_delay=0.05, max_jobs=10)
     await w.main()
     await w.close()
@@ -50,7 +50,7 @@ async def test_running_the_job_twice_has_the_same_effect(client: Client, oa: Sen
     cb = oa.callback(text("o1", "hi", 1))
     await client.post(cb.url, content=cb.body)
     [row] = await InboundEvent.select(InboundEvent.id)
-    pool = await create_pool(worker_root.redis_settings())
+    pool = await arq_pool()
     try:
         ctx = {"redis": pool}
         assert await process_inbound(ctx, row["id"]) == "processed"
@@ -80,7 +80,7 @@ async def test_sweeper_enqueues_events_that_never_reached_the_queue(client: Clie
     # Only events older than the grace period are swept (a fresh one is probably being processed).
     await InboundEvent.update({InboundEvent.received_at: now() - timedelta(minutes=5)}).where(
         InboundEvent.external_id.is_in(["o0", "o1"]))
-    pool = await create_pool(worker_root.redis_settings())
+    pool = await arq_pool()
     try:
         from siyu.wechat.jobs import sweep_inbound
 
