@@ -27,6 +27,7 @@ from siyu.core.errors import InvalidInput, SiyuError, TooManyRequests
 from siyu.core.i18n import N_
 from siyu.core.logs import configure_logging
 from siyu.core.settings import FRONTEND_DIR, get_settings
+from siyu.contacts.api import ContactsApi
 from siyu.tenants.api import TenantApi
 from siyu.tenants.views import (
     ChannelsController,
@@ -40,6 +41,7 @@ from siyu.web.views import AuthController, HealthController
 from siyu.wechat import services as wechat_services
 from siyu.wechat.gateway import WeChatCallbacks, bare_endpoint, enqueue_batch
 from siyu.wechat.ingest import Ingestor
+from siyu.wechat.outbound import WeChatRuntime
 from siyu.wechat.views import AutoRepliesController
 
 log = logging.getLogger("siyu")
@@ -50,6 +52,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     await db.start_pool()
     app.state.redis = redis_mod.connect()
     app.state.arq = await redis_mod.arq_pool()
+    app.state.wechat = WeChatRuntime(app.state.redis)
     app.state.ingestor = Ingestor(lambda ids: enqueue_batch(app.state.arq, ids))
     app.state.ingestor.start()
     listener = db.Listener([db.ACCOUNTS_CHANGED, db.AUTO_REPLIES_CHANGED], wechat_services.on_change)
@@ -60,6 +63,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await listener.stop()
         await app.state.ingestor.stop()
         await app.state.arq.aclose()
+        await app.state.wechat.close()
         await app.state.redis.aclose()
         await db.close_pool()
 
@@ -151,7 +155,7 @@ def create_app() -> Litestar:
     return Litestar(
         route_handlers=[
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
-            InvitationController, TenantApi, WeChatCallbacks, AutoRepliesController,
+            InvitationController, TenantApi, ContactsApi, WeChatCallbacks, AutoRepliesController,
             *([bare_endpoint] if s.bench_bare_endpoint else []),
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],
