@@ -20,6 +20,7 @@ from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 import siyu
+from siyu.contacts.api import ContactsApi
 from siyu.core import db, i18n
 from siyu.core import redis as redis_mod
 from siyu.core.crypto import derive_key
@@ -27,7 +28,6 @@ from siyu.core.errors import InvalidInput, SiyuError, TooManyRequests
 from siyu.core.i18n import N_
 from siyu.core.logs import configure_logging
 from siyu.core.settings import FRONTEND_DIR, get_settings
-from siyu.contacts.api import ContactsApi
 from siyu.tenants.api import TenantApi
 from siyu.tenants.views import (
     ChannelsController,
