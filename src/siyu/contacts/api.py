@@ -113,7 +113,7 @@ async def _code_to_session(request: Request[Any, Any, Any], tenant_id: int, code
         session = await client.code_to_session(code)
     except WeChatError as exc:
         if exc.errcode in (40029, 40163):
-            raise InvalidInput.one("code", N_("WeChat did not accept this login code (invalid, expired or used)."))
+            raise InvalidInput.one("code", N_("WeChat did not accept this login code (invalid, expired or used).")) from None
         raise
     openid = str(session.get("openid") or "")
     if not openid:
