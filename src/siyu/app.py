@@ -21,6 +21,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 import siyu
 from siyu.contacts.api import ContactsApi
+from siyu.contacts.views import ContactsController
 from siyu.core import db, i18n
 from siyu.core import redis as redis_mod
 from siyu.core.crypto import derive_key
@@ -155,7 +156,7 @@ def create_app() -> Litestar:
     return Litestar(
         route_handlers=[
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
-            InvitationController, TenantApi, ContactsApi, WeChatCallbacks, AutoRepliesController,
+            InvitationController, TenantApi, ContactsApi, WeChatCallbacks, AutoRepliesController, ContactsController,
             *([bare_endpoint] if s.bench_bare_endpoint else []),
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],

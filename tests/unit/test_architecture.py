@@ -87,7 +87,7 @@ def test_domains_never_import_composition_roots() -> None:
 
 
 # A domain's HTTP edge (its pages and JSON API) sits on top of siyu.web; the rest of the domain below it.
-DOMAIN_EDGES = ("siyu.tenants.views", "siyu.tenants.api")
+DOMAIN_EDGES = ("siyu.tenants.views", "siyu.tenants.api", "siyu.contacts.views", "siyu.contacts.api")
 
 
 def test_domain_services_never_import_the_web_layer() -> None:
@@ -126,7 +126,9 @@ def test_contacts_and_the_timeline_layering() -> None:
     assert timeline_reach == []
     below_timeline = ("siyu.contacts.tables", "siyu.contacts.live")
     assert violations(below_timeline, ("siyu.timeline",)) == []
-    assert violations(("siyu.contacts", "siyu.timeline"), ("siyu.web",)) == []
+    on_web = [v for v in violations(("siyu.contacts", "siyu.timeline"), ("siyu.web",))
+              if not within(v.split(" imports ")[0], DOMAIN_EDGES)]  # the contact pages are the edge
+    assert on_web == []
     assert violations(("siyu.tenants",), ("siyu.contacts", "siyu.timeline")) == []
 
 

@@ -8,6 +8,7 @@ never race a merge. Identity resolution is in `resolve`, merges in `merge`.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from siyu.contacts.live import lock_identity_contact, lock_live
 from siyu.contacts.merge import do_merge, do_unmerge, list_merges
 from siyu.contacts.resolve import resolve, resolve_identity
-from siyu.core import db
+from siyu.core import clock, db
 from siyu.core.errors import InvalidInput, NotFound
 from siyu.core.i18n import N_
 from siyu.tenants.services import Actor, record_audit
@@ -24,6 +25,7 @@ from siyu.timeline import services as timeline
 __all__ = ["do_merge", "do_unmerge", "list_merges", "resolve", "resolve_identity"]
 
 TAG_MAX = 40
+NOTE_MAX = 2000
 
 
 # --- reads ------------------------------------------------------------------------------------------------
@@ -103,6 +105,20 @@ async def do_untag(tenant_id: int, contact_id: int, tag_id: int, actor: Actor) -
         if removed:
             await record_audit(actor, tenant_id, "contact.untagged", "contact", live, {"tag": removed["name"]})
     return removed is not None
+
+
+# --- notes ------------------------------------------------------------------------------------------------
+
+async def do_add_note(tenant_id: int, contact_id: int, text: str, actor: Actor) -> int:
+    """An agent's note on the contact's timeline. Each note is a deliberate new event, so its source key
+    is fresh every time (a resubmitted form adds a second note, as a second click would)."""
+    clean = (text or "").strip()
+    if not clean or len(clean) > NOTE_MAX:
+        raise InvalidInput.one("text", N_("Use 1 to {max} characters."), max=NOTE_MAX)
+    event_id = await timeline.append(tenant_id, contact_id, "note", "siyu", clock.now(),
+                                     {"text": clean, "by": actor.label}, f"note:{uuid.uuid4()}")
+    assert event_id is not None  # a fresh source key never collides
+    return event_id
 
 
 # --- rep owners (WeCom follow users) ---------------------------------------------------------------------

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from siyu.contacts import services as contacts_svc
+from siyu.contacts.tables import Contact, ContactMerge, ContactTag
 from siyu.tenants import services as svc
 from siyu.tenants import staff as staff_svc
 from siyu.tenants.tables import ApiKey, AuditLog, ChannelAccount, Invitation, Staff, Team, TeamMember, Tenant
@@ -39,10 +41,13 @@ class Seeded:
     api_key: str
     api_key_prefix: str
     auto_reply_id: int
+    contact_id: int
+    merge_id: int
 
     def object_id(self, kind: str) -> int:
         return {"staff": self.tenant.admin_id, "team": self.team_id, "invitation": self.invitation_id,
-                "api_key": self.api_key_id, "auto_reply": self.auto_reply_id}[kind]
+                "api_key": self.api_key_id, "auto_reply": self.auto_reply_id, "contact": self.contact_id,
+                "merge": self.merge_id}[kind]
 
 
 async def seed(t: TenantFixture, name: str, channels: dict[str, dict[str, str]]) -> Seeded:
@@ -56,7 +61,12 @@ async def seed(t: TenantFixture, name: str, channels: dict[str, dict[str, str]])
     prefix = key.split("_")[1]
     rule_id = await wechat_svc.do_create_rule(actor, t.id, {"trigger": "keyword", "match_type": "exact",
                                                             "keyword": f"{name} price", "reply": f"{name} prices"})
-    return Seeded(t, team_id, invitation_id, key_id, key, prefix, rule_id)
+    contact_id = await contacts_svc.resolve_identity(t.id, "oa", "oSeedContact01")
+    merged_id = await contacts_svc.resolve_identity(t.id, "mp", "oSeedMerged001")
+    await contacts_svc.resolve_identity(t.id, "oa", "oSeedOther0001")  # what the merge route names
+    merge_id = await contacts_svc.do_merge(t.id, contact_id, merged_id, "manual", actor)
+    await contacts_svc.do_tag(t.id, contact_id, f"{name} VIP", actor)
+    return Seeded(t, team_id, invitation_id, key_id, key, prefix, rule_id, contact_id, merge_id)
 
 
 @pytest.fixture
@@ -80,6 +90,9 @@ async def tenant_state(tenant_id: int) -> dict[str, Any]:
         "api_keys": await ApiKey.select().where(ApiKey.tenant == tenant_id).order_by(ApiKey.id),
         "channels": await ChannelAccount.select().where(ChannelAccount.tenant == tenant_id).order_by(ChannelAccount.id),
         "auto_replies": await AutoReply.select().where(AutoReply.tenant == tenant_id).order_by(AutoReply.id),
+        "contacts": await Contact.select().where(Contact.tenant == tenant_id).order_by(Contact.id),
+        "contact_tags": await ContactTag.select().where(ContactTag.tenant == tenant_id).order_by(ContactTag.id),
+        "merges": await ContactMerge.select().where(ContactMerge.tenant == tenant_id).order_by(ContactMerge.id),
         "audit": await AuditLog.count(),
     }
 
@@ -107,6 +120,11 @@ ID_ROUTES = [
     ("POST", "/settings/api-keys/{id}/revoke", "api_key", {}),
     ("POST", "/settings/auto-replies/{id}/toggle", "auto_reply", {"enabled": "0"}),
     ("POST", "/settings/auto-replies/{id}/delete", "auto_reply", {}),
+    ("GET", "/contacts/{id}", "contact", None),
+    ("POST", "/contacts/{id}/tags", "contact", {"name": "Taken over"}),
+    ("POST", "/contacts/{id}/merge", "contact", {"other": "oSeedOther0001"}),
+    ("POST", "/contacts/{id}/notes", "contact", {"text": "Taken over"}),
+    ("POST", "/contacts/merges/{id}/undo", "merge", {}),
 ]
 
 
@@ -313,7 +331,12 @@ ROUTES_WITHOUT_TENANT_OBJECT_IDS = {
 COVERED = ({(m, t.replace("{id}", "{}")) for m, t, _, _ in ID_ROUTES}
            | {(m, t.replace("{id}", "{}")) for m, t, _ in PLATFORM_ROUTES if "{id}" in t}
            | {("GET", "/api/v1/channels/{}"), ("POST", "/settings/channels/{}/check"),
-              ("POST", "/settings/channels/{}/unlink")})
+              ("POST", "/settings/channels/{}/unlink")}
+           # Two ids (contact, tag): tests/integration/contacts/test_pages.py crosses each of them.
+           | {("POST", "/contacts/{}/tags/{}/delete")}
+           # Bearer-key routes: tests/integration/contacts/test_api.py compares another tenant's contact with
+           # a missing one, byte for byte.
+           | {("GET", "/api/v1/contacts/{}"), ("GET", "/api/v1/contacts/{}/timeline")})
 
 
 def test_every_route_with_a_path_parameter_is_covered(app: Any) -> None:

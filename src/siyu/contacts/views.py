@@ -1,0 +1,196 @@
+"""Contact pages for the brand's staff (agents and admins): the searchable list, and one contact with its
+identities, owners, tags, merges and unified timeline; the tag, merge, undo and note actions."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_303_SEE_OTHER
+
+from siyu.contacts import search as finder
+from siyu.contacts import services as svc
+from siyu.core import i18n
+from siyu.core.errors import InvalidInput, NotFound
+from siyu.core.i18n import N_
+from siyu.tenants.services import Actor
+from siyu.timeline import services as timeline
+from siyu.web.auth import client_ip, require_tenant_id, tenant_staff
+from siyu.web.render import current_user, errors_for, render, toast_header
+
+TIMELINE_PAGE = 30
+KIND_LABELS = {
+    "followed": N_("Followed"), "unfollowed": N_("Unfollowed"), "message_in": N_("Message received"),
+    "message_out": N_("Message sent"), "menu_click": N_("Menu click"), "scan": N_("Scanned a QR code"),
+    "mp_login": N_("Mini Program login"), "purchase": N_("Purchase"), "wecom_added": N_("Added a sales rep"),
+    "wecom_removed": N_("Removed by a sales rep"), "handoff": N_("Handed to an agent"), "assignment": N_("Assigned"),
+    "resolution": N_("Resolved"), "broadcast_sent": N_("Broadcast sent"), "broadcast_skipped": N_("Broadcast skipped"),
+    "broadcast_failed": N_("Broadcast failed"), "note": N_("Note"), "merged": N_("Merged"),
+    "unmerged": N_("Merge undone"),
+}
+
+
+def _scope(request: Request[Any, Any, Any]) -> tuple[int, Actor]:
+    user = current_user(request)
+    assert user is not None
+    return require_tenant_id(user), user.actor(client_ip(request))
+
+
+def _int_param(request: Request[Any, Any, Any], name: str) -> int | None:
+    raw = request.query_params.get(name) or ""
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise InvalidInput.one(name, N_("Use a number from 1 to {max}."), max=999999999)
+    return int(raw)
+
+
+def _is_htmx(request: Request[Any, Any, Any]) -> bool:
+    return bool(getattr(request, "htmx", None))
+
+
+def _go(request: Request[Any, Any, Any], url: str, message: str | None = None) -> Response[Any]:
+    """After an action that reshapes the page: htmx reloads it, a plain form follows a redirect."""
+    if _is_htmx(request):
+        headers = {"HX-Redirect": url, **(toast_header(message) if message else {})}
+        return Response("", status_code=200, headers=headers)
+    return Redirect(url, status_code=HTTP_303_SEE_OTHER)
+
+
+class ContactsController(Controller):
+    path = "/contacts"
+    guards = [tenant_staff]
+    include_in_schema = False
+
+    # --- the list ---------------------------------------------------------------------------------------
+
+    @get("/")
+    async def index(self, request: Request[Any, Any, Any]) -> Template:
+        tid, _ = _scope(request)
+        filters = {"q": request.query_params.get("q") or "", "channel": request.query_params.get("channel") or "",
+                   "tag": request.query_params.get("tag") or ""}
+        cursor = request.query_params.get("cursor") or None
+        page = await finder.search(tid, filters["q"], filters["channel"] or None, _int_param(request, "tag"),
+                                   cursor)
+        shown = {k: v for k, v in filters.items() if v}
+        more_url = f"/contacts?{urlencode({**shown, 'cursor': page.next_cursor})}" if page.next_cursor else None
+        # A "load more" asks for the next rows only; a search or filter change replaces the results.
+        return render(request, "contacts/list.html", {
+            "page": page, "filters": filters, "more_url": more_url, "tags": await svc.list_tags(tid),
+        }, block="rows" if cursor else "results")
+
+    @get("/pick")
+    async def pick(self, request: Request[Any, Any, Any]) -> Template:
+        """Candidates for a manual merge, as buttons of the merge form."""
+        tid, _ = _scope(request)
+        q = request.query_params.get("q") or ""
+        exclude = _int_param(request, "exclude")
+        found = await finder.search(tid, q, limit=8) if q.strip() else finder.ContactPage([], None)
+        return render(request, "contacts/_pick.html",
+                      {"candidates": [c for c in found.contacts if c["id"] != exclude], "q": q})
+
+    # --- one contact ------------------------------------------------------------------------------------
+
+    async def _contact(self, request: Request[Any, Any, Any], contact_id: int, block: str | None = None,
+                       status_code: int = 200, headers: dict[str, str] | None = None,
+                       **extra: Any) -> Template | Response[Any]:
+        tid, _ = _scope(request)
+        contact = await svc.get_contact(tid, contact_id)
+        if contact["merged_into"] is not None:
+            return Redirect(f"/contacts/{contact['merged_into']}")
+        channels = request.query_params.getall("channel", []) if block in (None, "timeline", "events") else []
+        kinds = request.query_params.getall("kind", []) if block in (None, "timeline", "events") else []
+        cursor = request.query_params.get("cursor") if block in (None, "events") else None
+        page = await timeline.page(tid, contact_id, cursor, TIMELINE_PAGE, channels or None, kinds or None)
+        query = [("channel", c) for c in channels] + [("kind", k) for k in kinds]
+        more_url = (f"/contacts/{contact_id}?{urlencode([*query, ('cursor', page.next_cursor)])}"
+                    if page.next_cursor else None)
+        return render(request, "contacts/detail.html", {
+            "contact": contact,
+            "identities": await svc.identities_of(tid, contact_id),
+            "owners": await svc.owners_of(tid, contact_id, include_removed=True),
+            "tags": await svc.tags_of(tid, contact_id),
+            "all_tags": await svc.list_tags(tid),
+            "merges": await svc.list_merges(tid, contact_id),
+            "events": page.events, "more_url": more_url,
+            "chosen_channels": channels, "chosen_kinds": kinds,
+            "event_channels": timeline.CHANNELS, "event_kinds": timeline.KINDS,
+            "kind_labels": {k: i18n.gettext(v) for k, v in KIND_LABELS.items()},
+            **extra,
+        }, block=block, status_code=status_code, headers=headers)
+
+    @get("/{contact_id:int}")
+    async def detail(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
+        # htmx asks for the timeline: the next events (infinite scroll) or a new filter.
+        block = "events" if request.query_params.get("cursor") else "timeline"
+        return await self._contact(request, contact_id, block=block)
+
+    @post("/{contact_id:int}/tags")
+    async def tag(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
+        tid, actor = _scope(request)
+        form = await request.form()
+        name = str(form.get("name") or "")
+        await svc.get_contact(tid, contact_id)  # a foreign id is a 404 before the name is judged
+        try:
+            await svc.do_tag(tid, contact_id, name, actor)
+        except InvalidInput as exc:
+            return await self._contact(request, contact_id, block="tags", status_code=400,
+                                       form={"name": name}, errors=errors_for(exc))
+        return await self._contact(request, contact_id, block="tags",
+                                   headers=toast_header(i18n.gettext(N_("Tag added."))))
+
+    @post("/{contact_id:int}/tags/{tag_id:int}/delete")
+    async def untag(self, request: Request[Any, Any, Any], contact_id: FromPath[int],
+                    tag_id: FromPath[int]) -> Template | Response[Any]:
+        tid, actor = _scope(request)
+        if not await svc.do_untag(tid, contact_id, tag_id, actor):
+            raise NotFound()
+        return await self._contact(request, contact_id, block="tags",
+                                   headers=toast_header(i18n.gettext(N_("Tag removed."))))
+
+    @post("/{contact_id:int}/merge")
+    async def merge(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
+        """Merge another contact into this one (an agent found the same person twice)."""
+        tid, actor = _scope(request)
+        form = await request.form()
+        other = str(form.get("other") or "")
+        await svc.get_contact(tid, contact_id)
+        try:
+            other_id = await finder.find_live(tid, other)
+            await svc.do_merge(tid, contact_id, other_id, "manual", actor)
+        except InvalidInput as exc:
+            errors = errors_for(exc)
+            if "merged_id" in errors:
+                errors["other"] = errors.pop("merged_id")
+            return await self._contact(request, contact_id, block="merge", status_code=400,
+                                       form={"other": other}, errors=errors)
+        return _go(request, f"/contacts/{contact_id}", i18n.gettext(N_("Contacts merged.")))
+
+    @post("/merges/{merge_id:int}/undo")
+    async def undo(self, request: Request[Any, Any, Any], merge_id: FromPath[int]) -> Response[Any]:
+        """Undo a merge; an undone one answers 409 (the error handler shows its message)."""
+        tid, actor = _scope(request)
+        form = await request.form()
+        await svc.do_unmerge(tid, merge_id, actor)
+        back = str(form.get("back") or "")
+        url = f"/contacts/{back}" if back.isdigit() and len(back) < 10 else "/contacts"
+        return _go(request, url, i18n.gettext(N_("Merge undone.")))
+
+    @post("/{contact_id:int}/notes")
+    async def note(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
+        tid, actor = _scope(request)
+        form = await request.form()
+        text = str(form.get("text") or "")
+        await svc.get_contact(tid, contact_id)
+        try:
+            await svc.do_add_note(tid, contact_id, text, actor)
+        except InvalidInput as exc:
+            return await self._contact(request, contact_id, block="timeline", status_code=400,
+                                       form={"text": text}, errors=errors_for(exc))
+        if not _is_htmx(request):
+            return Redirect(f"/contacts/{contact_id}", status_code=HTTP_303_SEE_OTHER)
+        return await self._contact(request, contact_id, block="timeline",
+                                   headers=toast_header(i18n.gettext(N_("Note added."))))
