@@ -15,16 +15,12 @@ from siyu.contacts.lookup import check_identity, contact_json, find_by_identity
 from siyu.core.errors import Conflict, InvalidInput, NotFound, WeChatError
 from siyu.core.i18n import N_
 from siyu.timeline import services as timeline
-from siyu.web.auth import ApiPrincipal, api_key
+from siyu.web.auth import api_key, api_tenant_id
 
 OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{6,64}$")
 CODE_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 
 
-def _tenant(request: Request[Any, Any, Any]) -> int:
-    user = request.scope.get("user")
-    assert isinstance(user, ApiPrincipal)
-    return user.tenant_id
 
 
 def _contact_id(raw: str) -> int:
@@ -42,7 +38,7 @@ class ContactsApi(Controller):
     @get("/contacts")
     async def by_identity(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         """Contacts holding an openid, unionid or WeCom external_userid (`?identity=`)."""
-        tid = _tenant(request)
+        tid = api_tenant_id(request)
         ids = await find_by_identity(tid, request.query_params.get("identity", ""))
         found = [contact_json(await contacts.get_contact(tid, i), await contacts.identities_of(tid, i)) for i in ids]
         return {"contacts": found}
@@ -50,14 +46,14 @@ class ContactsApi(Controller):
     @get("/contacts/{contact_id:str}")
     async def contact(self, request: Request[Any, Any, Any], contact_id: FromPath[str]) -> dict[str, Any]:
         """One contact with its identities per channel. A merged-away contact answers with `merged_into`."""
-        tid = _tenant(request)
+        tid = api_tenant_id(request)
         cid = _contact_id(contact_id)
         return contact_json(await contacts.get_contact(tid, cid), await contacts.identities_of(tid, cid))
 
     @get("/contacts/{contact_id:str}/timeline")
     async def contact_timeline(self, request: Request[Any, Any, Any], contact_id: FromPath[str]) -> dict[str, Any]:
         """Newest first; pass `next_cursor` back as `?cursor=` for the next page. Filters: `channel`, `kind`."""
-        tid = _tenant(request)
+        tid = api_tenant_id(request)
         cid = _contact_id(contact_id)
         q = request.query_params
         limit_raw = q.get("limit", "50")
@@ -71,7 +67,7 @@ class ContactsApi(Controller):
     async def mp_login(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         """The brand's Mini Program backend reports a login: `{"code": …}` (Siyu calls jscode2session) or
         `{"openid": …, "unionid": …}` when it already has them. Answers the contact id."""
-        tid = _tenant(request)
+        tid = api_tenant_id(request)
         try:
             body = await request.json()
         except Exception:

@@ -8,13 +8,7 @@ from litestar import Controller, Request, get
 from litestar.params import FromPath
 
 from siyu.tenants import services as svc
-from siyu.web.auth import ApiPrincipal, api_key
-
-
-def _principal(request: Request[Any, Any, Any]) -> ApiPrincipal:
-    user = request.scope.get("user")
-    assert isinstance(user, ApiPrincipal)
-    return user
+from siyu.web.auth import api_key, api_tenant_id
 
 
 class TenantApi(Controller):
@@ -25,7 +19,7 @@ class TenantApi(Controller):
     @get("/tenant")
     async def tenant(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         """The tenant this key belongs to and its linked WeChat accounts (secrets masked)."""
-        tid = _principal(request).tenant_id
+        tid = api_tenant_id(request)
         t = await svc.get_tenant(tid)
         channels = await svc.list_channels(tid)
         return {
@@ -37,4 +31,4 @@ class TenantApi(Controller):
     @get("/channels/{kind:str}")
     async def channel(self, request: Request[Any, Any, Any], kind: FromPath[str]) -> dict[str, Any]:
         """One linked account (`oa`, `mp` or `wecom`); 404 when not linked."""
-        return (await svc.get_channel(_principal(request).tenant_id, kind)).as_json()
+        return (await svc.get_channel(api_tenant_id(request), kind)).as_json()

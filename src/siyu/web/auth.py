@@ -126,6 +126,14 @@ def api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler)
         raise NotAuthenticated()
 
 
+def api_tenant_id(connection: ASGIConnection[Any, Any, Any, Any]) -> int:
+    """The tenant of the API key that made this request (routes guarded by `api_key`)."""
+    principal = connection.scope.get("user")
+    if not isinstance(principal, ApiPrincipal):
+        raise NotAuthenticated()
+    return principal.tenant_id
+
+
 def require_tenant_id(user: CurrentUser) -> int:
     if user.tenant_id is None:
         raise NotFound()
