@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import Result, build_request, run  # noqa: E402
+from siyu.core.processes import stop_processes, wait_http  # noqa: E402
 
 
 def say(msg: str) -> None:
@@ -40,20 +41,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_http(url: str, seconds: float = 30) -> None:
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up")
 
 
 def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
@@ -125,7 +112,8 @@ async def main_async(n: int, concurrency: int, workers: int) -> int:
                                        str(workers)], env=env, stdout=subprocess.DEVNULL))
         procs.append(subprocess.Popen([sys.executable, "-m", "siyu", "worker"], env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
-        wait_http(f"http://127.0.0.1:{port}/healthz")
+        if not wait_http(f"http://127.0.0.1:{port}/healthz", 30, procs):
+            raise SystemExit("the web server did not come up")
 
         app = SimApp(kind="oa", app_id=creds["app_id"], secret=creds["app_secret"], token=creds["token"],
                      aes_key=creds["aes_key"], message_mode="safe", original_id=creds["original_id"])
@@ -204,15 +192,7 @@ async def main_async(n: int, concurrency: int, workers: int) -> int:
         print(f"integrity: {'OK' if ok else 'FAILED'}; targets: {'met' if ok_targets else 'NOT met'}")
         return 0 if ok else 1
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if valkey is not None:
-            valkey.terminate()
+        stop_processes([*([valkey] if valkey else []), *procs], timeout=15)
         stop_postgres()
         shutil.rmtree(tmp, ignore_errors=True)
 

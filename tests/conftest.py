@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,32 +33,30 @@ def _free_port() -> int:
 
 
 def _wait_http(url: str, proc: subprocess.Popen[Any], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {seconds} s")
+    from siyu.core.processes import wait_http
+
+    if not wait_http(url, seconds, [proc]):
+        raise RuntimeError(f"{url} did not answer within {seconds} s (process exit code: {proc.poll()})")
 
 
-def _create_test_database(server_url: str) -> tuple[str, str]:
-    """On a user-provided server, work in a fresh database that is dropped afterwards."""
+def _admin_sql(server_url: str, statement: str) -> None:
+    """One statement on a user-provided server's maintenance connection (CREATE/DROP DATABASE)."""
     import asyncpg
-
-    name = f"siyu_test_{secrets.token_hex(4)}"
 
     async def go() -> None:
         conn = await asyncpg.connect(server_url)
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(statement)
         finally:
             await conn.close()
 
     asyncio.run(go())
+
+
+def _create_test_database(server_url: str) -> tuple[str, str]:
+    """On a user-provided server, work in a fresh database that is dropped afterwards."""
+    name = f"siyu_test_{secrets.token_hex(4)}"
+    _admin_sql(server_url, f'CREATE DATABASE "{name}"')
     prefix, _, query = server_url.partition("?")
     base = prefix.rsplit("/", 1)[0]
     return f"{base}/{name}" + (f"?{query}" if query else ""), name
@@ -116,24 +113,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for key in ("simulator", "valkey"):
-        proc = _state.get(key)
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
+    from siyu.core.processes import stop_processes
+
+    stop_processes([p for p in (_state.get("valkey"), _state.get("simulator")) if p is not None])
     if "external_db" in _state:
-        import asyncpg
-
         server_url, name = _state["external_db"]
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(server_url)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
+        _admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     from siyu.core.embedded import stop_postgres
 
     stop_postgres()  # before its data directory is removed, or the server outlives the run
@@ -267,13 +252,9 @@ def web_server() -> Iterator[WebServer]:
             raise RuntimeError(f"{exc}; server output:\n{log.read_text(errors='replace')}") from exc
         yield WebServer(base, port, log)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        from siyu.core.processes import stop_processes
+
+        stop_processes([proc], timeout=15)
         log.unlink(missing_ok=True)
 
 

@@ -16,26 +16,13 @@ from typing import Any
 
 import httpx
 
+from siyu.core.processes import stop_processes, wait_http
 from siyu.core.settings import get_settings
 from siyu.tenants.demo import DEMO_ACCOUNTS
 
 
 def say(message: str) -> None:
     print(f"[siyu] {message}", flush=True)
-
-
-def _wait_http(url: str, seconds: float, procs: list[subprocess.Popen[Any]]) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            return False
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    return False
 
 
 def _register_demo_apps(sim_base: str, web_port: int) -> None:
@@ -119,17 +106,7 @@ def main() -> None:
 
     def stop(*_: Any) -> None:
         say("stopping…")
-        for p in reversed(children):
-            if p.poll() is None:
-                p.terminate()
-        for p in children:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if valkey_proc is not None and valkey_proc.poll() is None:
-            valkey_proc.terminate()
-            valkey_proc.wait(timeout=10)
+        stop_processes([*([valkey_proc] if valkey_proc else []), *children])
         say("stopped")
 
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -173,7 +150,7 @@ def main() -> None:
         if use_simulator:
             say(f"starting the WeChat simulator on {sim_base}…")
             children.append(subprocess.Popen([py, "-m", "siyu", "simulator", "--port", str(sim_port)], env=env))
-            if not _wait_http(f"{sim_base}/_sim/health", 20, children):
+            if not wait_http(f"{sim_base}/_sim/health", 20, children):
                 raise SystemExit("the WeChat simulator did not start")
             _register_demo_apps(sim_base, s.port)
         say("starting the worker…")
@@ -181,7 +158,7 @@ def main() -> None:
         say("starting the web server (granian)…")
         children.append(subprocess.Popen([py, "-m", "siyu", "web"], env=env))
         base = f"http://{s.host}:{s.port}"
-        if not _wait_http(f"{base}/healthz", 30, children):
+        if not wait_http(f"{base}/healthz", 30, children):
             raise SystemExit("the web server did not start; see the messages above")
 
         if use_simulator and seeded["created"]:

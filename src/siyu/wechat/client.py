@@ -103,6 +103,17 @@ class ApiAccount:
         return f"ApiAccount(tenant_id={self.tenant_id}, channel={self.channel!r}, app_id={self.app_id!r})"
 
 
+async def request_token(http: httpx.AsyncClient, channel: str, app_id: str, secret: str,
+                        force: bool = False) -> httpx.Response:
+    """WeChat's token request: `stable_token` for OA/MP (it does not invalidate the token other processes
+    hold), `gettoken` for WeCom. The caller interprets the answer."""
+    s = get_settings()
+    if channel == "wecom":
+        return await http.get(f"{s.wecom_api_base}/cgi-bin/gettoken", params={"corpid": app_id, "corpsecret": secret})
+    return await http.post(f"{s.wechat_api_base}/cgi-bin/stable_token", json={
+        "grant_type": "client_credential", "appid": app_id, "secret": secret, "force_refresh": force})
+
+
 # Delete the key only if it still holds our value: never drop a token (or lock) another worker just set.
 _COMPARE_AND_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -160,13 +171,7 @@ class WeChatClient:
 
     async def _fetch(self, force: bool) -> tuple[str, int]:
         a = self.account
-        if a.channel == "wecom":
-            resp = await self.http.get(f"{self.base}/cgi-bin/gettoken", params={"corpid": a.app_id,
-                                                                                "corpsecret": a.secret})
-        else:
-            resp = await self.http.post(f"{self.base}/cgi-bin/stable_token", json={
-                "grant_type": "client_credential", "appid": a.app_id, "secret": a.secret, "force_refresh": force})
-        body = self._json(resp)
+        body = self._json(await request_token(self.http, a.channel, a.app_id, a.secret, force=force))
         errcode = int(body.get("errcode", 0) or 0)
         if errcode or not body.get("access_token"):
             raise error_for(errcode or -1, str(body.get("errmsg", "no access_token in the answer")))

@@ -1,8 +1,5 @@
-""""Check connection": fetch an access token with the stored credentials and explain the outcome.
-
-OA and MP use `POST {WECHAT_API_BASE}/cgi-bin/stable_token` (does not invalidate the token other
-processes hold); WeCom uses `GET {WECOM_API_BASE}/cgi-bin/gettoken`.
-"""
+""""Check connection": ask WeChat for an access token with the stored credentials (the client's own token
+request) and explain the outcome in plain words."""
 
 from __future__ import annotations
 
@@ -10,11 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from siyu.core.logs import quiet_http_clients
-from siyu.core.settings import get_settings
-
-# Token URLs carry secrets in their query string; httpx must not log them, whoever configured logging.
-quiet_http_clients()
+from siyu.wechat.client import request_token
 
 N_ = str
 
@@ -62,17 +55,9 @@ def _explain(errcode: int, errmsg: str) -> CheckOutcome:
 
 
 async def check_credentials(kind: str, app_id: str, secret: str, timeout: float = 8.0) -> CheckOutcome:
-    s = get_settings()
     try:
         async with httpx.AsyncClient(timeout=timeout) as http:
-            if kind == "wecom":
-                url = f"{s.wecom_api_base}/cgi-bin/gettoken"
-                resp = await http.get(url, params={"corpid": app_id, "corpsecret": secret})
-            else:
-                url = f"{s.wechat_api_base}/cgi-bin/stable_token"
-                resp = await http.post(url, json={
-                    "grant_type": "client_credential", "appid": app_id, "secret": secret, "force_refresh": False,
-                })
+            resp = await request_token(http, kind, app_id, secret)
     except httpx.TimeoutException:
         return CheckOutcome(False, None, N_("WeChat did not answer in time."),
                             N_("Check this server's outbound network access, then try again."), "timeout")

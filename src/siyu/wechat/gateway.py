@@ -8,7 +8,8 @@ answers, so an answer of `success` never loses an event; the rest of the work ru
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from litestar import Controller, Request, Response, get, post
@@ -17,7 +18,9 @@ from litestar.params import FromPath
 from siyu.core.settings import get_settings
 from siyu.wechat import protocol, services
 from siyu.wechat.ingest import AccountGone
-from siyu.wechat.protocol import MAX_BODY, CallbackRejected
+from siyu.wechat.protocol import MAX_BODY, Account, CallbackRejected
+
+T = TypeVar("T")
 
 log = logging.getLogger("siyu.wechat.gateway")
 
@@ -29,6 +32,22 @@ def _reject(tenant: str, channel: str, exc: CallbackRejected) -> Response[str]:
     log.warning("wechat callback rejected: tenant=%s channel=%s status=%s reason=%s", tenant, channel,
                 exc.status, exc.reason)
     return Response(exc.reason, status_code=exc.status, media_type=TEXT)
+
+
+async def _with_fresh_retry(tenant: str, channel: str, account: Account,
+                            step: Callable[[Account], T]) -> tuple[Account, T]:
+    """Run a verification step with the process's kept copy of the account; if it fails, once more with
+    a fresh copy (the admin may have just changed the Token, key or mode). Returns the account that
+    passed, with the step's result."""
+    try:
+        return account, step(account)
+    except CallbackRejected as exc:
+        if exc.status == 413:
+            raise
+        fresh = await services.callback_account(tenant, channel, fresh=True)
+        if fresh is None or fresh == account:
+            raise
+        return fresh, step(fresh)
 
 
 def _query(request: Request[Any, Any, Any]) -> dict[str, str]:
@@ -49,14 +68,7 @@ class WeChatCallbacks(Controller):
         query = _query(request)
         try:
             protocol.check_timestamp(query.get("timestamp", ""), get_settings().callback_max_skew)
-            try:
-                answer = protocol.verify_url(account, query)
-            except CallbackRejected:
-                # The kept copy of the account may predate the admin's new Token (they verify right after).
-                fresh = await services.callback_account(tenant, channel, fresh=True)
-                if fresh is None or fresh == account:
-                    raise
-                answer = protocol.verify_url(fresh, query)
+            _, answer = await _with_fresh_retry(tenant, channel, account, lambda a: protocol.verify_url(a, query))
             return Response(answer, media_type=TEXT)
         except CallbackRejected as exc:
             return _reject(tenant, channel, exc)
@@ -71,15 +83,8 @@ class WeChatCallbacks(Controller):
         body = await request.body()
         try:
             protocol.check_timestamp(query.get("timestamp", ""), get_settings().callback_max_skew)
-            try:
-                opened = protocol.open_envelope(account, query, body)
-            except CallbackRejected as exc:
-                # The kept copy of the account may predate the admin's change of Token, key or mode.
-                fresh = await services.callback_account(tenant, channel, fresh=True)
-                if fresh is None or fresh == account or exc.status == 413:
-                    raise
-                account = fresh
-                opened = protocol.open_envelope(account, query, body)
+            account, opened = await _with_fresh_retry(tenant, channel, account,
+                                                      lambda a: protocol.open_envelope(a, query, body))
             fields = protocol.fields_of(opened)
             event = protocol.normalize(channel, fields)
         except CallbackRejected as exc:

@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 from xml.etree import ElementTree
 
@@ -51,9 +52,14 @@ class Account:
     def __repr__(self) -> str:
         return f"Account(tenant_id={self.tenant_id}, channel={self.channel!r}, app_id={self.app_id!r})"
 
-    def crypto(self) -> MpCrypto | WorkCrypto:
+    @cached_property
+    def _crypto(self) -> MpCrypto | WorkCrypto:
+        # Built once per kept account: decoding the EncodingAESKey on every callback is wasted work.
         cls = WorkCrypto if self.channel == "wecom" else MpCrypto
         return cls(self.token, self.aes_key, self.app_id)
+
+    def crypto(self) -> MpCrypto | WorkCrypto:
+        return self._crypto
 
 
 def sha1_signature(*parts: str) -> str:
