@@ -24,7 +24,7 @@ from siyu.timeline import services as timeline
 SYSTEM = Actor(None, "system")
 REASONS = ("unionid", "manual")
 PROFILE_FIELDS = ("display_name", "avatar_url", "phone", "remark", "language")
-TIME_FIELDS = ("first_seen_at", "last_interaction_at", "erased_at")
+TIME_FIELDS = ("first_seen_at", "last_interaction_at", "last_purchase_at", "erased_at")
 
 
 def _plain(value: Any) -> Any:
@@ -51,9 +51,10 @@ def _survivor_changes(survivor: dict[str, Any], merged: dict[str, Any]) -> dict[
         changes["unionid"] = (None, merged["unionid"])
     if merged["first_seen_at"] < survivor["first_seen_at"]:
         changes["first_seen_at"] = (survivor["first_seen_at"], merged["first_seen_at"])
-    theirs, ours = merged["last_interaction_at"], survivor["last_interaction_at"]
-    if theirs is not None and (ours is None or theirs > ours):
-        changes["last_interaction_at"] = (ours, theirs)
+    for field in ("last_interaction_at", "last_purchase_at"):
+        theirs, ours = merged[field], survivor[field]
+        if theirs is not None and (ours is None or theirs > ours):
+            changes[field] = (ours, theirs)
     if survivor["erased_at"] is not None and merged["erased_at"] is None:
         changes["erased_at"] = (survivor["erased_at"], None)
     return changes

@@ -35,6 +35,7 @@ class Contact(Table, tablename="contact"):
     unionid = Varchar(length=64, null=True, default=None)
     first_seen_at = Timestamptz()
     last_interaction_at = Timestamptz(null=True, default=None)
+    last_purchase_at = Timestamptz(null=True, default=None)  # the newest `purchase` on the timeline
     merged_into = ForeignKey("self", null=True, default=None, on_delete=OnDelete.set_null)
     erased_at = Timestamptz(null=True, default=None)  # personal fields erased (unfollow, data-subject request)
     created_at = Timestamptz()
@@ -52,6 +53,7 @@ class Identity(Table, tablename="identity"):
     first_seen_at = Timestamptz()
     last_seen_at = Timestamptz()
     profile = JSONB(default={})  # what the channel told us (nickname, avatar, language, scene, …)
+    enriched_at = Timestamptz(null=True, default=None)  # when the channel's API was last asked about them
     erased_at = Timestamptz(null=True, default=None)  # unfollowed and erased; cleared when seen again
 
 
@@ -91,6 +93,8 @@ class Owner(Table, tablename="owner"):
     staff_userid = Varchar(length=64)  # the rep's WeCom UserID
     state = Varchar(length=64, default="")  # the `state` of the contact way the customer came through
     remark = Text(default="")
+    description = Text(default="")  # the rep's description of the customer (WeCom follow_user)
+    tags = JSONB(default=[])  # the rep's WeCom tags on the customer: [{"group": …, "name": …, "type": …}]
     added_at = Timestamptz()
     removed_at = Timestamptz(null=True, default=None)
 

@@ -79,8 +79,10 @@ async def append(tenant_id: int, contact_id: int | None, kind: str, channel: str
         event_id = await insert_locked(tenant_id, live, kind, channel, occurred_at, payload, source_key, identity_id)
         if event_id is not None and kind in INTERACTIONS:
             await db.execute(
-                "UPDATE contact SET last_interaction_at = GREATEST(COALESCE(last_interaction_at, $3), $3) "
-                "WHERE tenant = $1 AND id = $2", tenant_id, live, occurred_at)
+                "UPDATE contact SET last_interaction_at = GREATEST(COALESCE(last_interaction_at, $3), $3), "
+                "last_purchase_at = CASE WHEN $4 THEN GREATEST(COALESCE(last_purchase_at, $3), $3) "
+                "ELSE last_purchase_at END WHERE tenant = $1 AND id = $2",
+                tenant_id, live, occurred_at, kind == "purchase")
     return event_id
 
 
