@@ -10,17 +10,17 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath
 
+from siyu.contacts import privacy
 from siyu.contacts import services as contacts
 from siyu.contacts.lookup import check_identity, contact_json, find_by_identity
 from siyu.core.errors import Conflict, InvalidInput, NotFound, WeChatError
 from siyu.core.i18n import N_
+from siyu.tenants.services import Actor
 from siyu.timeline import services as timeline
-from siyu.web.auth import api_key, api_tenant_id
+from siyu.web.auth import api_key, api_tenant_id, client_ip
 
 OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{6,64}$")
 CODE_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
-
-
 
 
 def _contact_id(raw: str) -> int:
@@ -28,6 +28,20 @@ def _contact_id(raw: str) -> int:
     if not raw.isdigit() or len(raw) > 12:
         raise InvalidInput.one("id", N_("Enter a whole number."))
     return int(raw)
+
+
+def _actor(request: Request[Any, Any, Any]) -> Actor:
+    return request.scope["user"].actor(client_ip(request))
+
+
+async def _json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except Exception:
+        raise InvalidInput.one("body", N_("Send a JSON object.")) from None
+    if not isinstance(body, dict):
+        raise InvalidInput.one("body", N_("Send a JSON object."))
+    return body
 
 
 class ContactsApi(Controller):
@@ -63,17 +77,28 @@ class ContactsApi(Controller):
                                    channels=q.getall("channel", []) or None, kinds=q.getall("kind", []) or None)
         return {"events": [e.as_json() for e in page.events], "next_cursor": page.next_cursor}
 
+    @get("/contacts/{contact_id:str}/export")
+    async def export(self, request: Request[Any, Any, Any], contact_id: FromPath[str]) -> dict[str, Any]:
+        """Everything Siyu holds about this person (a data-subject access request), audited."""
+        tid = api_tenant_id(request)
+        return await privacy.export_contact(tid, _contact_id(contact_id), _actor(request))
+
+    @post("/contacts/{contact_id:str}/erase", status_code=200)
+    async def erase(self, request: Request[Any, Any, Any], contact_id: FromPath[str]) -> dict[str, Any]:
+        """Erase this person's personal information (a data-subject erasure request): `{"reason": …}`,
+        audited. Identifiers and the shape of the history stay; see the erased counts."""
+        tid = api_tenant_id(request)
+        cid = _contact_id(contact_id)
+        body = await _json_object(request)
+        erased = await privacy.do_erase_contact(tid, cid, str(body.get("reason") or ""), _actor(request))
+        return {"contact_id": cid, "erased": erased}
+
     @post("/mp/login", status_code=200)
     async def mp_login(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         """The brand's Mini Program backend reports a login: `{"code": …}` (Siyu calls jscode2session) or
         `{"openid": …, "unionid": …}` when it already has them. Answers the contact id."""
         tid = api_tenant_id(request)
-        try:
-            body = await request.json()
-        except Exception:
-            raise InvalidInput.one("body", N_("Send a JSON object.")) from None
-        if not isinstance(body, dict):
-            raise InvalidInput.one("body", N_("Send a JSON object."))
+        body = await _json_object(request)
         code = str(body.get("code") or "").strip()
         openid = str(body.get("openid") or "").strip()
         unionid = str(body.get("unionid") or "").strip() or None

@@ -21,6 +21,7 @@ from siyu.core.errors import InvalidInput, NotFound
 from siyu.core.i18n import N_
 from siyu.tenants.services import Actor, record_audit
 from siyu.timeline import services as timeline
+from siyu.wechat.events import erase_personal_payloads
 
 __all__ = ["do_merge", "do_unmerge", "list_merges", "resolve", "resolve_identity"]
 
@@ -39,17 +40,17 @@ async def get_contact(tenant_id: int, contact_id: int) -> dict[str, Any]:
 
 async def identities_of(tenant_id: int, contact_id: int) -> list[dict[str, Any]]:
     rows = await db.fetch(
-        "SELECT id, channel, external_id, unionid, first_seen_at, last_seen_at, profile::text AS profile, erased_at "
-        "FROM identity WHERE tenant = $1 AND contact = $2 ORDER BY channel, id", tenant_id, contact_id)
+        "SELECT id, channel, external_id, unionid, first_seen_at, last_seen_at, profile::text AS profile, erased_at, "
+        "enriched_at FROM identity WHERE tenant = $1 AND contact = $2 ORDER BY channel, id", tenant_id, contact_id)
     return [{**dict(r), "profile": json.loads(r["profile"])} for r in rows]
 
 
 async def owners_of(tenant_id: int, contact_id: int, include_removed: bool = False) -> list[dict[str, Any]]:
     rows = await db.fetch(
-        "SELECT id, identity, staff_userid, state, remark, added_at, removed_at FROM owner "
-        "WHERE tenant = $1 AND contact = $2 AND ($3 OR removed_at IS NULL) ORDER BY added_at, id",
+        "SELECT id, identity, staff_userid, state, remark, description, tags::text AS tags, added_at, removed_at "
+        "FROM owner WHERE tenant = $1 AND contact = $2 AND ($3 OR removed_at IS NULL) ORDER BY added_at, id",
         tenant_id, contact_id, include_removed)
-    return [dict(r) for r in rows]
+    return [{**dict(r), "tags": json.loads(r["tags"])} for r in rows]
 
 
 # --- tags ------------------------------------------------------------------------------------------------
@@ -183,7 +184,7 @@ async def do_set_erase_on_unfollow(tenant_id: int, enabled: bool, actor: Actor) 
 
 async def erase_on_unfollow(tenant_id: int, identity_id: int, unfollowed_at: datetime) -> bool:
     """WeChat's rule on an OA unfollow: erase what the identity told us about the person (its profile,
-    the personal parts of its events' payloads, and the contact's display fields when no other active
+    the personal parts of its events' payloads and of its stored callbacks, and the contact's display fields when no other active
     identity remains). Kept: the rows, kinds, times and channels (counts, non-personal history).
     Skipped when the tenant turned it off, or the identity was seen again after this unfollow."""
     if not (await get_settings(tenant_id)).erase_on_unfollow:
@@ -191,13 +192,15 @@ async def erase_on_unfollow(tenant_id: int, identity_id: int, unfollowed_at: dat
     async with db.transaction():
         contact_id = await lock_identity_contact(tenant_id, identity_id)
         identity = await db.fetchrow(
-            "SELECT last_seen_at, erased_at FROM identity WHERE tenant = $1 AND id = $2 FOR UPDATE",
-            tenant_id, identity_id)
+            "SELECT channel, external_id, last_seen_at, erased_at FROM identity WHERE tenant = $1 AND id = $2 "
+            "FOR UPDATE", tenant_id, identity_id)
         if identity["erased_at"] is not None or identity["last_seen_at"] > unfollowed_at:
             return False  # erased already (a re-run), or followed again since
         await db.execute("UPDATE identity SET profile = '{}'::jsonb, erased_at = now() "
                          "WHERE tenant = $1 AND id = $2", tenant_id, identity_id)
         events = await timeline.erase_personal(tenant_id, identity_id)
+        callbacks = await erase_personal_payloads(tenant_id, identity["channel"], identity["external_id"],
+                                                  until=unfollowed_at)
         others = await db.fetchrow(
             "SELECT count(*) AS n FROM identity WHERE tenant = $1 AND contact = $2 AND id <> $3 AND erased_at IS NULL",
             tenant_id, contact_id, identity_id)
@@ -208,5 +211,6 @@ async def erase_on_unfollow(tenant_id: int, identity_id: int, unfollowed_at: dat
                 "erased_at = COALESCE(erased_at, now()), updated_at = now() WHERE tenant = $1 AND id = $2",
                 tenant_id, contact_id)
         await record_audit(Actor(None, "system"), tenant_id, "contact.erased_on_unfollow", "identity", identity_id,
-                           {"contact": contact_id, "events": events, "contact_erased": contact_erased})
+                           {"contact": contact_id, "events": events, "callbacks": callbacks,
+                            "contact_erased": contact_erased})
     return True

@@ -117,15 +117,25 @@ async def move_back(tenant_id: int, from_contact: int, to_contact: int, event_id
     return sorted(int(r["id"]) for r in rows)
 
 
-async def erase_personal(tenant_id: int, identity_id: int) -> int:
-    """Strip an identity's events down to their non-personal keys; the events themselves (kinds, times,
-    channels: the counts) stay."""
+async def _erase_where(column: str, tenant_id: int, value: int) -> int:
     status = await db.execute(
         "UPDATE timeline_event SET payload = COALESCE((SELECT jsonb_object_agg(key, value) FROM "
         "jsonb_each(payload) WHERE key = ANY($3::text[])), '{}'::jsonb) || '{\"erased\": true}'::jsonb "
-        "WHERE tenant = $1 AND identity = $2 AND NOT payload ? 'erased'",
-        tenant_id, identity_id, sorted(NON_PERSONAL))
+        f"WHERE tenant = $1 AND {column} = $2 AND NOT payload ? 'erased'",
+        tenant_id, value, sorted(NON_PERSONAL))
     return int(status.split()[-1])
+
+
+async def erase_personal(tenant_id: int, identity_id: int) -> int:
+    """Strip an identity's events down to their non-personal keys; the events themselves (kinds, times,
+    channels: the counts) stay."""
+    return await _erase_where("identity", tenant_id, identity_id)
+
+
+async def erase_contact_personal(tenant_id: int, contact_id: int) -> int:
+    """`erase_personal` for every event of a contact (notes and events made inside the CRM too): a
+    data-subject erasure."""
+    return await _erase_where("contact", tenant_id, contact_id)
 
 
 # --- reading ----------------------------------------------------------------------------------------------

@@ -76,11 +76,16 @@ async def test_a_contact_and_its_timeline_in_pages(client: Client, acme: TenantF
 async def test_another_tenants_contact_answers_like_a_missing_one(client: Client, acme_key: dict[str, str],
                                                                   globex: TenantFixture) -> None:
     theirs = await contacts.resolve(globex.id, "oa", "oGlobexOpenid000000000000001", at=datetime.now(UTC))
-    for path in (f"/api/v1/contacts/{theirs.contact_id}", f"/api/v1/contacts/{theirs.contact_id}/timeline"):
-        foreign = await client.get(path, headers=acme_key)
-        missing = await client.get(path.replace(str(theirs.contact_id), "987654321"), headers=acme_key)
+    base = f"/api/v1/contacts/{theirs.contact_id}"
+    for method, path in (("GET", base), ("GET", f"{base}/timeline"), ("GET", f"{base}/export"),
+                         ("POST", f"{base}/erase")):
+        body = {"json": {"reason": "DSR-1"}} if method == "POST" else {}
+        foreign = await client.request(method, path, headers=acme_key, **body)
+        missing = await client.request(method, path.replace(str(theirs.contact_id), "987654321"),
+                                       headers=acme_key, **body)
         assert foreign.status_code == missing.status_code == 404
         assert foreign.json() == missing.json()
+    assert (await contacts.get_contact(globex.id, theirs.contact_id))["erased_at"] is None
     lookup = await client.get("/api/v1/contacts", params={"identity": "oGlobexOpenid000000000000001"},
                               headers=acme_key)
     assert lookup.json() == {"contacts": []}

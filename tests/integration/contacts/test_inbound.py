@@ -158,6 +158,12 @@ async def test_unfollow_erases_personal_fields_and_keeps_history(acme: TenantFix
     assert page.events[1].payload == {"msg_type": "text", "erased": True}  # the words are gone
     assert page.events[2].payload == {"scene": "ad", "erased": True}  # the campaign stays
     assert "contact.erased_on_unfollow" in [a["action"] for a in await table("audit_log", acme.id)]
+    # The stored callbacks lose the words too; what happened and when stays.
+    raw = {r["msg_type"] or r["kind"]: r["payload"] for r in await InboundEvent.select(
+        InboundEvent.kind, InboundEvent.msg_type, InboundEvent.payload).output(load_json=True)}
+    assert "13812345678" not in str(raw)
+    assert raw["text"]["erased"] is True and raw["text"]["fields"]["MsgType"] == "text"
+    assert "Content" not in raw["text"]["fields"] and "FromUserName" not in raw["text"]["fields"]
 
     # A re-follow makes the identity active again; the old unfollow, re-run, does not erase it again.
     await c.post(c.oa, event("oLeaver", "subscribe", at=T0 + 3))

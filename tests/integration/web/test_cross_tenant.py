@@ -336,7 +336,8 @@ COVERED = ({(m, t.replace("{id}", "{}")) for m, t, _, _ in ID_ROUTES}
            | {("POST", "/contacts/{}/tags/{}/delete")}
            # Bearer-key routes: tests/integration/contacts/test_api.py compares another tenant's contact with
            # a missing one, byte for byte.
-           | {("GET", "/api/v1/contacts/{}"), ("GET", "/api/v1/contacts/{}/timeline")})
+           | {("GET", "/api/v1/contacts/{}"), ("GET", "/api/v1/contacts/{}/timeline"),
+              ("GET", "/api/v1/contacts/{}/export"), ("POST", "/api/v1/contacts/{}/erase")})
 
 
 def test_every_route_with_a_path_parameter_is_covered(app: Any) -> None:
