@@ -22,13 +22,15 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 import siyu
 from siyu.contacts.api import ContactsApi
 from siyu.contacts.views import ContactsController
-from siyu.core import db, i18n
+from siyu.core import db, effects, i18n
 from siyu.core import redis as redis_mod
 from siyu.core.crypto import derive_key
 from siyu.core.errors import InvalidInput, SiyuError, TooManyRequests
 from siyu.core.i18n import N_
 from siyu.core.logs import configure_logging
 from siyu.core.settings import FRONTEND_DIR, get_settings
+from siyu.segments.api import SegmentsApi
+from siyu.segments.views import SegmentsController
 from siyu.tenants.api import TenantApi
 from siyu.tenants.views import (
     ChannelsController,
@@ -53,6 +55,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     await db.start_pool()
     app.state.redis = redis_mod.connect()
     app.state.arq = await redis_mod.arq_pool()
+    effects.install(app.state.arq)
     app.state.wechat = WeChatRuntime(app.state.redis)
     app.state.ingestor = Ingestor(lambda ids: enqueue_batch(app.state.arq, ids))
     app.state.ingestor.start()
@@ -63,6 +66,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     finally:
         await listener.stop()
         await app.state.ingestor.stop()
+        effects.uninstall(app.state.arq)
         await app.state.arq.aclose()
         await app.state.wechat.close()
         await app.state.redis.aclose()
@@ -157,6 +161,7 @@ def create_app() -> Litestar:
         route_handlers=[
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
             InvitationController, TenantApi, ContactsApi, WeChatCallbacks, AutoRepliesController, ContactsController,
+            SegmentsController, SegmentsApi,
             *([bare_endpoint] if s.bench_bare_endpoint else []),
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],

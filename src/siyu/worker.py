@@ -9,8 +9,9 @@ from arq.connections import RedisSettings
 from arq.worker import func
 
 from siyu.contacts import jobs as contact_jobs
-from siyu.core import db
+from siyu.core import db, effects
 from siyu.core.redis import JOB_SERIALIZATION, arq_settings
+from siyu.inbox import jobs as inbox_jobs
 from siyu.tenants import jobs as tenant_jobs
 from siyu.wechat import jobs as wechat_jobs
 from siyu.wechat.outbound import WeChatRuntime
@@ -23,9 +24,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(get_settings().log_level)
     await db.start_pool(min_size=1, max_size=5)
     ctx["wechat"] = WeChatRuntime(ctx["redis"])
+    effects.install(ctx["redis"])
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    effects.uninstall(ctx.get("redis"))
     if "wechat" in ctx:
         await ctx["wechat"].close()
     await db.close_pool()
@@ -42,6 +45,13 @@ FUNCTIONS = [
     func(wechat_jobs.sweep_inbound, name="wechat.sweep_inbound", max_tries=1),
     func(wechat_jobs.kf_sync, name="wechat.kf_sync", max_tries=5),
     func(contact_jobs.resolve_inbound, name="contacts.resolve_inbound", max_tries=5),
+    func(contact_jobs.enrich_identity, name="contacts.enrich_identity", max_tries=8),
+    func(inbox_jobs.handle_inbound, name="inbox.handle_inbound", max_tries=5),
+    func(inbox_jobs.send_message, name="inbox.send_message", max_tries=5),
+    func(inbox_jobs.notify_customer, name="inbox.notify_customer", max_tries=3),
+    func(inbox_jobs.sla_check, name="inbox.sla_check", max_tries=3),
+    func(inbox_jobs.drain, name="inbox.drain", max_tries=3),
+    func(inbox_jobs.sweep, name="inbox.sweep", max_tries=1),
 ]
 
 
@@ -51,6 +61,7 @@ class WorkerSettings:
         cron(tenant_jobs.purge_expired_invitations, name="cron:tenants.purge_expired_invitations",
              hour={3}, minute={17}, run_at_startup=False),
         cron(wechat_jobs.sweep_inbound, name="cron:wechat.sweep_inbound", second={5}, run_at_startup=True),
+        cron(inbox_jobs.sweep, name="cron:inbox.sweep", second={35}, run_at_startup=True),
     ]
     job_serializer = JOB_SERIALIZATION["job_serializer"]
     job_deserializer = JOB_SERIALIZATION["job_deserializer"]

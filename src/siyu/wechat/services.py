@@ -262,3 +262,10 @@ async def list_recent_events(tenant_id: int, limit: int = 50) -> list[dict[str, 
         InboundEvent.processed_at, InboundEvent.payload,
     ).where(InboundEvent.tenant == tenant_id).order_by(InboundEvent.id, ascending=False).limit(limit).output(
         load_json=True)
+
+
+async def keyword_reply(tenant_id: int, text: str) -> str | None:
+    """What the Official Account's keyword rules answer to this text (cached rules), without counting a
+    hit: the inbox asks whether the bot could answer a message."""
+    found = best_keyword_rules(await _enabled_rules(tenant_id), text)
+    return str(found[0]["reply"]) if found else None

@@ -1,0 +1,241 @@
+"""What reps and managers do in the inbox: reply, note, take, transfer, resolve, reopen, snooze, presence.
+
+Each `do_*` runs in one transaction, scoped by the viewer (out of scope answers like missing), and leaves
+its side effects (the send job, live updates) for after commit. A reply is recorded as `sending` and sent
+by the `inbox.send_message` job through the send-once ledger, so a double click or a re-run job never
+sends it twice; its status turns `sent` or `failed` (with the reason in words) live.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from siyu.core import clock, db, effects
+from siyu.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from siyu.core.i18n import N_
+from siyu.inbox import conversations as convs
+from siyu.inbox import routing
+from siyu.inbox.conversations import Viewer
+from siyu.tenants.services import Actor, record_audit
+from siyu.wechat import windows
+
+REPLY_MAX = 2000  # WeChat takes 2048 bytes of text per customer-service message; Chinese is 3 bytes a character
+PRESENCES = ("online", "away", "offline")
+
+# Why a send did not go, in words (Delivery.reason / errcodes).
+SEND_FAILURES = {
+    45015: N_("The reply window is closed: the customer has not written in the last 48 hours."),
+    45047: N_("The reply quota is used: WeChat allows 5 replies per customer message."),
+    43004: N_("The customer no longer follows the Official Account."),
+    43101: N_("The customer has not agreed to receive this message."),
+    45009: N_("WeChat's daily limit for this account is reached; try again later."),
+    45011: N_("WeChat asks to slow down; try again in a minute."),
+    -1: N_("WeChat was busy; try again."),
+}
+GENERIC_FAILURE = N_("WeChat did not accept the message (error {code}).")
+
+
+def failure_text(error: str) -> tuple[str, dict[str, Any]]:
+    """A failed message's stored errcode → the msgid that says why, with its parameters."""
+    code = int(error) if error.lstrip("-").isdigit() else None
+    if code in SEND_FAILURES:
+        return SEND_FAILURES[code], {}
+    return GENERIC_FAILURE, {"code": error or "?"}
+
+
+async def drain_soon(tenant_id: int, why: str) -> None:
+    """A rep has room now (went online, resolved, snoozed): route the waiting conversations after commit."""
+    await effects.enqueue("inbox.drain", tenant_id, job_id=f"inbox.drain:{tenant_id}:{why}:{clock.now().timestamp()}")
+
+
+async def _mine_to_act_on(tenant_id: int, viewer: Viewer, conversation_id: int) -> dict[str, Any]:
+    await convs.get_conversation(tenant_id, viewer, conversation_id)  # NotFound when out of scope
+    return await convs.lock(tenant_id, conversation_id)
+
+
+def _require_holder(conv: dict[str, Any], viewer: Viewer) -> None:
+    if conv["assignee"] != viewer.staff_id and not viewer.is_manager:
+        raise Forbidden(N_("Only the rep who has this conversation (or a manager) can do that."))
+
+
+def _text(raw: str, field: str = "text") -> str:
+    clean = (raw or "").strip()
+    if not clean or len(clean) > REPLY_MAX or len(clean.encode()) > 2048:
+        raise InvalidInput.one(field, N_("Write 1 to {max} characters (WeChat takes 2048 bytes)."), max=REPLY_MAX)
+    return clean
+
+
+async def window_for(tenant_id: int, conv: dict[str, Any]) -> windows.WindowState:
+    external = await db.fetchrow("SELECT external_id FROM identity WHERE tenant = $1 AND id = $2",
+                                 tenant_id, conv["identity"])
+    return await windows.state(tenant_id, conv["channel"], external["external_id"])
+
+
+async def do_reply(tenant_id: int, viewer: Viewer, conversation_id: int, text: str) -> int:
+    """Queue a reply to the customer; returns the message id. Refused before anything is written when
+    WeChat would refuse it (window closed, quota used)."""
+    body = _text(text)
+    async with db.transaction():
+        conv = await _mine_to_act_on(tenant_id, viewer, conversation_id)
+        if conv["status"] in ("bot", "queued", "resolved"):
+            # Writing to a waiting or closed conversation takes it (one owner at a time).
+            await routing.hold_seat(tenant_id, viewer.staff_id)
+            if conv["status"] == "resolved":
+                conv = await convs.transition(conv, "bot", actor_label=viewer.name)
+            conv = await convs.transition(conv, "assigned", assignee=viewer.staff_id, rule="manual",
+                                          actor_label=viewer.name)
+        else:
+            _require_holder(conv, viewer)
+        state = await window_for(tenant_id, conv)
+        if not state.can_send:
+            raise Conflict(SEND_FAILURES.get(state.refusal or 45015, GENERIC_FAILURE), field="text")
+        now = clock.now()
+        row = await db.fetchrow(
+            "INSERT INTO inbox_message (tenant, conversation, direction, author, author_label, msg_type, body, "
+            "status, source_key, created_at) VALUES ($1, $2, 'out', $3, $4, 'text', $5, 'sending', "
+            "'reply:' || gen_random_uuid()::text, $6) RETURNING id",
+            tenant_id, conversation_id, viewer.staff_id, viewer.name, body, now)
+        message_id = int(row["id"])
+        updated = await db.fetchrow(
+            "UPDATE inbox_conversation SET last_message_at = $3, preview = $4, unread = 0, "
+            "first_response_at = CASE WHEN status = 'assigned' THEN COALESCE(first_response_at, $3) END, "
+            "status = CASE WHEN status = 'snoozed' THEN 'assigned' ELSE status END, "
+            "snoozed_until = NULL, updated_at = now() WHERE tenant = $1 AND id = $2 RETURNING *",
+            tenant_id, conversation_id, now, body[:convs.PREVIEW_MAX])
+        await db.execute("UPDATE inbox_assignment SET first_response_at = COALESCE(first_response_at, $3) "
+                         "WHERE tenant = $1 AND conversation = $2 AND ended_at IS NULL", tenant_id, conversation_id, now)
+        await effects.enqueue("inbox.send_message", tenant_id, message_id, job_id=f"inbox.send:{message_id}")
+        await convs.announce(dict(updated), "message")
+    return message_id
+
+
+async def do_note(tenant_id: int, viewer: Viewer, conversation_id: int, text: str) -> int:
+    """An internal note in the thread: never sent to the customer."""
+    body = _text(text)
+    async with db.transaction():
+        conv = await _mine_to_act_on(tenant_id, viewer, conversation_id)
+        row = await db.fetchrow(
+            "INSERT INTO inbox_message (tenant, conversation, direction, author, author_label, msg_type, body, "
+            "status, source_key, created_at) VALUES ($1, $2, 'note', $3, $4, 'text', $5, 'noted', "
+            "'note:' || gen_random_uuid()::text, now()) RETURNING id",
+            tenant_id, conversation_id, viewer.staff_id, viewer.name, body)
+        await convs.announce(conv, "note")
+    return int(row["id"])
+
+
+async def do_assign(tenant_id: int, viewer: Viewer, conversation_id: int, staff_id: int) -> dict[str, Any]:
+    """Take a conversation (staff_id = yourself) or, as a manager, give it to a rep (a transfer). A manual
+    choice may go past the rep's capacity; routing never does."""
+    async with db.transaction():
+        conv = await _mine_to_act_on(tenant_id, viewer, conversation_id)
+        if staff_id != viewer.staff_id and not viewer.is_manager and conv["assignee"] != viewer.staff_id:
+            raise Forbidden(N_("Only managers can give a conversation to someone else."))
+        target = await db.fetchrow("SELECT id FROM staff WHERE tenant = $1 AND id = $2 AND is_active "
+                                   "AND role IN ('agent', 'tenant_admin')", tenant_id, staff_id)
+        if target is None:
+            raise InvalidInput.one("staff_id", N_("Choose an active rep of this brand."))
+        if conv["assignee"] == staff_id and conv["status"] == "assigned":
+            return conv
+        await routing.hold_seat(tenant_id, staff_id)
+        if conv["status"] == "resolved":
+            conv = await convs.transition(conv, "bot", actor_label=viewer.name)
+        reason = "transferred" if conv["assignee"] == viewer.staff_id else "reassigned"
+        return await convs.transition(conv, "assigned", assignee=staff_id, rule="manual", actor_label=viewer.name,
+                                      end_reason=reason)
+
+
+async def do_transfer_to_team(tenant_id: int, viewer: Viewer, conversation_id: int, team_id: int) -> dict[str, Any]:
+    """Send a conversation back to the queue of one team; routed at once if one of them has room."""
+    async with db.transaction():
+        conv = await _mine_to_act_on(tenant_id, viewer, conversation_id)
+        _require_holder(conv, viewer)
+        if await db.fetchrow("SELECT 1 FROM team WHERE tenant = $1 AND id = $2", tenant_id, team_id) is None:
+            raise InvalidInput.one("team_id", N_("Choose a team of this brand."))
+        await db.execute("UPDATE inbox_conversation SET teams = $3 WHERE tenant = $1 AND id = $2",
+                         tenant_id, conversation_id, [team_id])
+        conv["teams"] = [team_id]
+        queued = await convs.transition(conv, "queued", reason="manual", actor_label=viewer.name,
+                                        end_reason="transferred", keep_queue_time=False)
+        contact_id = await convs.contact_of(tenant_id, conv["identity"])
+        return await routing.assign_next(queued, contact_id, exclude=(viewer.staff_id,)) or queued
+
+
+async def do_resolve(tenant_id: int, viewer: Viewer, conversation_id: int) -> dict[str, Any]:
+    async with db.transaction():
+        conv = await _mine_to_act_on(tenant_id, viewer, conversation_id)
+        if conv["status"] == "resolved":
+            return conv
+        if conv["status"] in convs.HOLDING:
+            _require_holder(conv, viewer)
+        done = await convs.transition(conv, "resolved", actor_label=viewer.name, end_reason="resolved")
+        await drain_soon(tenant_id, f"c{done['id']}")
+        return done
+
+
+async def do_reopen(tenant_id: int, viewer: Viewer, conversation_id: int) -> dict[str, Any]:
+    """A resolved conversation back to the rep who reopens it."""
+    async with db.transaction():
+        conv = await _mine_to_act_on(tenant_id, viewer, conversation_id)
+        if conv["status"] != "resolved":
+            raise Conflict(N_("Only a resolved conversation can be reopened."))
+        await routing.hold_seat(tenant_id, viewer.staff_id)
+        conv = await convs.transition(conv, "bot", actor_label=viewer.name)
+        return await convs.transition(conv, "assigned", assignee=viewer.staff_id, rule="reopen",
+                                      actor_label=viewer.name)
+
+
+SNOOZE_CHOICES = {"1h": timedelta(hours=1), "4h": timedelta(hours=4), "1d": timedelta(days=1),
+                  "3d": timedelta(days=3)}
+
+
+async def do_snooze(tenant_id: int, viewer: Viewer, conversation_id: int, until: datetime | str) -> dict[str, Any]:
+    """Put a conversation aside until a time (or until the customer writes); the rep keeps it."""
+    if isinstance(until, str):
+        if until not in SNOOZE_CHOICES:
+            raise InvalidInput.one("until", N_("Choose one of: {choices}."), choices=", ".join(SNOOZE_CHOICES))
+        until = clock.now() + SNOOZE_CHOICES[until]
+    if until <= clock.now():
+        raise InvalidInput.one("until", N_("Choose a time in the future."))
+    async with db.transaction():
+        conv = await _mine_to_act_on(tenant_id, viewer, conversation_id)
+        if conv["status"] != "assigned":
+            raise Conflict(N_("Only an assigned conversation can be snoozed."))
+        _require_holder(conv, viewer)
+        done = await convs.transition(conv, "snoozed", assignee=conv["assignee"], snoozed_until=until,
+                                      actor_label=viewer.name)
+        await drain_soon(tenant_id, f"c{done['id']}")
+        return done
+
+
+async def do_set_presence(tenant_id: int, staff_id: int, presence: str, actor: Actor,
+                          wecom_userid: str | None = None) -> None:
+    """Online / away / offline (and the rep's WeCom UserID, which makes them the owner of the customers
+    they added). Going online drains the queue."""
+    if presence not in PRESENCES:
+        raise InvalidInput.one("presence", N_("Choose one of: {choices}."), choices=", ".join(PRESENCES))
+    if wecom_userid is not None and len(wecom_userid) > 64:
+        raise InvalidInput.one("wecom_userid", N_("Use 1 to {max} characters."), max=64)
+    async with db.transaction():
+        if await db.fetchrow("SELECT 1 FROM staff WHERE tenant = $1 AND id = $2", tenant_id, staff_id) is None:
+            raise NotFound()
+        before = await db.fetchrow("SELECT presence FROM inbox_agent WHERE tenant = $1 AND staff = $2",
+                                   tenant_id, staff_id)
+        await db.execute(
+            "INSERT INTO inbox_agent (tenant, staff, presence, presence_at, wecom_userid) "
+            "VALUES ($1, $2, $3, now(), COALESCE($4, '')) ON CONFLICT (tenant, staff) DO UPDATE SET "
+            "presence = EXCLUDED.presence, presence_at = CASE WHEN inbox_agent.presence = EXCLUDED.presence "
+            "THEN inbox_agent.presence_at ELSE now() END, wecom_userid = COALESCE($4, inbox_agent.wecom_userid)",
+            tenant_id, staff_id, presence, wecom_userid)
+        if before is None or before["presence"] != presence:
+            await record_audit(actor, tenant_id, "inbox.presence", "staff", staff_id,
+                               {"presence": [before["presence"] if before else None, presence]})
+            await effects.publish(convs.live_channel(tenant_id), {"event": "presence", "staff": staff_id,
+                                                                  "presence": presence})
+        if presence == "online":
+            await drain_soon(tenant_id, f"s{staff_id}")
+
+
+async def presence_of(tenant_id: int, staff_id: int) -> str:
+    row = await db.fetchrow("SELECT presence FROM inbox_agent WHERE tenant = $1 AND staff = $2", tenant_id, staff_id)
+    return str(row["presence"]) if row else "offline"

@@ -1,0 +1,242 @@
+"""Conversations: who may see them, and the one place their state changes.
+
+States: `bot` (auto-replies answer) → `queued` (waiting for a human) → `assigned` (a rep has it) →
+`resolved`; an assigned conversation can be `snoozed` (the rep keeps it; it wakes at a time or when the
+customer writes). Every change goes through `transition`, which checks it is allowed, keeps the
+assignment log, writes the timeline and a line in the thread, and publishes the live update after commit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from siyu.core import clock, db, effects
+from siyu.core.errors import Conflict, NotFound
+from siyu.core.i18n import N_
+from siyu.inbox.config import get_settings
+from siyu.timeline import services as timeline
+
+STATUSES = ("bot", "queued", "assigned", "snoozed", "resolved")
+ALLOWED: dict[str, frozenset[str]] = {
+    "bot": frozenset({"queued", "assigned", "resolved"}),
+    "queued": frozenset({"queued", "assigned", "resolved"}),  # queued → queued: sent to another team
+    "assigned": frozenset({"assigned", "queued", "snoozed", "resolved"}),  # assigned → assigned: transfer
+    "snoozed": frozenset({"assigned", "queued", "resolved"}),
+    "resolved": frozenset({"bot", "queued", "assigned"}),
+}
+PREVIEW_MAX = 140
+HOLDING = frozenset({"assigned", "snoozed"})  # a rep holds it (and its assignment row is open)
+
+
+def live_channel(tenant_id: int) -> str:
+    return f"siyu:inbox:{tenant_id}"
+
+
+# --- who sees what ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Viewer:
+    """A signed-in person as the inbox scopes them: a rep sees their own conversations and the waiting ones
+    of their teams; a manager also every conversation of the teams they manage; a tenant admin all."""
+
+    staff_id: int
+    name: str
+    is_admin: bool
+    team_ids: tuple[int, ...]
+    managed_team_ids: tuple[int, ...]
+    managed_staff_ids: tuple[int, ...]
+
+    @property
+    def is_manager(self) -> bool:
+        return self.is_admin or bool(self.managed_team_ids)
+
+    def where(self, alias: str, first_param: int) -> tuple[str, list[Any]]:
+        """A SQL condition on conversation `alias` with its parameters numbered from `first_param`."""
+        if self.is_admin:
+            return "TRUE", []
+        p = first_param
+        own = f"{alias}.assignee = ${p}"
+        waiting = (f"({alias}.status = 'queued' AND (cardinality({alias}.teams) = 0 "
+                   f"OR {alias}.teams && ${p + 1}::int[]))")
+        clause = f"({own} OR {waiting}"
+        args: list[Any] = [self.staff_id, list(self.team_ids)]
+        if self.managed_team_ids:
+            clause += (f" OR {alias}.teams && ${p + 2}::int[] OR {alias}.assignee = ANY(${p + 3}::int[])")
+            args += [list(self.managed_team_ids), list(self.managed_staff_ids)]
+        return clause + ")", args
+
+    def sees(self, conv: dict[str, Any]) -> bool:
+        """The same rule as `where`, for one row already read (live updates)."""
+        if self.is_admin or conv.get("assignee") == self.staff_id:
+            return True
+        teams = set(conv.get("teams") or ())
+        if conv.get("status") == "queued" and (not teams or teams & set(self.team_ids)):
+            return True
+        return bool(teams & set(self.managed_team_ids)) or conv.get("assignee") in self.managed_staff_ids
+
+
+async def viewer_for(tenant_id: int, staff_id: int) -> Viewer:
+    row = await db.fetchrow("SELECT id, name, email, role FROM staff WHERE tenant = $1 AND id = $2 AND is_active",
+                            tenant_id, staff_id)
+    if row is None:
+        raise NotFound()
+    teams = tuple(int(r["team"]) for r in await db.fetch(
+        "SELECT team FROM team_member WHERE tenant = $1 AND staff = $2 ORDER BY team", tenant_id, staff_id))
+    managed = tuple(int(r["team"]) for r in await db.fetch(
+        "SELECT team FROM inbox_team_route WHERE tenant = $1 AND $2 = ANY(managers) ORDER BY team",
+        tenant_id, staff_id))
+    members: tuple[int, ...] = ()
+    if managed:
+        members = tuple(int(r["staff"]) for r in await db.fetch(
+            "SELECT DISTINCT staff FROM team_member WHERE tenant = $1 AND team = ANY($2::int[])", tenant_id,
+            list(managed)))
+    return Viewer(staff_id, row["name"] or row["email"], row["role"] == "tenant_admin", teams, managed, members)
+
+
+# --- reads -----------------------------------------------------------------------------------------------
+
+CONVERSATION_COLUMNS = (
+    "c.id, c.identity, c.channel, c.open_kfid, c.status, c.assignee, c.teams, c.vip, c.handoff_reason, c.unanswered, "
+    "c.unread, c.queued_at, c.assigned_at, c.first_response_at, c.snoozed_until, c.resolved_at, c.last_message_at, "
+    "c.last_inbound_at, c.preview, c.created_at, i.contact, i.external_id, ct.display_name, ct.remark, "
+    "ct.language, s.name AS assignee_name, s.email AS assignee_email")
+CONVERSATION_FROM = (
+    "inbox_conversation c JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity "
+    "JOIN contact ct ON ct.tenant = i.tenant AND ct.id = i.contact "
+    "LEFT JOIN staff s ON s.tenant = c.tenant AND s.id = c.assignee")
+
+
+async def get_conversation(tenant_id: int, viewer: Viewer | None, conversation_id: int) -> dict[str, Any]:
+    """One conversation with its contact's name; out of the viewer's scope answers like a missing one."""
+    where, args = viewer.where("c", 3) if viewer else ("TRUE", [])
+    row = await db.fetchrow(f"SELECT {CONVERSATION_COLUMNS} FROM {CONVERSATION_FROM} "
+                            f"WHERE c.tenant = $1 AND c.id = $2 AND {where}", tenant_id, conversation_id, *args)
+    if row is None:
+        raise NotFound()
+    return dict(row)
+
+
+async def lock(tenant_id: int, conversation_id: int) -> dict[str, Any]:
+    """Lock a conversation for a state change (inside a transaction)."""
+    row = await db.fetchrow("SELECT * FROM inbox_conversation WHERE tenant = $1 AND id = $2 FOR UPDATE",
+                            tenant_id, conversation_id)
+    if row is None:
+        raise NotFound()
+    return dict(row)
+
+
+async def fetch_row(tenant_id: int, conversation_id: int) -> dict[str, Any]:
+    row = await db.fetchrow("SELECT * FROM inbox_conversation WHERE tenant = $1 AND id = $2", tenant_id,
+                            conversation_id)
+    if row is None:
+        raise NotFound()
+    return dict(row)
+
+
+async def contact_of(tenant_id: int, identity_id: int) -> int:
+    row = await db.fetchrow("SELECT contact FROM identity WHERE tenant = $1 AND id = $2", tenant_id, identity_id)
+    return int(row["contact"])
+
+
+# --- the one place state changes -------------------------------------------------------------------------
+
+def _epoch(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+async def system_line(tenant_id: int, conversation_id: int, event: str, at: datetime, source_key: str,
+                      **params: Any) -> None:
+    """A line in the thread that says what happened (rendered in the reader's language)."""
+    await db.execute(
+        "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, status, "
+        "source_key, created_at) VALUES ($1, $2, 'system', 'siyu', 'event', $3, 'noted', $4, $5) "
+        "ON CONFLICT (tenant, source_key) DO NOTHING",
+        tenant_id, conversation_id, json.dumps({"event": event, **params}, ensure_ascii=False), source_key, at)
+
+
+async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_label: str = "system",
+                     assignee: int | None = None, rule: str = "", end_reason: str = "",
+                     snoozed_until: datetime | None = None, keep_queue_time: bool = False) -> dict[str, Any]:
+    """Move a locked conversation (`lock`) to `to`. Returns the updated row."""
+    tenant_id, conv_id, frm = conv["tenant"], conv["id"], conv["status"]
+    if to not in ALLOWED[frm]:
+        raise Conflict(N_("This conversation cannot change that way now (it may have changed meanwhile)."))
+    if to in HOLDING and assignee is None:
+        raise ValueError("assigned and snoozed conversations need an assignee")
+    now = clock.now()
+    keeps_holder = frm in HOLDING and to in HOLDING and assignee == conv["assignee"]
+    if frm in HOLDING and not keeps_holder:
+        await db.execute(
+            "UPDATE inbox_assignment SET ended_at = $3, end_reason = $4 WHERE tenant = $1 AND conversation = $2 "
+            "AND ended_at IS NULL", tenant_id, conv_id, now, end_reason or to)
+    values: dict[str, Any] = {"status": to, "updated_at": now}
+    if to == "bot":
+        values.update(assignee=None, queued_at=None, assigned_at=None, first_response_at=None, snoozed_until=None,
+                      resolved_at=None, unanswered=0, handoff_reason="")
+    elif to == "queued":
+        values.update(assignee=None, assigned_at=None, first_response_at=None, snoozed_until=None, resolved_at=None,
+                      queued_at=conv["queued_at"] if keep_queue_time and conv["queued_at"] else now)
+        if frm in ("bot", "resolved"):
+            values["handoff_reason"] = reason
+    elif to == "assigned":
+        values.update(assignee=assignee, snoozed_until=None, resolved_at=None)
+        if not keeps_holder:
+            values.update(assigned_at=now, first_response_at=None)
+    elif to == "snoozed":
+        values.update(snoozed_until=snoozed_until)
+    elif to == "resolved":
+        values.update(assignee=None, resolved_at=now, snoozed_until=None, unanswered=0, unread=0)
+    names = sorted(values)
+    sets = ", ".join(f"{n} = ${i + 3}" for i, n in enumerate(names))
+    row = dict(await db.fetchrow(f"UPDATE inbox_conversation SET {sets} WHERE tenant = $1 AND id = $2 RETURNING *",
+                                 tenant_id, conv_id, *(values[n] for n in names)))
+
+    contact_id = await contact_of(tenant_id, conv["identity"])
+    stamp = _epoch(now)
+    kind, payload = None, {"conversation": conv_id, "channel": conv["channel"]}
+    if to == "assigned" and not keeps_holder:
+        assignment = await db.fetchrow(
+            "INSERT INTO inbox_assignment (tenant, conversation, contact, staff, rule, queued_at, assigned_at, "
+            "end_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, '') RETURNING id",
+            tenant_id, conv_id, contact_id, assignee, rule or "manual", conv["queued_at"], now)
+        await db.execute("UPDATE inbox_agent SET last_assigned_at = $3 WHERE tenant = $1 AND staff = $2",
+                         tenant_id, assignee, now)
+        staff = await db.fetchrow("SELECT name, email FROM staff WHERE tenant = $1 AND id = $2", tenant_id, assignee)
+        label = staff["name"] or staff["email"]
+        kind, payload = "assignment", {**payload, "to": label, "rule": rule or "manual", "by": actor_label}
+        await system_line(tenant_id, conv_id, "assigned", now, f"sys:{conv_id}:assigned:{assignment['id']}",
+                          to=label, rule=rule or "manual", by=actor_label)
+        row["assignment_id"] = int(assignment["id"])
+        # The SLA: without a first reply by then, the conversation goes back to the queue and the next rep.
+        sla = (await get_settings(tenant_id)).sla_minutes
+        await effects.enqueue("inbox.sla_check", tenant_id, int(assignment["id"]),
+                              job_id=f"inbox.sla:{assignment['id']}", defer_by=sla * 60)
+    elif to == "queued":
+        kind, payload = "handoff", {**payload, "reason": reason or conv["handoff_reason"], "by": actor_label}
+        await system_line(tenant_id, conv_id, "queued", now, f"sys:{conv_id}:queued:{stamp}", reason=reason,
+                          by=actor_label)
+    elif to == "resolved":
+        kind, payload = "resolution", {**payload, "by": actor_label}
+        await system_line(tenant_id, conv_id, "resolved", now, f"sys:{conv_id}:resolved:{stamp}", by=actor_label)
+    elif to == "snoozed":
+        await system_line(tenant_id, conv_id, "snoozed", now, f"sys:{conv_id}:snoozed:{stamp}", by=actor_label,
+                          until=snoozed_until.isoformat() if snoozed_until else "")
+    elif to == "bot" and frm == "resolved":
+        await system_line(tenant_id, conv_id, "reopened", now, f"sys:{conv_id}:reopened:{stamp}", by=actor_label)
+    if kind is not None:
+        await timeline.append(tenant_id, None, kind, "siyu", now, payload, f"inbox:{conv_id}:{kind}:{stamp}",
+                              identity_id=conv["identity"])
+    row["previous_assignee"] = conv["assignee"]
+    await announce(row, f"status:{to}")
+    return row
+
+
+async def announce(conv: dict[str, Any], event: str) -> None:
+    """Tell every web process (after commit) that this conversation changed; each relays it to the
+    viewers whose scope includes it."""
+    await effects.publish(live_channel(conv["tenant"]), {
+        "conversation": conv["id"], "event": event, "status": conv["status"], "assignee": conv["assignee"],
+        "teams": list(conv["teams"] or ()), "previous_assignee": conv.get("previous_assignee")})

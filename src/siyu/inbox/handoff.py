@@ -1,0 +1,193 @@
+"""Inbound messages become conversation messages, and the bot hands a conversation to a human.
+
+Handoff triggers (per tenant, `config`): a handoff keyword (人工, 客服, 转人工, human, agent by default), a menu
+button marked "talk to a human", N consecutive messages the bot could not answer, a VIP tag on the contact,
+or an API call. A handoff queues the conversation and routes it at once; the customer is told what happens
+next (their place in the queue, or the rep's name) when the reply window has room to spare.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from siyu.core import clock, db, effects
+from siyu.core.errors import NotFound
+from siyu.inbox import conversations as convs
+from siyu.inbox import routing
+from siyu.inbox.config import InboxSettings, asks_for_a_human, get_settings
+from siyu.wechat.events import load_normalized
+from siyu.wechat.services import keyword_reply
+
+log = logging.getLogger("siyu.inbox.handoff")
+
+REASONS = ("keyword", "menu", "unanswered", "vip", "api", "manual")
+
+
+async def conversation_for(tenant_id: int, identity_id: int, channel: str, open_kfid: str = "") -> dict[str, Any]:
+    """The identity's conversation, created in `bot` state on first contact, locked."""
+    await db.execute(
+        "INSERT INTO inbox_conversation (tenant, identity, channel, open_kfid, status, teams, vip, handoff_reason, "
+        "unanswered, unread, preview, created_at, updated_at) "
+        "VALUES ($1, $2, $3, $4, 'bot', '{}', false, '', 0, 0, '', now(), now()) "
+        "ON CONFLICT (tenant, identity) DO NOTHING", tenant_id, identity_id, channel, open_kfid)
+    row = await db.fetchrow("SELECT * FROM inbox_conversation WHERE tenant = $1 AND identity = $2 FOR UPDATE",
+                            tenant_id, identity_id)
+    return dict(row)
+
+
+async def is_vip(tenant_id: int, contact_id: int, settings: InboxSettings) -> bool:
+    if not settings.vip_tag_ids:
+        return False
+    row = await db.fetchrow("SELECT 1 FROM contact_tag WHERE tenant = $1 AND contact = $2 AND tag = ANY($3::int[])",
+                            tenant_id, contact_id, list(settings.vip_tag_ids))
+    return row is not None
+
+
+async def handoff_locked(conv: dict[str, Any], reason: str, actor_label: str = "bot") -> dict[str, Any]:
+    """Queue a locked conversation for a human and try to route it now. Returns the row as it ends."""
+    tenant_id = conv["tenant"]
+    if conv["status"] in ("queued", "assigned", "snoozed"):
+        return conv  # a human has it, or it is waiting for one already
+    settings = await get_settings(tenant_id)
+    contact_id = await convs.contact_of(tenant_id, conv["identity"])
+    teams = await routing.serving_teams(tenant_id, conv["channel"], contact_id)
+    vip = await is_vip(tenant_id, contact_id, settings)
+    await db.execute("UPDATE inbox_conversation SET teams = $3, vip = $4 WHERE tenant = $1 AND id = $2",
+                     tenant_id, conv["id"], teams, vip)
+    conv = {**conv, "teams": teams, "vip": vip}
+    queued = await convs.transition(conv, "queued", reason=reason, actor_label=actor_label)
+    assigned = await routing.assign_next(queued, contact_id)
+    final = assigned or queued
+    if settings.notify_customer:
+        ref = final.get("assignment_id") or int(final["queued_at"].timestamp())
+        await effects.enqueue("inbox.notify_customer", tenant_id, conv["id"], str(ref),
+                              job_id=f"inbox.notify:{conv['id']}:{ref}")
+    return final
+
+
+def _body(event: dict[str, Any]) -> str:
+    details = event["details"]
+    if event["msg_type"] == "text":
+        return str(details.get("Content") or "")
+    for key in ("Title", "Label", "Url", "Recognition"):
+        if details.get(key):
+            return str(details[key])
+    return ""
+
+
+async def _customer_message(conv: dict[str, Any], event: dict[str, Any], contact_id: int,
+                            settings: InboxSettings) -> dict[str, Any] | None:
+    tenant_id = conv["tenant"]
+    body = _body(event)
+    added = await db.fetchrow(
+        "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, status, "
+        "source_key, created_at) VALUES ($1, $2, 'in', '', $3, $4, 'received', $5, $6) "
+        "ON CONFLICT (tenant, source_key) DO NOTHING RETURNING id",
+        tenant_id, conv["id"], event["msg_type"] or "text", body, f"wechat:{event['id']}", event["occurred_at"])
+    if added is None:
+        return None  # handled before (a re-run job)
+    preview = (body or f"[{event['msg_type']}]")[:convs.PREVIEW_MAX]
+    row = await db.fetchrow(
+        "UPDATE inbox_conversation SET last_message_at = GREATEST(COALESCE(last_message_at, $3), $3), "
+        "last_inbound_at = GREATEST(COALESCE(last_inbound_at, $3), $3), preview = $4, "
+        "unread = unread + CASE WHEN status IN ('assigned', 'snoozed') THEN 1 ELSE 0 END, "
+        "open_kfid = COALESCE(NULLIF($5, ''), open_kfid), updated_at = now() "
+        "WHERE tenant = $1 AND id = $2 RETURNING *",
+        tenant_id, conv["id"], event["occurred_at"], preview, str(event["details"].get("open_kfid") or ""))
+    conv = dict(row)
+    if conv["status"] == "resolved":  # the customer came back: the bot first, as for a new conversation
+        conv = await convs.transition(conv, "bot", actor_label="customer")
+    if conv["status"] == "snoozed":  # the customer wrote: the snooze ends, back to the rep who holds it
+        await routing.hold_seat(tenant_id, conv["assignee"])
+        return await convs.transition(conv, "assigned", assignee=conv["assignee"], actor_label="customer")
+    if conv["status"] != "bot":
+        await convs.announce(conv, "message")
+        return conv
+    if await is_vip(tenant_id, contact_id, settings):
+        return await handoff_locked(conv, "vip")
+    if event["msg_type"] == "text" and asks_for_a_human(settings, body):
+        return await handoff_locked(conv, "keyword")
+    answered = (conv["channel"] == "oa" and event["msg_type"] == "text"
+                and await keyword_reply(tenant_id, body) is not None)
+    unanswered = 0 if answered else conv["unanswered"] + 1
+    await db.execute("UPDATE inbox_conversation SET unanswered = $3 WHERE tenant = $1 AND id = $2",
+                     tenant_id, conv["id"], unanswered)
+    conv["unanswered"] = unanswered
+    if settings.unanswered_limit and unanswered >= settings.unanswered_limit:
+        return await handoff_locked(conv, "unanswered")
+    await convs.announce(conv, "message")
+    return conv
+
+
+async def _servicer_message(conv: dict[str, Any], event: dict[str, Any]) -> None:
+    """A 微信客服 servicer wrote from the WeCom client: it shows in the thread, and counts as a reply."""
+    tenant_id = conv["tenant"]
+    added = await db.fetchrow(
+        "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, status, "
+        "source_key, created_at, sent_at) VALUES ($1, $2, 'out', $3, $4, $5, 'sent', $6, $7, $7) "
+        "ON CONFLICT (tenant, source_key) DO NOTHING RETURNING id",
+        tenant_id, conv["id"], str(event["details"].get("servicer_userid") or "WeCom"), event["msg_type"] or "text",
+        _body(event), f"wechat:{event['id']}", event["occurred_at"])
+    if added is None:
+        return
+    row = await db.fetchrow(
+        "UPDATE inbox_conversation SET last_message_at = GREATEST(COALESCE(last_message_at, $3), $3), "
+        "first_response_at = CASE WHEN status = 'assigned' THEN COALESCE(first_response_at, $3) END, "
+        "updated_at = now() WHERE tenant = $1 AND id = $2 RETURNING *", tenant_id, conv["id"], event["occurred_at"])
+    await convs.announce(dict(row), "message")
+
+
+async def handle_inbound(event_ids: list[int]) -> int:
+    """The inbox's part of stored callbacks (after contacts resolved their identities): customer messages
+    into conversations (with the bot's handoff rules), servicer messages, "talk to a human" menu clicks.
+    Returns how many messages this run added; a second run adds none."""
+    added = 0
+    settings_by_tenant: dict[int, InboxSettings] = {}
+    for event in await load_normalized(event_ids):
+        kind = event["kind"]
+        is_customer = kind == "message" and (event["channel"] != "wecom" or "origin" in event["details"])
+        if not (is_customer or kind in ("kf_servicer_message", "menu_click")) or not event["external_id"]:
+            continue
+        tenant_id = event["tenant"]
+        if tenant_id not in settings_by_tenant:
+            settings_by_tenant[tenant_id] = await get_settings(tenant_id)
+        settings = settings_by_tenant[tenant_id]
+        if kind == "menu_click" and event["details"].get("key") not in settings.handoff_menu_keys:
+            continue
+        identity = await db.fetchrow(
+            "SELECT id, contact FROM identity WHERE tenant = $1 AND channel = $2 AND external_id = $3",
+            tenant_id, event["channel"], event["external_id"])
+        if identity is None:
+            log.warning("inbound event %s has no identity yet; contacts resolves it first", event["id"])
+            continue
+        async with db.transaction():
+            conv = await conversation_for(tenant_id, int(identity["id"]), event["channel"],
+                                          str(event["details"].get("open_kfid") or ""))
+            if is_customer:
+                added += await _customer_message(conv, event, int(identity["contact"]), settings) is not None
+            elif kind == "kf_servicer_message":
+                await _servicer_message(conv, event)
+            else:
+                marker = await db.fetchrow(
+                    "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, "
+                    "status, source_key, created_at) VALUES ($1, $2, 'system', 'customer', 'event', "
+                    "'{\"event\": \"menu_handoff\"}', 'noted', $3, $4) ON CONFLICT (tenant, source_key) DO NOTHING "
+                    "RETURNING id", tenant_id, conv["id"], f"wechat:{event['id']}", event["occurred_at"])
+                if marker is not None:
+                    await handoff_locked(conv, "menu", actor_label="customer")
+    return added
+
+
+async def do_handoff(tenant_id: int, identity_id: int, reason: str = "api", actor_label: str = "api") -> dict[str, Any]:
+    """Hand a person's conversation to a human on request (the API, an agent): created if needed."""
+    async with db.transaction():
+        identity = await db.fetchrow("SELECT channel FROM identity WHERE tenant = $1 AND id = $2",
+                                     tenant_id, identity_id)
+        if identity is None:
+            raise NotFound()
+        conv = await conversation_for(tenant_id, identity_id, identity["channel"])
+        if conv["last_message_at"] is None:
+            await db.execute("UPDATE inbox_conversation SET last_message_at = $3 WHERE tenant = $1 AND id = $2",
+                             tenant_id, conv["id"], clock.now())
+        return await handoff_locked(conv, reason, actor_label=actor_label)

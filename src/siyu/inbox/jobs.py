@@ -1,0 +1,169 @@
+"""Jobs of the inbox. They take ids, are registered by name, and are safe to run twice: sends go through the
+send-once ledger under the message's own key, transitions re-check the state under the row lock."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq.worker import Retry
+
+from siyu.core import clock, db, effects
+from siyu.inbox import actions, handoff, routing
+from siyu.inbox import conversations as convs
+from siyu.inbox.config import get_settings
+from siyu.timeline import services as timeline
+from siyu.wechat.outbound import WeChatRuntime, deliver_text
+
+log = logging.getLogger("siyu.inbox.jobs")
+
+NOTICE_MIN_ROOM = 3  # tell the customer only when the window keeps this many replies for the rep
+
+
+def _runtime(ctx: dict[str, Any]) -> WeChatRuntime:
+    rt = ctx.get("wechat")
+    if rt is None:
+        rt = ctx["wechat"] = WeChatRuntime(ctx["redis"])
+    return rt
+
+
+def _retry(ctx: dict[str, Any], what: str, exc: Exception) -> Retry:
+    tries = int(ctx.get("job_try", 1))
+    log.warning("%s failed (try %s): %r", what, tries, exc)
+    return Retry(defer=min(60, 2 ** tries))
+
+
+async def handle_inbound(ctx: dict[str, Any], event_ids: list[int]) -> int:
+    """Stored callbacks whose identities contacts has resolved → conversations (see `handoff`)."""
+    try:
+        return await handoff.handle_inbound(event_ids)
+    except Exception as exc:
+        if "job_try" not in ctx:
+            raise
+        raise _retry(ctx, f"inbox events {event_ids[:5]}", exc) from exc
+
+
+async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
+    """Send a rep's reply once (the ledger key is the message's), then mark it sent or failed, live."""
+    row = await db.fetchrow(
+        "SELECT m.id, m.body, m.status, m.created_at, c.id AS conversation, c.channel, c.open_kfid, c.identity, "
+        "i.external_id FROM inbox_message m JOIN inbox_conversation c ON c.tenant = m.tenant AND c.id = m.conversation "
+        "JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity WHERE m.tenant = $1 AND m.id = $2",
+        tenant_id, message_id)
+    if row is None or row["status"] != "sending":
+        return "nothing to send"
+    delivery = await deliver_text(_runtime(ctx), tenant_id, row["channel"], row["external_id"], row["body"],
+                                  f"inbox:msg:{message_id}", open_kfid=row["open_kfid"])
+    if delivery.state == "retryable" and int(ctx.get("job_try", 5)) < 5:
+        raise Retry(defer=min(60, 2 ** int(ctx.get("job_try", 1))))
+    if delivery.state == "pending":  # another run is sending it right now; that run settles it
+        return "pending"
+    sent = delivery.state == "sent"
+    error = "" if sent else str(delivery.errcode if delivery.errcode is not None else "unknown")  # words: actions.failure_text
+    async with db.transaction():
+        done = await db.fetchrow(
+            "UPDATE inbox_message SET status = $3, error = $4, outbound_id = $5, "
+            "sent_at = CASE WHEN $3 = 'sent' THEN now() END WHERE tenant = $1 AND id = $2 AND status = 'sending' "
+            "RETURNING id", tenant_id, message_id, "sent" if sent else "failed", error, delivery.outbound_id)
+        if done is None:
+            return "settled before"
+        if sent:
+            await timeline.append(tenant_id, None, "message_out", row["channel"], row["created_at"],
+                                  {"msg_type": "text", "Content": row["body"], "conversation": row["conversation"]},
+                                  f"inbox:msg:{message_id}", identity_id=row["identity"])
+        conv = await db.fetchrow("SELECT * FROM inbox_conversation WHERE tenant = $1 AND id = $2", tenant_id,
+                                 row["conversation"])
+        await convs.announce(dict(conv), f"sent:{message_id}" if sent else f"failed:{message_id}")
+    return delivery.state
+
+
+NOTICES = {
+    "queued": {"zh_CN": "已为您转接人工客服，您前面还有 {n} 位，请稍候。",
+               "en": "A person from our team will answer you shortly. {n} ahead of you in the queue."},
+    "assigned": {"zh_CN": "您好，{name} 将为您服务。",
+                 "en": "Hello, {name} from our team will help you now."},
+}
+
+
+async def notify_customer(ctx: dict[str, Any], tenant_id: int, conversation_id: int, ref: str) -> str:
+    """Tell the customer what happens next (queue place or the rep's name), once per handoff or
+    assignment, and only when the reply window keeps enough room for the rep's own replies."""
+    settings = await get_settings(tenant_id)
+    if not settings.notify_customer:
+        return "off"
+    conv = await convs.get_conversation(tenant_id, None, conversation_id)
+    if conv["status"] not in ("queued", "assigned"):
+        return "not waiting"
+    window = await actions.window_for(tenant_id, conv)
+    if not window.can_send or window.remaining < NOTICE_MIN_ROOM:
+        return "no room"
+    lang = "en" if (conv["language"] or "").startswith("en") else "zh_CN"
+    if conv["status"] == "queued":
+        ahead = await routing.queue_position(tenant_id, conv)
+        text = NOTICES["queued"][lang].format(n=ahead)
+    else:
+        text = NOTICES["assigned"][lang].format(name=conv["assignee_name"] or conv["assignee_email"].split("@")[0])
+    delivery = await deliver_text(_runtime(ctx), tenant_id, conv["channel"], conv["external_id"], text,
+                                  f"inbox:notice:{conversation_id}:{ref}", open_kfid=conv["open_kfid"])
+    if delivery.state == "sent" and not delivery.duplicate:
+        await db.execute(
+            "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, status, "
+            "source_key, created_at, sent_at, outbound_id) VALUES ($1, $2, 'out', 'bot', 'text', $3, 'sent', $4, "
+            "now(), now(), $5) ON CONFLICT (tenant, source_key) DO NOTHING",
+            tenant_id, conversation_id, text, f"notice:{conversation_id}:{ref}", delivery.outbound_id)
+        await convs.announce(await convs.fetch_row(tenant_id, conversation_id), "message")
+    return delivery.state
+
+
+async def sla_check(ctx: dict[str, Any], tenant_id: int, assignment_id: int) -> str:
+    """An assignment without a first reply after the SLA: back to the queue (keeping its place), and on to
+    the next rep."""
+    settings = await get_settings(tenant_id)
+    async with db.transaction():
+        a = await db.fetchrow("SELECT conversation, staff, assigned_at, first_response_at, ended_at "
+                              "FROM inbox_assignment WHERE tenant = $1 AND id = $2", tenant_id, assignment_id)
+        if a is None or a["ended_at"] is not None or a["first_response_at"] is not None:
+            return "answered or ended"
+        if (clock.now() - a["assigned_at"]).total_seconds() < settings.sla_minutes * 60 - 1:
+            return "not due"
+        conv = await convs.lock(tenant_id, a["conversation"])
+        if conv["status"] != "assigned" or conv["assignee"] != a["staff"] or conv["first_response_at"] is not None:
+            return "changed"
+        queued = await convs.transition(conv, "queued", reason="sla", actor_label="sla", end_reason="sla",
+                                        keep_queue_time=True)
+        contact_id = await convs.contact_of(tenant_id, conv["identity"])
+        moved = await routing.assign_next(queued, contact_id, exclude=await routing.sla_excluded(tenant_id, queued),
+                                          actor_label="sla")
+    return "reassigned" if moved else "requeued"
+
+
+async def drain(ctx: dict[str, Any], tenant_id: int) -> int:
+    """Route the tenant's waiting conversations while reps have room."""
+    return await routing.drain(tenant_id)
+
+
+async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
+    """Every minute: wake snoozed conversations that are due, catch SLA checks whose deferred job was lost,
+    and drain every queue that has waiting conversations (a lost drain job must not strand anyone)."""
+    woke = 0
+    for row in await db.fetch("SELECT tenant, id FROM inbox_conversation WHERE status = 'snoozed' "
+                              "AND snoozed_until <= now() ORDER BY snoozed_until LIMIT 500"):
+        async with db.transaction():
+            conv = await convs.lock(row["tenant"], row["id"])
+            if conv["status"] != "snoozed":
+                continue
+            await routing.hold_seat(conv["tenant"], conv["assignee"])
+            await convs.transition(conv, "assigned", assignee=conv["assignee"], actor_label="snooze")
+            woke += 1
+    late = await db.fetch(
+        "SELECT a.tenant, a.id FROM inbox_assignment a JOIN inbox_conversation c ON c.tenant = a.tenant "
+        "AND c.id = a.conversation LEFT JOIN inbox_settings s ON s.tenant = a.tenant "
+        "WHERE c.status = 'assigned' AND c.first_response_at IS NULL AND a.ended_at IS NULL "
+        "AND a.assigned_at < now() - make_interval(mins => COALESCE(s.sla_minutes, 5)) - interval '30 seconds' "
+        "LIMIT 500")
+    for row in late:
+        await effects.enqueue("inbox.sla_check", row["tenant"], row["id"], job_id=f"inbox.sla:{row['id']}:sweep")
+    drained = 0
+    for row in await db.fetch("SELECT DISTINCT tenant FROM inbox_conversation WHERE status = 'queued'"):
+        drained += await routing.drain(int(row["tenant"]))
+    return {"woke": woke, "sla": len(late), "assigned": drained}
