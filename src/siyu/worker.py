@@ -61,7 +61,7 @@ class WorkerSettings:
         cron(tenant_jobs.purge_expired_invitations, name="cron:tenants.purge_expired_invitations",
              hour={3}, minute={17}, run_at_startup=False),
         cron(wechat_jobs.sweep_inbound, name="cron:wechat.sweep_inbound", second={5}, run_at_startup=True),
-        cron(inbox_jobs.sweep, name="cron:inbox.sweep", second={35}, run_at_startup=True),
+        cron(inbox_jobs.sweep, name="cron:inbox.sweep", second={20, 50}, run_at_startup=True),
     ]
     job_serializer = JOB_SERIALIZATION["job_serializer"]
     job_deserializer = JOB_SERIALIZATION["job_deserializer"]

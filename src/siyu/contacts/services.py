@@ -193,7 +193,7 @@ async def erase_on_unfollow(tenant_id: int, identity_id: int, unfollowed_at: dat
         contact_id = await lock_identity_contact(tenant_id, identity_id)
         identity = await db.fetchrow(
             "SELECT channel, external_id, last_seen_at, erased_at FROM identity WHERE tenant = $1 AND id = $2 "
-            "FOR UPDATE", tenant_id, identity_id)
+            "FOR NO KEY UPDATE", tenant_id, identity_id)
         if identity["erased_at"] is not None or identity["last_seen_at"] > unfollowed_at:
             return False  # erased already (a re-run), or followed again since
         await db.execute("UPDATE identity SET profile = '{}'::jsonb, erased_at = now() "

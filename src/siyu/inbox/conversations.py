@@ -16,7 +16,6 @@ from typing import Any
 from siyu.core import clock, db, effects
 from siyu.core.errors import Conflict, NotFound
 from siyu.core.i18n import N_
-from siyu.inbox.config import get_settings
 from siyu.timeline import services as timeline
 
 STATUSES = ("bot", "queued", "assigned", "snoozed", "resolved")
@@ -209,11 +208,7 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
         kind, payload = "assignment", {**payload, "to": label, "rule": rule or "manual", "by": actor_label}
         await system_line(tenant_id, conv_id, "assigned", now, f"sys:{conv_id}:assigned:{assignment['id']}",
                           to=label, rule=rule or "manual", by=actor_label)
-        row["assignment_id"] = int(assignment["id"])
-        # The SLA: without a first reply by then, the conversation goes back to the queue and the next rep.
-        sla = (await get_settings(tenant_id)).sla_minutes
-        await effects.enqueue("inbox.sla_check", tenant_id, int(assignment["id"]),
-                              job_id=f"inbox.sla:{assignment['id']}", defer_by=sla * 60)
+        row["assignment_id"] = int(assignment["id"])  # its SLA is watched by the inbox sweep (jobs.sweep)
     elif to == "queued":
         kind, payload = "handoff", {**payload, "reason": reason or conv["handoff_reason"], "by": actor_label}
         await system_line(tenant_id, conv_id, "queued", now, f"sys:{conv_id}:queued:{stamp}", reason=reason,

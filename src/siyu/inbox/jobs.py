@@ -62,8 +62,8 @@ async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> 
     error = "" if sent else str(delivery.errcode if delivery.errcode is not None else "unknown")  # words: actions.failure_text
     async with db.transaction():
         done = await db.fetchrow(
-            "UPDATE inbox_message SET status = $3, error = $4, outbound_id = $5, "
-            "sent_at = CASE WHEN $3 = 'sent' THEN now() END WHERE tenant = $1 AND id = $2 AND status = 'sending' "
+            "UPDATE inbox_message SET status = $3::varchar, error = $4, outbound_id = $5, "
+            "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() END WHERE tenant = $1 AND id = $2 AND status = 'sending' "
             "RETURNING id", tenant_id, message_id, "sent" if sent else "failed", error, delivery.outbound_id)
         if done is None:
             return "settled before"
@@ -143,8 +143,9 @@ async def drain(ctx: dict[str, Any], tenant_id: int) -> int:
 
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
-    """Every minute: wake snoozed conversations that are due, catch SLA checks whose deferred job was lost,
-    and drain every queue that has waiting conversations (a lost drain job must not strand anyone)."""
+    """Twice a minute: wake snoozed conversations that are due, send assignments past their SLA without a
+    first reply to `sla_check`, and drain every queue that has waiting conversations (a lost drain job must
+    not strand anyone)."""
     woke = 0
     for row in await db.fetch("SELECT tenant, id FROM inbox_conversation WHERE status = 'snoozed' "
                               "AND snoozed_until <= now() ORDER BY snoozed_until LIMIT 500"):
@@ -156,13 +157,13 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
             await convs.transition(conv, "assigned", assignee=conv["assignee"], actor_label="snooze")
             woke += 1
     late = await db.fetch(
-        "SELECT a.tenant, a.id FROM inbox_assignment a JOIN inbox_conversation c ON c.tenant = a.tenant "
-        "AND c.id = a.conversation LEFT JOIN inbox_settings s ON s.tenant = a.tenant "
-        "WHERE c.status = 'assigned' AND c.first_response_at IS NULL AND a.ended_at IS NULL "
-        "AND a.assigned_at < now() - make_interval(mins => COALESCE(s.sla_minutes, 5)) - interval '30 seconds' "
-        "LIMIT 500")
+        "SELECT a.tenant, a.id FROM inbox_conversation c JOIN inbox_assignment a ON a.tenant = c.tenant "
+        "AND a.conversation = c.id AND a.ended_at IS NULL LEFT JOIN inbox_settings s ON s.tenant = c.tenant "
+        "WHERE c.status = 'assigned' AND c.first_response_at IS NULL "
+        "AND c.assigned_at <= now() - make_interval(mins => COALESCE(s.sla_minutes, 5)) ORDER BY c.assigned_at LIMIT 500")
+    minute = int(clock.now().timestamp()) // 60
     for row in late:
-        await effects.enqueue("inbox.sla_check", row["tenant"], row["id"], job_id=f"inbox.sla:{row['id']}:sweep")
+        await effects.enqueue("inbox.sla_check", row["tenant"], row["id"], job_id=f"inbox.sla:{row['id']}:{minute}")
     drained = 0
     for row in await db.fetch("SELECT DISTINCT tenant FROM inbox_conversation WHERE status = 'queued'"):
         drained += await routing.drain(int(row["tenant"]))

@@ -97,7 +97,7 @@ class Outbound(Table, tablename="wechat_outbound"):
     kind = Varchar(length=16, default="custom")  # custom | kf | template | subscribe
     payload = JSONB(default={})
     state = Varchar(length=16, default="pending")  # pending | sent | refused | retryable | unknown
-    window_slot = Varchar(length=8, default="")  # user | event
+    window_slot = Varchar(length=16, default="")  # user | event | event+user
     errcode = Integer(null=True, default=None)
     errmsg = Text(default="")
     wechat_msgid = Varchar(length=128, default="")

@@ -1,0 +1,482 @@
+"""The reps' inbox (`/inbox`): three panes — the conversation list of a box, the open thread with its
+composer, the contact — kept live by server-sent events (`/inbox/stream`, see `live`); and the canned
+replies page (`/inbox/canned`).
+
+Views validate and render; the `do_*` services in `actions` and `canned` act. Every read is scoped by the
+signed-in person's `Viewer`, so a conversation out of their scope (or of another tenant) is a 404 like a
+missing one. htmx asks for the fragment it swaps (a partial template); a plain request gets the page.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath
+from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage, Template
+from litestar.status_codes import HTTP_303_SEE_OTHER
+
+from siyu.contacts import services as contacts
+from siyu.contacts.views import KIND_LABELS
+from siyu.core import clock, i18n
+from siyu.core.errors import InvalidInput, NotFound
+from siyu.core.i18n import N_
+from siyu.inbox import actions, boxes, canned, live
+from siyu.inbox.conversations import Viewer, get_conversation, viewer_for
+from siyu.tenants import staff as staff_svc
+from siyu.tenants.services import Actor
+from siyu.timeline import services as timeline
+from siyu.web.auth import client_ip, require_tenant_id, tenant_staff
+from siyu.web.render import current_user, errors_for, render, toast_header
+from siyu.wechat import windows
+
+CONTACT_EVENTS = 8  # timeline events in the contact panel; the contact page has them all
+
+STATUS_LABELS = {"bot": N_("With the bot"), "queued": N_("Waiting"), "assigned": N_("Assigned"),
+                 "snoozed": N_("Snoozed"), "resolved": N_("Resolved")}
+STATUS_FILTER_LABELS = {"open": N_("Open"), "queued": N_("Waiting"), "assigned": N_("Assigned"),
+                        "snoozed": N_("Snoozed"), "resolved": N_("Resolved"), "bot": N_("With the bot"),
+                        "any": N_("Any status")}
+BOX_LABELS = {"mine": N_("Mine"), "unassigned": N_("Unassigned"), "all": N_("All")}
+PRESENCE_LABELS = {"online": N_("online"), "away": N_("away"), "offline": N_("offline")}
+SNOOZE_LABELS = {"1h": N_("1 hour"), "4h": N_("4 hours"), "1d": N_("1 day"), "3d": N_("3 days")}
+RULE_WORDS = {"owner": N_("the customer's own rep"), "recent": N_("served them last"),
+              "least_loaded": N_("least busy"), "manual": N_("by hand"), "reopen": N_("reopened")}
+REASON_WORDS = {"keyword": N_("the customer asked for a human"), "menu": N_("the customer tapped “talk to a human”"),
+                "unanswered": N_("the bot could not answer"), "vip": N_("a VIP customer"),
+                "api": N_("requested through the API"), "manual": N_("transferred to a team"),
+                "sla": N_("no first reply in time")}
+ACTOR_WORDS = {"bot": N_("the bot"), "system": N_("Siyu"), "siyu": N_("Siyu"), "routing": N_("routing"),
+               "customer": N_("the customer"), "api": N_("the API"), "sla": N_("the first-reply deadline"),
+               "snooze": N_("the snooze timer")}
+SYSTEM_LINES = {"assigned": N_("Assigned to {to} ({rule}) by {by}"), "queued": N_("Waiting for a rep: {reason}"),
+                "resolved": N_("Resolved by {by}"), "snoozed": N_("Snoozed by {by} until {until}"),
+                "reopened": N_("Reopened by {by}"), "menu_handoff": N_("The customer tapped “talk to a human”")}
+
+
+# --- words ---------------------------------------------------------------------------------------------
+
+def _t(msgid: str, **params: Any) -> str:
+    text = i18n.gettext(msgid)
+    return text.format(**params) if params else text
+
+
+def _actor(label: str) -> str:
+    if label.startswith("api-key:"):
+        return _t(ACTOR_WORDS["api"])
+    return _t(ACTOR_WORDS[label]) if label in ACTOR_WORDS else label
+
+
+def _local(value: datetime | None) -> str:
+    from zoneinfo import ZoneInfo
+
+    return value.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%m-%d %H:%M") if value else ""
+
+
+def system_text(body: str) -> str:
+    """A system line's JSON ({"event": …, params}) in the reader's language."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(data, dict) or data.get("event") not in SYSTEM_LINES:
+        return body
+    event = data["event"]
+    by = _actor(str(data.get("by") or "system"))
+    if event == "assigned":
+        rule = str(data.get("rule") or "manual")
+        return _t(SYSTEM_LINES[event], to=str(data.get("to") or ""), by=by,
+                  rule=_t(RULE_WORDS[rule]) if rule in RULE_WORDS else rule)
+    if event == "queued":
+        reason = str(data.get("reason") or "")
+        words = _t(REASON_WORDS[reason]) if reason in REASON_WORDS else (reason or by)
+        return _t(SYSTEM_LINES[event], reason=words)
+    if event == "snoozed":
+        until = str(data.get("until") or "")
+        try:
+            until = _local(datetime.fromisoformat(until))
+        except ValueError:
+            pass
+        return _t(SYSTEM_LINES[event], by=by, until=until)
+    return _t(SYSTEM_LINES[event], by=by)
+
+
+def _shown(message: dict[str, Any]) -> dict[str, Any]:
+    """A message with what the thread shows beside its stored fields."""
+    out = dict(message)
+    if message["direction"] == "system":
+        out["text"] = system_text(message["body"])
+    elif message["status"] == "failed":
+        msgid, params = actions.failure_text(message["error"])
+        out["failure"] = _t(msgid, **params)
+    return out
+
+
+def window_words(channel: str, state: windows.WindowState) -> str:
+    """"3 of 5 left · closes in 31 h", or why nothing can be sent."""
+    if not state.can_send:
+        return _t(actions.SEND_FAILURES.get(state.refusal or 45015, actions.GENERIC_FAILURE), code=state.refusal)
+    rule = windows.RULES[channel]
+    quota = rule.user_quota if state.slot == "user" else rule.event_quota
+    if state.closes_at is None:
+        return _t(N_("{remaining} of {quota} left"), remaining=state.remaining, quota=quota)
+    seconds = max(0, int((state.closes_at - clock.now()).total_seconds()))
+    if seconds >= 3600:
+        return _t(N_("{remaining} of {quota} left · closes in {hours} h"), remaining=state.remaining, quota=quota,
+                  hours=seconds // 3600)
+    return _t(N_("{remaining} of {quota} left · closes in {minutes} min"), remaining=state.remaining, quota=quota,
+              minutes=max(1, seconds // 60))
+
+
+def alternatives(channel: str, state: windows.WindowState, owner_names: list[str]) -> list[str]:
+    """What the rep can do instead when WeChat would refuse a reply: legal ways to reach the customer."""
+    if state.can_send:
+        return []
+    out = [_t(N_("Wait for the customer to write again: their next message opens 5 replies within 48 hours."))]
+    if channel == "oa":
+        out.append(_t(N_("Send a template message (it needs a template approved for the Official Account).")))
+    elif channel == "mp":
+        out.append(_t(N_("Send a subscription notification (only if the customer accepted one).")))
+    if owner_names:
+        out.append(_t(N_("Write to them 1:1 on WeCom: {names} added this customer as a contact."),
+                      names=", ".join(owner_names)))
+    return out
+
+
+# --- request helpers -----------------------------------------------------------------------------------
+
+def _is_htmx(request: Request[Any, Any, Any]) -> bool:
+    return bool(getattr(request, "htmx", None))
+
+
+async def _who(request: Request[Any, Any, Any]) -> tuple[int, Viewer, Actor]:
+    user = current_user(request)
+    assert user is not None
+    tid = require_tenant_id(user)
+    return tid, await viewer_for(tid, user.id), user.actor(client_ip(request))
+
+
+def _filter(request: Request[Any, Any, Any], viewer: Viewer) -> boxes.ListFilter:
+    q = request.query_params
+    return boxes.parse_filter(viewer, q.get("box"), q.get("status"), q.get("q"))
+
+
+def _labels() -> dict[str, Any]:
+    t = i18n.gettext
+    return {"status_labels": {k: t(v) for k, v in STATUS_LABELS.items()},
+            "status_filter_labels": {k: t(v) for k, v in STATUS_FILTER_LABELS.items()},
+            "box_labels": {k: t(v) for k, v in BOX_LABELS.items()},
+            "presence_labels": {k: t(v) for k, v in PRESENCE_LABELS.items()},
+            "snooze_labels": {k: t(v) for k, v in SNOOZE_LABELS.items()},
+            "kind_labels": {k: t(v) for k, v in KIND_LABELS.items()}}
+
+
+async def _list_context(tid: int, viewer: Viewer, f: boxes.ListFilter, cursor: str | None,
+                        current: int | None) -> dict[str, Any]:
+    page = await boxes.conversations(tid, viewer, f, cursor)
+    query = urlencode(f.as_query())
+    more = f"/inbox?{urlencode({**f.as_query(), 'cursor': page.next_cursor})}" if page.next_cursor else None
+    return {"rows": page.rows, "more_url": more, "filter": f, "query": query, "current_id": current,
+            "counts": await boxes.counts(tid, viewer), "viewer": viewer}
+
+
+async def _conversation_context(tid: int, viewer: Viewer, conversation_id: int,
+                                conv: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The middle and right panes: thread, composer and contact (a fixed number of queries)."""
+    conv = conv or await get_conversation(tid, viewer, conversation_id)
+    live_ctx = await _live_context(tid, viewer, conv)
+    contact_id = int(conv["contact"])
+    events = await timeline.page(tid, contact_id, None, CONTACT_EVENTS)
+    mine = conv["assignee"] == viewer.staff_id
+    return {
+        **live_ctx,
+        "contact": await contacts.get_contact(tid, contact_id),
+        "identities": await contacts.identities_of(tid, contact_id),
+        "tags": await contacts.tags_of(tid, contact_id),
+        "events": events.events,
+        "canned": canned.composer_choices(await canned.list_canned(tid, viewer.staff_id)),
+        "can_transfer": mine or viewer.is_manager,
+        "reps": await boxes.reps(tid) if (mine or viewer.is_manager) else [],
+        "teams": await staff_svc.list_teams(tid) if (mine or viewer.is_manager) else [],
+    }
+
+
+async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any]) -> dict[str, Any]:
+    """The part of the conversation pane that changes live: header, messages, the reply window."""
+    thread, earlier = await boxes.messages(tid, conv["id"])
+    state = await actions.window_for(tid, conv)
+    owners = await contacts.owners_of(tid, int(conv["contact"]))
+    reps = await boxes.reps_by_wecom_userid(tid, [o["staff_userid"] for o in owners])
+    owner_names = [(reps[o["staff_userid"]]["name"] or reps[o["staff_userid"]]["email"])
+                   if o["staff_userid"] in reps else o["staff_userid"] for o in owners]
+    holder = conv["assignee"] == viewer.staff_id or viewer.is_manager
+    return {
+        "conv": conv, "messages": [_shown(m) for m in thread], "earlier": earlier,
+        "window": state, "window_text": window_words(conv["channel"], state),
+        "alternatives": alternatives(conv["channel"], state, owner_names), "owner_names": owner_names,
+        "owners": owners,
+        "can_take": conv["status"] != "resolved" and not (conv["status"] == "assigned"
+                                                          and conv["assignee"] == viewer.staff_id),
+        "can_resolve": conv["status"] in ("bot", "queued") or (conv["status"] in ("assigned", "snoozed") and holder),
+        "can_snooze": conv["status"] == "assigned" and holder,
+        "can_reopen": conv["status"] == "resolved",
+        "snooze_choices": list(actions.SNOOZE_CHOICES), "viewer": viewer,
+    }
+
+
+def _back(request: Request[Any, Any, Any], conversation_id: int | None = None) -> str:
+    raw = request.query_params
+    keep = {k: raw.get(k) for k in ("box", "status", "q") if raw.get(k)}
+    base = f"/inbox/conversations/{conversation_id}" if conversation_id else "/inbox"
+    return f"{base}?{urlencode(keep)}" if keep else base
+
+
+async def _form(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    form = await request.form()
+    return {k: form.get(k) for k in form}
+
+
+class InboxController(Controller):
+    path = "/inbox"
+    guards = [tenant_staff]
+    include_in_schema = False
+
+    # --- the page and its list ------------------------------------------------------------------------
+
+    async def _page(self, request: Request[Any, Any, Any], tid: int, viewer: Viewer,
+                    conversation_id: int | None = None) -> Template:
+        f = _filter(request, viewer)
+        ctx = await _list_context(tid, viewer, f, None, conversation_id)
+        if conversation_id is not None:
+            ctx.update(await _conversation_context(tid, viewer, conversation_id))
+        user = current_user(request)
+        assert user is not None
+        return render(request, "inbox/index.html", {
+            **ctx, **_labels(), "presence": await actions.presence_of(tid, user.id),
+            "status_filters": list(boxes.STATUS_FILTERS), "boxes": boxes.BOXES if viewer.is_manager else boxes.BOXES[:2],
+        })
+
+    @get("/")
+    async def index(self, request: Request[Any, Any, Any]) -> Template:
+        tid, viewer, _ = await _who(request)
+        if not _is_htmx(request):
+            return await self._page(request, tid, viewer)
+        f = _filter(request, viewer)
+        cursor = request.query_params.get("cursor") or None
+        current = request.query_params.get("current") or ""
+        ctx = await _list_context(tid, viewer, f, cursor, int(current) if current.isdigit() and len(current) < 16 else None)
+        # "Load more" appends rows; a box, filter or search change replaces the list pane.
+        template = "inbox/_rows.html" if cursor else "inbox/_list.html"
+        return render(request, template, {**ctx, **_labels(), "status_filters": list(boxes.STATUS_FILTERS),
+                                          "boxes": boxes.BOXES if viewer.is_manager else boxes.BOXES[:2]},
+                      headers={"HX-Push-Url": _back(request)} if not cursor else None)
+
+    @get("/counts")
+    async def counts(self, request: Request[Any, Any, Any]) -> Template:
+        tid, viewer, _ = await _who(request)
+        f = _filter(request, viewer)
+        return render(request, "inbox/_counts.html", {
+            "counts": await boxes.counts(tid, viewer), "filter": f, **_labels(),
+            "boxes": boxes.BOXES if viewer.is_manager else boxes.BOXES[:2]})
+
+    # --- one conversation -----------------------------------------------------------------------------
+
+    @get("/conversations/{conversation_id:int}")
+    async def conversation(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template:
+        tid, viewer, _ = await _who(request)
+        if not _is_htmx(request):
+            return await self._page(request, tid, viewer, conversation_id)
+        ctx = await _conversation_context(tid, viewer, conversation_id)
+        return render(request, "inbox/_conversation.html", {**ctx, **_labels()})
+
+    @get("/conversations/{conversation_id:int}/live")
+    async def live_part(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template:
+        """The thread's changing part, re-fetched when a live event names this conversation."""
+        tid, viewer, _ = await _who(request)
+        conv = await get_conversation(tid, viewer, conversation_id)
+        return render(request, "inbox/_live.html", {**await _live_context(tid, viewer, conv), **_labels()})
+
+    @get("/conversations/{conversation_id:int}/messages")
+    async def earlier(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template:
+        """Earlier messages of a thread ("load earlier")."""
+        tid, viewer, _ = await _who(request)
+        raw = request.query_params.get("before") or ""
+        if not raw.isdigit() or len(raw) > 18:
+            raise InvalidInput.one("before", N_("Enter a whole number."))
+        conv = await get_conversation(tid, viewer, conversation_id)
+        thread, earlier = await boxes.messages(tid, conv["id"], int(raw))
+        return render(request, "inbox/_messages.html", {"conv": conv, "messages": [_shown(m) for m in thread],
+                                                        "earlier": earlier, **_labels()})
+
+    @get("/conversations/{conversation_id:int}/row")
+    async def row(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template:
+        """One list row as the box and filter show it (live updates): empty when it left the box."""
+        tid, viewer, _ = await _who(request)
+        f = _filter(request, viewer)
+        conv = await boxes.conversation_in(tid, viewer, f, conversation_id)
+        current = request.query_params.get("current") or ""
+        return render(request, "inbox/_row.html", {
+            "c": conv, "filter": f, "query": urlencode(f.as_query()), **_labels(),
+            "current_id": int(current) if current.isdigit() and len(current) < 16 else None})
+
+    async def _after_action(self, request: Request[Any, Any, Any], tid: int, viewer: Viewer, conversation_id: int,
+                            message: str) -> Template | Response[Any]:
+        """Answer an action with the conversation as it is now, or, when it left the viewer's scope (resolved
+        or given away), with the empty pane."""
+        headers = toast_header(i18n.gettext(message))
+        if not _is_htmx(request):
+            try:
+                await get_conversation(tid, viewer, conversation_id)
+            except NotFound:
+                return Redirect(_back(request), status_code=HTTP_303_SEE_OTHER)
+            return Redirect(_back(request, conversation_id), status_code=HTTP_303_SEE_OTHER)
+        try:
+            ctx = await _conversation_context(tid, viewer, conversation_id)
+        except NotFound:
+            return render(request, "inbox/_gone.html", {**_labels()}, headers={**headers, "HX-Push-Url": _back(request)})
+        return render(request, "inbox/_conversation.html", {**ctx, **_labels()}, headers=headers)
+
+    @post("/conversations/{conversation_id:int}/reply")
+    async def reply(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template | Response[Any]:
+        """Send a reply (queued as `sending`, live to `sent` / `failed`), or add an internal note."""
+        tid, viewer, _ = await _who(request)
+        form = await _form(request)
+        text = str(form.get("text") or "")
+        as_note = str(form.get("note") or "") in ("1", "on", "true")
+        if as_note:
+            await actions.do_note(tid, viewer, conversation_id, text)
+        else:
+            await actions.do_reply(tid, viewer, conversation_id, text)
+        if not _is_htmx(request):
+            return Redirect(_back(request, conversation_id), status_code=HTTP_303_SEE_OTHER)
+        conv = await get_conversation(tid, viewer, conversation_id)
+        return render(request, "inbox/_live.html", {**await _live_context(tid, viewer, conv), **_labels()},
+                      headers={"HX-Trigger": json.dumps({"inbox:sent": {"id": conversation_id}})})
+
+    @post("/conversations/{conversation_id:int}/take")
+    async def take(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template | Response[Any]:
+        tid, viewer, _ = await _who(request)
+        await actions.do_assign(tid, viewer, conversation_id, viewer.staff_id)
+        return await self._after_action(request, tid, viewer, conversation_id, N_("The conversation is yours."))
+
+    @post("/conversations/{conversation_id:int}/transfer")
+    async def transfer(self, request: Request[Any, Any, Any],
+                       conversation_id: FromPath[int]) -> Template | Response[Any]:
+        """To a rep (`to=staff:<id>`) or back to a team's queue (`to=team:<id>`)."""
+        tid, viewer, _ = await _who(request)
+        await get_conversation(tid, viewer, conversation_id)  # out of scope: 404 before the choice is judged
+        target = str((await _form(request)).get("to") or "")
+        kind, _, raw = target.partition(":")
+        if kind not in ("staff", "team") or not raw.isdigit() or len(raw) > 9:
+            raise InvalidInput.one("to", N_("Choose a rep or a team."))
+        if kind == "staff":
+            await actions.do_assign(tid, viewer, conversation_id, int(raw))
+        else:
+            await actions.do_transfer_to_team(tid, viewer, conversation_id, int(raw))
+        return await self._after_action(request, tid, viewer, conversation_id, N_("Transferred."))
+
+    @post("/conversations/{conversation_id:int}/resolve")
+    async def resolve(self, request: Request[Any, Any, Any],
+                      conversation_id: FromPath[int]) -> Template | Response[Any]:
+        tid, viewer, _ = await _who(request)
+        await actions.do_resolve(tid, viewer, conversation_id)
+        return await self._after_action(request, tid, viewer, conversation_id, N_("Resolved."))
+
+    @post("/conversations/{conversation_id:int}/reopen")
+    async def reopen(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template | Response[Any]:
+        tid, viewer, _ = await _who(request)
+        await actions.do_reopen(tid, viewer, conversation_id)
+        return await self._after_action(request, tid, viewer, conversation_id, N_("Reopened; it is yours."))
+
+    @post("/conversations/{conversation_id:int}/snooze")
+    async def snooze(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template | Response[Any]:
+        tid, viewer, _ = await _who(request)
+        await get_conversation(tid, viewer, conversation_id)
+        until = str((await _form(request)).get("until") or "")
+        await actions.do_snooze(tid, viewer, conversation_id, until)
+        return await self._after_action(request, tid, viewer, conversation_id, N_("Snoozed."))
+
+    # --- presence and the live stream -----------------------------------------------------------------
+
+    @post("/presence")
+    async def presence(self, request: Request[Any, Any, Any]) -> Template | Response[Any]:
+        tid, viewer, actor = await _who(request)
+        value = str((await _form(request)).get("presence") or "")
+        await actions.do_set_presence(tid, viewer.staff_id, value, actor)
+        if not _is_htmx(request):
+            return Redirect("/inbox", status_code=HTTP_303_SEE_OTHER)
+        return render(request, "inbox/_presence.html", {"presence": value, **_labels()})
+
+    @get("/stream")
+    async def stream(self, request: Request[Any, Any, Any]) -> ServerSentEvent:
+        """Server-sent events for this viewer: `ready`, then `conversation` ({"id", "kind"}), `presence`,
+        `resync` (reload everything) and keep-alive comments every 15 s."""
+        tid, viewer, _ = await _who(request)
+        relay: live.Relay = request.app.state.inbox_relay
+
+        async def events() -> Any:
+            async for name, data in live.stream(relay, tid, viewer):
+                if name is None:
+                    yield ServerSentEventMessage(comment=data, data=None)
+                else:
+                    yield ServerSentEventMessage(event=name, data=data)
+
+        return ServerSentEvent(events(), retry_duration=3000, headers={"X-Accel-Buffering": "no"})
+
+    # --- canned replies -------------------------------------------------------------------------------
+
+    async def _canned_page(self, request: Request[Any, Any, Any], tid: int, viewer: Viewer,
+                           status_code: int = 200, **extra: Any) -> Template:
+        replies = await canned.list_canned(tid, viewer.staff_id)
+        return render(request, "inbox/canned.html", {
+            "replies": [{**r, "editable": canned.can_edit(viewer, r)} for r in replies], "viewer": viewer, **extra,
+        }, status_code=status_code)
+
+    @get("/canned")
+    async def canned_list(self, request: Request[Any, Any, Any]) -> Template:
+        tid, viewer, _ = await _who(request)
+        return await self._canned_page(request, tid, viewer)
+
+    @post("/canned")
+    async def canned_create(self, request: Request[Any, Any, Any]) -> Template | Response[Any]:
+        tid, viewer, actor = await _who(request)
+        form = await _form(request)
+        try:
+            await canned.do_create_canned(tid, viewer, form, actor)
+        except InvalidInput as exc:
+            return await self._canned_page(request, tid, viewer, 400, form=form, errors=errors_for(exc))
+        return _go(request, "/inbox/canned", N_("Canned reply saved."))
+
+    @get("/canned/{canned_id:int}")
+    async def canned_edit(self, request: Request[Any, Any, Any], canned_id: FromPath[int]) -> Template:
+        tid, viewer, _ = await _who(request)
+        row = await canned.get_canned(tid, viewer, canned_id)
+        return render(request, "inbox/canned_edit.html", {"reply": row, "form": row,
+                                                          "editable": canned.can_edit(viewer, row)})
+
+    @post("/canned/{canned_id:int}")
+    async def canned_update(self, request: Request[Any, Any, Any], canned_id: FromPath[int]) -> Template | Response[Any]:
+        tid, viewer, actor = await _who(request)
+        row = await canned.get_canned(tid, viewer, canned_id)
+        form = await _form(request)
+        try:
+            await canned.do_update_canned(tid, viewer, canned_id, form, actor)
+        except InvalidInput as exc:
+            return render(request, "inbox/canned_edit.html", {"reply": row, "form": form, "errors": errors_for(exc),
+                                                              "editable": True}, status_code=400)
+        return _go(request, "/inbox/canned", N_("Canned reply saved."))
+
+    @post("/canned/{canned_id:int}/delete")
+    async def canned_delete(self, request: Request[Any, Any, Any], canned_id: FromPath[int]) -> Response[Any]:
+        tid, viewer, actor = await _who(request)
+        await canned.do_delete_canned(tid, viewer, canned_id, actor)
+        return _go(request, "/inbox/canned", N_("Canned reply deleted."))
+
+
+def _go(request: Request[Any, Any, Any], url: str, message: str) -> Response[Any]:
+    if _is_htmx(request):
+        return Response("", status_code=200, headers={"HX-Redirect": url, **toast_header(i18n.gettext(message))})
+    return Redirect(url, status_code=HTTP_303_SEE_OTHER)
