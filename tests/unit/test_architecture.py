@@ -14,8 +14,10 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src" / "siyu"
 
 COMPOSITION_ROOTS = ("siyu.app", "siyu.cli", "siyu.worker", "siyu.runner", "siyu.__main__")
-DOMAINS = ("siyu.tenants", "siyu.contacts", "siyu.timeline", "siyu.wechat", "siyu.web", "siyu.simulator")
+DOMAINS = ("siyu.tenants", "siyu.contacts", "siyu.timeline", "siyu.wechat", "siyu.web", "siyu.simulator",
+           "siyu.segments")
 ABOVE_CORE = ("siyu.tenants", "siyu.contacts", "siyu.timeline", "siyu.web", "siyu.wechat", "siyu.simulator",
+              "siyu.segments",
               *COMPOSITION_ROOTS)
 # Only these may speak HTTP or use WeChat's SDK.
 OUTSIDE_WORLD = {"httpx": ("siyu.wechat", "siyu.simulator", "siyu.runner"),
@@ -87,7 +89,8 @@ def test_domains_never_import_composition_roots() -> None:
 
 
 # A domain's HTTP edge (its pages and JSON API) sits on top of siyu.web; the rest of the domain below it.
-DOMAIN_EDGES = ("siyu.tenants.views", "siyu.tenants.api", "siyu.contacts.views", "siyu.contacts.api")
+DOMAIN_EDGES = ("siyu.tenants.views", "siyu.tenants.api", "siyu.contacts.views", "siyu.contacts.api",
+                "siyu.segments.views", "siyu.segments.api")
 
 
 def test_domain_services_never_import_the_web_layer() -> None:
@@ -100,18 +103,29 @@ def test_domain_services_never_import_the_web_layer() -> None:
     assert violations(("siyu.web",), DOMAIN_EDGES) == []
 
 
+# What contacts may use of wechat: the stored events (`events`) and the profile read behind enrichment
+# (`profiles`: user/info, externalcontact/get), each one narrow module of plain dicts and typed errors.
+CONTACTS_READ_FROM_WECHAT = ("siyu.wechat.events", "siyu.wechat.profiles")
+
+
 def test_the_gateway_knows_nothing_of_contacts_and_the_timeline() -> None:
     """wechat hands its events over by job name ("contacts.resolve_inbound"), never by import; contacts
-    reads them through the one narrow module `siyu.wechat.events`; the timeline never touches wechat."""
+    reads them through the narrow module `siyu.wechat.events`, and asks WeChat about a person through
+    `siyu.wechat.profiles` only; the timeline never touches wechat."""
     assert violations(("siyu.wechat",), ("siyu.contacts", "siyu.timeline")) == []
     from_wechat = sorted(f"{mod} imports {name}" for mod, names in MODULES.items() if within(mod, ("siyu.contacts",))
-                         for name in names if within(name, ("siyu.wechat",)) and not within(name, ("siyu.wechat.events",))
+                         for name in names if within(name, ("siyu.wechat",))
+                         and not within(name, CONTACTS_READ_FROM_WECHAT)
                          and name != "siyu.wechat")  # `from siyu.wechat import events` names the package too
     assert from_wechat == []
     assert "siyu.wechat.events" in MODULES["siyu.contacts.jobs"]
+    assert "siyu.wechat.profiles" in MODULES["siyu.contacts.enrich"]
     assert violations(("siyu.timeline",), ("siyu.wechat",)) == []
-    # The narrow module stays narrow: it reads the gateway's table and nothing else of Siyu.
+    # The narrow modules stay narrow: events reads the gateway's table and nothing else of Siyu; profiles
+    # uses the outbound client and its runtime (and core's errors), nothing of the gateway.
     assert all(within(n, ("siyu.wechat.tables",)) for n in MODULES["siyu.wechat.events"] if within(n, ("siyu",)))
+    assert all(within(n, ("siyu.wechat.client", "siyu.wechat.outbound", "siyu.core.errors"))
+               for n in MODULES["siyu.wechat.profiles"] if within(n, ("siyu",)) and n != "siyu.core")
 
 
 def test_contacts_and_the_timeline_layering() -> None:
@@ -138,3 +152,16 @@ def test_http_and_wechat_sdk_only_where_allowed(library: str) -> None:
                        if within(mod, ("siyu",)) and not within(mod, OUTSIDE_WORLD[library])
                        and any(within(n, (library,)) for n in names))
     assert offenders == [], f"{library} is imported outside {OUTSIDE_WORLD[library]}"
+
+
+def test_segments_sit_above_contacts_and_nothing_below_reads_them() -> None:
+    """Segments read the contacts' tables (by SQL) and their tag list; the foundation (tenants, contacts, the
+    timeline, wechat, web) never imports segments: the audiences are used from above (broadcasts). Segments
+    never talk to WeChat, and only their pages and API sit on the web layer."""
+    assert "siyu.segments.services" in MODULES and "siyu.contacts.services" in MODULES["siyu.segments.views"]
+    below = ("siyu.tenants", "siyu.contacts", "siyu.timeline", "siyu.wechat", "siyu.web", "siyu.core")
+    assert violations(below, ("siyu.segments",)) == []
+    assert violations(("siyu.segments",), ("siyu.wechat",)) == []
+    on_web = [v for v in violations(("siyu.segments",), ("siyu.web",))
+              if not within(v.split(" imports ")[0], DOMAIN_EDGES)]
+    assert on_web == []

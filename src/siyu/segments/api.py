@@ -1,0 +1,68 @@
+"""JSON API for a tenant's systems (Authorization: Bearer <API key>): the saved segments, one with its live
+count, and its members in pages keyed by contact id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.params import FromPath
+
+from siyu.core.errors import InvalidInput
+from siyu.core.i18n import N_
+from siyu.segments import services as svc
+from siyu.segments.definition import CHANNELS
+from siyu.web.auth import api_key, api_tenant_id
+
+DEFAULT_LIMIT = 100
+
+
+def _whole(raw: str, field: str) -> int:
+    """Numbers in the path or query are checked here, so a malformed one is a 400 naming it, not a 404."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > 2**31 - 1:
+        raise InvalidInput.one(field, N_("Enter a whole number."))
+    return int(raw)
+
+
+def _member_json(c: dict[str, Any]) -> dict[str, Any]:
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {"id": c["id"], "display_name": c["display_name"], "unionid": c["unionid"], "channels": c["channels"],
+            "erased": c["erased_at"] is not None, "first_seen_at": iso(c["first_seen_at"]),
+            "last_interaction_at": iso(c["last_interaction_at"]), "last_purchase_at": iso(c["last_purchase_at"])}
+
+
+class SegmentsApi(Controller):
+    path = "/api/v1/segments"
+    guards = [api_key]
+    tags = ["segments"]
+
+    @get("/")
+    async def list_segments(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        """The tenant's saved segments with their definitions (no counts: ask one segment for its count)."""
+        tid = api_tenant_id(request)
+        return {"segments": [s.as_json() for s in await svc.list_segments(tid)]}
+
+    @get("/{segment_id:str}")
+    async def segment(self, request: Request[Any, Any, Any], segment_id: FromPath[str]) -> dict[str, Any]:
+        """One segment, with how many live contacts it selects now and how many of those are linked on each
+        channel (`channels`)."""
+        tid = api_tenant_id(request)
+        segment = await svc.get_segment(tid, _whole(segment_id, "id"))
+        counts = await svc.breakdown(tid, segment.definition)
+        return {**segment.as_json(), "count": counts.total, "channels": {ch: getattr(counts, ch) for ch in CHANNELS}}
+
+    @get("/{segment_id:str}/contacts")
+    async def contacts(self, request: Request[Any, Any, Any], segment_id: FromPath[str]) -> dict[str, Any]:
+        """The segment's contacts now, lowest id first; pass `next_cursor` back as `?cursor=` for the next page
+        (`limit`: 1 to 500, default 100). A full pass lists each contact once."""
+        tid = api_tenant_id(request)
+        sid = _whole(segment_id, "id")
+        q = request.query_params
+        limit = _whole(q.get("limit") or str(DEFAULT_LIMIT), "limit")
+        cursor = q.get("cursor") or ""
+        after = _whole(cursor, "cursor") if cursor else None
+        page = await svc.members(tid, sid, after, limit)
+        return {"contacts": [_member_json(c) for c in page.contacts],
+                "next_cursor": str(page.next_after) if page.next_after is not None else None}
