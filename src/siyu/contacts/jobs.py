@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from arq.worker import Retry
 
-from siyu.contacts import services
+from siyu.contacts import enrich, services
 from siyu.contacts.resolve import resolve
+from siyu.core import clock, db
 from siyu.timeline import services as timeline
+from siyu.wechat import profiles
 from siyu.wechat.events import load_normalized
 
 log = logging.getLogger("siyu.contacts.jobs")
@@ -35,6 +39,10 @@ RESOLVE_ONLY = frozenset({"session_enter", "subscription_consent", "wecom_contac
                           "location_report"})
 # Details that are not worth keeping on the timeline (one-time codes).
 DROPPED_DETAILS = frozenset({"welcome_code", "sync_token"})
+# WeCom changes that make Siyu read the customer again (the reps, their remarks and tags).
+WECOM_ENRICH_KINDS = frozenset({"wecom_contact_added", "wecom_contact_edited"})
+ENRICH_JOB = "contacts.enrich_identity"
+INBOX_JOB = "inbox.handle_inbound"
 
 
 def _is_person(event: dict[str, Any]) -> bool:
@@ -45,12 +53,75 @@ def _is_person(event: dict[str, Any]) -> bool:
     return not (event["channel"] == "wecom" and event["kind"] == "message" and "origin" not in event["details"])
 
 
+@dataclass
+class _OaSeen:
+    last_at: datetime  # the newest event of the identity in the batch
+    follow_id: int | None = None  # the newest follow among them
+    followed_at: datetime | None = None
+
+
+@dataclass
+class _EnrichWanted:
+    """Identities of one batch to ask WeChat about, decided once every event is resolved (committed).
+
+    The job ids keep re-runs and concurrent batches from asking twice: a WeCom add or edit is read again
+    once per event; an OA identity never asked has one job (`new`, however many of its events arrive
+    together), a (re-)follow after the last answer one per follow, a stale profile one per hour."""
+
+    jobs: dict[tuple[int, int], str] = field(default_factory=dict)  # WeCom: (tenant, identity) → job id
+    oa: dict[tuple[int, int], _OaSeen] = field(default_factory=dict)
+
+    def note(self, event: dict[str, Any], identity_id: int) -> None:
+        key, at = (event["tenant"], identity_id), event["occurred_at"]
+        if event["channel"] == "wecom" and event["kind"] in WECOM_ENRICH_KINDS:
+            self.jobs[key] = f"contacts.enrich:{key[0]}:{key[1]}:e{event['id']}"
+        elif event["channel"] == "oa" and event["kind"] != "unfollow":
+            seen = self.oa.setdefault(key, _OaSeen(at))
+            seen.last_at = max(seen.last_at, at)
+            if event["kind"] == "follow" and (seen.followed_at is None or at >= seen.followed_at):
+                seen.follow_id, seen.followed_at = int(event["id"]), at
+
+    async def due(self) -> dict[tuple[int, int], str]:
+        """The WeCom jobs, and the OA identities never asked, asked before their newest follow, or longer
+        ago than `enrich.REFRESH_AFTER`."""
+        wanted = dict(self.jobs)
+        if not self.oa:
+            return wanted
+        rows = await db.fetch(
+            "SELECT i.tenant, i.id, i.enriched_at FROM identity i "
+            "JOIN unnest($1::int[], $2::int[]) AS w(tenant, id) ON w.tenant = i.tenant AND w.id = i.id "
+            "WHERE i.erased_at IS NULL", [k[0] for k in self.oa], [k[1] for k in self.oa])
+        stale_before = clock.now() - enrich.REFRESH_AFTER
+        for r in rows:
+            key = (int(r["tenant"]), int(r["id"]))
+            seen, last = self.oa[key], r["enriched_at"]
+            prefix = f"contacts.enrich:{key[0]}:{key[1]}"
+            if last is None:
+                wanted[key] = f"{prefix}:new"
+            elif seen.followed_at is not None and last < seen.followed_at:
+                wanted[key] = f"{prefix}:f{seen.follow_id}"
+            elif last < stale_before:
+                wanted[key] = f"{prefix}:{seen.last_at.astimezone(UTC):%Y%m%d%H}"
+        return wanted
+
+
 async def resolve_inbound(ctx: dict[str, Any], event_ids: list[int]) -> int:
     """Resolve each stored inbound event's identity to a contact (creating both on first sight) and put
     it on the timeline under the source key `wechat:<event id>`. Returns how many events this run added;
-    a second run adds none and changes nothing."""
+    a second run adds none and changes nothing.
+
+    Then, once all of it is committed, profile enrichment is queued for the identities that need it (see
+    `_EnrichWanted`). Called without a queue (tests, scripts), it queues nothing."""
     try:
-        return await _resolve_all(event_ids)
+        wanted = _EnrichWanted()
+        appended = await _resolve_all(event_ids, wanted)
+        redis = ctx.get("redis")
+        if redis is not None:
+            for (tenant_id, identity_id), job_id in (await wanted.due()).items():
+                await redis.enqueue_job(ENRICH_JOB, tenant_id, identity_id, _job_id=job_id)
+            # The inbox's part needs the identities resolved: it runs next, by name (contacts never imports it).
+            await redis.enqueue_job(INBOX_JOB, event_ids, _job_id=f"inbox.inbound:{event_ids[0]}")
+        return appended
     except Exception as exc:
         if "job_try" not in ctx:  # called directly (tests, scripts): the real error
             raise
@@ -60,7 +131,7 @@ async def resolve_inbound(ctx: dict[str, Any], event_ids: list[int]) -> int:
         raise Retry(defer=min(60, 2 ** tries)) from exc
 
 
-async def _resolve_all(event_ids: list[int]) -> int:
+async def _resolve_all(event_ids: list[int], wanted: _EnrichWanted) -> int:
     appended = 0
     for event in await load_normalized(event_ids):
         kind = TIMELINE_KINDS.get(event["kind"])
@@ -68,6 +139,7 @@ async def _resolve_all(event_ids: list[int]) -> int:
             continue
         tenant_id, at = event["tenant"], event["occurred_at"]
         resolved = await resolve(tenant_id, event["channel"], event["external_id"], at=at)
+        wanted.note(event, resolved.identity_id)
         if kind is None:
             continue
         details = {k: v for k, v in event["details"].items() if k not in DROPPED_DETAILS}
@@ -85,3 +157,21 @@ async def _resolve_all(event_ids: list[int]) -> int:
         elif kind == "unfollowed" and event["channel"] == "oa":
             await services.erase_on_unfollow(tenant_id, resolved.identity_id, at)
     return appended
+
+
+async def enrich_identity(ctx: dict[str, Any], tenant_id: int, identity_id: int) -> str:
+    """Ask WeChat about one identity and keep the answer (`enrich.enrich_identity`). Busy or rate-limited:
+    retried later (WeChat's wait, else a growing backoff); refusals and configuration problems end the job,
+    so a person WeChat will not describe is not asked over and over."""
+    tries = int(ctx.get("job_try") or 1)
+    try:
+        return await enrich.enrich_identity(profiles.runtime_of(ctx), tenant_id, identity_id)
+    except enrich.TryLater as exc:
+        defer = exc.retry_after if exc.retry_after is not None else min(600, 5 * 2 ** tries)
+        log.info("enriching identity %s of tenant %s: %s; again in %s s", identity_id, tenant_id, exc, defer)
+        raise Retry(defer=defer) from exc
+    except Exception as exc:
+        if "job_try" not in ctx:
+            raise
+        log.warning("enriching identity %s of tenant %s failed (try %s): %r", identity_id, tenant_id, tries, exc)
+        raise Retry(defer=min(300, 2 ** tries)) from exc

@@ -31,6 +31,15 @@ KIND_LABELS = {
     "broadcast_failed": N_("Broadcast failed"), "note": N_("Note"), "merged": N_("Merged"),
     "unmerged": N_("Merge undone"),
 }
+# How a follower came to the Official Account (user/info `subscribe_scene`).
+SUBSCRIBE_SCENES = {
+    "ADD_SCENE_SEARCH": N_("Searched for the account"), "ADD_SCENE_ACCOUNT_MIGRATION": N_("Account migration"),
+    "ADD_SCENE_PROFILE_CARD": N_("Shared account card"), "ADD_SCENE_QR_CODE": N_("Scanned a QR code"),
+    "ADD_SCENE_PROFILE_LINK": N_("Account name in an article"), "ADD_SCENE_PROFILE_ITEM": N_("Article menu"),
+    "ADD_SCENE_PAID": N_("After a payment"), "ADD_SCENE_WECHAT_ADVERTISEMENT": N_("WeChat advertising"),
+    "ADD_SCENE_REPRINT": N_("Reprinted article"), "ADD_SCENE_LIVESTREAM": N_("Channels live stream"),
+    "ADD_SCENE_CHANNELS": N_("WeChat Channels"), "ADD_SCENE_WXA": N_("Mini Program"), "ADD_SCENE_OTHERS": N_("Other"),
+}
 
 
 def _scope(request: Request[Any, Any, Any]) -> tuple[int, Actor]:
@@ -119,6 +128,7 @@ class ContactsController(Controller):
             "chosen_channels": channels, "chosen_kinds": kinds,
             "event_channels": timeline.CHANNELS, "event_kinds": timeline.KINDS,
             "kind_labels": {k: i18n.gettext(v) for k, v in KIND_LABELS.items()},
+            "scene_labels": {k: i18n.gettext(v) for k, v in SUBSCRIBE_SCENES.items()},
             **extra,
         }, block=block, status_code=status_code, headers=headers)
 

@@ -17,6 +17,7 @@ from siyu.core import clock, db, effects
 from siyu.core.errors import Conflict, NotFound
 from siyu.core.i18n import N_
 from siyu.timeline import services as timeline
+from siyu.wechat import windows
 
 STATUSES = ("bot", "queued", "assigned", "snoozed", "resolved")
 ALLOWED: dict[str, frozenset[str]] = {
@@ -27,6 +28,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "resolved": frozenset({"bot", "queued", "assigned"}),
 }
 PREVIEW_MAX = 140
+WITH_A_HUMAN = frozenset({"queued", "assigned", "snoozed"})  # the OA's keyword rules stay quiet
 HOLDING = frozenset({"assigned", "snoozed"})  # a rep holds it (and its assignment row is open)
 
 
@@ -194,6 +196,10 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
                                  tenant_id, conv_id, *(values[n] for n in names)))
 
     contact_id = await contact_of(tenant_id, conv["identity"])
+    if (frm in WITH_A_HUMAN) != (to in WITH_A_HUMAN):
+        external = await db.fetchrow("SELECT external_id FROM identity WHERE tenant = $1 AND id = $2",
+                                     tenant_id, conv["identity"])
+        await windows.set_bot_silenced(tenant_id, conv["channel"], external["external_id"], to in WITH_A_HUMAN)
     stamp = _epoch(now)
     kind, payload = None, {"conversation": conv_id, "channel": conv["channel"]}
     if to == "assigned" and not keeps_holder:

@@ -87,7 +87,8 @@ def _person_view(sim: State, app: SimApp, key: str) -> dict[str, Any]:
     if app.kind == "wecom":
         c = app.contacts[key]
         view.update({"external_userid": c.external_userid,
-                     "follow_users": {u: {"createtime": f.createtime, "state": f.state, "remark": f.remark}
+                     "follow_users": {u: {"createtime": f.createtime, "state": f.state, "remark": f.remark,
+                                          "description": f.description, "tags": list(f.tags)}
                                       for u, f in c.follow.items()},
                      "kf_windows": {k: w.as_dict() for k, w in c.kf_windows.items()}})
     else:

@@ -252,6 +252,21 @@ def _change(ctx: Ctx, c: Contact, change: str, userid: str) -> dict[str, Any]:
             "ExternalUserID": c.external_userid}
 
 
+def _rep_notes(ctx: Ctx, f: FollowInfo) -> None:
+    """What the rep writes about the customer in the WeCom client: remark, description, tags."""
+    if "remark" in ctx.data:
+        f.remark = str(ctx.data["remark"])
+    if "description" in ctx.data:
+        f.description = str(ctx.data["description"])
+    if "tags" in ctx.data:
+        tags = ctx.data["tags"]
+        if not isinstance(tags, list) or not all(isinstance(t, dict) and t.get("tag_name") for t in tags):
+            raise ValueError("tags must be a list of {group_name, tag_name, type}")
+        f.tags = [{"group_name": str(t.get("group_name", "")), "tag_name": str(t["tag_name"]),
+                   "type": int(t.get("type", 1)), **({"tag_id": str(t["tag_id"])} if t.get("tag_id") else {})}
+                  for t in tags]
+
+
 def wecom_add_contact(ctx: Ctx) -> dict[str, Any]:
     c, userid = _contact(ctx), _rep(ctx)
     if userid in c.follow:
@@ -259,6 +274,7 @@ def wecom_add_contact(ctx: Ctx) -> dict[str, Any]:
     state = ctx.text("state")
     c.follow[userid] = FollowInfo(userid=userid, createtime=int(ctx.now), state=state,
                                   add_way=int(ctx.data.get("add_way", 1)))
+    _rep_notes(ctx, c.follow[userid])
     msg = _change(ctx, c, "add_external_contact", userid)
     if state:
         msg["State"] = state
@@ -280,8 +296,7 @@ def _existing_relation(ctx: Ctx) -> tuple[Contact, str]:
 
 def wecom_edit_contact(ctx: Ctx) -> dict[str, Any]:
     c, userid = _existing_relation(ctx)
-    if "remark" in ctx.data:
-        c.follow[userid].remark = str(ctx.data["remark"])
+    _rep_notes(ctx, c.follow[userid])
     return _change(ctx, c, "edit_external_contact", userid)
 
 

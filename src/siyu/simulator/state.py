@@ -83,6 +83,7 @@ class FollowInfo:
     remark: str = ""
     description: str = ""
     add_way: int = 1
+    tags: list[dict[str, Any]] = field(default_factory=list)  # the rep's tags: group_name, tag_name, type
 
 
 @dataclass

@@ -50,7 +50,7 @@ def external_get(call: Call) -> dict[str, Any]:
     follow = []
     for f in c.follow.values():
         row: dict[str, Any] = {"userid": f.userid, "remark": f.remark, "description": f.description,
-                               "createtime": f.createtime, "tags": [], "remark_mobiles": [],
+                               "createtime": f.createtime, "tags": [dict(t) for t in f.tags], "remark_mobiles": [],
                                "add_way": f.add_way, "oper_userid": c.external_userid}
         if f.state:
             row["state"] = f.state

@@ -15,6 +15,7 @@ from siyu.core.crypto import box
 from siyu.core.errors import InvalidInput, NotFound
 from siyu.core.i18n import N_
 from siyu.tenants.services import Actor, record_audit
+from siyu.wechat import windows
 from siyu.wechat.protocol import Account, Normalized
 from siyu.wechat.tables import AutoReply, InboundEvent
 
@@ -152,6 +153,8 @@ async def auto_reply_for(tenant_id: int, event: Normalized) -> str | None:
         found = [r for r in rules if r["trigger"] == "click" and r["menu_key"] == event.details.get("key", "")]
     else:
         found = best_keyword_rules(rules, str(event.details.get("Content", "")))
+        if found and await windows.bot_silenced(tenant_id, "oa", event.external_id):
+            return None  # a rep has this customer: the bot does not answer over them
     if not found:
         return None
     await AutoReply.update({AutoReply.hits: AutoReply.hits + 1}).where(AutoReply.id == found[0]["id"])

@@ -83,6 +83,9 @@ class ReplyWindow(Table, tablename="wechat_reply_window"):
     user_sent = Integer(default=0)
     event_at = Timestamptz(null=True, default=None)
     event_sent = Integer(default=0)
+    # A person from the brand has this conversation (the inbox says so): the Official Account's keyword
+    # rules stay quiet instead of answering over the rep.
+    bot_silenced = Boolean(default=False)
     updated_at = Timestamptz()
 
 

@@ -155,3 +155,21 @@ async def release(tenant_id: int, channel: str, external_id: str, slot: str) -> 
     await ReplyWindow.raw(
         f"UPDATE wechat_reply_window SET {sets}, updated_at = now() "
         "WHERE tenant = {} AND channel = {} AND external_id = {}", tenant_id, channel, external_id)
+
+
+async def set_bot_silenced(tenant_id: int, channel: str, external_id: str, silenced: bool) -> None:
+    """While a person from the brand has the conversation, the Official Account's keyword rules do not
+    answer this customer (the inbox calls this inside its own transaction, as the conversation changes)."""
+    await ReplyWindow.raw(
+        "INSERT INTO wechat_reply_window (tenant, channel, external_id, user_sent, event_sent, bot_silenced, "
+        "updated_at) VALUES ({}, {}, {}, 0, 0, {}, now()) ON CONFLICT (tenant, channel, external_id) "
+        "DO UPDATE SET bot_silenced = EXCLUDED.bot_silenced, updated_at = now() "
+        "WHERE wechat_reply_window.bot_silenced IS DISTINCT FROM EXCLUDED.bot_silenced",
+        tenant_id, channel, external_id, silenced)
+
+
+async def bot_silenced(tenant_id: int, channel: str, external_id: str) -> bool:
+    row = await ReplyWindow.select(ReplyWindow.bot_silenced).where(
+        (ReplyWindow.tenant == tenant_id) & (ReplyWindow.channel == channel)
+        & (ReplyWindow.external_id == external_id)).first()
+    return bool(row and row["bot_silenced"])

@@ -142,3 +142,19 @@ async def test_replies_stop_exactly_where_wechat_would_refuse(acme: TenantFixtur
     assert (await actions.window_for(acme.id, conv)).remaining == 5
     with pytest.raises(InvalidInput):
         await actions.do_reply(acme.id, me, conv["id"], "长" * 700)  # over WeChat's 2048 bytes
+
+
+async def test_the_bot_stays_quiet_while_a_rep_has_the_customer(acme: TenantFixture, sim: Simulator, oa: str,
+                                                                make_rep: MakeRep) -> None:
+    rep = await make_rep()
+    await do_create_rule(ACTOR, acme.id, {"trigger": "keyword", "match_type": "contains", "keyword": "价格",
+                                          "reply": "价格表已发送"})
+    sim.push(oa, "erin", "follow")
+    assert sim.push(oa, "erin", "text", text="价格？")["reply"]["Content"] == "价格表已发送"
+    sim.push(oa, "erin", "text", text="转人工")
+    await run_worker()
+    assert (await conversation())["status"] == "assigned"
+    assert sim.push(oa, "erin", "text", text="价格多少？")["reply"] is None  # the rep answers, not the bot
+    await run_worker()
+    await actions.do_resolve(acme.id, await viewer(acme.id, rep), (await conversation())["id"])
+    assert sim.push(oa, "erin", "text", text="价格？")["reply"]["Content"] == "价格表已发送"
