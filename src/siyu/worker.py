@@ -44,7 +44,8 @@ FUNCTIONS = [
     func(wechat_jobs.process_inbound_batch, name="wechat.process_inbound_batch", max_tries=5),
     func(wechat_jobs.sweep_inbound, name="wechat.sweep_inbound", max_tries=1),
     func(wechat_jobs.kf_sync, name="wechat.kf_sync", max_tries=5),
-    func(contact_jobs.resolve_inbound, name="contacts.resolve_inbound", max_tries=5),
+    func(contact_jobs.resolve_inbound, name="contacts.resolve_inbound", max_tries=contact_jobs.RESOLVE_TRIES),
+    func(contact_jobs.sweep_parked, name="contacts.sweep_parked", max_tries=1),
     func(contact_jobs.enrich_identity, name="contacts.enrich_identity", max_tries=8),
     func(inbox_jobs.handle_inbound, name="inbox.handle_inbound", max_tries=5),
     func(inbox_jobs.send_message, name="inbox.send_message", max_tries=5),
@@ -61,6 +62,7 @@ class WorkerSettings:
         cron(tenant_jobs.purge_expired_invitations, name="cron:tenants.purge_expired_invitations",
              hour={3}, minute={17}, run_at_startup=False),
         cron(wechat_jobs.sweep_inbound, name="cron:wechat.sweep_inbound", second={5}, run_at_startup=True),
+        cron(contact_jobs.sweep_parked, name="cron:contacts.sweep_parked", second={40}, run_at_startup=True),
         cron(inbox_jobs.sweep, name="cron:inbox.sweep", second={20, 50}, run_at_startup=True),
     ]
     job_serializer = JOB_SERIALIZATION["job_serializer"]

@@ -43,6 +43,8 @@ DROPPED_DETAILS = frozenset({"welcome_code", "sync_token"})
 WECOM_ENRICH_KINDS = frozenset({"wecom_contact_added", "wecom_contact_edited"})
 ENRICH_JOB = "contacts.enrich_identity"
 INBOX_JOB = "inbox.handle_inbound"
+RESOLVE_TRIES = 5  # the worker registers resolve_inbound with this many tries; after the last, it parks
+PARKED_PER_SWEEP = 20
 
 
 def _is_person(event: dict[str, Any]) -> bool:
@@ -128,7 +130,43 @@ async def resolve_inbound(ctx: dict[str, Any], event_ids: list[int]) -> int:
         # arq does not retry a plain failure; a lost database connection should not lose the batch.
         tries = int(ctx["job_try"])
         log.warning("resolving inbound events %s failed (try %s): %r", event_ids[:5], tries, exc)
+        if tries >= RESOLVE_TRIES:
+            await park(event_ids, repr(exc))  # the sweeper takes it from here; arq has no tries left
+            return 0
         raise Retry(defer=min(60, 2 ** tries)) from exc
+
+
+async def park(event_ids: list[int], error: str) -> None:
+    """Keep a batch that used up its tries in PostgreSQL, for `sweep_parked`. If even this write fails,
+    the job fails loudly (arq logs it) and the events stay processed-but-unresolved: visible, not silent."""
+    await db.execute(
+        "INSERT INTO contacts_parked_batch (event_ids, error, attempts, next_attempt_at, created_at) "
+        "VALUES ($1::bigint[], $2, 0, now() + interval '1 minute', now())", event_ids, error[:2000])
+
+
+async def sweep_parked(ctx: dict[str, Any]) -> int:
+    """Every minute: resolve parked batches again (a second resolution of an event changes nothing), with
+    a growing pause between attempts; a batch leaves the table once it goes through. A batch is leased
+    (its next attempt pushed back) before it runs, so two sweepers never take the same one."""
+    done = 0
+    for _ in range(PARKED_PER_SWEEP):
+        row = await db.fetchrow(
+            "UPDATE contacts_parked_batch SET attempts = attempts + 1, "
+            "next_attempt_at = now() + make_interval(secs => LEAST(3600, 60 * power(2, LEAST(attempts, 6))::int)) "
+            "WHERE id = (SELECT id FROM contacts_parked_batch WHERE next_attempt_at <= now() "
+            "ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id, event_ids")
+        if row is None:
+            break
+        try:
+            # Without `job_try`, a failure raises here instead of parking the batch a second time.
+            await resolve_inbound({"redis": ctx.get("redis")}, list(row["event_ids"]))
+        except Exception as exc:
+            log.warning("parked batch %s failed again: %r", row["id"], exc)
+            await db.execute("UPDATE contacts_parked_batch SET error = $2 WHERE id = $1", row["id"], repr(exc)[:2000])
+            continue
+        await db.execute("DELETE FROM contacts_parked_batch WHERE id = $1", row["id"])
+        done += 1
+    return done
 
 
 async def _resolve_all(event_ids: list[int], wanted: _EnrichWanted) -> int:

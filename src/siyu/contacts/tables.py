@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from piccolo.columns import (
     JSONB,
+    Array,
+    BigInt,
     Boolean,
     ForeignKey,
+    Integer,
     OnDelete,
     Text,
     Timestamptz,
@@ -106,3 +109,15 @@ class ContactSettings(Table, tablename="contact_settings"):
     # WeChat's rule: delete a user's information when they unfollow the Official Account.
     erase_on_unfollow = Boolean(default=True)
     updated_at = Timestamptz()
+
+
+class ParkedBatch(Table, tablename="contacts_parked_batch"):
+    """Inbound events whose resolution failed every try (the database was down longer than the job's
+    retries): parked here, in PostgreSQL, and resolved again by the sweeper until they go through. Not
+    tenant data: event ids only (a batch can span tenants)."""
+
+    event_ids = Array(base_column=BigInt())
+    error = Text(default="")
+    attempts = Integer(default=0)
+    next_attempt_at = Timestamptz()
+    created_at = Timestamptz()
