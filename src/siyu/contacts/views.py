@@ -3,6 +3,7 @@ identities, owners, tags, merges and unified timeline; the tag, merge, undo and 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlencode
 
@@ -11,10 +12,11 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
+from siyu.contacts import privacy
 from siyu.contacts import search as finder
 from siyu.contacts import services as svc
 from siyu.core import i18n
-from siyu.core.errors import InvalidInput, NotFound
+from siyu.core.errors import Forbidden, InvalidInput, NotFound
 from siyu.core.i18n import N_
 from siyu.tenants.services import Actor
 from siyu.timeline import services as timeline
@@ -204,3 +206,34 @@ class ContactsController(Controller):
             return Redirect(f"/contacts/{contact_id}", status_code=HTTP_303_SEE_OTHER)
         return await self._contact(request, contact_id, block="timeline",
                                    headers=toast_header(i18n.gettext(N_("Note added."))))
+
+    # --- data-subject requests --------------------------------------------------------------------------
+
+    @get("/{contact_id:int}/export")
+    async def export(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Response[Any]:
+        """Everything Siyu holds about this person, as a JSON download (audited). Tenant admins only."""
+        tid, actor = _scope(request)
+        _admin_only(request)
+        doc = await privacy.export_contact(tid, contact_id, actor)
+        return Response(json.dumps(doc, ensure_ascii=False, indent=2), media_type="application/json",
+                        headers={"Content-Disposition": f'attachment; filename="contact-{doc["contact"]["id"]}.json"'})
+
+    @post("/{contact_id:int}/erase")
+    async def erase(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
+        """Erase this person's personal information (a data-subject request), with the request's reference."""
+        tid, actor = _scope(request)
+        _admin_only(request)
+        form = await request.form()
+        reason = str(form.get("reason") or "")
+        try:
+            await privacy.do_erase_contact(tid, contact_id, reason, actor)
+        except InvalidInput as exc:
+            return await self._contact(request, contact_id, block="privacy", status_code=400,
+                                       privacy_form={"reason": reason}, privacy_errors=errors_for(exc))
+        return _go(request, f"/contacts/{contact_id}", i18n.gettext(N_("Personal information erased.")))
+
+
+def _admin_only(request: Request[Any, Any, Any]) -> None:
+    user = current_user(request)
+    if user is None or user.role != "tenant_admin":
+        raise Forbidden(N_("Only the brand's administrators can export or erase a person's data."))

@@ -147,3 +147,31 @@ async def test_export_and_erase_over_the_api(client: Client, acme: TenantFixture
     r = await client.post(f"/api/v1/contacts/{person['contact']}/erase", json={"reason": "DSR-9"}, headers=auth)
     assert r.status_code == 200 and r.json()["erased"]["identities"] == 2
     assert "13812345678" not in await everything(acme.id)
+
+
+async def test_export_and_erase_from_the_contact_page(acme_admin: Client, acme_agent: Client, acme: TenantFixture,
+                                                      globex: TenantFixture, person: dict[str, int]) -> None:
+    cid = person["contact"]
+    page = await acme_admin.get(f"/contacts/{cid}")
+    assert page.status_code == 200 and f"/contacts/{cid}/export" in page.text
+    r = await acme_admin.get(f"/contacts/{cid}/export")
+    assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+    assert r.json()["contact"]["phone"] == "13812345678"
+    # Sales reps neither see nor use it.
+    assert f"/contacts/{cid}/export" not in (await acme_agent.get(f"/contacts/{cid}")).text
+    assert (await acme_agent.get(f"/contacts/{cid}/export")).status_code == 403
+    assert (await acme_agent.form(f"/contacts/{cid}/erase", {"reason": "x"})).status_code == 403
+    # Another tenant's contact answers like a missing one.
+    theirs = await contacts.resolve(globex.id, "oa", "oGlobexPerson00001", at=datetime.now(UTC))
+    for method, path in (("GET", "export"), ("POST", "erase")):
+        foreign = await (acme_admin.get(f"/contacts/{theirs.contact_id}/{path}") if method == "GET"
+                         else acme_admin.form(f"/contacts/{theirs.contact_id}/{path}", {"reason": "x"}))
+        missing = await (acme_admin.get(f"/contacts/987654/{path}") if method == "GET"
+                         else acme_admin.form(f"/contacts/987654/{path}", {"reason": "x"}))
+        assert foreign.status_code == missing.status_code == 404 and foreign.text == missing.text
+    bad = await acme_admin.form(f"/contacts/{cid}/erase", {"reason": ""}, htmx=True)
+    assert bad.status_code == 400 and 'id="msg-reason"' in bad.text
+    assert "13812345678" in await everything(acme.id)
+    ok = await acme_admin.form(f"/contacts/{cid}/erase", {"reason": "DSR-11"}, htmx=True)
+    assert ok.status_code == 200 and ok.headers.get("HX-Redirect") == f"/contacts/{cid}"
+    assert "13812345678" not in await everything(acme.id)
