@@ -29,6 +29,11 @@ from siyu.core.errors import InvalidInput, SiyuError, TooManyRequests
 from siyu.core.i18n import N_
 from siyu.core.logs import configure_logging
 from siyu.core.settings import FRONTEND_DIR, get_settings
+from siyu.inbox.api import InboxApi
+from siyu.inbox.live import Relay as InboxRelay
+from siyu.inbox.manager_views import InboxManagerController
+from siyu.inbox.settings_views import InboxSettingsController
+from siyu.inbox.views import InboxController
 from siyu.segments.api import SegmentsApi
 from siyu.segments.views import SegmentsController
 from siyu.tenants.api import TenantApi
@@ -57,6 +62,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     app.state.arq = await redis_mod.arq_pool()
     effects.install(app.state.arq)
     app.state.wechat = WeChatRuntime(app.state.redis)
+    app.state.inbox_relay = InboxRelay(app.state.redis)  # live inbox: Redis pub/sub → this process's SSE clients
+    await app.state.inbox_relay.start()
     app.state.ingestor = Ingestor(lambda ids: enqueue_batch(app.state.arq, ids))
     app.state.ingestor.start()
     listener = db.Listener([db.ACCOUNTS_CHANGED, db.AUTO_REPLIES_CHANGED], wechat_services.on_change)
@@ -65,6 +72,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         await listener.stop()
+        await app.state.inbox_relay.stop()
         await app.state.ingestor.stop()
         effects.uninstall(app.state.arq)
         await app.state.arq.aclose()
@@ -161,7 +169,7 @@ def create_app() -> Litestar:
         route_handlers=[
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
             InvitationController, TenantApi, ContactsApi, WeChatCallbacks, AutoRepliesController, ContactsController,
-            SegmentsController, SegmentsApi,
+            SegmentsController, SegmentsApi, InboxManagerController, InboxApi, InboxController, InboxSettingsController,
             *([bare_endpoint] if s.bench_bare_endpoint else []),
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],

@@ -11,7 +11,12 @@ download is not used. Without it every e2e test is skipped, loudly: this is the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +78,32 @@ async def page(browser: Any, web_server: WebServer) -> AsyncIterator[Any]:
     finally:
         await context.close()
     assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[subprocess.Popen[Any]]:
+    """`python -m siyu worker` (arq), as `make run` starts it, for the tests of one module: the jobs run as
+    in production (callback batches, contacts, the inbox, sends). Module-scoped so it never outlives the
+    browser tests and takes jobs that later integration tests run in their own burst workers."""
+    from redis import Redis
+
+    from siyu.core.processes import stop_processes
+
+    redis = Redis.from_url(os.environ["REDIS_URL"])
+    redis.delete("arq:queue:health-check")
+    fd, name = tempfile.mkstemp(prefix="siyu-e2e-worker-", suffix=".log")
+    proc = subprocess.Popen([sys.executable, "-m", "siyu", "worker"], stdout=fd, stderr=subprocess.STDOUT,
+                            env=dict(os.environ))
+    os.close(fd)
+    log = Path(name)
+    try:
+        deadline = time.monotonic() + 30
+        while not redis.exists("arq:queue:health-check"):  # written as its first poll begins
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start; its output:\n{log.read_text(errors='replace')}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        redis.close()
+        stop_processes([proc], timeout=15)
+        log.unlink(missing_ok=True)

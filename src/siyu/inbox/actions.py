@@ -239,3 +239,15 @@ async def do_set_presence(tenant_id: int, staff_id: int, presence: str, actor: A
 async def presence_of(tenant_id: int, staff_id: int) -> str:
     row = await db.fetchrow("SELECT presence FROM inbox_agent WHERE tenant = $1 AND staff = $2", tenant_id, staff_id)
     return str(row["presence"]) if row else "offline"
+
+
+async def do_mark_read(tenant_id: int, viewer: Viewer, conversation_id: int) -> bool:
+    """The rep who has the conversation looked at it: its unread count starts again from 0 (their other tabs
+    and their manager's list follow live). Others looking change nothing."""
+    async with db.transaction():
+        row = await db.fetchrow(
+            "UPDATE inbox_conversation SET unread = 0 WHERE tenant = $1 AND id = $2 AND assignee = $3 AND unread > 0 "
+            "RETURNING *", tenant_id, conversation_id, viewer.staff_id)
+        if row is not None:
+            await convs.announce(dict(row), "read")
+    return row is not None

@@ -16,7 +16,7 @@ from typing import Any
 from siyu.core import db
 from siyu.core.errors import InvalidInput, NotFound
 from siyu.core.i18n import N_
-from siyu.inbox.conversations import CONVERSATION_COLUMNS, CONVERSATION_FROM, Viewer
+from siyu.inbox.conversations import CONVERSATION_COLUMNS, CONVERSATION_FROM, STATUSES, Viewer
 
 BOXES = ("mine", "unassigned", "all")
 OPEN = ("queued", "assigned", "snoozed")
@@ -88,7 +88,7 @@ def _like(q: str) -> str:
     return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _conditions(tenant_id: int, viewer: Viewer, f: ListFilter) -> tuple[list[str], _Args]:
+def _conditions(tenant_id: int, viewer: Viewer, f: ListFilter, status: bool = True) -> tuple[list[str], _Args]:
     args = _Args(tenant_id)
     where = ["c.tenant = $1", args.scope(viewer)]
     if f.box == "mine":
@@ -96,7 +96,7 @@ def _conditions(tenant_id: int, viewer: Viewer, f: ListFilter) -> tuple[list[str
     elif f.box == "unassigned":
         where.append(_waiting_for(viewer, args))
     statuses = STATUS_FILTERS[f.status]
-    if statuses is not None:
+    if status and statuses is not None:
         where.append(f"c.status = ANY({args.add(list(statuses))}::text[])")
     if f.q:
         p = args.add(_like(f.q))
@@ -121,18 +121,24 @@ def decode_cursor(cursor: str) -> tuple[datetime | None, int]:
 
 async def conversations(tenant_id: int, viewer: Viewer, f: ListFilter, cursor: str | None = None,
                         limit: int = PAGE_SIZE) -> Page:
-    """One page of a box, newest activity first (one query). The order matches the index
-    (tenant, status, last_message_at DESC, id DESC): conversations without a message yet come first."""
-    where, args = _conditions(tenant_id, viewer, f)
+    """One page of a box, newest activity first (one query). The order is the index's
+    (tenant, status, last_message_at DESC, id DESC), so conversations without a message yet come first; one
+    UNION ALL branch per status lets each branch walk that index and stop after a page, instead of sorting
+    every open conversation of a large tenant."""
+    where, args = _conditions(tenant_id, viewer, f, status=False)
     if cursor:
         at, ident = decode_cursor(cursor)
         if at is None:
             where.append(f"((c.last_message_at IS NULL AND c.id < {args.add(ident)}) OR c.last_message_at IS NOT NULL)")
         else:
             where.append(f"(c.last_message_at, c.id) < ({args.add(at)}, {args.add(ident)})")
-    rows = await db.fetch(
-        f"SELECT {CONVERSATION_COLUMNS} FROM {CONVERSATION_FROM} WHERE {' AND '.join(where)} "
-        f"ORDER BY c.last_message_at DESC, c.id DESC LIMIT {args.add(limit + 1)}", *args.values)
+    n = args.add(limit + 1)
+    statuses = STATUS_FILTERS[f.status] or STATUSES
+    branches = [f"(SELECT {CONVERSATION_COLUMNS} FROM {CONVERSATION_FROM} WHERE {' AND '.join(where)} "
+                f"AND c.status = '{status}' ORDER BY c.last_message_at DESC, c.id DESC LIMIT {n})"
+                for status in statuses if status in STATUSES]  # literals from the fixed list only
+    rows = await db.fetch(f"SELECT * FROM ({' UNION ALL '.join(branches)}) page "
+                          f"ORDER BY last_message_at DESC, id DESC LIMIT {n}", *args.values)
     found = [dict(r) for r in rows]
     more = len(found) > limit
     found = found[:limit]

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import secrets
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,17 +85,44 @@ class Relay:
         # A channel of this process alone keeps the connection subscribed, so the reader always has
         # something to read from (redis-py refuses to read from an unsubscribed pub/sub).
         self._own = f"siyu:inbox:relay:{secrets.token_hex(8)}"
+        self._closing = False
 
     async def start(self) -> None:
         self._pubsub = self._redis.pubsub()
         self._confirmed[self._own] = asyncio.Event()
         await self._pubsub.subscribe(self._own)
         self._reader = asyncio.create_task(self._read(), name="siyu-inbox-relay")
+        self._end_streams_on_stop_signal()
 
-    async def stop(self) -> None:
+    def end_streams(self) -> None:
+        """End every open stream now (browsers reconnect, to another process if this one is stopping)."""
+        self._closing = True
         for group in self._groups.values():
             for listener in group:
-                listener.offer(None)  # ends each stream
+                listener.offer(None)
+
+    def _end_streams_on_stop_signal(self) -> None:
+        """The ASGI server stops a process by waiting for its open requests to finish, and an event stream
+        never finishes by itself: when the process is told to stop, end the streams first, then let the
+        server's own handler run. The server's handler is found in asyncio's table of signal handlers
+        (a private attribute, so without it this does nothing and the server's kill timeout applies)."""
+        loop = asyncio.get_running_loop()
+        handlers = getattr(loop, "_signal_handlers", None)
+        if not isinstance(handlers, dict):
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = handlers.get(sig)
+            if not isinstance(previous, asyncio.Handle):
+                continue
+
+            def chained(previous: asyncio.Handle = previous) -> None:
+                self.end_streams()
+                previous._run()
+
+            loop.add_signal_handler(sig, chained)
+
+    async def stop(self) -> None:
+        self.end_streams()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -107,14 +135,18 @@ class Relay:
 
     async def _read(self) -> None:
         assert self._pubsub is not None
+        failures = 0
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=5.0)
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis restarted or the connection dropped: redis-py reconnects
-                log.warning("inbox relay: reading from Redis failed (%r); retrying", exc)
-                await asyncio.sleep(1.0)
+                failures += 1
+                if failures == 1 or failures % 60 == 0:
+                    log.warning("inbox relay: reading from Redis failed %s time(s) (%r); retrying", failures, exc)
+                await asyncio.sleep(min(5.0, 0.5 * failures))
                 continue
             if message is None:
                 continue
@@ -145,6 +177,8 @@ class Relay:
         assert self._pubsub is not None, "Relay.start() first"
         channel = live_channel(tenant_id)
         listener = Listener(viewer)
+        if self._closing:
+            listener.offer(None)
         async with self._lock:
             group = self._groups.setdefault(channel, set())
             if not group:

@@ -9,6 +9,7 @@ missing one. htmx asks for the fragment it swaps (a partial template); a plain r
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime
 from typing import Any
@@ -96,10 +97,8 @@ def system_text(body: str) -> str:
         return _t(SYSTEM_LINES[event], reason=words)
     if event == "snoozed":
         until = str(data.get("until") or "")
-        try:
+        with contextlib.suppress(ValueError):
             until = _local(datetime.fromisoformat(until))
-        except ValueError:
-            pass
         return _t(SYSTEM_LINES[event], by=by, until=until)
     return _t(SYSTEM_LINES[event], by=by)
 
@@ -124,11 +123,11 @@ def window_words(channel: str, state: windows.WindowState) -> str:
     if state.closes_at is None:
         return _t(N_("{remaining} of {quota} left"), remaining=state.remaining, quota=quota)
     seconds = max(0, int((state.closes_at - clock.now()).total_seconds()))
-    if seconds >= 3600:
+    if seconds > 3600:  # rounded up: "closes in 31 h" means before 31 hours have passed
         return _t(N_("{remaining} of {quota} left · closes in {hours} h"), remaining=state.remaining, quota=quota,
-                  hours=seconds // 3600)
+                  hours=-(-seconds // 3600))
     return _t(N_("{remaining} of {quota} left · closes in {minutes} min"), remaining=state.remaining, quota=quota,
-              minutes=max(1, seconds // 60))
+              minutes=max(1, -(-seconds // 60)))
 
 
 def alternatives(channel: str, state: windows.WindowState, owner_names: list[str]) -> list[str]:
@@ -183,11 +182,10 @@ async def _list_context(tid: int, viewer: Viewer, f: boxes.ListFilter, cursor: s
             "counts": await boxes.counts(tid, viewer), "viewer": viewer}
 
 
-async def _conversation_context(tid: int, viewer: Viewer, conversation_id: int,
-                                conv: dict[str, Any] | None = None) -> dict[str, Any]:
+async def _conversation_context(tid: int, viewer: Viewer, conversation_id: int, query: str) -> dict[str, Any]:
     """The middle and right panes: thread, composer and contact (a fixed number of queries)."""
-    conv = conv or await get_conversation(tid, viewer, conversation_id)
-    live_ctx = await _live_context(tid, viewer, conv)
+    conv = await _opened(tid, viewer, await get_conversation(tid, viewer, conversation_id))
+    live_ctx = await _live_context(tid, viewer, conv, query)
     contact_id = int(conv["contact"])
     events = await timeline.page(tid, contact_id, None, CONTACT_EVENTS)
     mine = conv["assignee"] == viewer.staff_id
@@ -204,7 +202,14 @@ async def _conversation_context(tid: int, viewer: Viewer, conversation_id: int,
     }
 
 
-async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any]) -> dict[str, Any]:
+async def _opened(tid: int, viewer: Viewer, conv: dict[str, Any]) -> dict[str, Any]:
+    """The rep who has it is looking at it: nothing is unread any more."""
+    if conv["unread"] and conv["assignee"] == viewer.staff_id and await actions.do_mark_read(tid, viewer, conv["id"]):
+        return {**conv, "unread": 0}
+    return conv
+
+
+async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any], query: str) -> dict[str, Any]:
     """The part of the conversation pane that changes live: header, messages, the reply window."""
     thread, earlier = await boxes.messages(tid, conv["id"])
     state = await actions.window_for(tid, conv)
@@ -223,15 +228,20 @@ async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any]) -> dict[
         "can_resolve": conv["status"] in ("bot", "queued") or (conv["status"] in ("assigned", "snoozed") and holder),
         "can_snooze": conv["status"] == "assigned" and holder,
         "can_reopen": conv["status"] == "resolved",
-        "snooze_choices": list(actions.SNOOZE_CHOICES), "viewer": viewer,
+        "snooze_choices": list(actions.SNOOZE_CHOICES), "viewer": viewer, "query": query,
     }
 
 
-def _back(request: Request[Any, Any, Any], conversation_id: int | None = None) -> str:
+def _keep(request: Request[Any, Any, Any]) -> str:
+    """The list's box, status and search, carried along in the URLs of the conversation pane."""
     raw = request.query_params
-    keep = {k: raw.get(k) for k in ("box", "status", "q") if raw.get(k)}
+    return urlencode({k: str(raw.get(k))[:100] for k in ("box", "status", "q") if raw.get(k)})
+
+
+def _back(request: Request[Any, Any, Any], conversation_id: int | None = None) -> str:
+    keep = _keep(request)
     base = f"/inbox/conversations/{conversation_id}" if conversation_id else "/inbox"
-    return f"{base}?{urlencode(keep)}" if keep else base
+    return f"{base}?{keep}" if keep else base
 
 
 async def _form(request: Request[Any, Any, Any]) -> dict[str, Any]:
@@ -249,9 +259,9 @@ class InboxController(Controller):
     async def _page(self, request: Request[Any, Any, Any], tid: int, viewer: Viewer,
                     conversation_id: int | None = None) -> Template:
         f = _filter(request, viewer)
-        ctx = await _list_context(tid, viewer, f, None, conversation_id)
+        ctx = await _list_context(tid, viewer, f, request.query_params.get("cursor") or None, conversation_id)
         if conversation_id is not None:
-            ctx.update(await _conversation_context(tid, viewer, conversation_id))
+            ctx.update(await _conversation_context(tid, viewer, conversation_id, urlencode(f.as_query())))
         user = current_user(request)
         assert user is not None
         return render(request, "inbox/index.html", {
@@ -272,14 +282,14 @@ class InboxController(Controller):
         template = "inbox/_rows.html" if cursor else "inbox/_list.html"
         return render(request, template, {**ctx, **_labels(), "status_filters": list(boxes.STATUS_FILTERS),
                                           "boxes": boxes.BOXES if viewer.is_manager else boxes.BOXES[:2]},
-                      headers={"HX-Push-Url": _back(request)} if not cursor else None)
+                      headers={"HX-Push-Url": f"/inbox?{urlencode(f.as_query())}"} if not cursor else None)
 
     @get("/counts")
     async def counts(self, request: Request[Any, Any, Any]) -> Template:
         tid, viewer, _ = await _who(request)
         f = _filter(request, viewer)
         return render(request, "inbox/_counts.html", {
-            "counts": await boxes.counts(tid, viewer), "filter": f, **_labels(),
+            "counts": await boxes.counts(tid, viewer), "filter": f, "query": urlencode(f.as_query()), **_labels(),
             "boxes": boxes.BOXES if viewer.is_manager else boxes.BOXES[:2]})
 
     # --- one conversation -----------------------------------------------------------------------------
@@ -289,15 +299,16 @@ class InboxController(Controller):
         tid, viewer, _ = await _who(request)
         if not _is_htmx(request):
             return await self._page(request, tid, viewer, conversation_id)
-        ctx = await _conversation_context(tid, viewer, conversation_id)
+        ctx = await _conversation_context(tid, viewer, conversation_id, _keep(request))
         return render(request, "inbox/_conversation.html", {**ctx, **_labels()})
 
     @get("/conversations/{conversation_id:int}/live")
     async def live_part(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template:
         """The thread's changing part, re-fetched when a live event names this conversation."""
         tid, viewer, _ = await _who(request)
-        conv = await get_conversation(tid, viewer, conversation_id)
-        return render(request, "inbox/_live.html", {**await _live_context(tid, viewer, conv), **_labels()})
+        conv = await _opened(tid, viewer, await get_conversation(tid, viewer, conversation_id))
+        return render(request, "inbox/_live.html", {**await _live_context(tid, viewer, conv, _keep(request)),
+                                                    **_labels()})
 
     @get("/conversations/{conversation_id:int}/messages")
     async def earlier(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template:
@@ -319,7 +330,7 @@ class InboxController(Controller):
         conv = await boxes.conversation_in(tid, viewer, f, conversation_id)
         current = request.query_params.get("current") or ""
         return render(request, "inbox/_row.html", {
-            "c": conv, "filter": f, "query": urlencode(f.as_query()), **_labels(),
+            "c": conv, "filter": f, "query": urlencode(f.as_query()), "viewer": viewer, **_labels(),
             "current_id": int(current) if current.isdigit() and len(current) < 16 else None})
 
     async def _after_action(self, request: Request[Any, Any, Any], tid: int, viewer: Viewer, conversation_id: int,
@@ -334,7 +345,7 @@ class InboxController(Controller):
                 return Redirect(_back(request), status_code=HTTP_303_SEE_OTHER)
             return Redirect(_back(request, conversation_id), status_code=HTTP_303_SEE_OTHER)
         try:
-            ctx = await _conversation_context(tid, viewer, conversation_id)
+            ctx = await _conversation_context(tid, viewer, conversation_id, _keep(request))
         except NotFound:
             return render(request, "inbox/_gone.html", {**_labels()}, headers={**headers, "HX-Push-Url": _back(request)})
         return render(request, "inbox/_conversation.html", {**ctx, **_labels()}, headers=headers)
@@ -353,7 +364,8 @@ class InboxController(Controller):
         if not _is_htmx(request):
             return Redirect(_back(request, conversation_id), status_code=HTTP_303_SEE_OTHER)
         conv = await get_conversation(tid, viewer, conversation_id)
-        return render(request, "inbox/_live.html", {**await _live_context(tid, viewer, conv), **_labels()},
+        return render(request, "inbox/_live.html", {**await _live_context(tid, viewer, conv, _keep(request)),
+                                                    **_labels()},
                       headers={"HX-Trigger": json.dumps({"inbox:sent": {"id": conversation_id}})})
 
     @post("/conversations/{conversation_id:int}/take")
@@ -400,6 +412,14 @@ class InboxController(Controller):
         return await self._after_action(request, tid, viewer, conversation_id, N_("Snoozed."))
 
     # --- presence and the live stream -----------------------------------------------------------------
+
+    @get("/presence")
+    async def presence_toggle(self, request: Request[Any, Any, Any]) -> Template:
+        """The toggle as it is now (another tab changed it)."""
+        user = current_user(request)
+        assert user is not None
+        presence = await actions.presence_of(require_tenant_id(user), user.id)
+        return render(request, "inbox/_presence.html", {"presence": presence, **_labels()})
 
     @post("/presence")
     async def presence(self, request: Request[Any, Any, Any]) -> Template | Response[Any]:

@@ -10,11 +10,20 @@ from typing import Any
 import pytest
 
 from siyu.contacts import services as contacts_svc
-from siyu.contacts.tables import Contact, ContactMerge, ContactTag
+from siyu.contacts.tables import Contact, ContactMerge, ContactTag, Identity
+from siyu.core import clock
+from siyu.inbox import actions as inbox_actions
+from siyu.inbox import canned as inbox_canned
+from siyu.inbox.conversations import viewer_for
+from siyu.inbox.handoff import do_handoff
+from siyu.inbox.tables import CannedReply, Conversation, Message
+from siyu.segments import services as segments_svc
+from siyu.segments.tables import Segment
 from siyu.tenants import services as svc
 from siyu.tenants import staff as staff_svc
 from siyu.tenants.tables import ApiKey, AuditLog, ChannelAccount, Invitation, Staff, Team, TeamMember, Tenant
 from siyu.wechat import services as wechat_svc
+from siyu.wechat import windows
 from siyu.wechat.tables import AutoReply
 from tests.conftest import MP, OA, WECOM, Client, TenantFixture
 
@@ -43,11 +52,17 @@ class Seeded:
     auto_reply_id: int
     contact_id: int
     merge_id: int
+    segment_id: int = 0
+    conversation_id: int = 0  # assigned to the tenant's agent, reply window open
+    resolved_conversation_id: int = 0
+    canned_id: int = 0  # a tenant-wide canned reply
 
     def object_id(self, kind: str) -> int:
         return {"staff": self.tenant.admin_id, "team": self.team_id, "invitation": self.invitation_id,
                 "api_key": self.api_key_id, "auto_reply": self.auto_reply_id, "contact": self.contact_id,
-                "merge": self.merge_id}[kind]
+                "merge": self.merge_id, "segment": self.segment_id,
+                "conversation": self.conversation_id, "resolved_conversation": self.resolved_conversation_id,
+                "canned": self.canned_id}[kind]
 
 
 async def seed(t: TenantFixture, name: str, channels: dict[str, dict[str, str]]) -> Seeded:
@@ -66,7 +81,37 @@ async def seed(t: TenantFixture, name: str, channels: dict[str, dict[str, str]])
     await contacts_svc.resolve_identity(t.id, "oa", "oSeedOther0001")  # what the merge route names
     merge_id = await contacts_svc.do_merge(t.id, contact_id, merged_id, "manual", actor)
     await contacts_svc.do_tag(t.id, contact_id, f"{name} VIP", actor)
-    return Seeded(t, team_id, invitation_id, key_id, key, prefix, rule_id, contact_id, merge_id)
+    seeded = Seeded(t, team_id, invitation_id, key_id, key, prefix, rule_id, contact_id, merge_id)
+    vip = (await contacts_svc.tags_of(t.id, contact_id))[0]["id"]
+    seeded.segment_id = await segments_svc.do_create_segment(
+        t.id, f"{name} VIP segment", {"tags": {"ids": [vip], "match": "any"}}, actor)
+    await seed_inbox(seeded)
+    return seeded
+
+
+async def seed_inbox(seeded: Seeded) -> None:
+    """A conversation the agent has (window open), a resolved one, and a canned reply everyone shares."""
+    t = seeded.tenant
+    admin = await viewer_for(t.id, t.admin_id)
+    identity = await Identity.select(Identity.id).where(
+        (Identity.tenant == t.id) & (Identity.external_id == "oSeedContact01")).first()
+    conv = await do_handoff(t.id, identity["id"])
+    await inbox_actions.do_assign(t.id, admin, conv["id"], t.agent_id)
+    await windows.note_inbound(t.id, "oa", "oSeedContact01", "message", clock.now())
+    other = await Identity.select(Identity.id).where(
+        (Identity.tenant == t.id) & (Identity.external_id == "oSeedOther0001")).first()
+    done = await do_handoff(t.id, other["id"])
+    await inbox_actions.do_resolve(t.id, admin, done["id"])
+    seeded.conversation_id, seeded.resolved_conversation_id = conv["id"], done["id"]
+    seeded.canned_id = await inbox_canned.do_create_canned(
+        t.id, admin, {"shortcut": "hi", "body": f"{t.slug} says hi", "scope": "tenant"}, svc.Actor.cli())
+
+
+def with_own_ids(data: dict[str, Any] | None, own: Seeded) -> dict[str, Any] | None:
+    """Form data naming the requester's own objects ("{team}"): only the id in the URL is foreign."""
+    if data is None:
+        return None
+    return {k: v.format(team=own.team_id) if isinstance(v, str) else v for k, v in data.items()}
 
 
 @pytest.fixture
@@ -93,6 +138,10 @@ async def tenant_state(tenant_id: int) -> dict[str, Any]:
         "contacts": await Contact.select().where(Contact.tenant == tenant_id).order_by(Contact.id),
         "contact_tags": await ContactTag.select().where(ContactTag.tenant == tenant_id).order_by(ContactTag.id),
         "merges": await ContactMerge.select().where(ContactMerge.tenant == tenant_id).order_by(ContactMerge.id),
+        "segments": await Segment.select().where(Segment.tenant == tenant_id).order_by(Segment.id),
+        "conversations": await Conversation.select().where(Conversation.tenant == tenant_id).order_by(Conversation.id),
+        "messages": await Message.select().where(Message.tenant == tenant_id).order_by(Message.id),
+        "canned": await CannedReply.select().where(CannedReply.tenant == tenant_id).order_by(CannedReply.id),
         "audit": await AuditLog.count(),
     }
 
@@ -125,6 +174,24 @@ ID_ROUTES = [
     ("POST", "/contacts/{id}/merge", "contact", {"other": "oSeedOther0001"}),
     ("POST", "/contacts/{id}/notes", "contact", {"text": "Taken over"}),
     ("POST", "/contacts/merges/{id}/undo", "merge", {}),
+    ("GET", "/segments/{id}", "segment", None),
+    ("POST", "/segments/{id}", "segment", {"name": "Taken over", "channels": ["oa"]}),
+    ("GET", "/segments/{id}/count", "segment", None),
+    ("GET", "/segments/{id}/delete", "segment", None),
+    ("POST", "/segments/{id}/delete", "segment", {}),
+    ("GET", "/inbox/conversations/{id}", "conversation", None),
+    ("GET", "/inbox/conversations/{id}/live", "conversation", None),
+    ("GET", "/inbox/conversations/{id}/messages?before=999999", "conversation", None),
+    ("GET", "/inbox/conversations/{id}/row?box=all", "conversation", None),
+    ("POST", "/inbox/conversations/{id}/reply", "conversation", {"text": "Taken over"}),
+    ("POST", "/inbox/conversations/{id}/take", "conversation", {}),
+    ("POST", "/inbox/conversations/{id}/transfer", "conversation", {"to": "team:{team}"}),
+    ("POST", "/inbox/conversations/{id}/resolve", "conversation", {}),
+    ("POST", "/inbox/conversations/{id}/snooze", "conversation", {"until": "1h"}),
+    ("POST", "/inbox/conversations/{id}/reopen", "resolved_conversation", {}),
+    ("GET", "/inbox/canned/{id}", "canned", None),
+    ("POST", "/inbox/canned/{id}", "canned", {"shortcut": "hi", "body": "Taken over"}),
+    ("POST", "/inbox/canned/{id}/delete", "canned", {}),
 ]
 
 
@@ -145,6 +212,7 @@ async def test_another_tenants_id_answers_exactly_like_a_missing_id(
     before = await tenant_state(globex_seeded.tenant.id)
     acme_before = await tenant_state(acme_seeded.tenant.id)
 
+    data = with_own_ids(data, acme_seeded)
     foreign = await send(acme_admin, method, template.format(id=globex_id), data, htmx)
     missing = await send(acme_admin, method, template.format(id=MISSING_ID), data, htmx)
 
@@ -165,7 +233,7 @@ async def test_the_same_routes_work_on_the_tenants_own_ids(
 ) -> None:
     """The control for the test above: the 404 comes from the tenant scope, not from a broken route."""
     own_id = acme_seeded.tenant.agent_id if kind == "staff" else acme_seeded.object_id(kind)
-    r = await send(acme_admin, method, template.format(id=own_id), data, htmx=True)
+    r = await send(acme_admin, method, template.format(id=own_id), with_own_ids(data, acme_seeded), htmx=True)
     assert r.status_code == 200, r.text
 
 
@@ -241,6 +309,8 @@ LIST_PAGES = [
     ("/workspace", "admin", "Acme"),
     ("/workspace", "agent", "Acme Team"),
     ("/api/v1/tenant", "api_key", OA["app_id"]),
+    ("/segments", "agent", "Acme VIP segment"),
+    ("/api/v1/segments", "api_key", "Acme VIP segment"),
 ]
 
 
@@ -328,16 +398,25 @@ ROUTES_WITHOUT_TENANT_OBJECT_IDS = {
     # tests/integration/wechat covers a callback signed for one tenant sent to another's URL.
     ("GET", "/wechat/{tenant}/{channel}"), ("POST", "/wechat/{tenant}/{channel}"),
 }
-COVERED = ({(m, t.replace("{id}", "{}")) for m, t, _, _ in ID_ROUTES}
+COVERED = ({(m, t.split("?")[0].replace("{id}", "{}")) for m, t, _, _ in ID_ROUTES}
            | {(m, t.replace("{id}", "{}")) for m, t, _ in PLATFORM_ROUTES if "{id}" in t}
            | {("GET", "/api/v1/channels/{}"), ("POST", "/settings/channels/{}/check"),
               ("POST", "/settings/channels/{}/unlink")}
            # Two ids (contact, tag): tests/integration/contacts/test_pages.py crosses each of them.
            | {("POST", "/contacts/{}/tags/{}/delete")}
+           # Data-subject requests: tests/integration/contacts/test_privacy.py compares foreign and missing ids.
+           | {("GET", "/contacts/{}/export"), ("POST", "/contacts/{}/erase")}
+           # Inbox settings: tests/integration/inbox/test_settings_page.py compares foreign and missing ids.
+           | {("POST", "/settings/inbox/teams/{}"), ("POST", "/settings/inbox/people/{}")}
            # Bearer-key routes: tests/integration/contacts/test_api.py compares another tenant's contact with
            # a missing one, byte for byte.
            | {("GET", "/api/v1/contacts/{}"), ("GET", "/api/v1/contacts/{}/timeline"),
-              ("GET", "/api/v1/contacts/{}/export"), ("POST", "/api/v1/contacts/{}/erase")})
+              ("GET", "/api/v1/contacts/{}/export"), ("POST", "/api/v1/contacts/{}/erase")}
+           # tests/integration/segments/test_api.py compares another tenant's segment with a missing one, byte for byte.
+           | {("GET", "/api/v1/segments/{}"), ("GET", "/api/v1/segments/{}/contacts")}
+           # tests/integration/inbox/test_api.py compares another tenant's conversation with a missing one, byte
+           # for byte.
+           | {("GET", "/api/v1/conversations/{}")})
 
 
 def test_every_route_with_a_path_parameter_is_covered(app: Any) -> None:
