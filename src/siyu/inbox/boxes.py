@@ -92,7 +92,8 @@ def _conditions(tenant_id: int, viewer: Viewer, f: ListFilter, status: bool = Tr
     args = _Args(tenant_id)
     where = ["c.tenant = $1", args.scope(viewer)]
     if f.box == "mine":
-        where.append(f"c.assignee = {args.add(viewer.staff_id)}")
+        me = args.add(viewer.staff_id)
+        where.append(f"(c.assignee = {me} OR (c.status = 'resolved' AND c.last_assignee = {me}))")
     elif f.box == "unassigned":
         where.append(_waiting_for(viewer, args))
     statuses = STATUS_FILTERS[f.status]

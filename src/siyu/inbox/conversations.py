@@ -59,7 +59,7 @@ class Viewer:
         if self.is_admin:
             return "TRUE", []
         p = first_param
-        own = f"{alias}.assignee = ${p}"
+        own = f"({alias}.assignee = ${p} OR ({alias}.status = 'resolved' AND {alias}.last_assignee = ${p}))"
         waiting = (f"({alias}.status = 'queued' AND (cardinality({alias}.teams) = 0 "
                    f"OR {alias}.teams && ${p + 1}::int[]))")
         clause = f"({own} OR {waiting}"
@@ -72,6 +72,8 @@ class Viewer:
     def sees(self, conv: dict[str, Any]) -> bool:
         """The same rule as `where`, for one row already read (live updates)."""
         if self.is_admin or conv.get("assignee") == self.staff_id:
+            return True
+        if conv.get("status") == "resolved" and conv.get("last_assignee") == self.staff_id:
             return True
         teams = set(conv.get("teams") or ())
         if conv.get("status") == "queued" and (not teams or teams & set(self.team_ids)):
@@ -100,7 +102,7 @@ async def viewer_for(tenant_id: int, staff_id: int) -> Viewer:
 # --- reads -----------------------------------------------------------------------------------------------
 
 CONVERSATION_COLUMNS = (
-    "c.id, c.identity, c.channel, c.open_kfid, c.status, c.assignee, c.teams, c.vip, c.handoff_reason, c.unanswered, "
+    "c.id, c.identity, c.channel, c.open_kfid, c.status, c.assignee, c.last_assignee, c.teams, c.vip, c.handoff_reason, c.unanswered, "
     "c.unread, c.queued_at, c.assigned_at, c.first_response_at, c.snoozed_until, c.resolved_at, c.last_message_at, "
     "c.last_inbound_at, c.preview, c.created_at, i.contact, i.external_id, ct.display_name, ct.remark, "
     "ct.language, s.name AS assignee_name, s.email AS assignee_email")
@@ -183,7 +185,7 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
         if frm in ("bot", "resolved"):
             values["handoff_reason"] = reason
     elif to == "assigned":
-        values.update(assignee=assignee, snoozed_until=None, resolved_at=None)
+        values.update(assignee=assignee, last_assignee=assignee, snoozed_until=None, resolved_at=None)
         if not keeps_holder:
             values.update(assigned_at=now, first_response_at=None)
     elif to == "snoozed":
@@ -240,4 +242,5 @@ async def announce(conv: dict[str, Any], event: str) -> None:
     viewers whose scope includes it."""
     await effects.publish(live_channel(conv["tenant"]), {
         "conversation": conv["id"], "event": event, "status": conv["status"], "assignee": conv["assignee"],
-        "teams": list(conv["teams"] or ()), "previous_assignee": conv.get("previous_assignee")})
+        "teams": list(conv["teams"] or ()), "previous_assignee": conv.get("previous_assignee"),
+        "last_assignee": conv.get("last_assignee")})

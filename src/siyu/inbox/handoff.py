@@ -175,6 +175,9 @@ async def handle_inbound(event_ids: list[int]) -> int:
                     "'{\"event\": \"menu_handoff\"}', 'noted', $3, $4) ON CONFLICT (tenant, source_key) DO NOTHING "
                     "RETURNING id", tenant_id, conv["id"], f"wechat:{event['id']}", event["occurred_at"])
                 if marker is not None:
+                    await db.execute("UPDATE inbox_conversation SET last_message_at = GREATEST(COALESCE("
+                                     "last_message_at, $3), $3) WHERE tenant = $1 AND id = $2",
+                                     tenant_id, conv["id"], event["occurred_at"])
                     await handoff_locked(conv, "menu", actor_label="customer")
     return added
 

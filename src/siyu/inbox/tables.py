@@ -76,6 +76,8 @@ class Conversation(Table, tablename="inbox_conversation"):
     open_kfid = Varchar(length=64, default="")  # WeCom 微信客服 account the customer wrote to
     status = Varchar(length=12, default="bot")  # bot | queued | assigned | snoozed | resolved
     assignee = ForeignKey(Staff, null=True, default=None, on_delete=OnDelete.set_null)
+    # Who held it last: a rep keeps seeing the conversations they resolved (and can reopen them).
+    last_assignee = ForeignKey(Staff, null=True, default=None, on_delete=OnDelete.set_null)
     teams = Array(base_column=Integer(), default=[])  # the teams that serve it (empty: everyone)
     vip = Boolean(default=False)
     handoff_reason = Varchar(length=16, default="")  # keyword | menu | unanswered | vip | api | manual

@@ -404,12 +404,12 @@ async def test_take_snooze_resolve_and_reopen(client_factory: Any, acme: TenantF
     assert snoozed.status_code == 200 and await status_of(waiting) == "snoozed"
     assert (await a.form(f"/inbox/conversations/{waiting}/snooze", {"until": "5y"}, htmx=True)).status_code == 400
 
-    # Resolved, it leaves the rep's scope: the pane says so instead of an error.
+    # Resolved, it stays the rep's to look at (and reopen); another rep still cannot see it.
     done = await a.form(f"/inbox/conversations/{waiting}/resolve?box=mine", htmx=True)
-    assert done.status_code == 200 and 'id="thread-gone"' in done.text
-    assert done.headers["hx-push-url"] == "/inbox?box=mine"
-    assert await status_of(waiting) == "resolved"
-    assert (await a.get(f"/inbox/conversations/{waiting}")).status_code == 404
+    assert done.status_code == 200 and await status_of(waiting) == "resolved"
+    assert (await a.get(f"/inbox/conversations/{waiting}")).status_code == 200
+    b = await signed_in(client_factory, await email_of(scene.staff["b"]))
+    assert (await b.get(f"/inbox/conversations/{waiting}")).status_code == 404
 
     # The admin still sees it and reopens it: it is theirs.
     again = await acme_admin.form(f"/inbox/conversations/{waiting}/reopen", htmx=True)

@@ -181,3 +181,21 @@ async def test_fifty_handoffs_against_ten_reps_never_double_assign_or_overfill(
     assert sum(drained) == 5
     late = await db.fetchrow("SELECT count(*) AS n FROM inbox_conversation WHERE assignee = $1", extra)
     assert late["n"] == 5
+
+
+async def test_a_rep_keeps_seeing_what_they_resolved_and_can_reopen_it(acme: TenantFixture, make_rep: MakeRep,
+                                                                       make_person: MakePerson) -> None:
+    from siyu.inbox.conversations import get_conversation
+    a, b = await make_rep("A"), await make_rep("B", online=False)
+    identity, _ = await make_person()
+    conv = await do_handoff(acme.id, identity)
+    assert conv["assignee"] == a
+    await actions.do_resolve(acme.id, await viewer(acme.id, a), conv["id"])
+    assert (await get_conversation(acme.id, await viewer(acme.id, a), conv["id"]))["status"] == "resolved"
+    import pytest
+
+    from siyu.core.errors import NotFound
+    with pytest.raises(NotFound):
+        await get_conversation(acme.id, await viewer(acme.id, b), conv["id"])
+    reopened = await actions.do_reopen(acme.id, await viewer(acme.id, a), conv["id"])
+    assert reopened["status"] == "assigned" and reopened["assignee"] == a
