@@ -8,7 +8,7 @@ HTMX_VERSION := 2.0.11
 HTMX := frontend/static/vendor/htmx.min.js
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast check lint migrate i18n-extract i18n-check bench-ingest clean
+.PHONY: help install run test test-fast check lint migrate i18n-extract i18n-check bench-ingest bench-identity bench-inbox clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -56,6 +56,12 @@ i18n-check: install ## Fail when a message lacks its zh_CN translation
 
 bench-ingest: install ## Callbacks/s and latency of the WeChat gateway against a bare endpoint (BENCH_N, BENCH_C)
 	@$(PY) bench/ingest.py
+
+bench-identity: install ## Identity graph at 1M identities / 5M events: resolve, merges, timeline, search vs raw SQL (BENCH_SCALE)
+	@$(PY) bench/identity.py
+
+bench-inbox: install ## Inbox at 100k open conversations: list page, routing, SSE fan-out vs baselines (BENCH_SCALE)
+	@$(PY) bench/inbox.py
 
 clean: ## Remove the virtualenv and caches (keeps .siyu data)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 
 from siyu.core.i18n import N_, gettext
 
-WIDTH = 640
-HEIGHT = 220
+WIDTH = 900
+HEIGHT = 240
 MARGIN_LEFT = 64
 MARGIN_RIGHT = 16
 MARGIN_TOP = 16
@@ -107,8 +107,8 @@ class Chart:
         return not self.bars and not any(line.points for line in self.lines)
 
 
-def _frame(title: str, height: int = HEIGHT) -> Chart:
-    return Chart(title, WIDTH, height, MARGIN_LEFT, WIDTH - MARGIN_RIGHT, MARGIN_TOP, height - MARGIN_BOTTOM)
+def _frame(title: str, height: int = HEIGHT, top: int = MARGIN_TOP) -> Chart:
+    return Chart(title, WIDTH, height, MARGIN_LEFT, WIDTH - MARGIN_RIGHT, top, height - MARGIN_BOTTOM)
 
 
 def _y_ticks(chart: Chart, top: float, step: float, fmt: Callable[[float], str]) -> list[Tick]:
@@ -140,8 +140,9 @@ def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], titles
 def line_chart(title: str, labels: Sequence[str], series: Sequence[tuple[str, str, Sequence[float | None],
                                                                           Sequence[str]]],
                fmt: Callable[[float], str] = duration_text, steps: Sequence[int] = DURATION_STEPS) -> Chart:
-    """Lines over the labels (days): each series is (name, tone, values, titles); None leaves a gap."""
-    chart = _frame(title)
+    """Lines over the labels (days): each series is (name, tone, values, titles); None leaves a gap. The
+    legend sits above the plot."""
+    chart = _frame(title, top=MARGIN_TOP + 12)
     highest = max((v for _, _, values, _ in series for v in values if v is not None), default=0.0)
     top, step = nice_max(highest or 1, steps)
     _, x_ticks = _slots(chart, labels)

@@ -1,12 +1,16 @@
-"""Conversations of a tenant in keyset pages by status (the JSON API: the key sees the whole tenant).
+"""Conversations of a tenant in keyset pages, newest message first, optionally of one status: the JSON
+API's list (an API key sees the whole tenant; the inbox pages list through `boxes.py`, in a viewer's scope).
 
-NOTE: this file was accidentally overwritten by the inbox-UI helper and rebuilt from what `api.py` and
-tests/integration/inbox/test_api.py use; its author may want to put their own version back.
+Newest first is `last_message_at DESC, id DESC`; a conversation that never had a message sorts first, as
+the index `inbox_conversation_recent (tenant, status, last_message_at DESC, id DESC)` orders NULLs. Without
+a status filter each status is its own branch of a UNION ALL that reads its first rows from that index and
+stops, so a page over 100,000 conversations reads at most a page per status instead of sorting them all.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,58 +22,58 @@ from siyu.inbox.conversations import CONVERSATION_COLUMNS, CONVERSATION_FROM, ST
 
 PAGE_SIZE = 25
 MAX_PAGE = 100
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_KIND = "l"  # list cursors; other cursor kinds (e.g. "q." for queue pages) are refused here
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ORDER = "c.last_message_at DESC, c.id DESC"
 
 
 @dataclass(frozen=True)
 class Page:
     conversations: list[dict[str, Any]]
-    next_cursor: str | None
+    next_cursor: str | None  # None: this is the last page
 
 
-def _encode(row: dict[str, Any]) -> str:
+def encode_cursor(row: dict[str, Any]) -> str:
     at = row["last_message_at"]
-    raw = f"{_KIND}.{(at - EPOCH) // timedelta(microseconds=1) if at else ''}.{row['id']}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    micros = "-" if at is None else str((at - _EPOCH) // timedelta(microseconds=1))
+    return base64.urlsafe_b64encode(f"r.{micros}.{int(row['id'])}".encode()).decode().rstrip("=")
 
 
-def _decode(cursor: str) -> tuple[datetime | None, int]:
+def decode_cursor(cursor: str) -> tuple[datetime | None, int]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, micros, ident = raw.split(".")
-        if kind != _KIND:
+        kind, micros, last_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(".")
+        if kind != "r":
             raise ValueError(kind)
-        at = EPOCH + timedelta(microseconds=int(micros)) if micros else None
-        return at, int(ident)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput.one("cursor", N_("This page link is broken; start from the first page.")) from exc
+        return (None if micros == "-" else _EPOCH + timedelta(microseconds=int(micros))), int(last_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
+        raise InvalidInput.one("cursor", N_("This cursor is not one Siyu gave out.")) from None
+
+
+def list_query(tenant_id: int, status: str | None, cursor: str | None, limit: int) -> tuple[str, list[Any]]:
+    """The SQL of one page (`limit` + 1 rows, to know whether there is more) and its arguments."""
+    args: list[Any] = [tenant_id, limit + 1]
+    after = ""
+    if cursor:
+        at, last_id = decode_cursor(cursor)
+        args.append(last_id)
+        if at is None:
+            after = " AND (c.last_message_at IS NOT NULL OR c.id < $3)"
+        else:
+            args.append(at)
+            after = " AND (c.last_message_at, c.id) < ($4, $3)"
+    branches = [f"(SELECT c.id FROM inbox_conversation c WHERE c.tenant = $1 AND c.status = '{s}'{after} "
+                f"ORDER BY {_ORDER} LIMIT $2)" for s in ((status,) if status else STATUSES)]
+    return (f"SELECT {CONVERSATION_COLUMNS} FROM {CONVERSATION_FROM} WHERE c.tenant = $1 AND c.id IN "
+            f"({' UNION ALL '.join(branches)}) ORDER BY {_ORDER} LIMIT $2", args)
 
 
 async def list_by_status(tenant_id: int, status: str | None, cursor: str | None = None,
                          limit: int = PAGE_SIZE) -> Page:
-    """Newest message first (conversations without a message yet first, as the index orders them)."""
+    """One page (one query). `status` None: every status."""
     if status is not None and status not in STATUSES:
         raise InvalidInput.one("status", N_("Choose one of: {choices}."), choices=", ".join(STATUSES))
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput.one("limit", N_("Use a number from 1 to {max}."), max=MAX_PAGE)
-    args: list[Any] = [tenant_id]
-    where = ["c.tenant = $1"]
-    if status is not None:
-        args.append(status)
-        where.append(f"c.status = ${len(args)}")
-    if cursor:
-        at, ident = _decode(cursor)
-        args.append(ident)
-        if at is None:
-            where.append(f"((c.last_message_at IS NULL AND c.id < ${len(args)}) OR c.last_message_at IS NOT NULL)")
-        else:
-            args.append(at)
-            where.append(f"(c.last_message_at, c.id) < (${len(args)}, ${len(args) - 1})")
-    args.append(limit + 1)
-    rows = [dict(r) for r in await db.fetch(
-        f"SELECT {CONVERSATION_COLUMNS} FROM {CONVERSATION_FROM} WHERE {' AND '.join(where)} "
-        f"ORDER BY c.last_message_at DESC, c.id DESC LIMIT ${len(args)}", *args)]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, _encode(rows[-1]) if more and rows else None)
+    sql, args = list_query(tenant_id, status, cursor, limit)
+    rows = [dict(r) for r in await db.fetch(sql, *args)]
+    page = rows[:limit]
+    return Page(page, encode_cursor(page[-1]) if len(rows) > limit else None)

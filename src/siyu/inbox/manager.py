@@ -47,6 +47,19 @@ class Scope:
         return (f"({conv}.teams && ${p}::int[] OR {staff_column} = ANY(${p + 1}::int[]))",
                 [list(self.team_ids), list(self.staff_ids)])
 
+    def about(self, conversation_column: str, staff_column: str | None, first_param: int) -> tuple[str, list[Any]]:
+        """The same rule for a row that names its conversation: an assignment (served by a member, whose
+        column is `staff_column`) or a message (`staff_column` None: its conversation is held by a member).
+        Nothing to join for an admin; for a manager the conversation is looked up only when needed."""
+        if self.everything:
+            return "TRUE", []
+        p = first_param
+        served = f"{staff_column} = ANY(${p + 1}::int[]) OR " if staff_column else ""
+        held = "" if staff_column else f" OR c.assignee = ANY(${p + 1}::int[])"
+        return (f"({served}EXISTS (SELECT 1 FROM inbox_conversation c WHERE c.tenant = $1 "
+                f"AND c.id = {conversation_column} AND (c.teams && ${p}::int[]{held})))",
+                [list(self.team_ids), list(self.staff_ids)])
+
 
 def scope_of(viewer: Viewer) -> Scope:
     if viewer.is_admin:
@@ -160,34 +173,30 @@ async def daily(tenant_id: int, scope: Scope, zone: ZoneInfo, now: datetime | No
     now = now or clock.now()
     dates, since = day_range(zone, now, days)
     tz = zone.key
-    where, args = scope.where("c", "a.staff", 4)
-    spread = ("count(*) AS n, percentile_cont(0.5) WITHIN GROUP (ORDER BY {x}) AS median, "
-              "percentile_cont(0.9) WITHIN GROUP (ORDER BY {x}) AS p90")
+    where, args = scope.about("a.conversation", "a.staff", 4)
+    # percentile_cont skips NULLs: an assignment without a reply counts only as unanswered (once it ended).
     response_secs = "extract(epoch FROM a.first_response_at - a.assigned_at)"
     answered = await db.fetch(
-        f"SELECT (a.assigned_at AT TIME ZONE $2)::date AS day, {spread.format(x=response_secs)}, "
-        "0 AS unanswered FROM inbox_assignment a "
-        "JOIN inbox_conversation c ON c.tenant = a.tenant AND c.id = a.conversation "
-        f"WHERE a.tenant = $1 AND a.assigned_at >= $3 AND a.first_response_at IS NOT NULL AND {where} GROUP BY 1 "
-        "UNION ALL "
-        "SELECT (a.assigned_at AT TIME ZONE $2)::date, 0, NULL, NULL, count(*) FROM inbox_assignment a "
-        "JOIN inbox_conversation c ON c.tenant = a.tenant AND c.id = a.conversation "
-        f"WHERE a.tenant = $1 AND a.assigned_at >= $3 AND a.first_response_at IS NULL AND a.ended_at IS NOT NULL "
-        f"AND {where} GROUP BY 1", tenant_id, tz, since, *args)
+        "SELECT (a.assigned_at AT TIME ZONE $2)::date AS day, count(a.first_response_at) AS n, "
+        f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {response_secs}) AS median, "
+        f"percentile_cont(0.9) WITHIN GROUP (ORDER BY {response_secs}) AS p90, "
+        "count(*) FILTER (WHERE a.first_response_at IS NULL AND a.ended_at IS NOT NULL) AS unanswered "
+        f"FROM inbox_assignment a WHERE a.tenant = $1 AND a.assigned_at >= $3 AND {where} GROUP BY 1",
+        tenant_id, tz, since, *args)
     resolution_secs = "extract(epoch FROM a.ended_at - COALESCE(a.queued_at, a.assigned_at))"
     resolved = await db.fetch(
-        f"SELECT (a.ended_at AT TIME ZONE $2)::date AS day, {spread.format(x=resolution_secs)} "
-        "FROM inbox_assignment a JOIN inbox_conversation c ON c.tenant = a.tenant AND c.id = a.conversation "
-        f"WHERE a.tenant = $1 AND a.end_reason = 'resolved' AND a.ended_at >= $3 AND {where} GROUP BY 1",
-        tenant_id, tz, since, *args)
-    where_c, args_c = scope.where("c", "c.assignee", 5)
+        "SELECT (a.ended_at AT TIME ZONE $2)::date AS day, count(*) AS n, "
+        f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {resolution_secs}) AS median, "
+        f"percentile_cont(0.9) WITHIN GROUP (ORDER BY {resolution_secs}) AS p90 "
+        f"FROM inbox_assignment a WHERE a.tenant = $1 AND a.end_reason = 'resolved' AND a.ended_at >= $3 AND {where} "
+        "GROUP BY 1", tenant_id, tz, since, *args)
+    where_m, args_m = scope.about("m.conversation", None, 5)
     handed = await db.fetch(
-        "SELECT (m.created_at AT TIME ZONE $2)::date AS day, count(DISTINCT m.id) AS n FROM inbox_message m "
-        "JOIN inbox_conversation c ON c.tenant = m.tenant AND c.id = m.conversation "
+        "SELECT (m.created_at AT TIME ZONE $2)::date AS day, count(*) AS n FROM inbox_message m "
         "WHERE m.tenant = $1 AND m.direction = 'system' AND m.msg_type = 'event' AND m.created_at >= $3 "
         "AND left(m.body, 1) = '{' AND m.body::jsonb ->> 'event' = 'queued' "
-        f"AND m.body::jsonb ->> 'reason' = ANY($4::text[]) AND {where_c} GROUP BY 1",
-        tenant_id, tz, since, list(HANDOFF_TRIGGERS), *args_c)
+        f"AND m.body::jsonb ->> 'reason' = ANY($4::text[]) AND {where_m} GROUP BY 1",
+        tenant_id, tz, since, list(HANDOFF_TRIGGERS), *args_m)
 
     def spreads(rows: list[Any]) -> dict[date, Spread]:
         return {r["day"]: Spread(int(r["n"]), None if r["median"] is None else float(r["median"]),

@@ -200,7 +200,7 @@ async def test_the_page_draws_svg_charts_with_numbers_on_hover(client_factory: A
     page = await (await _client_for(client_factory, t["boss_n"])).get("/inbox/manager")
     assert page.status_code == 200, page.text
     html = page.text
-    assert html.count("<svg") == 4 and 'role="img"' in html
+    assert html.count("<svg class=\"mgr-chart\"") == 4 and 'role="img"' in html
     assert "cdn" not in html.lower() and "<script src=\"http" not in html
     titles = [m.group(2) for m in SVG_MARKS.finditer(html)]
     today = f"{clock.now().astimezone(SHANGHAI):%Y-%m-%d}"
@@ -214,7 +214,7 @@ async def test_the_page_draws_svg_charts_with_numbers_on_hover(client_factory: A
     fragment = await (await _client_for(client_factory, t["boss_n"])).hx_get("/inbox/manager")
     assert fragment.status_code == 200
     assert fragment.text.lstrip().startswith('<div id="manager-figures"') and "<html" not in fragment.text
-    assert fragment.text.count("<svg") == 4
+    assert fragment.text.count("<svg class=\"mgr-chart\"") == 4
     # In Chinese.
     zh = await (await _client_for(client_factory, t["boss_n"])).get("/inbox/manager",
                                                                        headers={"Accept-Language": "zh-CN"})
