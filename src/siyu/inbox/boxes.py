@@ -123,23 +123,51 @@ def decode_cursor(cursor: str) -> tuple[datetime | None, int]:
 async def conversations(tenant_id: int, viewer: Viewer, f: ListFilter, cursor: str | None = None,
                         limit: int = PAGE_SIZE) -> Page:
     """One page of a box, newest activity first (one query). The order is the index's
-    (tenant, status, last_message_at DESC, id DESC), so conversations without a message yet come first; one
-    UNION ALL branch per status lets each branch walk that index and stop after a page, instead of sorting
-    every open conversation of a large tenant."""
-    where, args = _conditions(tenant_id, viewer, f, status=False)
+    (tenant, status, last_message_at DESC, id DESC), so conversations without a message yet come first. One
+    UNION ALL branch per status, each with only the part of the viewer's scope that can hold in that status,
+    walks that index and stops after a page; the branches pick ids only, and the contact and rep are joined
+    for the page's rows alone."""
+    args = _Args(tenant_id)
+    common: list[str] = []
+    if f.box == "unassigned":
+        common.append(_waiting_for(viewer, args))
     if cursor:
         at, ident = decode_cursor(cursor)
         if at is None:
-            where.append(f"((c.last_message_at IS NULL AND c.id < {args.add(ident)}) OR c.last_message_at IS NOT NULL)")
+            common.append(f"((c.last_message_at IS NULL AND c.id < {args.add(ident)}) OR c.last_message_at IS NOT NULL)")
         else:
-            where.append(f"(c.last_message_at, c.id) < ({args.add(at)}, {args.add(ident)})")
+            common.append(f"(c.last_message_at, c.id) < ({args.add(at)}, {args.add(ident)})")
+    search = ""
+    if f.q:
+        p = args.add(_like(f.q))
+        search = f" AND (ct.display_name ILIKE {p} OR ct.remark ILIKE {p} OR c.preview ILIKE {p})"
+    inner_from = CONVERSATION_FROM if f.q else "inbox_conversation c"
     n = args.add(limit + 1)
+    me = args.add(viewer.staff_id) if f.box == "mine" else ""
     statuses = STATUS_FILTERS[f.status] or STATUSES
-    branches = [f"(SELECT {CONVERSATION_COLUMNS} FROM {CONVERSATION_FROM} WHERE {' AND '.join(where)} "
-                f"AND c.status = '{status}' ORDER BY c.last_message_at DESC, c.id DESC LIMIT {n})"
-                for status in statuses if status in STATUSES]  # literals from the fixed list only
-    rows = await db.fetch(f"SELECT * FROM ({' UNION ALL '.join(branches)}) page "
-                          f"ORDER BY last_message_at DESC, id DESC LIMIT {n}", *args.values)
+    branches = []
+    for status in statuses:
+        if status not in STATUSES:  # literals from the fixed list only
+            continue
+        if f.box == "mine" and status not in ("assigned", "snoozed", "resolved"):
+            continue
+        if f.box == "unassigned" and status != "queued":
+            continue
+        where = ["c.tenant = $1", f"c.status = '{status}'", *common]
+        if f.box == "mine":
+            where.append(f"c.{'last_assignee' if status == 'resolved' else 'assignee'} = {me}")
+        else:
+            clause, extra = viewer.where_in_status("c", status, len(args.values) + 1)
+            args.values += extra
+            where.append(clause)
+        branches.append(f"(SELECT c.id, c.last_message_at FROM {inner_from} WHERE {' AND '.join(where)}{search} "
+                        f"ORDER BY c.last_message_at DESC, c.id DESC LIMIT {n})")
+    if not branches:
+        return Page([], None)
+    rows = await db.fetch(
+        f"SELECT {CONVERSATION_COLUMNS} FROM (SELECT id, last_message_at FROM ({' UNION ALL '.join(branches)}) ids "
+        f"ORDER BY last_message_at DESC, id DESC LIMIT {n}) page JOIN {CONVERSATION_FROM} "
+        "ON c.tenant = $1 AND c.id = page.id ORDER BY c.last_message_at DESC, c.id DESC", *args.values)
     found = [dict(r) for r in rows]
     more = len(found) > limit
     found = found[:limit]
@@ -159,23 +187,38 @@ async def conversation_in(tenant_id: int, viewer: Viewer, f: ListFilter, convers
     return dict(row) if row["in_box"] else None
 
 
-async def counts(tenant_id: int, viewer: Viewer) -> dict[str, dict[str, int]]:
-    """Open conversations per box, and how many need reading (one query): in `mine` and `all` those with
-    unread customer messages, in `unassigned` every waiting one (nobody has read it)."""
+COUNT_CAP = 1000  # a box shows "999+" beyond this: counting 100,000 open conversations per page is waste
+
+
+def _shown(n: int) -> int | str:
+    return f"{COUNT_CAP - 1}+" if n >= COUNT_CAP else n
+
+
+async def counts(tenant_id: int, viewer: Viewer) -> dict[str, dict[str, int | str]]:
+    """Open conversations per box, and how many need reading (one query, each count capped): in `mine` and
+    `all` those with unread customer messages, in `unassigned` every waiting one (nobody has read it)."""
     args = _Args(tenant_id, list(OPEN))
     scope = args.scope(viewer)
     me = args.add(viewer.staff_id)
     waiting = _waiting_for(viewer, args)
-    row = await db.fetchrow(
-        f"SELECT count(*) FILTER (WHERE c.assignee = {me}) AS mine, "
-        f"count(*) FILTER (WHERE c.assignee = {me} AND c.unread > 0) AS mine_unread, "
-        f"count(*) FILTER (WHERE {waiting}) AS unassigned, "
-        "count(*) AS all_open, count(*) FILTER (WHERE c.unread > 0 OR c.status = 'queued') AS all_unread "
-        f"FROM inbox_conversation c WHERE c.tenant = $1 AND c.status = ANY($2::text[]) AND {scope}", *args.values)
-    out = {"mine": {"total": row["mine"], "unread": row["mine_unread"]},
-           "unassigned": {"total": row["unassigned"], "unread": row["unassigned"]}}
+    cap = args.add(COUNT_CAP)
+
+    def capped(condition: str) -> str:
+        return (f"(SELECT count(*) FROM (SELECT 1 FROM inbox_conversation c WHERE c.tenant = $1 "
+                f"AND c.status = ANY($2::text[]) AND {scope} AND {condition} LIMIT {cap}) x)")
+
+    columns = [f"{capped(f'c.assignee = {me}')} AS mine",
+               f"{capped(f'c.assignee = {me} AND c.unread > 0')} AS mine_unread",
+               f"{capped(waiting)} AS unassigned"]
     if viewer.is_manager:
-        out["all"] = {"total": row["all_open"], "unread": row["all_unread"]}
+        needs_reading = "(c.unread > 0 OR c.status = 'queued')"
+        columns += [f"{capped('TRUE')} AS all_open", f"{capped(needs_reading)} AS all_unread"]
+    row = await db.fetchrow(f"SELECT {', '.join(columns)}", *args.values)
+    out: dict[str, dict[str, int | str]] = {
+        "mine": {"total": _shown(row["mine"]), "unread": _shown(row["mine_unread"])},
+        "unassigned": {"total": _shown(row["unassigned"]), "unread": _shown(row["unassigned"])}}
+    if viewer.is_manager:
+        out["all"] = {"total": _shown(row["all_open"]), "unread": _shown(row["all_unread"])}
     return out
 
 

@@ -69,6 +69,29 @@ class Viewer:
             args += [list(self.managed_team_ids), list(self.managed_staff_ids)]
         return clause + ")", args
 
+    def where_in_status(self, alias: str, status: str, first_param: int) -> tuple[str, list[Any]]:
+        """`where` for conversations known to be in `status`: only the parts that can hold there, so the
+        planner can walk the (tenant, status, last_message_at) index in order and stop after a page."""
+        if self.is_admin:
+            return "TRUE", []
+        p = first_param
+        parts: list[str] = []
+        args: list[Any] = []
+        if status in ("assigned", "snoozed"):
+            parts.append(f"{alias}.assignee = ${p}")
+            args.append(self.staff_id)
+        elif status == "resolved":
+            parts.append(f"{alias}.last_assignee = ${p}")
+            args.append(self.staff_id)
+        elif status == "queued":
+            parts.append(f"(cardinality({alias}.teams) = 0 OR {alias}.teams && ${p}::int[])")
+            args.append(list(self.team_ids))
+        if self.managed_team_ids:
+            q = p + len(args)
+            parts.append(f"{alias}.teams && ${q}::int[] OR {alias}.assignee = ANY(${q + 1}::int[])")
+            args += [list(self.managed_team_ids), list(self.managed_staff_ids)]
+        return ("(" + " OR ".join(parts) + ")") if parts else "FALSE", args
+
     def sees(self, conv: dict[str, Any]) -> bool:
         """The same rule as `where`, for one row already read (live updates)."""
         if self.is_admin or conv.get("assignee") == self.staff_id:
