@@ -185,7 +185,8 @@ async def system_line(tenant_id: int, conversation_id: int, event: str, at: date
 
 async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_label: str = "system",
                      assignee: int | None = None, rule: str = "", end_reason: str = "",
-                     snoozed_until: datetime | None = None, keep_queue_time: bool = False) -> dict[str, Any]:
+                     snoozed_until: datetime | None = None, keep_queue_time: bool = False,
+                     contact_id: int | None = None) -> dict[str, Any]:
     """Move a locked conversation (`lock`) to `to`. Returns the updated row."""
     tenant_id, conv_id, frm = conv["tenant"], conv["id"], conv["status"]
     if to not in ALLOWED[frm]:
@@ -220,7 +221,8 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
     row = dict(await db.fetchrow(f"UPDATE inbox_conversation SET {sets} WHERE tenant = $1 AND id = $2 RETURNING *",
                                  tenant_id, conv_id, *(values[n] for n in names)))
 
-    contact_id = await contact_of(tenant_id, conv["identity"])
+    if contact_id is None:
+        contact_id = await contact_of(tenant_id, conv["identity"])
     if (frm in WITH_A_HUMAN) != (to in WITH_A_HUMAN):
         external = await db.fetchrow("SELECT external_id FROM identity WHERE tenant = $1 AND id = $2",
                                      tenant_id, conv["identity"])
@@ -232,9 +234,9 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
             "INSERT INTO inbox_assignment (tenant, conversation, contact, staff, rule, queued_at, assigned_at, "
             "end_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, '') RETURNING id",
             tenant_id, conv_id, contact_id, assignee, rule or "manual", conv["queued_at"], now)
-        await db.execute("UPDATE inbox_agent SET last_assigned_at = $3 WHERE tenant = $1 AND staff = $2",
-                         tenant_id, assignee, now)
-        staff = await db.fetchrow("SELECT name, email FROM staff WHERE tenant = $1 AND id = $2", tenant_id, assignee)
+        staff = await db.fetchrow(
+            "WITH seat AS (UPDATE inbox_agent SET last_assigned_at = $3 WHERE tenant = $1 AND staff = $2) "
+            "SELECT name, email FROM staff WHERE tenant = $1 AND id = $2", tenant_id, assignee, now)
         label = staff["name"] or staff["email"]
         kind, payload = "assignment", {**payload, "to": label, "rule": rule or "manual", "by": actor_label}
         await system_line(tenant_id, conv_id, "assigned", now, f"sys:{conv_id}:assigned:{assignment['id']}",

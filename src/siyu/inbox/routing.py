@@ -19,7 +19,7 @@ from typing import Any
 
 from siyu.core import db
 from siyu.inbox import conversations as convs
-from siyu.inbox.config import get_settings, team_routes
+from siyu.inbox.config import InboxSettings, team_routes
 
 RULE_RANK = {"owner": 0, "recent": 1, "least_loaded": 2}
 
@@ -47,38 +47,29 @@ async def serving_teams(tenant_id: int, channel: str, contact_id: int) -> list[i
 
 async def candidates(tenant_id: int, conv: dict[str, Any], contact_id: int,
                      exclude: tuple[int, ...] = ()) -> list[Candidate]:
-    """Eligible reps in preference order (read without locks; `assign_next` re-checks under the lock)."""
-    settings = await get_settings(tenant_id)
-    teams = list(conv["teams"] or ())
+    """Eligible reps below capacity, in preference order, from ONE query (read without locks; `assign_next`
+    re-checks under the lock). The rule: the contact's owner (their WeCom rep), then the rep who served
+    them last within the tenant's `recent_days`, then everyone; least load, then longest since an
+    assignment, within each."""
     rows = await db.fetch(
-        "SELECT a.staff, a.wecom_userid, COALESCE(extract(epoch FROM a.last_assigned_at), 0) AS last_epoch, "
-        "s.max_concurrent, (SELECT count(*) FROM inbox_conversation c WHERE c.tenant = a.tenant "
-        "  AND c.assignee = a.staff AND c.status = 'assigned') AS load "
+        "WITH recent AS (SELECT a.staff FROM inbox_assignment a WHERE a.tenant = $1 AND a.contact = $4 "
+        "  AND a.assigned_at > now() - make_interval(days => COALESCE("
+        "    (SELECT recent_days FROM inbox_settings WHERE tenant = $1), $5)) "
+        "  ORDER BY a.assigned_at DESC LIMIT 1), "
+        "owners AS (SELECT DISTINCT staff_userid FROM owner WHERE tenant = $1 AND contact = $4 AND removed_at IS NULL) "
+        "SELECT a.staff, s.max_concurrent, COALESCE(extract(epoch FROM a.last_assigned_at), 0) AS last_epoch, "
+        "(SELECT count(*) FROM inbox_conversation c WHERE c.tenant = a.tenant AND c.assignee = a.staff "
+        "  AND c.status = 'assigned') AS load, "
+        "CASE WHEN a.wecom_userid <> '' AND a.wecom_userid IN (SELECT staff_userid FROM owners) THEN 'owner' "
+        "  WHEN a.staff IN (SELECT staff FROM recent) THEN 'recent' ELSE 'least_loaded' END AS rule "
         "FROM inbox_agent a JOIN staff s ON s.tenant = a.tenant AND s.id = a.staff "
         "WHERE a.tenant = $1 AND a.presence = 'online' AND s.is_active AND s.role IN ('agent', 'tenant_admin') "
         "AND NOT (a.staff = ANY($2::int[])) "
         "AND (cardinality($3::int[]) = 0 OR EXISTS (SELECT 1 FROM team_member tm WHERE tm.tenant = a.tenant "
         "  AND tm.staff = a.staff AND tm.team = ANY($3::int[])))",
-        tenant_id, list(exclude), teams)
-    open_rows = [r for r in rows if r["load"] < r["max_concurrent"]]
-    if not open_rows:
-        return []
-    owners = {r["staff_userid"] for r in await db.fetch(
-        "SELECT staff_userid FROM owner WHERE tenant = $1 AND contact = $2 AND removed_at IS NULL",
-        tenant_id, contact_id)}
-    recent = None
-    if settings.recent_days > 0:
-        last = await db.fetchrow(
-            "SELECT staff FROM inbox_assignment WHERE tenant = $1 AND contact = $2 "
-            "AND assigned_at > now() - make_interval(days => $3) ORDER BY assigned_at DESC LIMIT 1",
-            tenant_id, contact_id, settings.recent_days)
-        recent = int(last["staff"]) if last else None
-    found = []
-    for r in open_rows:
-        rule = ("owner" if r["wecom_userid"] and r["wecom_userid"] in owners
-                else "recent" if r["staff"] == recent else "least_loaded")
-        found.append(Candidate(int(r["staff"]), int(r["max_concurrent"]), int(r["load"]), rule,
-                               float(r["last_epoch"])))
+        tenant_id, list(exclude), list(conv["teams"] or ()), contact_id, InboxSettings.recent_days)
+    found = [Candidate(int(r["staff"]), int(r["max_concurrent"]), int(r["load"]), str(r["rule"]),
+                       float(r["last_epoch"])) for r in rows if r["load"] < r["max_concurrent"]]
     found.sort(key=lambda c: (RULE_RANK[c.rule], c.load, c.last_assigned_epoch, c.staff_id))
     return found
 
@@ -99,7 +90,7 @@ async def assign_next(conv: dict[str, Any], contact_id: int, *, exclude: tuple[i
         if int(load["n"]) >= cand.capacity:
             continue
         return await convs.transition(conv, "assigned", assignee=cand.staff_id, rule=cand.rule,
-                                      actor_label=actor_label)
+                                      actor_label=actor_label, contact_id=contact_id)
     return None
 
 
