@@ -402,6 +402,11 @@ async def bench_list(raw: Any, data: Dataset, scale: float) -> tuple[list[Row], 
         if first.next_cursor:
             query_counts.add(len(rec2.sent))
 
+        if os.environ.get("BENCH_EXPLAIN") == "1":  # the plans behind a slow box
+            for sql, args in statements:
+                plan = await raw.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
+                say(f"  plan, {who} · {box}:\n    " + "\n    ".join(r[0] for r in plan))
+
         async def bare(statements: list[tuple[str, tuple[Any, ...]]] = statements) -> None:
             for sql, args in statements:
                 await raw.fetch(sql, *args)

@@ -187,7 +187,7 @@ async def conversation_in(tenant_id: int, viewer: Viewer, f: ListFilter, convers
     return dict(row) if row["in_box"] else None
 
 
-COUNT_CAP = 1000  # a box shows "999+" beyond this: counting 100,000 open conversations per page is waste
+COUNT_CAP = 100  # a box shows "99+" beyond this: counting 100,000 open conversations per page is waste
 
 
 def _shown(n: int) -> int | str:
