@@ -103,11 +103,11 @@ async def test_a_customer_reaches_an_online_rep_live(page: Any, web_server: WebS
     assert dialogs == []
     await page.screenshot(path=str(SCREENSHOT), full_page=True)
 
-    # `e` resolves: the conversation leaves her inbox.
+    # `e` resolves: the conversation leaves her open inbox, and stays hers to look at (and reopen).
     await composer.press("Escape")
     await page.locator("body").press("e")
-    await expect(page.locator("#thread-gone")).to_be_visible()
     await expect(page.locator("#conv-list .conv-row")).to_have_count(0, timeout=LIVE)
+    await expect(page.locator("#thread-messages")).to_contain_text("Resolved by Li Na", timeout=LIVE)
     status = await db.fetchrow("SELECT status FROM inbox_conversation")
     assert status["status"] == "resolved"
     assert await page.evaluate("window.__sameDocument === true")
