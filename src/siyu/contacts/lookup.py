@@ -25,10 +25,12 @@ def check_identity(value: str) -> str:
 async def find_by_identity(tenant_id: int, value: str) -> list[int]:
     """Live contacts holding this openid / external_userid, or this unionid (on an identity or a contact)."""
     value = check_identity(value)
+    # One indexed lookup per kind of id (an OR across the joined tables would read them whole).
     rows = await db.fetch(
-        "SELECT DISTINCT coalesce(c.merged_into, c.id) AS id FROM contact c "
-        "LEFT JOIN identity i ON i.tenant = c.tenant AND i.contact = c.id "
-        "WHERE c.tenant = $1 AND (i.external_id = $2 OR i.unionid = $2 OR c.unionid = $2) ORDER BY 1",
+        "SELECT DISTINCT coalesce(c.merged_into, c.id) AS id FROM contact c WHERE c.tenant = $1 AND c.id IN ("
+        "SELECT contact FROM identity WHERE tenant = $1 AND external_id = $2 UNION ALL "
+        "SELECT contact FROM identity WHERE tenant = $1 AND unionid = $2 UNION ALL "
+        "SELECT id FROM contact WHERE tenant = $1 AND unionid = $2) ORDER BY 1",
         tenant_id, value)
     return [int(r["id"]) for r in rows]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from siyu.core import db
@@ -20,7 +21,9 @@ PAGE_SIZE = 25
 MAX_PAGE = 100
 QUERY_MAX = 100
 # Newest interaction first; a contact that never interacted sorts by when it was first seen.
-_SORT = "COALESCE(c.last_interaction_at, c.first_seen_at)"
+_SORT = "COALESCE(c.last_interaction_at, c.first_seen_at)"  # the expression of the index contact_list_order
+_COLUMNS = ("c.id, c.display_name, c.avatar_url, c.phone, c.remark, c.unionid, c.first_seen_at, "
+            f"c.last_interaction_at, c.erased_at, {_SORT} AS sort_at")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,56 @@ class ContactPage:
 
 def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def list_query(tenant_id: int, q: str, channel: str | None, tag_id: int | None,
+               before: tuple[datetime, int] | None, limit: int) -> tuple[str, list[Any]]:
+    """The SQL of one list page (`limit` + 1 rows, to know whether there is more) and its arguments.
+
+    Each way a contact can match is a branch its own index answers (migrations/contacts, "search grams"):
+    name, remark or phone by their one- and two-character grams, then ILIKE / LIKE on what they found;
+    the contact's unionid by prefix; an identity's openid, external_userid or unionid by prefix. Each
+    branch takes its own first rows in list order and the page is the first rows of all three, so the
+    planner can walk the list-order index and stop for a frequent term, and read only the matches of a
+    rare one (an OR across the two tables would leave it nothing but a scan of every contact)."""
+    args: list[Any] = [tenant_id]
+    common = ["c.tenant = $1 AND c.merged_into IS NULL"]
+    if channel is not None:
+        args.append(channel)
+        common.append(f"EXISTS (SELECT 1 FROM identity i WHERE i.tenant = c.tenant AND i.contact = c.id "
+                      f"AND i.channel = ${len(args)})")
+    if tag_id is not None:
+        args.append(tag_id)
+        common.append(f"EXISTS (SELECT 1 FROM contact_tag ct WHERE ct.tenant = c.tenant AND ct.contact = c.id "
+                      f"AND ct.tag = ${len(args)})")
+    if before is not None:
+        args += list(before)
+        common.append(f"({_SORT}, c.id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit + 1)
+    order = f"ORDER BY {_SORT} DESC, c.id DESC LIMIT ${len(args)}"
+    where = " AND ".join(common)
+    if not q:
+        return f"SELECT {_COLUMNS} FROM contact c WHERE {where} {order}", args
+    args += [q, f"%{_like(q)}%", f"{_like(q)}%"]
+    text, contains, prefix = f"${len(args) - 2}", f"${len(args) - 1}", f"${len(args)}"
+    branches = [
+        # The grams find the candidates (the index holds the rows' grams, the function runs on the query
+        # only), the ILIKE decides. The ILIKE sits in a CASE so that the planner does not multiply its
+        # selectivity with the grams': the two are one fact (a row holds the grams because it contains
+        # the text), and the product made it expect ~25x fewer matches of a frequent term than there are,
+        # and pick a parallel scan for them. As a cheap filter it also runs before the grams function
+        # when the list-order index is walked.
+        f"contact_search_grams(c.display_name, c.remark, c.phone) @> contact_search_query_grams({text}) "
+        f"AND CASE WHEN c.display_name ILIKE {contains} OR c.remark ILIKE {contains} OR c.phone LIKE {contains} "
+        "THEN true ELSE false END",
+        f"c.unionid LIKE {prefix}",
+        f"c.id IN (SELECT i.contact FROM identity i WHERE i.tenant = $1 "
+        f"AND (i.external_id LIKE {prefix} OR i.unionid LIKE {prefix}))",
+    ]
+    # MATERIALIZED: the branches run once, whatever the planner expects of the join that follows.
+    union = " UNION ".join(f"(SELECT c.id FROM contact c WHERE {where} AND {b} {order})" for b in branches)
+    return (f"WITH hits AS MATERIALIZED ({union}) SELECT {_COLUMNS} FROM hits h "
+            f"JOIN contact c ON c.tenant = $1 AND c.id = h.id {order}", args)
 
 
 async def search(tenant_id: int, q: str = "", channel: str | None = None, tag_id: int | None = None,
@@ -45,32 +98,17 @@ async def search(tenant_id: int, q: str = "", channel: str | None = None, tag_id
     if len(q) > QUERY_MAX:
         raise InvalidInput.one("q", N_("Use 1 to {max} characters."), max=QUERY_MAX)
     before = decode_cursor(cursor) if cursor else None
-
-    sql = [f"SELECT c.id, c.display_name, c.avatar_url, c.phone, c.remark, c.unionid, c.first_seen_at, "
-           f"c.last_interaction_at, c.erased_at, {_SORT} AS sort_at FROM contact c "
-           "WHERE c.tenant = $1 AND c.merged_into IS NULL"]
-    args: list[Any] = [tenant_id]
+    sql, args = list_query(tenant_id, q, channel, tag_id, before, limit)
     if q:
-        args += [f"%{_like(q)}%", f"{_like(q)}%"]
-        contains, prefix = f"${len(args) - 1}", f"${len(args)}"
-        sql.append(
-            f"AND (c.display_name ILIKE {contains} OR c.remark ILIKE {contains} OR c.phone LIKE {contains} "
-            f"OR c.unionid LIKE {prefix} OR EXISTS (SELECT 1 FROM identity i WHERE i.tenant = c.tenant "
-            f"AND i.contact = c.id AND (i.external_id LIKE {prefix} OR i.unionid LIKE {prefix})))")
-    if channel is not None:
-        args.append(channel)
-        sql.append(f"AND EXISTS (SELECT 1 FROM identity i WHERE i.tenant = c.tenant AND i.contact = c.id "
-                   f"AND i.channel = ${len(args)})")
-    if tag_id is not None:
-        args.append(tag_id)
-        sql.append(f"AND EXISTS (SELECT 1 FROM contact_tag ct WHERE ct.tenant = c.tenant AND ct.contact = c.id "
-                   f"AND ct.tag = ${len(args)})")
-    if before is not None:
-        args += list(before)
-        sql.append(f"AND ({_SORT}, c.id) < (${len(args) - 1}, ${len(args)})")
-    args.append(limit + 1)
-    sql.append(f"ORDER BY {_SORT} DESC, c.id DESC LIMIT ${len(args)}")
-    rows = await db.fetch(" ".join(sql), *args)
+        # The best plan depends on the text: a frequent one walks the list order, a rare one reads its
+        # candidates from the grams index, a prefix becomes a range only once its value is known. So the
+        # statement is planned for its values every time; PostgreSQL's plan cache would otherwise settle
+        # on one generic plan after five runs, and that plan scans every identity for a prefix (~1 s).
+        async with db.transaction():
+            await db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            rows = await db.fetch(sql, *args)
+    else:
+        rows = await db.fetch(sql, *args)
     contacts = [dict(r) for r in rows[:limit]]
     if not contacts:
         return ContactPage([], None)
@@ -102,10 +140,12 @@ async def find_live(tenant_id: int, key: str) -> int:
         row = await db.fetchrow("SELECT id FROM contact WHERE tenant = $1 AND id = $2 AND merged_into IS NULL",
                                 tenant_id, int(key))
     elif key:
+        # One indexed lookup per kind of id (an OR across the two tables would read every contact).
         row = await db.fetchrow(
-            "SELECT c.id FROM contact c WHERE c.tenant = $1 AND c.merged_into IS NULL AND (c.unionid = $2 "
-            "OR EXISTS (SELECT 1 FROM identity i WHERE i.tenant = c.tenant AND i.contact = c.id "
-            "AND (i.external_id = $2 OR i.unionid = $2))) ORDER BY c.id LIMIT 1", tenant_id, key)
+            "SELECT c.id FROM contact c WHERE c.tenant = $1 AND c.merged_into IS NULL AND c.id IN ("
+            "SELECT id FROM contact WHERE tenant = $1 AND unionid = $2 UNION ALL "
+            "SELECT contact FROM identity WHERE tenant = $1 AND external_id = $2 UNION ALL "
+            "SELECT contact FROM identity WHERE tenant = $1 AND unionid = $2) ORDER BY c.id LIMIT 1", tenant_id, key)
     if row is None:
         raise InvalidInput.one("other", N_("No contact matches this id, openid, unionid or external_userid."))
     return int(row["id"])
