@@ -59,6 +59,33 @@ async def _seed_demo_replies(slug: str) -> None:
         await wechat.do_create_rule(tenants.Actor(None, "demo-seed"), tenant.id, rule)
 
 
+DEMO_REPS = {"agent1@demo.siyu.local": "wangfang", "agent2@demo.siyu.local": "liwei"}
+
+
+async def _seed_demo_inbox(slug: str) -> None:
+    """The demo's sales reps are online (with their WeCom UserIDs, so the customers they added come to
+    them), and the menu's "contact us" button asks for a person, so the inbox fills as the scene plays."""
+    from siyu.core import db, effects
+    from siyu.core.redis import arq_pool
+    from siyu.inbox import actions, config
+    from siyu.tenants import services as tenants
+
+    tenant = await tenants.get_tenant_by_slug(slug)
+    actor = tenants.Actor(None, "demo-seed")
+    arq = await arq_pool()
+    effects.install(arq)
+    try:
+        for email, userid in DEMO_REPS.items():
+            row = await db.fetchrow("SELECT id FROM staff WHERE email = $1", email)
+            await actions.do_set_presence(tenant.id, int(row["id"]), "online", actor, wecom_userid=userid)
+        await config.do_update_settings(tenant.id, {
+            "handoff_keywords": ", ".join(config.DEFAULT_KEYWORDS), "handoff_menu_keys": "MENU_HUMAN",
+            "unanswered_limit": "3", "sla_minutes": "5", "recent_days": "30", "notify_customer": "1"}, actor)
+    finally:
+        effects.uninstall(arq)
+        await arq.aclose()
+
+
 async def _demo_traffic(sim_base: str) -> None:
     """A first scene, so a new user sees live traffic: customers follow (one through the spring-fair QR
     code), write, tap the menu, log in to the Mini Program, add a sales rep and write to 微信客服."""
@@ -71,8 +98,9 @@ async def _demo_traffic(sim_base: str) -> None:
     oa, mp, wc = (DEMO_ACCOUNTS[k].get("corp_id") or DEMO_ACCOUNTS[k]["app_id"] for k in ("oa", "mp", "wecom"))
     await Runner(sim_base, oa, "demo", 4, 5.0).run([
         Step("follow", 6), Step("follow", 1, "spring_fair"), Step("write", 3, "你好，想了解一下春季新品"),
-        Step("write", 2, "价格"), Step("click", 1, "MENU_CONTACT")], quiet)
-    await Runner(sim_base, mp, "demo", 4, 5.0).run([Step("follow", 4), Step("write", 2, "这款包还有货吗？")], quiet)
+        Step("write", 2, "价格"), Step("click", 1, "MENU_CONTACT"), Step("write", 2, "转人工")], quiet)
+    await Runner(sim_base, mp, "demo", 4, 5.0).run([Step("follow", 4), Step("write", 2, "这款包还有货吗？"),
+                                                    Step("write", 1, "我要人工客服")], quiet)
     await Runner(sim_base, wc, "demo", 4, 5.0).run([Step("follow", 3, "spring_fair"), Step("write", 2, "在吗？")],
                                                    quiet)
 
@@ -145,6 +173,7 @@ def main() -> None:
         say("demo created" if seeded["created"] else "demo already present (kept as it is)")
         if seeded["created"]:
             asyncio.run(_seed_demo_replies(seeded["tenant_slug"]))
+            asyncio.run(_seed_demo_inbox(seeded["tenant_slug"]))
 
         py = sys.executable
         if use_simulator:
