@@ -275,9 +275,13 @@ def worker(burst: bool) -> None:
     from arq.worker import run_worker
 
     from siyu.core.embedded import database_url
+    from siyu.core.settings import get_settings
     from siyu.worker import WorkerSettings, redis_settings
 
     database_url()
+    nice = get_settings().worker_nice
+    if nice:
+        os.nice(nice)  # jobs yield the CPU to the web process (answers to WeChat and to reps come first)
     run_worker(WorkerSettings, redis_settings=redis_settings(), burst=burst)  # type: ignore[arg-type]
 
 

@@ -56,6 +56,9 @@ class Settings:
     secret_key: str
     previous_secret_keys: tuple[str, ...] = field(default_factory=tuple)
     web_workers: int = 1
+    # The worker's CPU niceness: background jobs yield to the web process, which must answer WeChat's
+    # callbacks within 5 s and reps' clicks at once (0 = same priority; 19 = lowest).
+    worker_nice: int = 5
     session_max_age: int = 8 * 3600
     login_max_failures_account: int = 5
     login_max_failures_ip: int = 30
@@ -155,6 +158,7 @@ def load_settings() -> Settings:
         secret_key=secret_key,
         previous_secret_keys=previous,
         web_workers=_env_int("SIYU_WEB_WORKERS", 1),
+        worker_nice=max(0, min(19, _env_int("SIYU_WORKER_NICE", 5))),
         session_max_age=_env_int("SIYU_SESSION_MAX_AGE", 8 * 3600),
         login_max_failures_account=_env_int("SIYU_LOGIN_MAX_FAILURES_ACCOUNT", 5),
         login_max_failures_ip=_env_int("SIYU_LOGIN_MAX_FAILURES_IP", 30),

@@ -134,3 +134,11 @@ def test_wechat_rates_are_configurable(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("SIYU_WECHAT_RATE_PER_MINUTE", "sms=5")
     with pytest.raises(ConfigurationError, match="SIYU_WECHAT_RATE_PER_MINUTE"):
         load_settings()
+
+
+def test_the_worker_runs_at_a_lower_cpu_priority_by_default(env: pytest.MonkeyPatch) -> None:
+    assert load_settings().worker_nice == 5
+    env.setenv("SIYU_WORKER_NICE", "50")
+    assert load_settings().worker_nice == 19  # the kernel's range
+    env.setenv("SIYU_WORKER_NICE", "0")
+    assert load_settings().worker_nice == 0
