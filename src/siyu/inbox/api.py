@@ -21,7 +21,7 @@ from siyu.inbox import listing, routing
 from siyu.inbox.config import CHANNELS
 from siyu.inbox.conversations import get_conversation
 from siyu.inbox.handoff import do_handoff
-from siyu.web.auth import ApiPrincipal, api_key, api_tenant_id
+from siyu.web.auth import ApiPrincipal, api_key, api_tenant_id, client_ip
 
 MESSAGES = 100  # the newest messages a conversation answers with
 
@@ -136,7 +136,8 @@ class InboxApi(Controller):
         identity_id = await _identity_for(tid, body)
         principal = request.scope["user"]
         label = f"api-key:{principal.key_id}" if isinstance(principal, ApiPrincipal) else "api"
-        row = await do_handoff(tid, identity_id, "api", actor_label=label)
+        actor = principal.actor(client_ip(request)) if isinstance(principal, ApiPrincipal) else None
+        row = await do_handoff(tid, identity_id, "api", actor_label=label, actor=actor)
         conv = await get_conversation(tid, None, int(row["id"]))
         out = conversation_json(conv)
         out["queue_position"] = (await routing.queue_position(tid, conv) + 1) if conv["status"] == "queued" else None

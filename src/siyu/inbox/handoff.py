@@ -16,6 +16,7 @@ from siyu.core.errors import NotFound
 from siyu.inbox import conversations as convs
 from siyu.inbox import routing
 from siyu.inbox.config import InboxSettings, asks_for_a_human, get_settings
+from siyu.tenants.services import Actor, record_audit
 from siyu.wechat.events import load_normalized
 from siyu.wechat.services import keyword_reply
 
@@ -182,8 +183,10 @@ async def handle_inbound(event_ids: list[int]) -> int:
     return added
 
 
-async def do_handoff(tenant_id: int, identity_id: int, reason: str = "api", actor_label: str = "api") -> dict[str, Any]:
-    """Hand a person's conversation to a human on request (the API, an agent): created if needed."""
+async def do_handoff(tenant_id: int, identity_id: int, reason: str = "api", actor_label: str = "api",
+                     actor: Actor | None = None) -> dict[str, Any]:
+    """Hand a person's conversation to a human on request (the API, an agent): created if needed. With
+    an `actor`, the request is written to the audit log."""
     async with db.transaction():
         identity = await db.fetchrow("SELECT channel FROM identity WHERE tenant = $1 AND id = $2",
                                      tenant_id, identity_id)
@@ -193,4 +196,8 @@ async def do_handoff(tenant_id: int, identity_id: int, reason: str = "api", acto
         if conv["last_message_at"] is None:
             await db.execute("UPDATE inbox_conversation SET last_message_at = $3 WHERE tenant = $1 AND id = $2",
                              tenant_id, conv["id"], clock.now())
-        return await handoff_locked(conv, reason, actor_label=actor_label)
+        done = await handoff_locked(conv, reason, actor_label=actor_label)
+        if actor is not None:
+            await record_audit(actor, tenant_id, "conversation.handoff", "conversation", conv["id"],
+                               {"reason": reason, "status": done["status"]})
+        return done

@@ -159,6 +159,10 @@ async def test_handoff_by_contact_and_channel_or_by_identity(client: Client, acm
                               headers=acme_key)
     assert again.status_code == 200 and again.json()["assignee"]["id"] == rep
     assert await status_of(body["id"]) == "queued"
+    audit = await db.fetch("SELECT actor_label, target_id FROM audit_log WHERE action = 'conversation.handoff' "
+                           "ORDER BY id")
+    assert len(audit) == 4 and all(a["actor_label"].startswith("api-key:") for a in audit)
+    assert audit[0]["target_id"] == str(body["id"])
 
 
 @pytest.mark.parametrize(("payload", "field"), [
