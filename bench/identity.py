@@ -49,6 +49,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import Row, interleaved, pct, sayer, timed  # noqa: E402
+
 CONTACTS = 400_000
 EVENTS = 5_000_000
 WHALE_EVENTS = 50_000
@@ -91,8 +93,7 @@ SURNAME_WEIGHTS = [71, 70, 67, 54, 45, 31, 22, 20, 20, 17] + [max(2, 16 - i // 6
 OA_PREFIX, MP_PREFIX, WECOM_PREFIX, UNION_PREFIX = "o6_bmj", "oXk2Lw", "wmqfAs", "oQ6oR5"  # ids of one app share one
 
 
-def say(msg: str) -> None:
-    print(f"[bench-identity] {msg}", flush=True)
+say = sayer("bench-identity")
 
 
 def sql_text_array(values: Sequence[str]) -> str:
@@ -482,50 +483,12 @@ async def load(dsn: str, scale: float) -> Dataset:
 
 # --- measuring ---------------------------------------------------------------------------------------------------
 
-def pct(values: Sequence[float], p: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-@dataclass
-class Row:
-    figure: str
-    target: str
-    siyu: float | None
-    raw: float | None
-    unit: str
-    met: bool | None
-    
-    def line(self) -> str:
-        ratio = f"{self.siyu / self.raw:.2f}" if self.raw and self.siyu is not None else "—"
-        siyu = f"{self.siyu:,.2f} {self.unit}" if self.siyu is not None else "—"
-        raw = f"{self.raw:,.2f} {self.unit}" if self.raw is not None else "—"
-        met = "—" if self.met is None else ("met" if self.met else "NOT met")
-        return f"{self.figure:<58} {self.target:<9} {siyu:>16} {raw:>14} {ratio:>6}  {met}"
 
 
-async def timed(call: Callable[[], Awaitable[Any]]) -> float:
-    t0 = time.perf_counter()
-    await call()
-    return (time.perf_counter() - t0) * 1000
 
 
-async def interleaved(pairs: Sequence[tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]]
-                      ) -> tuple[list[float], list[float]]:
-    """Time each (service, raw) pair back to back, alternating which goes first, so drift and noise from
-    elsewhere on the machine fall on both alike."""
-    service: list[float] = []
-    raw: list[float] = []
-    for n, (a, b) in enumerate(pairs):
-        if n % 2:
-            raw.append(await timed(b))
-            service.append(await timed(a))
-        else:
-            service.append(await timed(a))
-            raw.append(await timed(b))
-    return service, raw
 
 
 # The statements resolve() sends (contacts/resolve.py `_upsert`), sent bare for the baseline.

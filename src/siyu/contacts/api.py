@@ -15,33 +15,16 @@ from siyu.contacts import services as contacts
 from siyu.contacts.lookup import check_identity, contact_json, find_by_identity
 from siyu.core.errors import Conflict, InvalidInput, NotFound, WeChatError
 from siyu.core.i18n import N_
-from siyu.tenants.services import Actor
 from siyu.timeline import services as timeline
-from siyu.web.auth import api_key, api_tenant_id, client_ip
+from siyu.web.api import api_actor, json_object, whole_number
+from siyu.web.auth import api_key, api_tenant_id
 
 OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{6,64}$")
 CODE_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 
 
 def _contact_id(raw: str) -> int:
-    """Ids in the path are validated here so a malformed one answers 400 naming the field, not 404."""
-    if not raw.isdigit() or len(raw) > 12:
-        raise InvalidInput.one("id", N_("Enter a whole number."))
-    return int(raw)
-
-
-def _actor(request: Request[Any, Any, Any]) -> Actor:
-    return request.scope["user"].actor(client_ip(request))
-
-
-async def _json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except Exception:
-        raise InvalidInput.one("body", N_("Send a JSON object.")) from None
-    if not isinstance(body, dict):
-        raise InvalidInput.one("body", N_("Send a JSON object."))
-    return body
+    return whole_number(raw, "id")
 
 
 class ContactsApi(Controller):
@@ -70,10 +53,8 @@ class ContactsApi(Controller):
         tid = api_tenant_id(request)
         cid = _contact_id(contact_id)
         q = request.query_params
-        limit_raw = q.get("limit", "50")
-        if not limit_raw.isdigit():
-            raise InvalidInput.one("limit", N_("Enter a whole number."))
-        page = await timeline.page(tid, cid, cursor=q.get("cursor") or None, limit=int(limit_raw),
+        limit = whole_number(q.get("limit", "50"), "limit")
+        page = await timeline.page(tid, cid, cursor=q.get("cursor") or None, limit=limit,
                                    channels=q.getall("channel", []) or None, kinds=q.getall("kind", []) or None)
         return {"events": [e.as_json() for e in page.events], "next_cursor": page.next_cursor}
 
@@ -81,7 +62,7 @@ class ContactsApi(Controller):
     async def export(self, request: Request[Any, Any, Any], contact_id: FromPath[str]) -> dict[str, Any]:
         """Everything Siyu holds about this person (a data-subject access request), audited."""
         tid = api_tenant_id(request)
-        return await privacy.export_contact(tid, _contact_id(contact_id), _actor(request))
+        return await privacy.export_contact(tid, _contact_id(contact_id), api_actor(request))
 
     @post("/contacts/{contact_id:str}/erase", status_code=200)
     async def erase(self, request: Request[Any, Any, Any], contact_id: FromPath[str]) -> dict[str, Any]:
@@ -89,8 +70,8 @@ class ContactsApi(Controller):
         audited. Identifiers and the shape of the history stay; see the erased counts."""
         tid = api_tenant_id(request)
         cid = _contact_id(contact_id)
-        body = await _json_object(request)
-        erased = await privacy.do_erase_contact(tid, cid, str(body.get("reason") or ""), _actor(request))
+        body = await json_object(request)
+        erased = await privacy.do_erase_contact(tid, cid, str(body.get("reason") or ""), api_actor(request))
         return {"contact_id": cid, "erased": erased}
 
     @post("/mp/login", status_code=200)
@@ -98,7 +79,7 @@ class ContactsApi(Controller):
         """The brand's Mini Program backend reports a login: `{"code": …}` (Siyu calls jscode2session) or
         `{"openid": …, "unionid": …}` when it already has them. Answers the contact id."""
         tid = api_tenant_id(request)
-        body = await _json_object(request)
+        body = await json_object(request)
         code = str(body.get("code") or "").strip()
         openid = str(body.get("openid") or "").strip()
         unionid = str(body.get("unionid") or "").strip() or None

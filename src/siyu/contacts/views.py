@@ -18,10 +18,9 @@ from siyu.contacts import services as svc
 from siyu.core import i18n
 from siyu.core.errors import Forbidden, InvalidInput, NotFound
 from siyu.core.i18n import N_
-from siyu.tenants.services import Actor
 from siyu.timeline import services as timeline
-from siyu.web.auth import client_ip, require_tenant_id, tenant_staff
-from siyu.web.render import current_user, errors_for, render, toast_header
+from siyu.web.auth import tenant_staff
+from siyu.web.render import current_user, errors_for, render, tenant_scope, toast_header
 
 TIMELINE_PAGE = 30
 KIND_LABELS = {
@@ -43,11 +42,6 @@ SUBSCRIBE_SCENES = {
     "ADD_SCENE_CHANNELS": N_("WeChat Channels"), "ADD_SCENE_WXA": N_("Mini Program"), "ADD_SCENE_OTHERS": N_("Other"),
 }
 
-
-def _scope(request: Request[Any, Any, Any]) -> tuple[int, Actor]:
-    user = current_user(request)
-    assert user is not None
-    return require_tenant_id(user), user.actor(client_ip(request))
 
 
 def _int_param(request: Request[Any, Any, Any], name: str) -> int | None:
@@ -80,7 +74,7 @@ class ContactsController(Controller):
 
     @get("/")
     async def index(self, request: Request[Any, Any, Any]) -> Template:
-        tid, _ = _scope(request)
+        tid, _ = tenant_scope(request)
         filters = {"q": request.query_params.get("q") or "", "channel": request.query_params.get("channel") or "",
                    "tag": request.query_params.get("tag") or ""}
         cursor = request.query_params.get("cursor") or None
@@ -96,7 +90,7 @@ class ContactsController(Controller):
     @get("/pick")
     async def pick(self, request: Request[Any, Any, Any]) -> Template:
         """Candidates for a manual merge, as buttons of the merge form."""
-        tid, _ = _scope(request)
+        tid, _ = tenant_scope(request)
         q = request.query_params.get("q") or ""
         exclude = _int_param(request, "exclude")
         found = await finder.search(tid, q, limit=8) if q.strip() else finder.ContactPage([], None)
@@ -108,7 +102,7 @@ class ContactsController(Controller):
     async def _contact(self, request: Request[Any, Any, Any], contact_id: int, block: str | None = None,
                        status_code: int = 200, headers: dict[str, str] | None = None,
                        **extra: Any) -> Template | Response[Any]:
-        tid, _ = _scope(request)
+        tid, _ = tenant_scope(request)
         contact = await svc.get_contact(tid, contact_id)
         if contact["merged_into"] is not None:
             return Redirect(f"/contacts/{contact['merged_into']}")
@@ -142,7 +136,7 @@ class ContactsController(Controller):
 
     @post("/{contact_id:int}/tags")
     async def tag(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         form = await request.form()
         name = str(form.get("name") or "")
         await svc.get_contact(tid, contact_id)  # a foreign id is a 404 before the name is judged
@@ -157,7 +151,7 @@ class ContactsController(Controller):
     @post("/{contact_id:int}/tags/{tag_id:int}/delete")
     async def untag(self, request: Request[Any, Any, Any], contact_id: FromPath[int],
                     tag_id: FromPath[int]) -> Template | Response[Any]:
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         if not await svc.do_untag(tid, contact_id, tag_id, actor):
             raise NotFound()
         return await self._contact(request, contact_id, block="tags",
@@ -166,7 +160,7 @@ class ContactsController(Controller):
     @post("/{contact_id:int}/merge")
     async def merge(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
         """Merge another contact into this one (an agent found the same person twice)."""
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         form = await request.form()
         other = str(form.get("other") or "")
         await svc.get_contact(tid, contact_id)
@@ -184,7 +178,7 @@ class ContactsController(Controller):
     @post("/merges/{merge_id:int}/undo")
     async def undo(self, request: Request[Any, Any, Any], merge_id: FromPath[int]) -> Response[Any]:
         """Undo a merge; an undone one answers 409 (the error handler shows its message)."""
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         form = await request.form()
         await svc.do_unmerge(tid, merge_id, actor)
         back = str(form.get("back") or "")
@@ -193,7 +187,7 @@ class ContactsController(Controller):
 
     @post("/{contact_id:int}/notes")
     async def note(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         form = await request.form()
         text = str(form.get("text") or "")
         await svc.get_contact(tid, contact_id)
@@ -212,7 +206,7 @@ class ContactsController(Controller):
     @get("/{contact_id:int}/export")
     async def export(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Response[Any]:
         """Everything Siyu holds about this person, as a JSON download (audited). Tenant admins only."""
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         _admin_only(request)
         doc = await privacy.export_contact(tid, contact_id, actor)
         return Response(json.dumps(doc, ensure_ascii=False, indent=2), media_type="application/json",
@@ -221,7 +215,7 @@ class ContactsController(Controller):
     @post("/{contact_id:int}/erase")
     async def erase(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
         """Erase this person's personal information (a data-subject request), with the request's reference."""
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         _admin_only(request)
         form = await request.form()
         reason = str(form.get("reason") or "")

@@ -67,9 +67,14 @@ def _text(raw: str, field: str = "text") -> str:
 
 
 async def window_for(tenant_id: int, conv: dict[str, Any]) -> windows.WindowState:
-    external = await db.fetchrow("SELECT external_id FROM identity WHERE tenant = $1 AND id = $2",
-                                 tenant_id, conv["identity"])
-    return await windows.state(tenant_id, conv["channel"], external["external_id"])
+    """The reply window towards the conversation's person (rows read with `CONVERSATION_COLUMNS` carry
+    their external id; a bare conversation row needs it looked up)."""
+    external_id = conv.get("external_id")
+    if external_id is None:
+        row = await db.fetchrow("SELECT external_id FROM identity WHERE tenant = $1 AND id = $2",
+                                tenant_id, conv["identity"])
+        external_id = row["external_id"]
+    return await windows.state(tenant_id, conv["channel"], external_id)
 
 
 async def do_reply(tenant_id: int, viewer: Viewer, conversation_id: int, text: str) -> int:

@@ -21,19 +21,11 @@ from siyu.inbox import listing, routing
 from siyu.inbox.config import CHANNELS
 from siyu.inbox.conversations import get_conversation
 from siyu.inbox.handoff import do_handoff
-from siyu.web.auth import ApiPrincipal, api_key, api_tenant_id, client_ip
+from siyu.web.api import api_actor, iso, json_object, whole_number
+from siyu.web.auth import api_key, api_tenant_id
 
 MESSAGES = 100  # the newest messages a conversation answers with
-
-
-def _whole_number(raw: str, field: str) -> int:
-    if not raw.isdigit() or len(raw) > 15:
-        raise InvalidInput.one(field, N_("Enter a whole number."))
-    return int(raw)
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+ID_MAX = 10**15 - 1  # 15 digits: far past any conversation id, well inside bigint
 
 
 def conversation_json(c: dict[str, Any]) -> dict[str, Any]:
@@ -43,10 +35,10 @@ def conversation_json(c: dict[str, Any]) -> dict[str, Any]:
         "assignee": ({"id": c["assignee"], "name": c.get("assignee_name") or c.get("assignee_email") or ""}
                      if c["assignee"] is not None else None),
         "teams": list(c["teams"] or ()), "vip": c["vip"], "handoff_reason": c["handoff_reason"] or None,
-        "unread": c["unread"], "preview": c["preview"], "last_message_at": _iso(c["last_message_at"]),
-        "queued_at": _iso(c["queued_at"]), "assigned_at": _iso(c["assigned_at"]),
-        "first_response_at": _iso(c["first_response_at"]), "snoozed_until": _iso(c["snoozed_until"]),
-        "resolved_at": _iso(c["resolved_at"]), "created_at": _iso(c["created_at"]),
+        "unread": c["unread"], "preview": c["preview"], "last_message_at": iso(c["last_message_at"]),
+        "queued_at": iso(c["queued_at"]), "assigned_at": iso(c["assigned_at"]),
+        "first_response_at": iso(c["first_response_at"]), "snoozed_until": iso(c["snoozed_until"]),
+        "resolved_at": iso(c["resolved_at"]), "created_at": iso(c["created_at"]),
     }
 
 
@@ -54,7 +46,7 @@ def message_json(m: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": m["id"], "direction": m["direction"], "type": m["msg_type"], "body": m["body"],
         "author": m["author_label"] or None, "status": m["status"], "error": m["error"] or None,
-        "created_at": _iso(m["created_at"]), "sent_at": _iso(m["sent_at"])}
+        "created_at": iso(m["created_at"]), "sent_at": iso(m["sent_at"])}
     if m["direction"] == "system":  # what happened, as data: {"event": "assigned", "to": …}
         try:
             out["event"] = json.loads(m["body"])
@@ -107,7 +99,7 @@ class InboxApi(Controller):
         tid = api_tenant_id(request)
         q = request.query_params
         status = q.get("status") or None
-        limit = _whole_number(q.get("limit") or str(listing.PAGE_SIZE), "limit")
+        limit = whole_number(q.get("limit") or str(listing.PAGE_SIZE), "limit")
         page = await listing.list_by_status(tid, status, q.get("cursor") or None, limit)
         return {"conversations": [conversation_json(c) for c in page.conversations], "next_cursor": page.next_cursor}
 
@@ -115,7 +107,7 @@ class InboxApi(Controller):
     async def conversation(self, request: Request[Any, Any, Any], conversation_id: FromPath[str]) -> dict[str, Any]:
         """One conversation, its contact id, and its newest 100 messages (newest first)."""
         tid = api_tenant_id(request)
-        conv = await get_conversation(tid, None, _whole_number(conversation_id, "id"))
+        conv = await get_conversation(tid, None, whole_number(conversation_id, "id", ID_MAX))
         rows = await db.fetch(
             "SELECT id, direction, msg_type, body, author_label, status, error, created_at, sent_at FROM inbox_message "
             "WHERE tenant = $1 AND conversation = $2 ORDER BY id DESC LIMIT $3", tid, conv["id"], MESSAGES)
@@ -127,17 +119,9 @@ class InboxApi(Controller):
         `{"identity": "<openid or external_userid>"}`. Answers the conversation (queued with its place in
         line, or assigned to a rep); a conversation a human already has stays as it is."""
         tid = api_tenant_id(request)
-        try:
-            body = await request.json()
-        except Exception:
-            raise InvalidInput.one("body", N_("Send a JSON object.")) from None
-        if not isinstance(body, dict):
-            raise InvalidInput.one("body", N_("Send a JSON object."))
-        identity_id = await _identity_for(tid, body)
-        principal = request.scope["user"]
-        label = f"api-key:{principal.key_id}" if isinstance(principal, ApiPrincipal) else "api"
-        actor = principal.actor(client_ip(request)) if isinstance(principal, ApiPrincipal) else None
-        row = await do_handoff(tid, identity_id, "api", actor_label=label, actor=actor)
+        identity_id = await _identity_for(tid, await json_object(request))
+        actor = api_actor(request)
+        row = await do_handoff(tid, identity_id, "api", actor_label=actor.label, actor=actor)
         conv = await get_conversation(tid, None, int(row["id"]))
         out = conversation_json(conv)
         out["queue_position"] = (await routing.queue_position(tid, conv) + 1) if conv["status"] == "queued" else None

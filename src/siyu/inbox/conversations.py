@@ -221,12 +221,13 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
     row = dict(await db.fetchrow(f"UPDATE inbox_conversation SET {sets} WHERE tenant = $1 AND id = $2 RETURNING *",
                                  tenant_id, conv_id, *(values[n] for n in names)))
 
-    if contact_id is None:
-        contact_id = await contact_of(tenant_id, conv["identity"])
-    if (frm in WITH_A_HUMAN) != (to in WITH_A_HUMAN):
-        external = await db.fetchrow("SELECT external_id FROM identity WHERE tenant = $1 AND id = $2",
-                                     tenant_id, conv["identity"])
-        await windows.set_bot_silenced(tenant_id, conv["channel"], external["external_id"], to in WITH_A_HUMAN)
+    silence = (frm in WITH_A_HUMAN) != (to in WITH_A_HUMAN)
+    if silence or (to == "assigned" and not keeps_holder and contact_id is None):
+        who = await db.fetchrow("SELECT contact, external_id FROM identity WHERE tenant = $1 AND id = $2",
+                                tenant_id, conv["identity"])
+        contact_id = int(who["contact"]) if contact_id is None else contact_id
+        if silence:
+            await windows.set_bot_silenced(tenant_id, conv["channel"], who["external_id"], to in WITH_A_HUMAN)
     stamp = _epoch(now)
     kind, payload = None, {"conversation": conv_id, "channel": conv["channel"]}
     if to == "assigned" and not keeps_holder:

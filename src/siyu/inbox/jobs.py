@@ -13,18 +13,12 @@ from siyu.inbox import actions, handoff, routing
 from siyu.inbox import conversations as convs
 from siyu.inbox.config import get_settings
 from siyu.timeline import services as timeline
-from siyu.wechat.outbound import WeChatRuntime, deliver_text
+from siyu.wechat.outbound import deliver_text, runtime_of
 
 log = logging.getLogger("siyu.inbox.jobs")
 
 NOTICE_MIN_ROOM = 3  # tell the customer only when the window keeps this many replies for the rep
 
-
-def _runtime(ctx: dict[str, Any]) -> WeChatRuntime:
-    rt = ctx.get("wechat")
-    if rt is None:
-        rt = ctx["wechat"] = WeChatRuntime(ctx["redis"])
-    return rt
 
 
 def _retry(ctx: dict[str, Any], what: str, exc: Exception) -> Retry:
@@ -52,7 +46,7 @@ async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> 
         tenant_id, message_id)
     if row is None or row["status"] != "sending":
         return "nothing to send"
-    delivery = await deliver_text(_runtime(ctx), tenant_id, row["channel"], row["external_id"], row["body"],
+    delivery = await deliver_text(runtime_of(ctx), tenant_id, row["channel"], row["external_id"], row["body"],
                                   f"inbox:msg:{message_id}", open_kfid=row["open_kfid"])
     if delivery.state == "retryable" and int(ctx.get("job_try", 5)) < 5:
         raise Retry(defer=min(60, 2 ** int(ctx.get("job_try", 1))))
@@ -103,7 +97,7 @@ async def notify_customer(ctx: dict[str, Any], tenant_id: int, conversation_id: 
         text = NOTICES["queued"][lang].format(n=ahead)
     else:
         text = NOTICES["assigned"][lang].format(name=conv["assignee_name"] or conv["assignee_email"].split("@")[0])
-    delivery = await deliver_text(_runtime(ctx), tenant_id, conv["channel"], conv["external_id"], text,
+    delivery = await deliver_text(runtime_of(ctx), tenant_id, conv["channel"], conv["external_id"], text,
                                   f"inbox:notice:{conversation_id}:{ref}", open_kfid=conv["open_kfid"])
     if delivery.state == "sent" and not delivery.duplicate:
         await db.execute(

@@ -15,14 +15,8 @@ from siyu.core import db, i18n
 from siyu.core.errors import InvalidInput, NotFound
 from siyu.core.i18n import N_
 from siyu.inbox import actions, config
-from siyu.web.auth import client_ip, require_tenant_id, tenant_admin
-from siyu.web.render import current_user, errors_for, render, toast_header
-
-
-def _scope(request: Request[Any, Any, Any]) -> tuple[int, Any]:
-    user = current_user(request)
-    assert user is not None
-    return require_tenant_id(user), user.actor(client_ip(request))
+from siyu.web.auth import tenant_admin
+from siyu.web.render import errors_for, render, tenant_scope, toast_header
 
 
 async def _people(tenant_id: int) -> list[dict[str, Any]]:
@@ -41,7 +35,7 @@ class InboxSettingsController(Controller):
 
     async def _page(self, request: Request[Any, Any, Any], block: str | None = None, status_code: int = 200,
                     headers: dict[str, str] | None = None, **extra: Any) -> Template:
-        tid, _ = _scope(request)
+        tid, _ = tenant_scope(request)
         teams = [dict(r) for r in await db.fetch("SELECT id, name FROM team WHERE tenant = $1 ORDER BY lower(name)",
                                                  tid)]
         routes = {r.team_id: r for r in await config.team_routes(tid)}
@@ -57,7 +51,7 @@ class InboxSettingsController(Controller):
 
     @post("/")
     async def save(self, request: Request[Any, Any, Any]) -> Template:
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         form = await request.form()
         data = {k: form.get(k) for k in form}
         data["vip_tag_ids"] = form.getall("vip_tag_ids") if "vip_tag_ids" in form else []
@@ -69,7 +63,7 @@ class InboxSettingsController(Controller):
 
     @post("/teams/{team_id:int}")
     async def save_team(self, request: Request[Any, Any, Any], team_id: FromPath[int]) -> Template:
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         form = await request.form()
 
         def ints(name: str) -> list[int]:
@@ -85,7 +79,7 @@ class InboxSettingsController(Controller):
 
     @post("/people/{staff_id:int}")
     async def save_person(self, request: Request[Any, Any, Any], staff_id: FromPath[int]) -> Template:
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         form = await request.form()
         if not any(p["id"] == staff_id for p in await _people(tid)):
             raise NotFound()

@@ -8,26 +8,15 @@ from typing import Any
 from litestar import Controller, Request, get
 from litestar.params import FromPath
 
-from siyu.core.errors import InvalidInput
-from siyu.core.i18n import N_
 from siyu.segments import services as svc
 from siyu.segments.definition import CHANNELS
+from siyu.web.api import iso, whole_number
 from siyu.web.auth import api_key, api_tenant_id
 
 DEFAULT_LIMIT = 100
 
 
-def _whole(raw: str, field: str) -> int:
-    """Numbers in the path or query are checked here, so a malformed one is a 400 naming it, not a 404."""
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > 2**31 - 1:
-        raise InvalidInput.one(field, N_("Enter a whole number."))
-    return int(raw)
-
-
 def _member_json(c: dict[str, Any]) -> dict[str, Any]:
-    def iso(value: Any) -> str | None:
-        return value.isoformat() if value is not None else None
-
     return {"id": c["id"], "display_name": c["display_name"], "unionid": c["unionid"], "channels": c["channels"],
             "erased": c["erased_at"] is not None, "first_seen_at": iso(c["first_seen_at"]),
             "last_interaction_at": iso(c["last_interaction_at"]), "last_purchase_at": iso(c["last_purchase_at"])}
@@ -49,7 +38,7 @@ class SegmentsApi(Controller):
         """One segment, with how many live contacts it selects now and how many of those are linked on each
         channel (`channels`)."""
         tid = api_tenant_id(request)
-        segment = await svc.get_segment(tid, _whole(segment_id, "id"))
+        segment = await svc.get_segment(tid, whole_number(segment_id, "id"))
         counts = await svc.breakdown(tid, segment.definition)
         return {**segment.as_json(), "count": counts.total, "channels": {ch: getattr(counts, ch) for ch in CHANNELS}}
 
@@ -58,11 +47,11 @@ class SegmentsApi(Controller):
         """The segment's contacts now, lowest id first; pass `next_cursor` back as `?cursor=` for the next page
         (`limit`: 1 to 500, default 100). A full pass lists each contact once."""
         tid = api_tenant_id(request)
-        sid = _whole(segment_id, "id")
+        sid = whole_number(segment_id, "id")
         q = request.query_params
-        limit = _whole(q.get("limit") or str(DEFAULT_LIMIT), "limit")
+        limit = whole_number(q.get("limit") or str(DEFAULT_LIMIT), "limit")
         cursor = q.get("cursor") or ""
-        after = _whole(cursor, "cursor") if cursor else None
+        after = whole_number(cursor, "cursor") if cursor else None
         page = await svc.members(tid, sid, after, limit)
         return {"contacts": [_member_json(c) for c in page.contacts],
                 "next_cursor": str(page.next_after) if page.next_after is not None else None}

@@ -19,9 +19,8 @@ from siyu.core.errors import InvalidInput
 from siyu.core.i18n import N_
 from siyu.segments import services as svc
 from siyu.segments.definition import CHANNELS, RECENCIES, RECENCY_OPS, Definition
-from siyu.tenants.services import Actor
-from siyu.web.auth import client_ip, require_tenant_id, tenant_staff
-from siyu.web.render import current_user, errors_for, render, toast_header
+from siyu.web.auth import tenant_staff
+from siyu.web.render import errors_for, render, tenant_scope, toast_header
 
 MEMBERS_PAGE = 50
 # Labels of the fields an error can name, for the preview's list of problems.
@@ -33,11 +32,6 @@ FIELD_LABELS = {
     "last_purchase.days": N_("Last purchase"), "include_erased": N_("Erased contacts"),
 }
 
-
-def _scope(request: Request[Any, Any, Any]) -> tuple[int, Actor]:
-    user = current_user(request)
-    assert user is not None
-    return require_tenant_id(user), user.actor(client_ip(request))
 
 
 def _is_htmx(request: Request[Any, Any, Any]) -> bool:
@@ -111,7 +105,7 @@ class SegmentsController(Controller):
 
     @get("/")
     async def index(self, request: Request[Any, Any, Any]) -> Template:
-        tid, _ = _scope(request)
+        tid, _ = tenant_scope(request)
         return render(request, "segments/list.html", {
             "segments": await svc.list_segments(tid), "tag_names": await self._tag_names(tid),
         })
@@ -119,7 +113,7 @@ class SegmentsController(Controller):
     @get("/{segment_id:int}/count")
     async def count(self, request: Request[Any, Any, Any], segment_id: FromPath[int]) -> Template:
         """One segment's live count, asked for by its row on the list once the page is shown."""
-        tid, _ = _scope(request)
+        tid, _ = tenant_scope(request)
         segment = await svc.get_segment(tid, segment_id)
         return render(request, "segments/_count.html", {
             "segment": segment, "count": await svc.count(tid, segment.definition), "as_of": clock.now()})
@@ -164,14 +158,14 @@ class SegmentsController(Controller):
 
     @get("/new")
     async def new(self, request: Request[Any, Any, Any]) -> Template:
-        tid, _ = _scope(request)
+        tid, _ = tenant_scope(request)
         return await self._editor(request, tid, Definition().as_json())
 
     @post("/preview")
     async def preview(self, request: Request[Any, Any, Any]) -> Template:
         """What the editor's filters select now. htmx asks for the preview block as filters change; a plain
         form post ("Preview" without JavaScript) gets the whole editor back with the preview filled in."""
-        tid, _ = _scope(request)
+        tid, _ = tenant_scope(request)
         form = await request.form()
         segment = None
         raw_id = str(form.get("segment_id") or "")
@@ -183,7 +177,7 @@ class SegmentsController(Controller):
 
     @post("/")
     async def create(self, request: Request[Any, Any, Any]) -> Template | Response[Any]:
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         form = await request.form()
         raw = definition_from_form(form)
         name, description = str(form.get("name") or ""), str(form.get("description") or "")
@@ -196,7 +190,7 @@ class SegmentsController(Controller):
 
     @get("/{segment_id:int}")
     async def detail(self, request: Request[Any, Any, Any], segment_id: FromPath[int]) -> Template:
-        tid, _ = _scope(request)
+        tid, _ = tenant_scope(request)
         segment = await svc.get_segment(tid, segment_id)
         raw_after = request.query_params.get("after") or ""
         after = None
@@ -210,7 +204,7 @@ class SegmentsController(Controller):
 
     @post("/{segment_id:int}")
     async def update(self, request: Request[Any, Any, Any], segment_id: FromPath[int]) -> Template | Response[Any]:
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         segment = await svc.get_segment(tid, segment_id)  # a foreign id is a 404 before the form is judged
         form = await request.form()
         raw = definition_from_form(form)
@@ -226,7 +220,7 @@ class SegmentsController(Controller):
 
     @get("/{segment_id:int}/delete")
     async def confirm_delete(self, request: Request[Any, Any, Any], segment_id: FromPath[int]) -> Template:
-        tid, _ = _scope(request)
+        tid, _ = tenant_scope(request)
         segment = await svc.get_segment(tid, segment_id)
         return render(request, "segments/delete.html", {
             "segment": segment, "count": await svc.count(tid, segment.definition),
@@ -234,7 +228,7 @@ class SegmentsController(Controller):
 
     @post("/{segment_id:int}/delete")
     async def delete(self, request: Request[Any, Any, Any], segment_id: FromPath[int]) -> Response[Any]:
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         await svc.do_delete_segment(tid, segment_id, actor)
         return _go(request, "/segments", i18n.gettext(N_("Segment deleted.")))
 

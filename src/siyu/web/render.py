@@ -15,7 +15,9 @@ from litestar.template.config import TemplateConfig
 from siyu.core import i18n
 from siyu.core.errors import FieldError, InvalidInput
 from siyu.core.settings import FRONTEND_DIR, get_settings
+from siyu.tenants.services import Actor
 from siyu.tenants.staff import CurrentUser
+from siyu.web.auth import client_ip, require_tenant_id
 
 
 def _configure(engine: JinjaTemplateEngine) -> None:
@@ -48,6 +50,14 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
 def current_user(request: Request[Any, Any, Any]) -> CurrentUser | None:
     user = request.scope.get("user")
     return user if isinstance(user, CurrentUser) else None
+
+
+def tenant_scope(request: Request[Any, Any, Any]) -> tuple[int, Actor]:
+    """The signed-in person's tenant (from the session, never the URL) and them as the actor of what they
+    do, for pages guarded by `tenant_staff` or `tenant_admin`."""
+    user = current_user(request)
+    assert user is not None
+    return require_tenant_id(user), user.actor(client_ip(request))
 
 
 def errors_for(exc: InvalidInput | None) -> dict[str, str]:

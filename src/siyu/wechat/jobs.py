@@ -8,7 +8,7 @@ from typing import Any
 
 from siyu.core.clock import now
 from siyu.wechat import protocol, windows
-from siyu.wechat.outbound import WeChatRuntime, mark_stale_pending_unknown
+from siyu.wechat.outbound import mark_stale_pending_unknown, runtime_of
 from siyu.wechat.protocol import Account
 from siyu.wechat.services import record_inbound
 from siyu.wechat.tables import InboundEvent, KfCursor
@@ -19,12 +19,6 @@ SWEEP_AFTER_SECONDS = 30
 SWEEP_BATCH = 500
 KF_LOCK_SECONDS = 120
 
-
-def runtime(ctx: dict[str, Any]) -> WeChatRuntime:
-    rt = ctx.get("wechat")
-    if rt is None:  # a worker started without the composition root's startup (tests call jobs directly)
-        rt = ctx["wechat"] = WeChatRuntime(ctx["redis"])
-    return rt
 
 
 _EVENT_COLUMNS = (
@@ -93,7 +87,7 @@ async def kf_sync(ctx: dict[str, Any], tenant_id: int, account_id: int | None, o
         return 0  # the running sync will see the dirty flag
     stored = 0
     try:
-        client = await runtime(ctx).client(tenant_id, "wecom")
+        client = await runtime_of(ctx).client(tenant_id, "wecom")
         while await redis.getdel(dirty_key) is not None:
             cursor_row = await KfCursor.select(KfCursor.cursor).where(
                 (KfCursor.tenant == tenant_id) & (KfCursor.open_kfid == open_kfid)).first()

@@ -45,6 +45,15 @@ class WeChatRuntime:
         await self.http.aclose()
 
 
+def runtime_of(ctx: dict[str, Any]) -> WeChatRuntime:
+    """A job's runtime: the worker's (`ctx["wechat"]`, made at startup); a job called without the
+    composition root's startup (tests, scripts) makes one and keeps it in its context."""
+    rt = ctx.get("wechat")
+    if rt is None:
+        rt = ctx["wechat"] = WeChatRuntime(ctx["redis"])
+    return rt
+
+
 @dataclass(frozen=True)
 class Delivery:
     outbound_id: int

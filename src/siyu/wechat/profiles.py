@@ -14,7 +14,7 @@ from typing import Any
 
 from siyu.core.errors import NotFound, WeChatError
 from siyu.wechat.client import WeChatBusy, WeChatConfigProblem, WeChatNotAllowed, WeChatRateLimited
-from siyu.wechat.outbound import WeChatRuntime
+from siyu.wechat.outbound import WeChatRuntime, runtime_of
 
 __all__ = ["NotFound", "WeChatBusy", "WeChatConfigProblem", "WeChatError", "WeChatNotAllowed",
            "WeChatRateLimited", "WeChatRuntime", "WeChatUnknownPerson", "oa_user", "runtime_of",
@@ -30,14 +30,6 @@ class WeChatUnknownPerson(WeChatNotAllowed):
     REASONS = {40003: "unknown_openid", 46004: "unknown_user", 40096: "unknown_external_userid",
                84061: "not_an_external_contact"}
 
-
-def runtime_of(ctx: dict[str, Any]) -> WeChatRuntime:
-    """The worker's runtime (`ctx["wechat"]`, made at startup); a job called without the composition
-    root's startup (tests, scripts) makes one and keeps it in the context."""
-    rt = ctx.get("wechat")
-    if rt is None:
-        rt = ctx["wechat"] = WeChatRuntime(ctx["redis"])
-    return rt
 
 
 def _typed(exc: WeChatError) -> WeChatError:

@@ -13,15 +13,9 @@ from siyu.core import i18n
 from siyu.core.errors import InvalidInput
 from siyu.core.i18n import N_
 from siyu.tenants.services import list_channels
-from siyu.web.auth import client_ip, require_tenant_id, tenant_admin
-from siyu.web.render import current_user, errors_for, render, toast_header
+from siyu.web.auth import tenant_admin
+from siyu.web.render import errors_for, render, tenant_scope, toast_header
 from siyu.wechat import services as svc
-
-
-def _scope(request: Request[Any, Any, Any]) -> tuple[int, Any]:
-    user = current_user(request)
-    assert user is not None
-    return require_tenant_id(user), user.actor(client_ip(request))
 
 
 class AutoRepliesController(Controller):
@@ -31,7 +25,7 @@ class AutoRepliesController(Controller):
 
     async def _page(self, request: Request[Any, Any, Any], block: str | None = None, status_code: int = 200,
                     headers: dict[str, str] | None = None, **extra: Any) -> Template:
-        tid, _ = _scope(request)
+        tid, _ = tenant_scope(request)
         rules = await svc.list_rules(tid)
         grouped = {t: [r for r in rules if r["trigger"] == t] for t in svc.RULE_TRIGGERS}
         return render(request, "wechat/auto_replies.html", {
@@ -44,7 +38,7 @@ class AutoRepliesController(Controller):
 
     @post("/auto-replies")
     async def create(self, request: Request[Any, Any, Any]) -> Template:
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         form = await request.form()
         data = {k: form.get(k) for k in form}
         try:
@@ -55,21 +49,21 @@ class AutoRepliesController(Controller):
 
     @post("/auto-replies/{rule_id:int}/toggle")
     async def toggle(self, request: Request[Any, Any, Any], rule_id: FromPath[int]) -> Template:
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         form = await request.form()
         await svc.do_set_rule_enabled(actor, tid, rule_id, form.get("enabled") == "1")
         return await self._page(request, block="rules")
 
     @post("/auto-replies/{rule_id:int}/delete")
     async def delete(self, request: Request[Any, Any, Any], rule_id: FromPath[int]) -> Template:
-        tid, actor = _scope(request)
+        tid, actor = tenant_scope(request)
         await svc.do_delete_rule(actor, tid, rule_id)
         return await self._page(request, block="rules")
 
     @post("/auto-replies/try")
     async def try_text(self, request: Request[Any, Any, Any]) -> Template:
         """What would the Official Account answer to this message?"""
-        tid, _ = _scope(request)
+        tid, _ = tenant_scope(request)
         form = await request.form()
         text = str(form.get("text", ""))
         matches = await svc.match_keyword(tid, text)
@@ -77,5 +71,5 @@ class AutoRepliesController(Controller):
 
     @get("/wechat-events")
     async def events(self, request: Request[Any, Any, Any]) -> Template:
-        tid, _ = _scope(request)
+        tid, _ = tenant_scope(request)
         return render(request, "wechat/events.html", {"events": await svc.list_recent_events(tid)}, block="rows")
