@@ -154,15 +154,21 @@ async def _two_teams(acme: TenantFixture, make_rep: MakeRep, make_person: MakePe
     await do_set_team_route(acme.id, north, [], [], [], [boss_n], ACTOR)
     await do_set_team_route(acme.id, south, [], [], [], [boss_s], ACTOR)
     now = clock.now()
+    at = now - timedelta(minutes=30)  # handed off and assigned at the same instant: one Shanghai day, whatever the hour
     convs = {}
     for name, team, rep, response in (("n", north, r1, 40), ("s", south, r3, 400)):
         identity, _ = await make_person()
         convs[name] = await conversation(acme.id, identity, "assigned", teams=(team,), assignee=rep)
-        await assignment(acme.id, convs[name], rep, now - timedelta(minutes=30), response, queued_at=now - timedelta(hours=1))
-        await handed_line(acme.id, convs[name], now - timedelta(hours=1), "keyword", 1)
+        await assignment(acme.id, convs[name], rep, at, response, queued_at=at - timedelta(minutes=30))
+        await handed_line(acme.id, convs[name], at, "keyword", 1)
         identity, _ = await make_person()
         await conversation(acme.id, identity, "queued", teams=(team,), queued_at=now - timedelta(minutes=5 if name == "n" else 50))
-    return {"north": north, "south": south, "boss_n": boss_n, "boss_s": boss_s, "r1": r1, "r2": r2, "r3": r3}
+    return {"north": north, "south": south, "boss_n": boss_n, "boss_s": boss_s, "r1": r1, "r2": r2, "r3": r3,
+            "day": at.astimezone(SHANGHAI).date()}
+
+
+def day_of(days: list[mgr.Day], day: Any) -> mgr.Day:
+    return next(d for d in days if d.day == day)
 
 
 async def test_a_manager_sees_only_their_teams(acme: TenantFixture, make_rep: MakeRep, make_person: MakePerson) -> None:
@@ -171,17 +177,17 @@ async def test_a_manager_sees_only_their_teams(acme: TenantFixture, make_rep: Ma
     assert not north.scope.everything
     assert {r.staff_id for r in north.reps} == {t["r1"], t["r2"]}
     assert north.queue.waiting == 1 and north.queue.oldest_wait_seconds < 10 * 60
-    today = north.days[-1]
+    today = day_of(north.days, t["day"])
     assert today.first_response.n == 1 and today.first_response.median == pytest.approx(40)
     assert today.handed_off == 1
     south = await mgr.figures(acme.id, await viewer(acme.id, t["boss_s"]))
     assert {r.staff_id for r in south.reps} == {t["r3"]}
-    assert south.days[-1].first_response.median == pytest.approx(400)
+    assert day_of(south.days, t["day"]).first_response.median == pytest.approx(400)
     assert south.queue.oldest_wait_seconds > 45 * 60
     everything = await mgr.figures(acme.id, await viewer(acme.id, acme.admin_id))
     assert everything.scope.everything and everything.queue.waiting == 2
     assert {t["r1"], t["r2"], t["r3"], t["boss_n"], t["boss_s"]} <= {r.staff_id for r in everything.reps}
-    assert everything.days[-1].first_response.n == 2 and everything.days[-1].handed_off == 2
+    assert day_of(everything.days, t["day"]).first_response.n == 2 and day_of(everything.days, t["day"]).handed_off == 2
     with pytest.raises(Forbidden):
         await mgr.figures(acme.id, await viewer(acme.id, t["r1"]))
 
@@ -203,7 +209,7 @@ async def test_the_page_draws_svg_charts_with_numbers_on_hover(client_factory: A
     assert html.count("<svg class=\"mgr-chart\"") == 4 and 'role="img"' in html
     assert "cdn" not in html.lower() and "<script src=\"http" not in html
     titles = [m.group(2) for m in SVG_MARKS.finditer(html)]
-    today = f"{clock.now().astimezone(SHANGHAI):%Y-%m-%d}"
+    today = f"{t['day']:%Y-%m-%d}"
     assert f"{today}: median first response 40 s (1 answered)" in titles
     assert f"{today}: 1 handed off" in titles
     assert any(title.startswith("Rep N1: 1 of 10 (online)") for title in titles)
