@@ -44,18 +44,19 @@ async def lock_identity_contact(tenant_id: int, identity_id: int, share: bool = 
     if not db.in_transaction():
         raise RuntimeError("lock_identity_contact() must run inside siyu.core.db.transaction()")
     for _ in range(MAX_HOPS):
-        row = await db.fetchrow("SELECT contact FROM identity WHERE tenant = $1 AND id = $2", tenant_id, identity_id)
-        if row is None:
-            raise NotFound()
-        contact_id = int(row["contact"])
+        # Read and lock in one statement. A merge that committed meanwhile has updated the contact row, so
+        # the lock re-reads it and a contact merged away drops out; the identity is read again below
+        # (a new statement sees every commit) because an unmerge moves it without touching that row.
         locked = await db.fetchrow(
-            f"SELECT id FROM contact WHERE tenant = $1 AND id = $2 AND merged_into IS NULL {_mode(share)}",
-            tenant_id, contact_id)
+            f"SELECT c.id FROM identity i JOIN contact c ON c.tenant = i.tenant AND c.id = i.contact "
+            f"WHERE i.tenant = $1 AND i.id = $2 AND c.merged_into IS NULL {_mode(share)} OF c", tenant_id, identity_id)
         again = await db.fetchrow("SELECT contact FROM identity WHERE tenant = $1 AND id = $2", tenant_id,
                                   identity_id)
-        if locked is not None and again is not None and int(again["contact"]) == contact_id:
-            return contact_id
-        # The identity moved between the read and the lock (a merge committed): read again.
+        if again is None:
+            raise NotFound()
+        if locked is not None and int(again["contact"]) == int(locked["id"]):
+            return int(locked["id"])
+        # The identity moved between the read and the lock (a merge or unmerge committed): read again.
     raise Conflict(N_("This identity keeps moving between contacts."))
 
 

@@ -85,7 +85,7 @@ async def do_reply(tenant_id: int, viewer: Viewer, conversation_id: int, text: s
         conv = await _mine_to_act_on(tenant_id, viewer, conversation_id)
         if conv["status"] in ("bot", "queued", "resolved"):
             # Writing to a waiting or closed conversation takes it (one owner at a time).
-            await routing.hold_seat(tenant_id, viewer.staff_id)
+            await routing.hold_seats(tenant_id, viewer.staff_id, conv["assignee"])
             if conv["status"] == "resolved":
                 conv = await convs.transition(conv, "bot", actor_label=viewer.name)
             conv = await convs.transition(conv, "assigned", assignee=viewer.staff_id, rule="manual",
@@ -142,7 +142,7 @@ async def do_assign(tenant_id: int, viewer: Viewer, conversation_id: int, staff_
             raise InvalidInput.one("staff_id", N_("Choose an active rep of this brand."))
         if conv["assignee"] == staff_id and conv["status"] == "assigned":
             return conv
-        await routing.hold_seat(tenant_id, staff_id)
+        await routing.hold_seats(tenant_id, staff_id, conv["assignee"])
         if conv["status"] == "resolved":
             conv = await convs.transition(conv, "bot", actor_label=viewer.name)
         reason = "transferred" if conv["assignee"] == viewer.staff_id else "reassigned"
@@ -184,7 +184,7 @@ async def do_reopen(tenant_id: int, viewer: Viewer, conversation_id: int) -> dic
         conv = await _mine_to_act_on(tenant_id, viewer, conversation_id)
         if conv["status"] != "resolved":
             raise Conflict(N_("Only a resolved conversation can be reopened."))
-        await routing.hold_seat(tenant_id, viewer.staff_id)
+        await routing.hold_seats(tenant_id, viewer.staff_id, conv["assignee"])
         conv = await convs.transition(conv, "bot", actor_label=viewer.name)
         return await convs.transition(conv, "assigned", assignee=viewer.staff_id, rule="reopen",
                                       actor_label=viewer.name)

@@ -154,6 +154,17 @@ async def lock(tenant_id: int, conversation_id: int) -> dict[str, Any]:
     return dict(row)
 
 
+async def lock_with_contact(tenant_id: int, conversation_id: int) -> tuple[dict[str, Any], int]:
+    """`lock`, and the contact its identity belongs to now (read in the same statement)."""
+    row = await db.fetchrow("SELECT c.*, i.contact AS contact_now FROM inbox_conversation c JOIN identity i "
+                            "ON i.tenant = c.tenant AND i.id = c.identity WHERE c.tenant = $1 AND c.id = $2 "
+                            "FOR UPDATE OF c", tenant_id, conversation_id)
+    if row is None:
+        raise NotFound()
+    conv = dict(row)
+    return conv, int(conv.pop("contact_now"))
+
+
 async def fetch_row(tenant_id: int, conversation_id: int) -> dict[str, Any]:
     row = await db.fetchrow("SELECT * FROM inbox_conversation WHERE tenant = $1 AND id = $2", tenant_id,
                             conversation_id)
@@ -231,18 +242,22 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
     stamp = _epoch(now)
     kind, payload = None, {"conversation": conv_id, "channel": conv["channel"]}
     if to == "assigned" and not keeps_holder:
-        assignment = await db.fetchrow(
-            "INSERT INTO inbox_assignment (tenant, conversation, contact, staff, rule, queued_at, assigned_at, "
-            "end_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, '') RETURNING id",
-            tenant_id, conv_id, contact_id, assignee, rule or "manual", conv["queued_at"], now)
-        staff = await db.fetchrow(
-            "WITH seat AS (UPDATE inbox_agent SET last_assigned_at = $3 WHERE tenant = $1 AND staff = $2) "
-            "SELECT name, email FROM staff WHERE tenant = $1 AND id = $2", tenant_id, assignee, now)
-        label = staff["name"] or staff["email"]
-        kind, payload = "assignment", {**payload, "to": label, "rule": rule or "manual", "by": actor_label}
-        await system_line(tenant_id, conv_id, "assigned", now, f"sys:{conv_id}:assigned:{assignment['id']}",
-                          to=label, rule=rule or "manual", by=actor_label)
-        row["assignment_id"] = int(assignment["id"])  # its SLA is watched by the inbox sweep (jobs.sweep)
+        rule = rule or "manual"
+        # The assignment log, the rep's round-robin time and the line in the thread, in one statement.
+        done = await db.fetchrow(
+            "WITH assignment AS (INSERT INTO inbox_assignment (tenant, conversation, contact, staff, rule, queued_at, "
+            "  assigned_at, end_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, '') RETURNING id), "
+            "seat AS (UPDATE inbox_agent SET last_assigned_at = $7 WHERE tenant = $1 AND staff = $4), "
+            "rep AS (SELECT COALESCE(NULLIF(name, ''), email) AS label FROM staff WHERE tenant = $1 AND id = $4), "
+            "line AS (INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, "
+            "  status, source_key, created_at) SELECT $1, $2, 'system', 'siyu', 'event', "
+            "  jsonb_build_object('event', 'assigned', 'to', rep.label, 'rule', $5::text, 'by', $8::text)::text, "
+            "  'noted', 'sys:' || $2 || ':assigned:' || assignment.id, $7 FROM assignment, rep "
+            "  ON CONFLICT (tenant, source_key) DO NOTHING) "
+            "SELECT assignment.id, rep.label FROM assignment, rep",
+            tenant_id, conv_id, contact_id, assignee, rule, conv["queued_at"], now, actor_label)
+        kind, payload = "assignment", {**payload, "to": done["label"], "rule": rule, "by": actor_label}
+        row["assignment_id"] = int(done["id"])  # its SLA is watched by the inbox sweep (jobs.sweep)
     elif to == "queued":
         kind, payload = "handoff", {**payload, "reason": reason or conv["handoff_reason"], "by": actor_label}
         await system_line(tenant_id, conv_id, "queued", now, f"sys:{conv_id}:queued:{stamp}", reason=reason,

@@ -100,7 +100,7 @@ async def _customer_message(conv: dict[str, Any], event: dict[str, Any], contact
     if conv["status"] == "resolved":  # the customer came back: the bot first, as for a new conversation
         conv = await convs.transition(conv, "bot", actor_label="customer")
     if conv["status"] == "snoozed":  # the customer wrote: the snooze ends, back to the rep who holds it
-        await routing.hold_seat(tenant_id, conv["assignee"])
+        await routing.hold_seats(tenant_id, conv["assignee"])
         return await convs.transition(conv, "assigned", assignee=conv["assignee"], actor_label="customer")
     if conv["status"] != "bot":
         await convs.announce(conv, "message")

@@ -147,7 +147,7 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
             conv = await convs.lock(row["tenant"], row["id"])
             if conv["status"] != "snoozed":
                 continue
-            await routing.hold_seat(conv["tenant"], conv["assignee"])
+            await routing.hold_seats(conv["tenant"], conv["assignee"])
             await convs.transition(conv, "assigned", assignee=conv["assignee"], actor_label="snooze")
             woke += 1
     late = await db.fetch(

@@ -7,9 +7,10 @@ them, when that rep is a Siyu agent) → the rep who served this contact last wi
 least-loaded → round-robin among equals (longest since their last assignment).
 
 Never double-assigned, never over capacity, with any number of routers at once: the conversation is
-locked first; then each candidate's `inbox_agent` row is locked (`SKIP LOCKED`: another router is filling
-that seat right now, try the next) and their load is counted under that lock. Every path that gives a
-rep a conversation takes that lock, so the count cannot change until this transaction ends.
+locked first; then one statement locks the best candidate's `inbox_agent` row (`SKIP LOCKED`: another
+router is filling that seat right now, take the next) and re-checks its load on the locked row. The load
+lives on that row, kept by a trigger on `inbox_conversation` that must take the same lock to change it,
+so it cannot change until this transaction ends.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from siyu.core import db
 from siyu.inbox import conversations as convs
 from siyu.inbox.config import InboxSettings, team_routes
 
-RULE_RANK = {"owner": 0, "recent": 1, "least_loaded": 2}
+RULES = ("owner", "recent", "least_loaded")  # in order of preference
 
 
 @dataclass(frozen=True)
@@ -45,61 +46,64 @@ async def serving_teams(tenant_id: int, channel: str, contact_id: int) -> list[i
     return [r.team_id for r in routes if r.serves(channel, language, tags)]
 
 
-async def candidates(tenant_id: int, conv: dict[str, Any], contact_id: int,
-                     exclude: tuple[int, ...] = ()) -> list[Candidate]:
-    """Eligible reps below capacity, in preference order, from ONE query (read without locks; `assign_next`
-    re-checks under the lock). The rule: the contact's owner (their WeCom rep), then the rep who served
-    them last within the tenant's `recent_days`, then everyone; least load, then longest since an
-    assignment, within each."""
-    rows = await db.fetch(
+def _eligible(tail: str) -> str:
+    """The eligible reps of a conversation with the rule that prefers each: the contact's owner (their WeCom
+    rep), then the rep who served them last within the tenant's `recent_days`, then everyone. Parameters:
+    $1 tenant, $2 excluded reps, $3 serving teams ([] = everyone), $4 contact, $5 default recent days."""
+    return (
         "WITH recent AS (SELECT a.staff FROM inbox_assignment a WHERE a.tenant = $1 AND a.contact = $4 "
         "  AND a.assigned_at > now() - make_interval(days => COALESCE("
         "    (SELECT recent_days FROM inbox_settings WHERE tenant = $1), $5)) "
         "  ORDER BY a.assigned_at DESC LIMIT 1), "
         "owners AS (SELECT DISTINCT staff_userid FROM owner WHERE tenant = $1 AND contact = $4 AND removed_at IS NULL) "
-        "SELECT a.staff, s.max_concurrent, COALESCE(extract(epoch FROM a.last_assigned_at), 0) AS last_epoch, "
-        "(SELECT count(*) FROM inbox_conversation c WHERE c.tenant = a.tenant AND c.assignee = a.staff "
-        "  AND c.status = 'assigned') AS load, "
-        "CASE WHEN a.wecom_userid <> '' AND a.wecom_userid IN (SELECT staff_userid FROM owners) THEN 'owner' "
-        "  WHEN a.staff IN (SELECT staff FROM recent) THEN 'recent' ELSE 'least_loaded' END AS rule "
+        "SELECT a.staff, s.max_concurrent, a.load, "
+        "CASE WHEN a.wecom_userid <> '' AND a.wecom_userid IN (SELECT staff_userid FROM owners) THEN 0 "
+        "  WHEN a.staff IN (SELECT staff FROM recent) THEN 1 ELSE 2 END AS pref, "
+        "COALESCE(extract(epoch FROM a.last_assigned_at), 0) AS last_epoch "
         "FROM inbox_agent a JOIN staff s ON s.tenant = a.tenant AND s.id = a.staff "
-        "WHERE a.tenant = $1 AND a.presence = 'online' AND s.is_active AND s.role IN ('agent', 'tenant_admin') "
-        "AND NOT (a.staff = ANY($2::int[])) "
+        "WHERE a.tenant = $1 AND a.presence = 'online' AND a.load < s.max_concurrent "
+        "AND s.is_active AND s.role IN ('agent', 'tenant_admin') AND NOT (a.staff = ANY($2::int[])) "
         "AND (cardinality($3::int[]) = 0 OR EXISTS (SELECT 1 FROM team_member tm WHERE tm.tenant = a.tenant "
-        "  AND tm.staff = a.staff AND tm.team = ANY($3::int[])))",
-        tenant_id, list(exclude), list(conv["teams"] or ()), contact_id, InboxSettings.recent_days)
-    found = [Candidate(int(r["staff"]), int(r["max_concurrent"]), int(r["load"]), str(r["rule"]),
-                       float(r["last_epoch"])) for r in rows if r["load"] < r["max_concurrent"]]
-    found.sort(key=lambda c: (RULE_RANK[c.rule], c.load, c.last_assigned_epoch, c.staff_id))
-    return found
+        "  AND tm.staff = a.staff AND tm.team = ANY($3::int[]))) "
+        "ORDER BY pref, a.load, a.last_assigned_at NULLS FIRST, a.staff " + tail)
+
+
+async def candidates(tenant_id: int, conv: dict[str, Any], contact_id: int,
+                     exclude: tuple[int, ...] = ()) -> list[Candidate]:
+    """Eligible reps below capacity, in preference order (least load, then longest since an assignment,
+    within each rule), read without locks: what routing would choose now."""
+    rows = await db.fetch(_eligible(""), tenant_id, list(exclude), list(conv["teams"] or ()), contact_id,
+                          InboxSettings.recent_days)
+    return [Candidate(int(r["staff"]), int(r["max_concurrent"]), int(r["load"]), RULES[int(r["pref"])],
+                      float(r["last_epoch"])) for r in rows]
 
 
 async def assign_next(conv: dict[str, Any], contact_id: int, *, exclude: tuple[int, ...] = (),
                       actor_label: str = "routing") -> dict[str, Any] | None:
-    """Give a locked, queued conversation to the best eligible rep; None when nobody can take it now."""
-    tenant_id = conv["tenant"]
-    for cand in await candidates(tenant_id, conv, contact_id, exclude):
-        seat = await db.fetchrow(
-            "SELECT a.staff FROM inbox_agent a WHERE a.tenant = $1 AND a.staff = $2 AND a.presence = 'online' "
-            "FOR UPDATE SKIP LOCKED", tenant_id, cand.staff_id)
-        if seat is None:
-            continue  # another router holds this seat right now, or the rep just went away
-        load = await db.fetchrow(
-            "SELECT count(*) AS n FROM inbox_conversation WHERE tenant = $1 AND assignee = $2 AND status = 'assigned'",
-            tenant_id, cand.staff_id)
-        if int(load["n"]) >= cand.capacity:
-            continue
-        return await convs.transition(conv, "assigned", assignee=cand.staff_id, rule=cand.rule,
-                                      actor_label=actor_label, contact_id=contact_id)
-    return None
+    """Give a locked, queued conversation to the best eligible rep; None when nobody can take it now.
+
+    One statement chooses and locks the seat: rows are locked in preference order, a seat another router
+    holds is skipped, and a seat changed since the statement began is re-checked on its newest version
+    (its load included) before it is taken, so the load read under the lock is exact."""
+    seat = await db.fetchrow(_eligible("LIMIT 1 FOR UPDATE OF a SKIP LOCKED"), conv["tenant"], list(exclude),
+                             list(conv["teams"] or ()), contact_id, InboxSettings.recent_days)
+    if seat is None:
+        return None
+    return await convs.transition(conv, "assigned", assignee=int(seat["staff"]), rule=RULES[int(seat["pref"])],
+                                  actor_label=actor_label, contact_id=contact_id)
 
 
-async def hold_seat(tenant_id: int, staff_id: int) -> None:
-    """Take the rep's routing lock (wait for it): manual assignments and snooze wake-ups call this before
-    they add to a rep's load, so routing's count stays exact."""
+async def hold_seats(tenant_id: int, *staff_ids: int | None) -> None:
+    """Take reps' routing locks (wait for them), lowest id first: a manual assignment, transfer or snooze
+    wake-up calls this with the rep who gets the conversation and the one who holds it now, before the
+    load trigger moves their loads, so two opposite transfers cannot deadlock and routing's view of a
+    seat stays exact."""
+    ids = sorted({int(s) for s in staff_ids if s is not None})
     await db.execute("INSERT INTO inbox_agent (tenant, staff, presence, presence_at, wecom_userid) "
-                     "VALUES ($1, $2, 'offline', now(), '') ON CONFLICT (tenant, staff) DO NOTHING", tenant_id, staff_id)
-    await db.fetchrow("SELECT 1 FROM inbox_agent WHERE tenant = $1 AND staff = $2 FOR UPDATE", tenant_id, staff_id)
+                     "SELECT $1, unnest($2::int[]), 'offline', now(), '' ON CONFLICT (tenant, staff) DO NOTHING",
+                     tenant_id, ids)
+    await db.fetch("SELECT 1 FROM inbox_agent WHERE tenant = $1 AND staff = ANY($2::int[]) ORDER BY staff FOR UPDATE",
+                   tenant_id, ids)
 
 
 async def queue_position(tenant_id: int, conv: dict[str, Any]) -> int:
@@ -114,10 +118,10 @@ async def queue_position(tenant_id: int, conv: dict[str, Any]) -> int:
 async def route(tenant_id: int, conversation_id: int, exclude: tuple[int, ...] = ()) -> dict[str, Any] | None:
     """Route one waiting conversation in its own transaction; the assigned row, or None."""
     async with db.transaction():
-        conv = await convs.lock(tenant_id, conversation_id)
+        conv, contact_id = await convs.lock_with_contact(tenant_id, conversation_id)
         if conv["status"] != "queued":
             return None
-        return await assign_next(conv, await convs.contact_of(tenant_id, conv["identity"]), exclude=exclude)
+        return await assign_next(conv, contact_id, exclude=exclude)
 
 
 async def sla_excluded(tenant_id: int, conv: dict[str, Any]) -> tuple[int, ...]:

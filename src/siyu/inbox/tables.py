@@ -57,8 +57,10 @@ class TeamRoute(Table, tablename="inbox_team_route"):
 
 class Agent(Table, tablename="inbox_agent"):
     """A rep as the inbox sees them: presence, their WeCom UserID (to recognise the contact's owner), and
-    when they were last given a conversation (round-robin among equals). The row is the lock routing
-    takes before it counts the rep's load, so two routers can never both fill the last seat."""
+    when they were last given a conversation (round-robin among equals), and their load: how many
+    conversations they hold in `assigned` state, kept by a trigger on `inbox_conversation` (so no path can
+    forget it). The row is the lock routing takes together with that load, so two routers can never both
+    fill the last seat."""
 
     tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
     staff = ForeignKey(Staff, null=False, on_delete=OnDelete.cascade)
@@ -66,6 +68,7 @@ class Agent(Table, tablename="inbox_agent"):
     presence_at = Timestamptz()
     wecom_userid = Varchar(length=64, default="")
     last_assigned_at = Timestamptz(null=True, default=None)
+    load = Integer(default=0)
 
 
 class Conversation(Table, tablename="inbox_conversation"):

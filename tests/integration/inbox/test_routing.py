@@ -199,3 +199,35 @@ async def test_a_rep_keeps_seeing_what_they_resolved_and_can_reopen_it(acme: Ten
         await get_conversation(acme.id, await viewer(acme.id, b), conv["id"])
     reopened = await actions.do_reopen(acme.id, await viewer(acme.id, a), conv["id"])
     assert reopened["status"] == "assigned" and reopened["assignee"] == a
+
+
+async def _loads_agree(tenant_id: int) -> dict[int, int]:
+    """Every seat's kept load against a count of what its rep holds in `assigned` state."""
+    rows = await db.fetch(
+        "SELECT a.staff, a.load, (SELECT count(*) FROM inbox_conversation c WHERE c.tenant = a.tenant "
+        "AND c.assignee = a.staff AND c.status = 'assigned') AS counted FROM inbox_agent a WHERE a.tenant = $1",
+        tenant_id)
+    assert [(r["staff"], r["load"]) for r in rows] == [(r["staff"], r["counted"]) for r in rows]
+    return {int(r["staff"]): int(r["load"]) for r in rows}
+
+
+async def test_the_seat_load_follows_every_change_and_opposite_transfers_do_not_deadlock(
+        acme: TenantFixture, make_rep: MakeRep, make_person: MakePerson) -> None:
+    a, b = await make_rep("A", capacity=4), await make_rep("B", capacity=4)
+    manager = await viewer(acme.id, acme.admin_id)
+    convs = [await do_handoff(acme.id, (await make_person())[0]) for _ in range(6)]
+    assert await _loads_agree(acme.id) == {a: 3, b: 3}
+    mine_a = [c["id"] for c in convs if c["assignee"] == a]
+    mine_b = [c["id"] for c in convs if c["assignee"] == b]
+    # Opposite transfers at the same moment, many times over: each waits for the other's seats, in order.
+    await asyncio.gather(*(actions.do_assign(acme.id, manager, cid, b) for cid in mine_a),
+                         *(actions.do_assign(acme.id, manager, cid, a) for cid in mine_b))
+    assert await _loads_agree(acme.id) == {a: 3, b: 3}
+    await actions.do_snooze(acme.id, await viewer(acme.id, b), mine_a[0], "1d")
+    await actions.do_resolve(acme.id, await viewer(acme.id, b), mine_a[1])
+    assert await _loads_agree(acme.id) == {a: 3, b: 1}  # snoozed and resolved do not count
+    await actions.do_reopen(acme.id, await viewer(acme.id, b), mine_a[1])
+    await db.execute("UPDATE inbox_conversation SET assignee = $2 WHERE id = $1", mine_a[2], a)  # any path
+    assert await _loads_agree(acme.id) == {a: 4, b: 1}
+    await db.execute("DELETE FROM inbox_conversation WHERE id = $1", mine_a[2])
+    assert await _loads_agree(acme.id) == {a: 3, b: 1}
