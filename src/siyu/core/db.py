@@ -25,9 +25,15 @@ def engine() -> PostgresEngine:
     return db
 
 
+async def _keep_session(conn: Any) -> None:
+    """What a connection needs between two uses: nothing. asyncpg has already rolled back a transaction left
+    open; Siyu never changes session state on a pooled connection (settings are `SET LOCAL`, LISTEN has its
+    own connection), so asyncpg's default reset query would be one more round trip after every use."""
+
+
 async def start_pool(min_size: int = 1, max_size: int = 10) -> None:
     if engine().pool is None:  # one pool per process, whoever asks first
-        await engine().start_connection_pool(min_size=min_size, max_size=max_size)
+        await engine().start_connection_pool(min_size=min_size, max_size=max_size, reset=_keep_session)
 
 
 async def close_pool() -> None:

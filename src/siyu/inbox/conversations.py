@@ -154,15 +154,22 @@ async def lock(tenant_id: int, conversation_id: int) -> dict[str, Any]:
     return dict(row)
 
 
-async def lock_with_contact(tenant_id: int, conversation_id: int) -> tuple[dict[str, Any], int]:
-    """`lock`, and the contact its identity belongs to now (read in the same statement)."""
-    row = await db.fetchrow("SELECT c.*, i.contact AS contact_now FROM inbox_conversation c JOIN identity i "
-                            "ON i.tenant = c.tenant AND i.id = c.identity WHERE c.tenant = $1 AND c.id = $2 "
-                            "FOR UPDATE OF c", tenant_id, conversation_id)
-    if row is None:
-        raise NotFound()
+async def lock_for_routing(tenant_id: int, conversation_id: int) -> tuple[dict[str, Any], int, bool]:
+    """`lock`, and share-lock the live contact of its identity in the same statement (the contacts' lock
+    protocol, `siyu.contacts.live`: a merge that commits meanwhile updates that contact row, so the lock
+    re-reads it and a contact merged away drops out). Returns (conversation, contact id, contact locked);
+    `transition` confirms the identity still belongs to that contact before writing the timeline under the
+    lock, and otherwise takes the long way (`timeline.append`)."""
+    row = await db.fetchrow(
+        "SELECT c.*, ct.id AS contact_now FROM inbox_conversation c JOIN identity i ON i.tenant = c.tenant "
+        "AND i.id = c.identity JOIN contact ct ON ct.tenant = i.tenant AND ct.id = i.contact "
+        "AND ct.merged_into IS NULL WHERE c.tenant = $1 AND c.id = $2 FOR UPDATE OF c FOR SHARE OF ct",
+        tenant_id, conversation_id)
+    if row is None:  # missing (NotFound), or its contact was just merged away: the plain way
+        conv = await lock(tenant_id, conversation_id)
+        return conv, await contact_of(tenant_id, conv["identity"]), False
     conv = dict(row)
-    return conv, int(conv.pop("contact_now"))
+    return conv, int(conv.pop("contact_now")), True
 
 
 async def fetch_row(tenant_id: int, conversation_id: int) -> dict[str, Any]:
@@ -197,8 +204,9 @@ async def system_line(tenant_id: int, conversation_id: int, event: str, at: date
 async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_label: str = "system",
                      assignee: int | None = None, rule: str = "", end_reason: str = "",
                      snoozed_until: datetime | None = None, keep_queue_time: bool = False,
-                     contact_id: int | None = None) -> dict[str, Any]:
-    """Move a locked conversation (`lock`) to `to`. Returns the updated row."""
+                     contact_id: int | None = None, contact_locked: bool = False) -> dict[str, Any]:
+    """Move a locked conversation (`lock`) to `to`. Returns the updated row. `contact_locked`: the caller
+    holds the lock of `contact_id` (`lock_for_routing`), so the timeline event is written under it."""
     tenant_id, conv_id, frm = conv["tenant"], conv["id"], conv["status"]
     if to not in ALLOWED[frm]:
         raise Conflict(N_("This conversation cannot change that way now (it may have changed meanwhile)."))
@@ -229,48 +237,66 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
         values.update(assignee=None, resolved_at=now, snoozed_until=None, unanswered=0, unread=0)
     names = sorted(values)
     sets = ", ".join(f"{n} = ${i + 3}" for i, n in enumerate(names))
-    row = dict(await db.fetchrow(f"UPDATE inbox_conversation SET {sets} WHERE tenant = $1 AND id = $2 RETURNING *",
-                                 tenant_id, conv_id, *(values[n] for n in names)))
-
+    update = f"UPDATE inbox_conversation SET {sets} WHERE tenant = $1 AND id = $2 RETURNING *"
+    params: list[Any] = [tenant_id, conv_id, *(values[n] for n in names)]
+    assigns = to == "assigned" and not keeps_holder
     silence = (frm in WITH_A_HUMAN) != (to in WITH_A_HUMAN)
-    if silence or (to == "assigned" and not keeps_holder and contact_id is None):
+    if silence or (assigns and contact_id is None):
         who = await db.fetchrow("SELECT contact, external_id FROM identity WHERE tenant = $1 AND id = $2",
                                 tenant_id, conv["identity"])
         contact_id = int(who["contact"]) if contact_id is None else contact_id
+        contact_locked = False
         if silence:
             await windows.set_bot_silenced(tenant_id, conv["channel"], who["external_id"], to in WITH_A_HUMAN)
     stamp = _epoch(now)
     kind, payload = None, {"conversation": conv_id, "channel": conv["channel"]}
-    if to == "assigned" and not keeps_holder:
+    if assigns:
         rule = rule or "manual"
-        # The assignment log, the rep's round-robin time and the line in the thread, in one statement.
-        done = await db.fetchrow(
-            "WITH assignment AS (INSERT INTO inbox_assignment (tenant, conversation, contact, staff, rule, queued_at, "
-            "  assigned_at, end_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, '') RETURNING id), "
-            "seat AS (UPDATE inbox_agent SET last_assigned_at = $7 WHERE tenant = $1 AND staff = $4), "
-            "rep AS (SELECT COALESCE(NULLIF(name, ''), email) AS label FROM staff WHERE tenant = $1 AND id = $4), "
-            "line AS (INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, "
-            "  status, source_key, created_at) SELECT $1, $2, 'system', 'siyu', 'event', "
-            "  jsonb_build_object('event', 'assigned', 'to', rep.label, 'rule', $5::text, 'by', $8::text)::text, "
-            "  'noted', 'sys:' || $2 || ':assigned:' || assignment.id, $7 FROM assignment, rep "
-            "  ON CONFLICT (tenant, source_key) DO NOTHING) "
-            "SELECT assignment.id, rep.label FROM assignment, rep",
-            tenant_id, conv_id, contact_id, assignee, rule, conv["queued_at"], now, actor_label)
-        kind, payload = "assignment", {**payload, "to": done["label"], "rule": rule, "by": actor_label}
-        row["assignment_id"] = int(done["id"])  # its SLA is watched by the inbox sweep (jobs.sweep)
-    elif to == "queued":
-        kind, payload = "handoff", {**payload, "reason": reason or conv["handoff_reason"], "by": actor_label}
-        await system_line(tenant_id, conv_id, "queued", now, f"sys:{conv_id}:queued:{stamp}", reason=reason,
-                          by=actor_label)
-    elif to == "resolved":
-        kind, payload = "resolution", {**payload, "by": actor_label}
-        await system_line(tenant_id, conv_id, "resolved", now, f"sys:{conv_id}:resolved:{stamp}", by=actor_label)
-    elif to == "snoozed":
-        await system_line(tenant_id, conv_id, "snoozed", now, f"sys:{conv_id}:snoozed:{stamp}", by=actor_label,
-                          until=snoozed_until.isoformat() if snoozed_until else "")
-    elif to == "bot" and frm == "resolved":
-        await system_line(tenant_id, conv_id, "reopened", now, f"sys:{conv_id}:reopened:{stamp}", by=actor_label)
-    if kind is not None:
+        n = len(params)
+        # The conversation, the assignment log, the rep's round-robin time and the line in the thread, in
+        # one statement; with the identity's contact read again (a new statement sees every commit) to
+        # confirm the contact lock the caller took is still the right one.
+        row = dict(await db.fetchrow(
+            f"WITH conv AS ({update}), "
+            f"assignment AS (INSERT INTO inbox_assignment (tenant, conversation, contact, staff, rule, queued_at, "
+            f"  assigned_at, end_reason) VALUES ($1, $2, ${n + 1}, ${n + 2}, ${n + 3}, ${n + 4}, ${n + 5}, '') "
+            f"  RETURNING id), "
+            f"seat AS (UPDATE inbox_agent SET last_assigned_at = ${n + 5} WHERE tenant = $1 AND staff = ${n + 2}), "
+            f"rep AS (SELECT COALESCE(NULLIF(name, ''), email) AS label FROM staff WHERE tenant = $1 AND id = ${n + 2}), "
+            f"line AS (INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, "
+            f"  status, source_key, created_at) SELECT $1, $2, 'system', 'siyu', 'event', "
+            f"  jsonb_build_object('event', 'assigned', 'to', rep.label, 'rule', ${n + 3}::text, "
+            f"  'by', ${n + 6}::text)::text, 'noted', 'sys:' || $2 || ':assigned:' || assignment.id, ${n + 5} "
+            f"  FROM assignment, rep ON CONFLICT (tenant, source_key) DO NOTHING) "
+            f"SELECT conv.*, assignment.id AS assignment_id, rep.label AS assignee_label, "
+            f"(SELECT contact FROM identity WHERE tenant = $1 AND id = conv.identity) AS contact_now "
+            f"FROM conv, assignment, rep",
+            *params, contact_id, assignee, rule, conv["queued_at"], now, actor_label))
+        contact_locked = contact_locked and row.pop("contact_now") == contact_id
+        label = row.pop("assignee_label")
+        kind, payload = "assignment", {**payload, "to": label, "rule": rule, "by": actor_label}
+        # row["assignment_id"]: its SLA is watched by the inbox sweep (jobs.sweep)
+    else:
+        row = dict(await db.fetchrow(update, *params))
+        contact_locked = False
+        if to == "queued":
+            kind, payload = "handoff", {**payload, "reason": reason or conv["handoff_reason"], "by": actor_label}
+            await system_line(tenant_id, conv_id, "queued", now, f"sys:{conv_id}:queued:{stamp}", reason=reason,
+                              by=actor_label)
+        elif to == "resolved":
+            kind, payload = "resolution", {**payload, "by": actor_label}
+            await system_line(tenant_id, conv_id, "resolved", now, f"sys:{conv_id}:resolved:{stamp}",
+                              by=actor_label)
+        elif to == "snoozed":
+            await system_line(tenant_id, conv_id, "snoozed", now, f"sys:{conv_id}:snoozed:{stamp}", by=actor_label,
+                              until=snoozed_until.isoformat() if snoozed_until else "")
+        elif to == "bot" and frm == "resolved":
+            await system_line(tenant_id, conv_id, "reopened", now, f"sys:{conv_id}:reopened:{stamp}",
+                              by=actor_label)
+    if kind is not None and contact_locked and contact_id is not None:
+        await timeline.insert_locked(tenant_id, contact_id, kind, "siyu", now, payload,
+                                     f"inbox:{conv_id}:{kind}:{stamp}", identity_id=conv["identity"])
+    elif kind is not None:
         await timeline.append(tenant_id, None, kind, "siyu", now, payload, f"inbox:{conv_id}:{kind}:{stamp}",
                               identity_id=conv["identity"])
     row["previous_assignee"] = conv["assignee"]

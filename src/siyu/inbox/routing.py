@@ -79,7 +79,7 @@ async def candidates(tenant_id: int, conv: dict[str, Any], contact_id: int,
 
 
 async def assign_next(conv: dict[str, Any], contact_id: int, *, exclude: tuple[int, ...] = (),
-                      actor_label: str = "routing") -> dict[str, Any] | None:
+                      actor_label: str = "routing", contact_locked: bool = False) -> dict[str, Any] | None:
     """Give a locked, queued conversation to the best eligible rep; None when nobody can take it now.
 
     One statement chooses and locks the seat: rows are locked in preference order, a seat another router
@@ -90,7 +90,7 @@ async def assign_next(conv: dict[str, Any], contact_id: int, *, exclude: tuple[i
     if seat is None:
         return None
     return await convs.transition(conv, "assigned", assignee=int(seat["staff"]), rule=RULES[int(seat["pref"])],
-                                  actor_label=actor_label, contact_id=contact_id)
+                                  actor_label=actor_label, contact_id=contact_id, contact_locked=contact_locked)
 
 
 async def hold_seats(tenant_id: int, *staff_ids: int | None) -> None:
@@ -115,13 +115,28 @@ async def queue_position(tenant_id: int, conv: dict[str, Any]) -> int:
     return int(row["n"])
 
 
+async def routing_transaction() -> None:
+    """Settings for a routing transaction, in one round trip.
+
+    It commits without waiting for its WAL to reach the disk: still atomic and seen by everyone at once;
+    only a crash in the next fraction of a second can forget it, and then the conversation is simply
+    waiting again and the drain routes it anew. Anything durable that follows (a rep's reply, the notice
+    to the customer in the send ledger) flushes the WAL up to it as well.
+
+    Its statements use their generic plans: they are index lookups by tenant and id whose best plan does
+    not depend on the values, and planning the seat pick anew each time costs more than running it."""
+    await db.fetch("SELECT set_config('synchronous_commit', 'off', true), "
+                   "set_config('plan_cache_mode', 'force_generic_plan', true)")
+
+
 async def route(tenant_id: int, conversation_id: int, exclude: tuple[int, ...] = ()) -> dict[str, Any] | None:
     """Route one waiting conversation in its own transaction; the assigned row, or None."""
     async with db.transaction():
-        conv, contact_id = await convs.lock_with_contact(tenant_id, conversation_id)
+        await routing_transaction()
+        conv, contact_id, contact_locked = await convs.lock_for_routing(tenant_id, conversation_id)
         if conv["status"] != "queued":
             return None
-        return await assign_next(conv, contact_id, exclude=exclude)
+        return await assign_next(conv, contact_id, exclude=exclude, contact_locked=contact_locked)
 
 
 async def sla_excluded(tenant_id: int, conv: dict[str, Any]) -> tuple[int, ...]:
@@ -146,6 +161,7 @@ async def drain(tenant_id: int, limit: int = 200) -> int:
         "ORDER BY vip DESC, queued_at, id LIMIT $2", tenant_id, limit)
     for w in waiting:
         async with db.transaction():
+            await routing_transaction()
             conv = await db.fetchrow("SELECT * FROM inbox_conversation WHERE tenant = $1 AND id = $2 "
                                      "AND status = 'queued' FOR UPDATE SKIP LOCKED", tenant_id, w["id"])
             if conv is None:

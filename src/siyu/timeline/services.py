@@ -1,7 +1,8 @@
 """The unified timeline: append-only, idempotent by source key, newest first with an opaque cursor.
 
 `append` is what every domain calls. The other writers (`move_*`, `erase_personal`, `insert_locked`)
-are for the contacts domain's merges and erasures, which hold the contact locks themselves.
+are for callers that hold the contact locks themselves: the contacts domain's merges and erasures, and
+`insert_locked` for routing's assignments.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ async def append(tenant_id: int, contact_id: int | None, kind: str, channel: str
 
 async def insert_locked(tenant_id: int, contact_id: int, kind: str, channel: str, occurred_at: datetime,
                         payload: dict[str, Any], source_key: str, identity_id: int | None = None) -> int | None:
-    """The INSERT behind `append`, for callers that already hold the contact's lock."""
+    """The INSERT behind `append`, for callers that already hold the contact's lock (merges; routing, which
+    locks a conversation's contact together with the conversation)."""
     row = await db.fetchrow(
         "INSERT INTO timeline_event (tenant, contact, identity, occurred_at, kind, channel, payload, source_key, "
         "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, now()) "
