@@ -1,4 +1,10 @@
-"""Inbound messages become conversation messages, and the bot hands a conversation to a human.
+"""Inbound messages become conversation messages, the bot answers what its keyword rules know, and hands a
+conversation to a human.
+
+The bot: on the Official Account its keyword rules answer as passive replies (at the gateway, inside
+WeChat's 5 seconds); on the Mini Program and WeCom 微信客服, which have no passive replies, the same rules
+answer as a customer-service message (`jobs.bot_reply`, once per customer message, only while the
+conversation is still the bot's).
 
 Handoff triggers (per tenant, `config`): a handoff keyword (人工, 客服, 转人工, human, agent by default), a menu
 button marked "talk to a human", N consecutive messages the bot could not answer, a VIP tag on the contact,
@@ -18,7 +24,7 @@ from siyu.inbox import routing
 from siyu.inbox.config import InboxSettings, asks_for_a_human, get_settings
 from siyu.tenants.services import Actor, record_audit
 from siyu.wechat.events import load_normalized
-from siyu.wechat.services import keyword_reply
+from siyu.wechat.services import keyword_rule
 
 log = logging.getLogger("siyu.inbox.handoff")
 
@@ -109,8 +115,11 @@ async def _customer_message(conv: dict[str, Any], event: dict[str, Any], contact
         return await handoff_locked(conv, "vip")
     if event["msg_type"] == "text" and asks_for_a_human(settings, body):
         return await handoff_locked(conv, "keyword")
-    answered = (conv["channel"] == "oa" and event["msg_type"] == "text"
-                and await keyword_reply(tenant_id, body) is not None)
+    answered = event["msg_type"] == "text" and await keyword_rule(tenant_id, body) is not None
+    if answered and conv["channel"] != "oa":
+        # The OA's gateway answered with a passive reply already; the Mini Program and WeCom 微信客服 have
+        # none, so the bot sends the rule's reply as a customer-service message (after commit, once).
+        await effects.enqueue("inbox.bot_reply", tenant_id, int(added["id"]), job_id=f"inbox.bot:{added['id']}")
     unanswered = 0 if answered else conv["unanswered"] + 1
     await db.execute("UPDATE inbox_conversation SET unanswered = $3 WHERE tenant = $1 AND id = $2",
                      tenant_id, conv["id"], unanswered)

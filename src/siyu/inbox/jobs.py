@@ -14,6 +14,7 @@ from siyu.inbox import conversations as convs
 from siyu.inbox.config import get_settings
 from siyu.timeline import services as timeline
 from siyu.wechat.outbound import deliver_text, runtime_of
+from siyu.wechat.services import count_hit, keyword_rule
 
 log = logging.getLogger("siyu.inbox.jobs")
 
@@ -69,6 +70,49 @@ async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> 
                                  row["conversation"])
         await convs.announce(dict(conv), f"sent:{message_id}" if sent else f"failed:{message_id}")
     return delivery.state
+
+
+async def bot_reply(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
+    """The bot answers a customer's message on the Mini Program or WeCom 微信客服 with its keyword rule's
+    reply (a customer-service message: those channels have no passive replies). Once: the ledger key is
+    the customer message's; nothing is sent when a person has taken the conversation meanwhile."""
+    row = await db.fetchrow(
+        "SELECT m.body, m.direction, m.created_at, c.id AS conversation, c.status, c.channel, c.open_kfid, "
+        "c.identity, i.external_id FROM inbox_message m JOIN inbox_conversation c ON c.tenant = m.tenant "
+        "AND c.id = m.conversation JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity "
+        "WHERE m.tenant = $1 AND m.id = $2", tenant_id, message_id)
+    if row is None or row["direction"] != "in":
+        return "nothing to answer"
+    if row["status"] != "bot":
+        return "a person has it"
+    rule = await keyword_rule(tenant_id, row["body"])
+    if rule is None:
+        return "no rule"
+    reply = str(rule["reply"])
+    delivery = await deliver_text(runtime_of(ctx), tenant_id, row["channel"], row["external_id"], reply,
+                                  f"inbox:bot:{message_id}", open_kfid=row["open_kfid"])
+    if delivery.state == "retryable" and int(ctx.get("job_try", 3)) < 3:
+        raise Retry(defer=min(60, 2 ** int(ctx.get("job_try", 1))))
+    if delivery.state != "sent":
+        log.info("the bot's answer to message %s was not sent: %s %s", message_id, delivery.state, delivery.reason)
+        return delivery.state
+    async with db.transaction():  # a re-run after a crash here records what was sent, once
+        added = await db.fetchrow(
+            "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, status, "
+            "source_key, created_at, sent_at, outbound_id) VALUES ($1, $2, 'out', 'bot', 'text', $3, 'sent', $4, "
+            "now(), now(), $5) ON CONFLICT (tenant, source_key) DO NOTHING RETURNING id",
+            tenant_id, row["conversation"], reply, f"bot:{message_id}", delivery.outbound_id)
+        if added is None:
+            return "recorded before"
+        await timeline.append(tenant_id, None, "message_out", row["channel"], clock.now(),
+                              {"msg_type": "text", "Content": reply, "conversation": row["conversation"], "by": "bot"},
+                              f"inbox:bot:{message_id}", identity_id=row["identity"])
+        conv = await db.fetchrow(
+            "UPDATE inbox_conversation SET last_message_at = GREATEST(last_message_at, now()), updated_at = now() "
+            "WHERE tenant = $1 AND id = $2 RETURNING *", tenant_id, row["conversation"])
+        await count_hit(tenant_id, int(rule["id"]))
+        await convs.announce(dict(conv), "message")
+    return "sent"
 
 
 NOTICES = {

@@ -267,8 +267,14 @@ async def list_recent_events(tenant_id: int, limit: int = 50) -> list[dict[str, 
         load_json=True)
 
 
-async def keyword_reply(tenant_id: int, text: str) -> str | None:
-    """What the Official Account's keyword rules answer to this text (cached rules), without counting a
-    hit: the inbox asks whether the bot could answer a message."""
+async def keyword_rule(tenant_id: int, text: str) -> dict[str, Any] | None:
+    """The keyword rule that answers this text (cached rules), without counting a hit: the inbox asks
+    whether the bot can answer a message, and on the Mini Program and WeCom 微信客服 (no passive replies
+    there) has the bot send that rule's reply as a customer-service message."""
     found = best_keyword_rules(await _enabled_rules(tenant_id), text)
-    return str(found[0]["reply"]) if found else None
+    return found[0] if found else None
+
+
+async def count_hit(tenant_id: int, rule_id: int) -> None:
+    await AutoReply.update({AutoReply.hits: AutoReply.hits + 1}).where(
+        (AutoReply.tenant == tenant_id) & (AutoReply.id == rule_id))

@@ -29,7 +29,7 @@ class AutoRepliesController(Controller):
         rules = await svc.list_rules(tid)
         grouped = {t: [r for r in rules if r["trigger"] == t] for t in svc.RULE_TRIGGERS}
         return render(request, "wechat/auto_replies.html", {
-            "rules": grouped, "has_oa": "oa" in await list_channels(tid), **extra,
+            "rules": grouped, "has_channel": bool(await list_channels(tid)), **extra,
         }, block=block, status_code=status_code, headers=headers)
 
     @get("/auto-replies")

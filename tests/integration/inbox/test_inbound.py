@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from siyu.core import db
+from siyu.core.redis import arq_pool
 from siyu.core.errors import Conflict, InvalidInput
 from siyu.inbox import actions
 from siyu.inbox import jobs as inbox_jobs
@@ -18,7 +19,7 @@ from siyu.inbox.handoff import handle_inbound
 from siyu.tenants import services as tenants
 from siyu.wechat.services import do_create_rule
 from siyu.wechat.tables import InboundEvent
-from tests.conftest import OA, Simulator, TenantFixture, WebServer
+from tests.conftest import MP, OA, WECOM, Simulator, TenantFixture, WebServer
 from tests.integration.contacts.test_inbound import run_worker
 from tests.integration.inbox.conftest import ACTOR, MakeRep, viewer
 from tests.integration.wechat.test_end_to_end import link_both
@@ -158,3 +159,53 @@ async def test_the_bot_stays_quiet_while_a_rep_has_the_customer(acme: TenantFixt
     await run_worker()
     await actions.do_resolve(acme.id, await viewer(acme.id, rep), (await conversation())["id"])
     assert sim.push(oa, "erin", "text", text="价格？")["reply"]["Content"] == "价格表已发送"
+
+
+async def test_the_bot_answers_on_the_mini_program_and_wecom_kf_with_customer_service_messages(
+        acme: TenantFixture, sim: Simulator, web_server: WebServer, make_rep: MakeRep) -> None:
+    """No passive replies there: the keyword rule's reply goes out as a customer-service message (MP) or a
+    微信客服 message (WeCom), once per customer message, and the bot's count of unanswered messages stays 0."""
+    await make_rep()
+    await tenants.do_link_channel(ACTOR, acme.id, "mp", MP)
+    await tenants.do_link_channel(ACTOR, acme.id, "wecom", WECOM)
+    mp = link_both(sim, web_server, "mp", MP, message_mode="safe", push_format="json")
+    wc = link_both(sim, web_server, "wecom", WECOM, open_kfids=["wkShop"])
+    rule = await do_create_rule(ACTOR, acme.id, {"trigger": "keyword", "match_type": "contains", "keyword": "发货",
+                                               "reply": "下单后 48 小时内发货。"})
+    sim.push(mp, "dora", "enter_tempsession", session_from="product_88")
+    sim.push(mp, "dora", "text", text="什么时候发货？")
+    sim.push(wc, "eve", "kf_text", text="请问多久发货", open_kfid="wkShop")
+    await run_worker()
+
+    mp_sent = sim.messages(app_id=mp, endpoint="cgi-bin/message/custom/send")
+    assert len(mp_sent) == 1 and "48 小时内发货" in str(mp_sent[0]["payload"])
+    kf_sent = sim.messages(app_id=wc, endpoint="cgi-bin/kf/send_msg")
+    assert len(kf_sent) == 1 and "48 小时内发货" in str(kf_sent[0]["payload"])
+    assert "wkShop" in str(kf_sent[0]["payload"])
+    rows = await db.fetch("SELECT * FROM inbox_conversation ORDER BY channel")
+    assert [(r["channel"], r["status"], r["unanswered"]) for r in rows] == [("mp", "bot", 0), ("wecom", "bot", 0)]
+    for row in rows:
+        assert ("out", "sent", "下单后 48 小时内发货。") in await thread(row["id"])
+    assert (await db.fetchrow("SELECT hits FROM wechat_auto_reply WHERE id = $1", rule))["hits"] == 2
+
+    # Run every bot job again: nothing is sent or recorded twice.
+    asked = await db.fetch("SELECT id FROM inbox_message WHERE direction = 'in'")
+    pool = await arq_pool()
+    try:
+        for m in asked:
+            assert await inbox_jobs.bot_reply({"redis": pool}, acme.id, m["id"]) == "recorded before"
+    finally:
+        await pool.aclose()
+    assert len(sim.messages(app_id=mp, endpoint="cgi-bin/message/custom/send")) == 1
+    assert len(sim.messages(app_id=wc, endpoint="cgi-bin/kf/send_msg")) == 1
+    assert len(await db.fetch("SELECT id FROM inbox_message WHERE author_label = 'bot'")) == 2
+
+    # Something the rules do not know counts as unanswered; a person who has the customer is not talked over.
+    sim.push(mp, "dora", "text", text="人工")
+    await run_worker()
+    mp_conv = await db.fetchrow("SELECT * FROM inbox_conversation WHERE channel = 'mp'")
+    assert mp_conv["status"] == "assigned"
+    sim.push(mp, "dora", "text", text="还是发货的问题")
+    await run_worker()
+    texts = [str(m["payload"]) for m in sim.messages(app_id=mp, endpoint="cgi-bin/message/custom/send")]
+    assert sum("48 小时内发货" in t for t in texts) == 1
