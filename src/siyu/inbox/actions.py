@@ -34,10 +34,17 @@ SEND_FAILURES = {
     -1: N_("WeChat was busy; try again."),
 }
 GENERIC_FAILURE = N_("WeChat did not accept the message (error {code}).")
+NOT_THEIR_CONTACT = "not_their_contact"  # stored as a failed WeCom task's error
+TASK_FAILURES = {
+    NOT_THEIR_CONTACT: N_("WeCom says this customer is not (or no longer) a contact of that rep."),
+    "41054": N_("WeCom's monthly limit of messages to this customer is reached."),
+}
 
 
 def failure_text(error: str) -> tuple[str, dict[str, Any]]:
     """A failed message's stored errcode → the msgid that says why, with its parameters."""
+    if error in TASK_FAILURES:
+        return TASK_FAILURES[error], {}
     code = int(error) if error.lstrip("-").isdigit() else None
     if code in SEND_FAILURES:
         return SEND_FAILURES[code], {}
@@ -127,6 +134,45 @@ async def do_note(tenant_id: int, viewer: Viewer, conversation_id: int, text: st
             tenant_id, conversation_id, viewer.staff_id, viewer.name, body)
         await convs.announce(conv, "note")
     return int(row["id"])
+
+
+async def wecom_owners(tenant_id: int, contact_id: int) -> list[dict[str, Any]]:
+    """The WeCom members who added this contact (active), with the customer's external_userid: who can
+    write to them 1:1 from WeCom when WeChat's reply window is closed."""
+    rows = await db.fetch(
+        "SELECT o.id, o.staff_userid, i.external_id, s.id AS staff_id, COALESCE(NULLIF(s.name, ''), s.email) AS rep "
+        "FROM owner o JOIN identity i ON i.tenant = o.tenant AND i.id = o.identity AND i.channel = 'wecom' "
+        "LEFT JOIN inbox_agent a ON a.tenant = o.tenant AND a.wecom_userid = o.staff_userid AND a.wecom_userid <> '' "
+        "LEFT JOIN staff s ON s.tenant = a.tenant AND s.id = a.staff "
+        "WHERE o.tenant = $1 AND o.contact = $2 AND o.removed_at IS NULL ORDER BY o.added_at, o.id",
+        tenant_id, contact_id)
+    return [{**dict(r), "label": r["rep"] or r["staff_userid"]} for r in rows]
+
+
+async def do_send_via_owner(tenant_id: int, viewer: Viewer, conversation_id: int, owner_id: int, text: str) -> int:
+    """Write to the customer 1:1 through a WeCom member who added them (the legal way when the reply
+    window is closed): WeChat creates a task the member confirms in the WeCom client. Returns the message
+    id; the send runs after commit, once (`jobs.send_owner_task`)."""
+    body = _text(text)
+    async with db.transaction():
+        conv = await convs.get_conversation(tenant_id, viewer, conversation_id)  # NotFound when out of scope
+        locked = await convs.lock(tenant_id, conversation_id)
+        _require_holder(locked, viewer)
+        owner = next((o for o in await wecom_owners(tenant_id, int(conv["contact"])) if o["id"] == owner_id), None)
+        if owner is None:
+            raise InvalidInput.one("owner", N_("Choose a WeCom rep who added this customer."))
+        row = await db.fetchrow(
+            "INSERT INTO inbox_message (tenant, conversation, direction, author, author_label, msg_type, body, "
+            "status, source_key, created_at) VALUES ($1, $2, 'out', $3, $4, 'wecom_task', $5, 'sending', "
+            "'task:' || gen_random_uuid()::text, now()) RETURNING id",
+            tenant_id, conversation_id, viewer.staff_id, owner["label"], body)
+        message_id = int(row["id"])
+        await record_audit(Actor(viewer.staff_id, viewer.name), tenant_id, "conversation.wecom_task", "conversation",
+                           conversation_id, {"owner": owner["staff_userid"], "message": message_id})
+        await effects.enqueue("inbox.send_owner_task", tenant_id, message_id, owner_id,
+                              job_id=f"inbox.task:{message_id}")
+        await convs.announce(locked, "message")
+    return message_id
 
 
 async def do_assign(tenant_id: int, viewer: Viewer, conversation_id: int, staff_id: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from siyu.inbox import actions, handoff, routing
 from siyu.inbox import conversations as convs
 from siyu.inbox.config import get_settings
 from siyu.timeline import services as timeline
-from siyu.wechat.outbound import deliver_text, runtime_of
+from siyu.wechat.outbound import deliver_owner_task, deliver_text, runtime_of
 from siyu.wechat.services import count_hit, keyword_rule
 
 log = logging.getLogger("siyu.inbox.jobs")
@@ -69,6 +69,43 @@ async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> 
         conv = await db.fetchrow("SELECT * FROM inbox_conversation WHERE tenant = $1 AND id = $2", tenant_id,
                                  row["conversation"])
         await convs.announce(dict(conv), f"sent:{message_id}" if sent else f"failed:{message_id}")
+    return delivery.state
+
+
+async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, owner_id: int) -> str:
+    """Create the WeCom 1:1 task for a rep's message (`actions.do_send_via_owner`) once, then mark the
+    message sent (the task exists; the member confirms it in WeCom) or failed with the reason, live."""
+    row = await db.fetchrow(
+        "SELECT m.body, m.status, m.created_at, m.conversation, c.identity AS conv_identity, o.staff_userid, "
+        "i.external_id, i.id AS owner_identity FROM inbox_message m "
+        "JOIN inbox_conversation c ON c.tenant = m.tenant AND c.id = m.conversation "
+        "JOIN owner o ON o.tenant = m.tenant AND o.id = $3 JOIN identity i ON i.tenant = o.tenant AND i.id = o.identity "
+        "WHERE m.tenant = $1 AND m.id = $2 AND m.msg_type = 'wecom_task'", tenant_id, message_id, owner_id)
+    if row is None or row["status"] != "sending":
+        return "nothing to send"
+    delivery = await deliver_owner_task(runtime_of(ctx), tenant_id, row["staff_userid"], row["external_id"],
+                                        row["body"], f"inbox:task:{message_id}")
+    if delivery.state == "retryable" and int(ctx.get("job_try", 5)) < 5:
+        raise Retry(defer=min(60, 2 ** int(ctx.get("job_try", 1))))
+    if delivery.state == "pending":
+        return "pending"
+    sent = delivery.state == "sent"
+    error = "" if sent else (delivery.reason if delivery.reason == actions.NOT_THEIR_CONTACT
+                             else str(delivery.errcode if delivery.errcode is not None else "unknown"))
+    async with db.transaction():
+        done = await db.fetchrow(
+            "UPDATE inbox_message SET status = $3::varchar, error = $4, outbound_id = $5, "
+            "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() END WHERE tenant = $1 AND id = $2 AND status = 'sending' "
+            "RETURNING id", tenant_id, message_id, "sent" if sent else "failed", error, delivery.outbound_id)
+        if done is None:
+            return "settled before"
+        if sent:
+            await timeline.append(tenant_id, None, "message_out", "wecom", row["created_at"],
+                                  {"msg_type": "text", "Content": row["body"], "via": "wecom_task",
+                                   "user_id": row["staff_userid"], "conversation": row["conversation"]},
+                                  f"inbox:task:{message_id}", identity_id=row["owner_identity"])
+        conv = await convs.fetch_row(tenant_id, row["conversation"])
+        await convs.announce(conv, f"sent:{message_id}" if sent else f"failed:{message_id}")
     return delivery.state
 
 

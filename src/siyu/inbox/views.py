@@ -218,11 +218,12 @@ async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any], query: s
     owner_names = [(reps[o["staff_userid"]]["name"] or reps[o["staff_userid"]]["email"])
                    if o["staff_userid"] in reps else o["staff_userid"] for o in owners]
     holder = conv["assignee"] == viewer.staff_id or viewer.is_manager
+    via_wecom = await actions.wecom_owners(tid, int(conv["contact"])) if holder and not state.can_send else []
     return {
         "conv": conv, "messages": [_shown(m) for m in thread], "earlier": earlier,
         "window": state, "window_text": window_words(conv["channel"], state),
         "alternatives": alternatives(conv["channel"], state, owner_names), "owner_names": owner_names,
-        "owners": owners,
+        "owners": owners, "via_wecom": via_wecom,
         "can_take": conv["status"] != "resolved" and not (conv["status"] == "assigned"
                                                           and conv["assignee"] == viewer.staff_id),
         "can_resolve": conv["status"] in ("bot", "queued") or (conv["status"] in ("assigned", "snoozed") and holder),
@@ -361,6 +362,23 @@ class InboxController(Controller):
             await actions.do_note(tid, viewer, conversation_id, text)
         else:
             await actions.do_reply(tid, viewer, conversation_id, text)
+        if not _is_htmx(request):
+            return Redirect(_back(request, conversation_id), status_code=HTTP_303_SEE_OTHER)
+        conv = await get_conversation(tid, viewer, conversation_id)
+        return render(request, "inbox/_live.html", {**await _live_context(tid, viewer, conv, _keep(request)),
+                                                    **_labels()},
+                      headers={"HX-Trigger": json.dumps({"inbox:sent": {"id": conversation_id}})})
+
+    @post("/conversations/{conversation_id:int}/wecom-task")
+    async def wecom_task(self, request: Request[Any, Any, Any],
+                         conversation_id: FromPath[int]) -> Template | Response[Any]:
+        """Write to the customer 1:1 through a WeCom rep who added them (a task they confirm in WeCom)."""
+        tid, viewer, _ = await _who(request)
+        form = await _form(request)
+        owner = str(form.get("owner") or "")
+        if not owner.isdigit():
+            raise InvalidInput.one("owner", N_("Choose a WeCom rep who added this customer."))
+        await actions.do_send_via_owner(tid, viewer, conversation_id, int(owner), str(form.get("text") or ""))
         if not _is_htmx(request):
             return Redirect(_back(request, conversation_id), status_code=HTTP_303_SEE_OTHER)
         conv = await get_conversation(tid, viewer, conversation_id)

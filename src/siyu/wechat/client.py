@@ -251,6 +251,13 @@ class WeChatClient:
     async def external_contact(self, external_userid: str) -> dict[str, Any]:
         return await self.call("GET", "cgi-bin/externalcontact/get", params={"external_userid": external_userid})
 
+    async def add_msg_template(self, sender: str, external_userids: list[str], text: str) -> dict[str, Any]:
+        """A 1:1 message task for a WeCom member: it reaches the customer once the member confirms it in the
+        WeCom client. Answers the task's msgid and the customers it cannot reach (`fail_list`)."""
+        return await self.call("POST", "cgi-bin/externalcontact/add_msg_template", json={
+            "chat_type": "single", "external_userid": external_userids, "sender": sender,
+            "text": {"content": text}})
+
     async def kf_sync_msg(self, open_kfid: str, cursor: str, token: str = "", limit: int = 1000) -> dict[str, Any]:
         body: dict[str, Any] = {"cursor": cursor, "limit": limit, "open_kfid": open_kfid, "voice_format": 0}
         if token:

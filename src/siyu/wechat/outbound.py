@@ -68,19 +68,10 @@ async def deliver_text(runtime: WeChatRuntime, tenant_id: int, channel: str, ext
     """Send a text to a person on `channel` (customer-service message on OA/MP, 微信客服 on WeCom)."""
     kind = "kf" if channel == "wecom" else "custom"
     payload = {"text": text, **({"open_kfid": open_kfid} if open_kfid else {})}
-    claimed = await Outbound.raw(
-        "INSERT INTO wechat_outbound (tenant, channel, external_id, idempotency_key, kind, payload, state, "
-        "window_slot, errmsg, wechat_msgid, attempts, created_at, claimed_at) "
-        "VALUES ({}, {}, {}, {}, {}, {}::jsonb, 'pending', '', '', '', 1, now(), now()) "
-        "ON CONFLICT (tenant, idempotency_key) DO UPDATE SET state = 'pending', claimed_at = now(), "
-        "attempts = wechat_outbound.attempts + 1 WHERE wechat_outbound.state = 'retryable' RETURNING id",
-        tenant_id, channel, external_id, idempotency_key, kind, json.dumps(payload, ensure_ascii=False))
-    if not claimed:
-        row = await Outbound.select(Outbound.id, Outbound.state, Outbound.errcode).where(
-            (Outbound.tenant == tenant_id) & (Outbound.idempotency_key == idempotency_key)).first()
-        assert row is not None
-        return Delivery(row["id"], row["state"], row["errcode"], duplicate=True)
-    outbound_id = int(claimed[0]["id"])
+    claimed = await _claim(tenant_id, channel, external_id, idempotency_key, kind, payload)
+    if isinstance(claimed, Delivery):
+        return claimed
+    outbound_id = claimed
 
     slot = await windows.reserve(tenant_id, channel, external_id)
     if isinstance(slot, int):  # Siyu knows WeChat would refuse: do not call it
@@ -106,6 +97,51 @@ async def deliver_text(runtime: WeChatRuntime, tenant_id: int, channel: str, ext
         return Delivery(outbound_id, state, exc.errcode, type(exc).__name__)
     await _finish(outbound_id, "sent", msgid=str(answer.get("msgid", "")))
     return Delivery(outbound_id, "sent")
+
+
+async def _claim(tenant_id: int, channel: str, external_id: str, idempotency_key: str, kind: str,
+                 payload: dict[str, Any]) -> int | Delivery:
+    """Claim a send in the ledger: the new row's id, or the Delivery of the key's earlier claim (sent,
+    refused, pending elsewhere, unknown). A retryable earlier attempt is claimed again."""
+    claimed = await Outbound.raw(
+        "INSERT INTO wechat_outbound (tenant, channel, external_id, idempotency_key, kind, payload, state, "
+        "window_slot, errmsg, wechat_msgid, attempts, created_at, claimed_at) "
+        "VALUES ({}, {}, {}, {}, {}, {}::jsonb, 'pending', '', '', '', 1, now(), now()) "
+        "ON CONFLICT (tenant, idempotency_key) DO UPDATE SET state = 'pending', claimed_at = now(), "
+        "attempts = wechat_outbound.attempts + 1 WHERE wechat_outbound.state = 'retryable' RETURNING id",
+        tenant_id, channel, external_id, idempotency_key, kind, json.dumps(payload, ensure_ascii=False))
+    if not claimed:
+        row = await Outbound.select(Outbound.id, Outbound.state, Outbound.errcode).where(
+            (Outbound.tenant == tenant_id) & (Outbound.idempotency_key == idempotency_key)).first()
+        assert row is not None
+        return Delivery(row["id"], row["state"], row["errcode"], duplicate=True)
+    return int(claimed[0]["id"])
+
+
+async def deliver_owner_task(runtime: WeChatRuntime, tenant_id: int, sender_userid: str, external_userid: str,
+                             text: str, idempotency_key: str) -> Delivery:
+    """Have a WeCom member send a text 1:1 to a customer they added (`add_msg_template`): WeChat creates a
+    task the member confirms in the WeCom client. No reply window applies; WeChat caps how many such
+    messages a customer receives a month and answers that as a refusal. Once per key, as every send."""
+    claimed = await _claim(tenant_id, "wecom", external_userid, idempotency_key, "wecom_task",
+                           {"text": text, "sender": sender_userid})
+    if isinstance(claimed, Delivery):
+        return claimed
+    try:
+        client = await runtime.client(tenant_id, "wecom")
+        answer = await client.add_msg_template(sender_userid, [external_userid], text)
+    except WeChatNotAllowed as exc:
+        await _finish(claimed, "refused", errcode=exc.errcode, errmsg=exc.errmsg)
+        return Delivery(claimed, "refused", exc.errcode, exc.reason)
+    except WeChatError as exc:
+        state = "retryable" if getattr(exc, "retryable", False) else "refused"
+        await _finish(claimed, state, errcode=exc.errcode, errmsg=exc.errmsg)
+        return Delivery(claimed, state, exc.errcode, type(exc).__name__)
+    if external_userid in (answer.get("fail_list") or []):
+        await _finish(claimed, "refused", errmsg="not a contact of this member (fail_list)")
+        return Delivery(claimed, "refused", None, "not_their_contact")
+    await _finish(claimed, "sent", msgid=str(answer.get("msgid", "")))
+    return Delivery(claimed, "sent")
 
 
 async def _finish(outbound_id: int, state: str, errcode: int | None = None, errmsg: str = "",

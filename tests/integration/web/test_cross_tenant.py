@@ -11,7 +11,7 @@ import pytest
 
 from siyu.contacts import services as contacts_svc
 from siyu.contacts.tables import Contact, ContactMerge, ContactTag, Identity
-from siyu.core import clock
+from siyu.core import clock, db
 from siyu.inbox import actions as inbox_actions
 from siyu.inbox import canned as inbox_canned
 from siyu.inbox.conversations import viewer_for
@@ -56,6 +56,7 @@ class Seeded:
     conversation_id: int = 0  # assigned to the tenant's agent, reply window open
     resolved_conversation_id: int = 0
     canned_id: int = 0  # a tenant-wide canned reply
+    owner_id: int = 0  # a WeCom rep who added the conversation's customer
 
     def object_id(self, kind: str) -> int:
         return {"staff": self.tenant.admin_id, "team": self.team_id, "invitation": self.invitation_id,
@@ -103,6 +104,12 @@ async def seed_inbox(seeded: Seeded) -> None:
     done = await do_handoff(t.id, other["id"])
     await inbox_actions.do_resolve(t.id, admin, done["id"])
     seeded.conversation_id, seeded.resolved_conversation_id = conv["id"], done["id"]
+    wecom_contact = await contacts_svc.resolve_identity(t.id, "wecom", "wmSeedOwned01")
+    await contacts_svc.do_merge(t.id, seeded.contact_id, wecom_contact, "manual", svc.Actor.cli())
+    wecom = await Identity.select(Identity.id).where(
+        (Identity.tenant == t.id) & (Identity.external_id == "wmSeedOwned01")).first()
+    await contacts_svc.record_owner_added(t.id, wecom["id"], "seedrep", clock.now())
+    seeded.owner_id = int((await db.fetchrow("SELECT id FROM owner WHERE tenant = $1", t.id))["id"])
     seeded.canned_id = await inbox_canned.do_create_canned(
         t.id, admin, {"shortcut": "hi", "body": f"{t.slug} says hi", "scope": "tenant"}, svc.Actor.cli())
 
@@ -111,7 +118,7 @@ def with_own_ids(data: dict[str, Any] | None, own: Seeded) -> dict[str, Any] | N
     """Form data naming the requester's own objects ("{team}"): only the id in the URL is foreign."""
     if data is None:
         return None
-    return {k: v.format(team=own.team_id) if isinstance(v, str) else v for k, v in data.items()}
+    return {k: v.format(team=own.team_id, owner=own.owner_id) if isinstance(v, str) else v for k, v in data.items()}
 
 
 @pytest.fixture
@@ -184,6 +191,7 @@ ID_ROUTES = [
     ("GET", "/inbox/conversations/{id}/messages?before=999999", "conversation", None),
     ("GET", "/inbox/conversations/{id}/row?box=all", "conversation", None),
     ("POST", "/inbox/conversations/{id}/reply", "conversation", {"text": "Taken over"}),
+    ("POST", "/inbox/conversations/{id}/wecom-task", "conversation", {"owner": "{owner}", "text": "Via WeCom"}),
     ("POST", "/inbox/conversations/{id}/take", "conversation", {}),
     ("POST", "/inbox/conversations/{id}/transfer", "conversation", {"to": "team:{team}"}),
     ("POST", "/inbox/conversations/{id}/resolve", "conversation", {}),

@@ -1,0 +1,94 @@
+"""When WeChat's reply window is closed, the composer's legal alternative that Siyu can carry out itself: a
+1:1 message through the WeCom rep who added the customer (`add_msg_template`, a task the rep confirms in
+the WeCom app). Through the real pipeline: the simulator's people share one unionid across the Official
+Account and WeCom, so the customer is one contact with an owner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from siyu.contacts import services as contacts
+from siyu.core import db
+from siyu.core.redis import arq_pool
+from siyu.inbox import jobs as inbox_jobs
+from siyu.inbox.handoff import do_handoff
+from tests.conftest import OA, WECOM, Simulator, TenantFixture, signed_in
+from tests.integration.contacts.test_enrich import World, world  # noqa: F401  (the fixture)
+from tests.integration.contacts.test_inbound import run_worker
+from tests.integration.inbox.conftest import MakeRep
+
+pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+
+
+async def _identity(tenant_id: int, channel: str) -> dict[str, Any]:
+    [row] = await db.fetch("SELECT * FROM identity WHERE tenant = $1 AND channel = $2", tenant_id, channel)
+    return dict(row)
+
+
+async def test_a_rep_writes_through_the_owners_wecom_when_the_window_is_closed(
+        acme: TenantFixture, world: World, sim: Simulator, client_factory: Any, make_rep: MakeRep) -> None:  # noqa: F811
+    rep = await make_rep("Zhang San", wecom_userid="zhangsan")
+    added = await world.wecom_push("gina", "add_contact", user_id="zhangsan", remark="Gina")
+    await world.oa_push("gina", "follow")
+    await run_worker()
+    oa, wecom = await _identity(acme.id, "oa"), await _identity(acme.id, "wecom")
+    assert oa["contact"] == wecom["contact"]  # one person: the unionid joined them
+    [owner] = await contacts.owners_of(acme.id, oa["contact"])
+    conv = await do_handoff(acme.id, oa["id"])
+    assert conv["assignee"] == rep  # the owner rule
+    await run_worker()
+    # The follow's short window has passed: WeChat would refuse a customer-service message now.
+    await db.execute("UPDATE wechat_reply_window SET event_at = now() - interval '2 hours', user_msg_at = NULL")
+
+    email = (await db.fetchrow("SELECT email FROM staff WHERE id = $1", rep))["email"]
+    page = await signed_in(client_factory, email)
+    shown = await page.get(f"/inbox/conversations/{conv['id']}")
+    assert shown.status_code == 200
+    assert "Replies are blocked" in shown.text
+    assert "Send the text above through Zhang San's WeCom" in shown.text
+    assert f'data-owner="{owner["id"]}"' in shown.text
+
+    blocked = await page.form(f"/inbox/conversations/{conv['id']}/reply", {"text": "新品到了"}, htmx=True)
+    assert blocked.status_code == 409  # the plain reply stays refused
+    asked = await page.form(f"/inbox/conversations/{conv['id']}/wecom-task",
+                            {"owner": str(owner["id"]), "text": "新品到了，给您留了一件"}, htmx=True)
+    assert asked.status_code == 200, asked.text
+    assert "1:1 via WeCom" in asked.text
+    await run_worker()
+
+    [task] = sim._get("/_sim/wecom/tasks", app_id=WECOM["corp_id"])
+    assert task["sender"] == "zhangsan" and task["external_userid"] == [added["external_userid"]]
+    assert task["payload"]["text"]["content"] == "新品到了，给您留了一件" and task["status"] == "pending"
+    [message] = await db.fetch("SELECT * FROM inbox_message WHERE msg_type = 'wecom_task'")
+    assert (message["status"], message["author_label"], message["direction"]) == ("sent", "Zhang San", "out")
+    shown = await page.get(f"/inbox/conversations/{conv['id']}")
+    assert "Task created: Zhang San confirms it in WeCom" in shown.text
+    out = await db.fetch("SELECT payload FROM timeline_event WHERE kind = 'message_out' AND channel = 'wecom'")
+    assert len(out) == 1 and '"via": "wecom_task"' in out[0]["payload"]
+    audit = await db.fetch("SELECT action FROM audit_log WHERE action = 'conversation.wecom_task'")
+    assert len(audit) == 1
+
+    # Run the job again: no second task.
+    pool = await arq_pool()
+    try:
+        assert await inbox_jobs.send_owner_task({"redis": pool}, acme.id, message["id"], owner["id"]) == "nothing to send"
+    finally:
+        await pool.aclose()
+    assert len(sim._get("/_sim/wecom/tasks", app_id=WECOM["corp_id"])) == 1
+    # The rep confirms it in WeCom: now it reaches the customer.
+    sim._post(f"/_sim/wecom/tasks/{task['msgid']}/confirm", {})
+    assert len(sim.messages(app_id=WECOM["corp_id"], endpoint="cgi-bin/externalcontact/add_msg_template")) == 1
+
+    # Someone else's owner, a missing owner, no text: refused with the field named, nothing written.
+    await world.wecom_push("hank", "add_contact", user_id="zhangsan")
+    await run_worker()
+    other = await db.fetchrow("SELECT id FROM owner WHERE contact <> $1", oa["contact"])
+    for data in ({"owner": str(other["id"]), "text": "hi"}, {"owner": "x", "text": "hi"},
+                 {"owner": str(owner["id"]), "text": "  "}):
+        bad = await page.form(f"/inbox/conversations/{conv['id']}/wecom-task", data, htmx=True)
+        assert bad.status_code == 400, (data, bad.text)
+    assert len(await db.fetch("SELECT id FROM inbox_message WHERE msg_type = 'wecom_task'")) == 1
+    assert OA["app_id"]  # the OA conversation stayed where it was
+    assert (await db.fetchrow("SELECT status FROM inbox_conversation WHERE id = $1", conv["id"]))["status"] == "assigned"
