@@ -16,6 +16,7 @@ from siyu.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from siyu.core.i18n import N_
 from siyu.inbox import conversations as convs
 from siyu.inbox import routing
+from siyu.inbox.config import get_settings
 from siyu.inbox.conversations import Viewer
 from siyu.tenants.services import Actor, record_audit
 from siyu.wechat import windows
@@ -171,6 +172,38 @@ async def do_send_via_owner(tenant_id: int, viewer: Viewer, conversation_id: int
                            conversation_id, {"owner": owner["staff_userid"], "message": message_id})
         await effects.enqueue("inbox.send_owner_task", tenant_id, message_id, owner_id,
                               job_id=f"inbox.task:{message_id}")
+        await convs.announce(locked, "message")
+    return message_id
+
+
+async def do_send_template_notice(tenant_id: int, viewer: Viewer, conversation_id: int, text: str) -> int:
+    """Send the customer the tenant's service-notice template (Official Account only; the legal way when
+    the reply window is closed) with the rep's short text in its keyword. Returns the message id; the
+    send runs after commit, once (`jobs.send_template_notice`)."""
+    settings = await get_settings(tenant_id)
+    clean = " ".join((text or "").split())
+    if not clean or len(clean) > settings.notice_text_max:
+        raise InvalidInput.one("text", N_("A service notice takes 1 to {max} characters."),
+                               max=settings.notice_text_max)
+    async with db.transaction():
+        conv = await convs.get_conversation(tenant_id, viewer, conversation_id)  # NotFound when out of scope
+        locked = await convs.lock(tenant_id, conversation_id)
+        _require_holder(locked, viewer)
+        if conv["channel"] != "oa":
+            raise Conflict(N_("Service notices go through the Official Account only."))
+        if not settings.notice_template_id:
+            raise Conflict(N_("No service-notice template yet: a tenant admin sets it in the inbox settings."))
+        row = await db.fetchrow(
+            "INSERT INTO inbox_message (tenant, conversation, direction, author, author_label, msg_type, body, "
+            "status, source_key, created_at) VALUES ($1, $2, 'out', $3, $4, 'template', $5, 'sending', "
+            "'template:' || gen_random_uuid()::text, now()) RETURNING id",
+            tenant_id, conversation_id, viewer.staff_id, viewer.name, clean)
+        message_id = int(row["id"])
+        await record_audit(Actor(viewer.staff_id, viewer.name), tenant_id, "conversation.template_notice",
+                           "conversation", conversation_id,
+                           {"template_id": settings.notice_template_id, "message": message_id})
+        await effects.enqueue("inbox.send_template_notice", tenant_id, message_id,
+                              job_id=f"inbox.template:{message_id}")
         await convs.announce(locked, "message")
     return message_id
 

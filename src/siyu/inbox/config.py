@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,10 @@ from siyu.tenants.services import Actor, record_audit
 DEFAULT_KEYWORDS = ("人工", "客服", "转人工", "human", "agent")
 CHANNELS = ("oa", "mp", "wecom")
 LANGUAGES = ("zh_CN", "zh_TW", "en")
+NOTICE_THING_MAX = 20  # WeChat's limit for a template's `thing` keyword
+NOTICE_TEXT_MAX = 200
+TEMPLATE_KEY = re.compile(r"^[a-z_]{1,24}[0-9]{0,3}$")
+TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_-]{10,64}$")
 
 
 @dataclass(frozen=True)
@@ -26,12 +31,22 @@ class InboxSettings:
     sla_minutes: int = 5
     recent_days: int = 30
     notify_customer: bool = True
+    notice_template_id: str = ""
+    notice_text_key: str = "thing1"
+    notice_time_key: str = ""
+
+    @property
+    def notice_text_max(self) -> int:
+        """How long the rep's text may be in the template: a `thing` keyword takes 20 characters."""
+        return NOTICE_THING_MAX if self.notice_text_key.startswith("thing") else NOTICE_TEXT_MAX
 
     def as_form(self) -> dict[str, Any]:
         return {"handoff_keywords": ", ".join(self.handoff_keywords),
                 "handoff_menu_keys": ", ".join(self.handoff_menu_keys), "unanswered_limit": self.unanswered_limit,
                 "vip_tag_ids": list(self.vip_tag_ids), "sla_minutes": self.sla_minutes,
-                "recent_days": self.recent_days, "notify_customer": self.notify_customer}
+                "recent_days": self.recent_days, "notify_customer": self.notify_customer,
+                "notice_template_id": self.notice_template_id, "notice_text_key": self.notice_text_key,
+                "notice_time_key": self.notice_time_key}
 
 
 def _norm(text: str) -> str:
@@ -60,13 +75,15 @@ def asks_for_a_human(settings: InboxSettings, text: str) -> bool:
 async def get_settings(tenant_id: int) -> InboxSettings:
     row = await db.fetchrow(
         "SELECT handoff_keywords::text AS kw, handoff_menu_keys::text AS menu, unanswered_limit, "
-        "vip_tag_ids::text AS vip, sla_minutes, recent_days, notify_customer FROM inbox_settings WHERE tenant = $1",
+        "vip_tag_ids::text AS vip, sla_minutes, recent_days, notify_customer, notice_template_id, notice_text_key, "
+        "notice_time_key FROM inbox_settings WHERE tenant = $1",
         tenant_id)
     if row is None:
         return InboxSettings()
     return InboxSettings(tuple(json.loads(row["kw"])), tuple(json.loads(row["menu"])), int(row["unanswered_limit"]),
                          tuple(int(t) for t in json.loads(row["vip"])), int(row["sla_minutes"]),
-                         int(row["recent_days"]), bool(row["notify_customer"]))
+                         int(row["recent_days"]), bool(row["notify_customer"]), row["notice_template_id"],
+                         row["notice_text_key"], row["notice_time_key"])
 
 
 def _list(raw: Any) -> list[str]:
@@ -106,6 +123,18 @@ async def do_update_settings(tenant_id: int, data: dict[str, Any], actor: Actor)
             tag_ids.append(int(str(t).strip()))
         elif str(t).strip():
             errors.append(FieldError("vip_tag_ids", N_("Choose tags from the list."), {}))
+    template_id = str(data.get("notice_template_id") or "").strip()
+    if template_id and not TEMPLATE_ID.match(template_id):
+        errors.append(FieldError("notice_template_id", N_("Paste the template ID from the Official Account's "
+                                                          "template messages page (letters, digits, - and _)."), {}))
+    text_key = str(data.get("notice_text_key") or "").strip() or "thing1"
+    time_key = str(data.get("notice_time_key") or "").strip()
+    for name, key in (("notice_text_key", text_key), ("notice_time_key", time_key)):
+        if key and not TEMPLATE_KEY.match(key):
+            errors.append(FieldError(name, N_("Use the keyword's name as the template shows it, such as thing1 or "
+                                              "time2."), {}))
+    if time_key and time_key == text_key:
+        errors.append(FieldError("notice_time_key", N_("Use another keyword than the text's."), {}))
     if errors:
         raise InvalidInput(errors)
     notify = str(data.get("notify_customer", "")).lower() in ("1", "true", "on", "yes")
@@ -116,16 +145,19 @@ async def do_update_settings(tenant_id: int, data: dict[str, Any], actor: Actor)
                 raise InvalidInput.one("vip_tag_ids", N_("Choose tags from the list."))
         await db.execute(
             "INSERT INTO inbox_settings (tenant, handoff_keywords, handoff_menu_keys, unanswered_limit, vip_tag_ids, "
-            "sla_minutes, recent_days, notify_customer, updated_at) "
-            "VALUES ($1, $2::jsonb, $3::jsonb, $4, $5::jsonb, $6, $7, $8, now()) ON CONFLICT (tenant) DO UPDATE SET "
+            "sla_minutes, recent_days, notify_customer, notice_template_id, notice_text_key, notice_time_key, updated_at) "
+            "VALUES ($1, $2::jsonb, $3::jsonb, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, now()) "
+            "ON CONFLICT (tenant) DO UPDATE SET "
             "handoff_keywords = EXCLUDED.handoff_keywords, handoff_menu_keys = EXCLUDED.handoff_menu_keys, "
             "unanswered_limit = EXCLUDED.unanswered_limit, vip_tag_ids = EXCLUDED.vip_tag_ids, "
             "sla_minutes = EXCLUDED.sla_minutes, recent_days = EXCLUDED.recent_days, "
-            "notify_customer = EXCLUDED.notify_customer, updated_at = now()",
+            "notify_customer = EXCLUDED.notify_customer, notice_template_id = EXCLUDED.notice_template_id, "
+            "notice_text_key = EXCLUDED.notice_text_key, notice_time_key = EXCLUDED.notice_time_key, updated_at = now()",
             tenant_id, json.dumps(keywords, ensure_ascii=False), json.dumps(menu_keys, ensure_ascii=False),
-            unanswered, json.dumps(sorted(set(tag_ids))), sla, recent, notify)
+            unanswered, json.dumps(sorted(set(tag_ids))), sla, recent, notify, template_id, text_key, time_key)
         await record_audit(actor, tenant_id, "inbox.settings.updated", "tenant", tenant_id,
-                           {"handoff_keywords": keywords, "unanswered_limit": unanswered, "sla_minutes": sla})
+                           {"handoff_keywords": keywords, "unanswered_limit": unanswered, "sla_minutes": sla,
+                            "notice_template_id": template_id})
     return await get_settings(tenant_id)
 
 

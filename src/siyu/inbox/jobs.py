@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from arq.worker import Retry
 
@@ -13,7 +14,7 @@ from siyu.inbox import actions, handoff, routing
 from siyu.inbox import conversations as convs
 from siyu.inbox.config import get_settings
 from siyu.timeline import services as timeline
-from siyu.wechat.outbound import deliver_owner_task, deliver_text, runtime_of
+from siyu.wechat.outbound import Delivery, deliver_owner_task, deliver_template, deliver_text, runtime_of
 from siyu.wechat.services import count_hit, keyword_rule
 
 log = logging.getLogger("siyu.inbox.jobs")
@@ -76,35 +77,65 @@ async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, 
     """Create the WeCom 1:1 task for a rep's message (`actions.do_send_via_owner`) once, then mark the
     message sent (the task exists; the member confirms it in WeCom) or failed with the reason, live."""
     row = await db.fetchrow(
-        "SELECT m.body, m.status, m.created_at, m.conversation, c.identity AS conv_identity, o.staff_userid, "
-        "i.external_id, i.id AS owner_identity FROM inbox_message m "
-        "JOIN inbox_conversation c ON c.tenant = m.tenant AND c.id = m.conversation "
+        "SELECT m.body, m.status, m.created_at, m.conversation, o.staff_userid, i.external_id, "
+        "i.id AS owner_identity FROM inbox_message m "
         "JOIN owner o ON o.tenant = m.tenant AND o.id = $3 JOIN identity i ON i.tenant = o.tenant AND i.id = o.identity "
         "WHERE m.tenant = $1 AND m.id = $2 AND m.msg_type = 'wecom_task'", tenant_id, message_id, owner_id)
     if row is None or row["status"] != "sending":
         return "nothing to send"
     delivery = await deliver_owner_task(runtime_of(ctx), tenant_id, row["staff_userid"], row["external_id"],
                                         row["body"], f"inbox:task:{message_id}")
+    return await _settle(ctx, tenant_id, message_id, row["conversation"], delivery, timeline_event=(
+        "wecom", row["owner_identity"], {"msg_type": "text", "Content": row["body"], "via": "wecom_task",
+                                         "user_id": row["staff_userid"]}))
+
+
+async def send_template_notice(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
+    """Send a rep's service notice (`actions.do_send_template_notice`) as the tenant's Official Account
+    template, once; then mark the message sent or failed with the reason, live."""
+    row = await db.fetchrow(
+        "SELECT m.body, m.status, m.created_at, m.conversation, c.identity, i.external_id, t.timezone "
+        "FROM inbox_message m JOIN tenant t ON t.id = m.tenant "
+        "JOIN inbox_conversation c ON c.tenant = m.tenant AND c.id = m.conversation "
+        "JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity "
+        "WHERE m.tenant = $1 AND m.id = $2 AND m.msg_type = 'template'", tenant_id, message_id)
+    if row is None or row["status"] != "sending":
+        return "nothing to send"
+    settings = await get_settings(tenant_id)
+    data = {settings.notice_text_key: row["body"]}
+    if settings.notice_time_key:
+        data[settings.notice_time_key] = f"{row['created_at'].astimezone(ZoneInfo(row['timezone'])):%Y-%m-%d %H:%M}"
+    delivery = await deliver_template(runtime_of(ctx), tenant_id, row["external_id"], settings.notice_template_id,
+                                      data, f"inbox:template:{message_id}")
+    return await _settle(ctx, tenant_id, message_id, row["conversation"], delivery, timeline_event=(
+        "oa", row["identity"], {"msg_type": "template", "Content": row["body"],
+                                "template_id": settings.notice_template_id}))
+
+
+async def _settle(ctx: dict[str, Any], tenant_id: int, message_id: int, conversation_id: int, delivery: Delivery,
+                  timeline_event: tuple[str, int, dict[str, Any]]) -> str:
+    """A rep's message after its one send: retried later when WeChat was busy, else marked sent (with its
+    timeline event) or failed with the reason, and the thread updated live."""
     if delivery.state == "retryable" and int(ctx.get("job_try", 5)) < 5:
         raise Retry(defer=min(60, 2 ** int(ctx.get("job_try", 1))))
-    if delivery.state == "pending":
+    if delivery.state == "pending":  # another run is sending it right now; that run settles it
         return "pending"
     sent = delivery.state == "sent"
-    error = "" if sent else (delivery.reason if delivery.reason == actions.NOT_THEIR_CONTACT
+    error = "" if sent else (delivery.reason if delivery.reason in actions.TASK_FAILURES
                              else str(delivery.errcode if delivery.errcode is not None else "unknown"))
     async with db.transaction():
         done = await db.fetchrow(
             "UPDATE inbox_message SET status = $3::varchar, error = $4, outbound_id = $5, "
             "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() END WHERE tenant = $1 AND id = $2 AND status = 'sending' "
-            "RETURNING id", tenant_id, message_id, "sent" if sent else "failed", error, delivery.outbound_id)
+            "RETURNING created_at", tenant_id, message_id, "sent" if sent else "failed", error, delivery.outbound_id)
         if done is None:
             return "settled before"
         if sent:
-            await timeline.append(tenant_id, None, "message_out", "wecom", row["created_at"],
-                                  {"msg_type": "text", "Content": row["body"], "via": "wecom_task",
-                                   "user_id": row["staff_userid"], "conversation": row["conversation"]},
-                                  f"inbox:task:{message_id}", identity_id=row["owner_identity"])
-        conv = await convs.fetch_row(tenant_id, row["conversation"])
+            channel, identity_id, payload = timeline_event
+            await timeline.append(tenant_id, None, "message_out", channel, done["created_at"],
+                                  {**payload, "conversation": conversation_id}, f"inbox:msg:{message_id}",
+                                  identity_id=identity_id)
+        conv = await convs.fetch_row(tenant_id, conversation_id)
         await convs.announce(conv, f"sent:{message_id}" if sent else f"failed:{message_id}")
     return delivery.state
 

@@ -40,6 +40,11 @@ class InboxSettings(Table, tablename="inbox_settings"):
     sla_minutes = Integer(default=5)  # an assignment without a first reply goes back to the queue
     recent_days = Integer(default=30)  # "the rep who served this contact last within N days"
     notify_customer = Boolean(default=True)  # tell the customer what happens next
+    # The Official Account template a rep may send when the reply window is closed (a service notice):
+    # its id, the keyword that carries the rep's short text, and an optional keyword for the time.
+    notice_template_id = Varchar(length=64, default="")
+    notice_text_key = Varchar(length=32, default="thing1")
+    notice_time_key = Varchar(length=32, default="")
     updated_at = Timestamptz()
 
 

@@ -26,6 +26,7 @@ from siyu.core import clock, i18n
 from siyu.core.errors import InvalidInput, NotFound
 from siyu.core.i18n import N_
 from siyu.inbox import actions, boxes, canned, live
+from siyu.inbox.config import get_settings
 from siyu.inbox.conversations import Viewer, get_conversation, viewer_for
 from siyu.tenants import staff as staff_svc
 from siyu.tenants.services import Actor
@@ -219,11 +220,15 @@ async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any], query: s
                    if o["staff_userid"] in reps else o["staff_userid"] for o in owners]
     holder = conv["assignee"] == viewer.staff_id or viewer.is_manager
     via_wecom = await actions.wecom_owners(tid, int(conv["contact"])) if holder and not state.can_send else []
+    notice = None
+    if holder and not state.can_send and conv["channel"] == "oa":
+        settings = await get_settings(tid)
+        notice = {"ready": bool(settings.notice_template_id), "max": settings.notice_text_max}
     return {
         "conv": conv, "messages": [_shown(m) for m in thread], "earlier": earlier,
         "window": state, "window_text": window_words(conv["channel"], state),
         "alternatives": alternatives(conv["channel"], state, owner_names), "owner_names": owner_names,
-        "owners": owners, "via_wecom": via_wecom,
+        "owners": owners, "via_wecom": via_wecom, "notice": notice,
         "can_take": conv["status"] != "resolved" and not (conv["status"] == "assigned"
                                                           and conv["assignee"] == viewer.staff_id),
         "can_resolve": conv["status"] in ("bot", "queued") or (conv["status"] in ("assigned", "snoozed") and holder),
@@ -231,6 +236,17 @@ async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any], query: s
         "can_reopen": conv["status"] == "resolved",
         "snooze_choices": list(actions.SNOOZE_CHOICES), "viewer": viewer, "query": query,
     }
+
+
+async def _after_send(request: Request[Any, Any, Any], tid: int, viewer: Viewer,
+                      conversation_id: int) -> Template | Response[Any]:
+    """After a reply, note or notice: back to the conversation (plain form), or its live part (htmx)."""
+    if not _is_htmx(request):
+        return Redirect(_back(request, conversation_id), status_code=HTTP_303_SEE_OTHER)
+    conv = await get_conversation(tid, viewer, conversation_id)
+    return render(request, "inbox/_live.html", {**await _live_context(tid, viewer, conv, _keep(request)),
+                                                **_labels()},
+                  headers={"HX-Trigger": json.dumps({"inbox:sent": {"id": conversation_id}})})
 
 
 def _keep(request: Request[Any, Any, Any]) -> str:
@@ -362,12 +378,7 @@ class InboxController(Controller):
             await actions.do_note(tid, viewer, conversation_id, text)
         else:
             await actions.do_reply(tid, viewer, conversation_id, text)
-        if not _is_htmx(request):
-            return Redirect(_back(request, conversation_id), status_code=HTTP_303_SEE_OTHER)
-        conv = await get_conversation(tid, viewer, conversation_id)
-        return render(request, "inbox/_live.html", {**await _live_context(tid, viewer, conv, _keep(request)),
-                                                    **_labels()},
-                      headers={"HX-Trigger": json.dumps({"inbox:sent": {"id": conversation_id}})})
+        return await _after_send(request, tid, viewer, conversation_id)
 
     @post("/conversations/{conversation_id:int}/wecom-task")
     async def wecom_task(self, request: Request[Any, Any, Any],
@@ -379,12 +390,15 @@ class InboxController(Controller):
         if not owner.isdigit():
             raise InvalidInput.one("owner", N_("Choose a WeCom rep who added this customer."))
         await actions.do_send_via_owner(tid, viewer, conversation_id, int(owner), str(form.get("text") or ""))
-        if not _is_htmx(request):
-            return Redirect(_back(request, conversation_id), status_code=HTTP_303_SEE_OTHER)
-        conv = await get_conversation(tid, viewer, conversation_id)
-        return render(request, "inbox/_live.html", {**await _live_context(tid, viewer, conv, _keep(request)),
-                                                    **_labels()},
-                      headers={"HX-Trigger": json.dumps({"inbox:sent": {"id": conversation_id}})})
+        return await _after_send(request, tid, viewer, conversation_id)
+
+    @post("/conversations/{conversation_id:int}/notice")
+    async def notice(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template | Response[Any]:
+        """Send the tenant's service-notice template (Official Account) with the rep's short text."""
+        tid, viewer, _ = await _who(request)
+        form = await _form(request)
+        await actions.do_send_template_notice(tid, viewer, conversation_id, str(form.get("text") or ""))
+        return await _after_send(request, tid, viewer, conversation_id)
 
     @post("/conversations/{conversation_id:int}/take")
     async def take(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template | Response[Any]:

@@ -251,6 +251,13 @@ class WeChatClient:
     async def external_contact(self, external_userid: str) -> dict[str, Any]:
         return await self.call("GET", "cgi-bin/externalcontact/get", params={"external_userid": external_userid})
 
+    async def send_template(self, openid: str, template_id: str, data: dict[str, str]) -> dict[str, Any]:
+        """An Official Account template message (a service notice: no reply window, the template's own
+        rules). `data` maps each keyword to its value."""
+        return await self.call("POST", "cgi-bin/message/template/send", json={
+            "touser": openid, "template_id": template_id,
+            "data": {key: {"value": value} for key, value in data.items()}})
+
     async def add_msg_template(self, sender: str, external_userids: list[str], text: str) -> dict[str, Any]:
         """A 1:1 message task for a WeCom member: it reaches the customer once the member confirms it in the
         WeCom client. Answers the task's msgid and the customers it cannot reach (`fail_list`)."""

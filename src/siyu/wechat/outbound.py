@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,23 +81,16 @@ async def deliver_text(runtime: WeChatRuntime, tenant_id: int, channel: str, ext
         return Delivery(outbound_id, "refused", slot, reason)
 
     await Outbound.update({Outbound.window_slot: slot}).where(Outbound.id == outbound_id)
-    try:
-        client = await runtime.client(tenant_id, channel)
+
+    async def send(client: WeChatClient) -> dict[str, Any]:
         if channel == "wecom":
-            answer = await client.kf_send_text(external_id, open_kfid, text, msgid=f"siyu{outbound_id}")
-        else:
-            answer = await client.send_text(external_id, text, bulk=bulk)
-    except WeChatNotAllowed as exc:
+            return await client.kf_send_text(external_id, open_kfid, text, msgid=f"siyu{outbound_id}")
+        return await client.send_text(external_id, text, bulk=bulk)
+
+    delivery = await _call(outbound_id, send, tenant_id, channel, runtime)
+    if delivery.state != "sent":  # WeChat did not take it: the reserved place in the window is free again
         await windows.release(tenant_id, channel, external_id, slot)
-        await _finish(outbound_id, "refused", errcode=exc.errcode, errmsg=exc.errmsg)
-        return Delivery(outbound_id, "refused", exc.errcode, exc.reason)
-    except WeChatError as exc:
-        await windows.release(tenant_id, channel, external_id, slot)
-        state = "retryable" if getattr(exc, "retryable", False) else "refused"
-        await _finish(outbound_id, state, errcode=exc.errcode, errmsg=exc.errmsg)
-        return Delivery(outbound_id, state, exc.errcode, type(exc).__name__)
-    await _finish(outbound_id, "sent", msgid=str(answer.get("msgid", "")))
-    return Delivery(outbound_id, "sent")
+    return delivery
 
 
 async def _claim(tenant_id: int, channel: str, external_id: str, idempotency_key: str, kind: str,
@@ -118,6 +112,18 @@ async def _claim(tenant_id: int, channel: str, external_id: str, idempotency_key
     return int(claimed[0]["id"])
 
 
+async def deliver_template(runtime: WeChatRuntime, tenant_id: int, openid: str, template_id: str,
+                           data: dict[str, str], idempotency_key: str) -> Delivery:
+    """Send an Official Account template message (a service notice, outside the reply windows). Once per
+    key, as every send."""
+    claimed = await _claim(tenant_id, "oa", openid, idempotency_key, "template",
+                           {"template_id": template_id, "data": data})
+    if isinstance(claimed, Delivery):
+        return claimed
+    return await _call(claimed, lambda client: client.send_template(openid, template_id, data), tenant_id, "oa",
+                       runtime)
+
+
 async def deliver_owner_task(runtime: WeChatRuntime, tenant_id: int, sender_userid: str, external_userid: str,
                              text: str, idempotency_key: str) -> Delivery:
     """Have a WeCom member send a text 1:1 to a customer they added (`add_msg_template`): WeChat creates a
@@ -127,21 +133,32 @@ async def deliver_owner_task(runtime: WeChatRuntime, tenant_id: int, sender_user
                            {"text": text, "sender": sender_userid})
     if isinstance(claimed, Delivery):
         return claimed
+    def refused_by_answer(answer: dict[str, Any]) -> str:
+        return "not_their_contact" if external_userid in (answer.get("fail_list") or []) else ""
+
+    return await _call(claimed, lambda client: client.add_msg_template(sender_userid, [external_userid], text),
+                       tenant_id, "wecom", runtime, refused_by_answer)
+
+
+async def _call(outbound_id: int, send: Callable[[WeChatClient], Awaitable[dict[str, Any]]], tenant_id: int,
+                channel: str, runtime: WeChatRuntime,
+                refused_by_answer: Callable[[dict[str, Any]], str] | None = None) -> Delivery:
+    """Make a claimed send's one call to WeChat and settle its ledger row by the answer."""
     try:
-        client = await runtime.client(tenant_id, "wecom")
-        answer = await client.add_msg_template(sender_userid, [external_userid], text)
+        answer = await send(await runtime.client(tenant_id, channel))
     except WeChatNotAllowed as exc:
-        await _finish(claimed, "refused", errcode=exc.errcode, errmsg=exc.errmsg)
-        return Delivery(claimed, "refused", exc.errcode, exc.reason)
+        await _finish(outbound_id, "refused", errcode=exc.errcode, errmsg=exc.errmsg)
+        return Delivery(outbound_id, "refused", exc.errcode, exc.reason)
     except WeChatError as exc:
         state = "retryable" if getattr(exc, "retryable", False) else "refused"
-        await _finish(claimed, state, errcode=exc.errcode, errmsg=exc.errmsg)
-        return Delivery(claimed, state, exc.errcode, type(exc).__name__)
-    if external_userid in (answer.get("fail_list") or []):
-        await _finish(claimed, "refused", errmsg="not a contact of this member (fail_list)")
-        return Delivery(claimed, "refused", None, "not_their_contact")
-    await _finish(claimed, "sent", msgid=str(answer.get("msgid", "")))
-    return Delivery(claimed, "sent")
+        await _finish(outbound_id, state, errcode=exc.errcode, errmsg=exc.errmsg)
+        return Delivery(outbound_id, state, exc.errcode, type(exc).__name__)
+    reason = refused_by_answer(answer) if refused_by_answer else ""
+    if reason:
+        await _finish(outbound_id, "refused", errmsg=f"{reason} (in WeChat's answer)")
+        return Delivery(outbound_id, "refused", None, reason)
+    await _finish(outbound_id, "sent", msgid=str(answer.get("msgid", "")))
+    return Delivery(outbound_id, "sent")
 
 
 async def _finish(outbound_id: int, state: str, errcode: int | None = None, errmsg: str = "",

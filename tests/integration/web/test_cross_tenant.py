@@ -14,6 +14,7 @@ from siyu.contacts.tables import Contact, ContactMerge, ContactTag, Identity
 from siyu.core import clock, db
 from siyu.inbox import actions as inbox_actions
 from siyu.inbox import canned as inbox_canned
+from siyu.inbox.config import do_update_settings
 from siyu.inbox.conversations import viewer_for
 from siyu.inbox.handoff import do_handoff
 from siyu.inbox.tables import CannedReply, Conversation, Message
@@ -104,6 +105,8 @@ async def seed_inbox(seeded: Seeded) -> None:
     done = await do_handoff(t.id, other["id"])
     await inbox_actions.do_resolve(t.id, admin, done["id"])
     seeded.conversation_id, seeded.resolved_conversation_id = conv["id"], done["id"]
+    await do_update_settings(t.id, {"notice_template_id": f"TPL_{t.slug}_notice", "notice_text_key": "thing1",
+                                    "unanswered_limit": "3", "sla_minutes": "5", "recent_days": "30"}, svc.Actor.cli())
     wecom_contact = await contacts_svc.resolve_identity(t.id, "wecom", "wmSeedOwned01")
     await contacts_svc.do_merge(t.id, seeded.contact_id, wecom_contact, "manual", svc.Actor.cli())
     wecom = await Identity.select(Identity.id).where(
@@ -191,6 +194,7 @@ ID_ROUTES = [
     ("GET", "/inbox/conversations/{id}/messages?before=999999", "conversation", None),
     ("GET", "/inbox/conversations/{id}/row?box=all", "conversation", None),
     ("POST", "/inbox/conversations/{id}/reply", "conversation", {"text": "Taken over"}),
+    ("POST", "/inbox/conversations/{id}/notice", "conversation", {"text": "Shipped"}),
     ("POST", "/inbox/conversations/{id}/wecom-task", "conversation", {"owner": "{owner}", "text": "Via WeCom"}),
     ("POST", "/inbox/conversations/{id}/take", "conversation", {}),
     ("POST", "/inbox/conversations/{id}/transfer", "conversation", {"to": "team:{team}"}),

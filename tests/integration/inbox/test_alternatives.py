@@ -1,7 +1,8 @@
-"""When WeChat's reply window is closed, the composer's legal alternative that Siyu can carry out itself: a
+"""When WeChat's reply window is closed, the composer's legal alternatives that Siyu carries out itself: a
 1:1 message through the WeCom rep who added the customer (`add_msg_template`, a task the rep confirms in
-the WeCom app). Through the real pipeline: the simulator's people share one unionid across the Official
-Account and WeCom, so the customer is one contact with an owner."""
+the WeCom app), and the Official Account's service-notice template. Through the real pipeline: the
+simulator's people share one unionid across the Official Account and WeCom, so the customer is one
+contact with an owner."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from siyu.contacts import services as contacts
 from siyu.core import db
 from siyu.core.redis import arq_pool
 from siyu.inbox import jobs as inbox_jobs
+from siyu.core.errors import InvalidInput
+from siyu.inbox.config import do_update_settings
 from siyu.inbox.handoff import do_handoff
-from tests.conftest import OA, WECOM, Simulator, TenantFixture, signed_in
+from siyu.tenants import services as tenants
+from tests.conftest import OA, WECOM, Simulator, TenantFixture, WebServer, signed_in
 from tests.integration.contacts.test_enrich import World, world  # noqa: F401  (the fixture)
 from tests.integration.contacts.test_inbound import run_worker
-from tests.integration.inbox.conftest import MakeRep
+from tests.integration.inbox.conftest import ACTOR, MakeRep
+from tests.integration.wechat.test_end_to_end import link_both
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
 
@@ -92,3 +97,62 @@ async def test_a_rep_writes_through_the_owners_wecom_when_the_window_is_closed(
     assert len(await db.fetch("SELECT id FROM inbox_message WHERE msg_type = 'wecom_task'")) == 1
     assert OA["app_id"]  # the OA conversation stayed where it was
     assert (await db.fetchrow("SELECT status FROM inbox_conversation WHERE id = $1", conv["id"]))["status"] == "assigned"
+
+
+async def test_a_rep_sends_a_service_notice_template_when_the_window_is_closed(
+        acme: TenantFixture, sim: Simulator, web_server: WebServer, client_factory: Any, make_rep: MakeRep) -> None:
+    rep = await make_rep("Li Na")
+    await tenants.do_link_channel(ACTOR, acme.id, "oa", OA)
+    oa = link_both(sim, web_server, "oa", OA)
+    sim.push(oa, "ivy", "follow")
+    await run_worker()
+    conv = await do_handoff(acme.id, (await _identity(acme.id, "oa"))["id"])
+    await run_worker()
+    await db.execute("UPDATE wechat_reply_window SET event_at = now() - interval '2 hours', user_msg_at = NULL")
+    email = (await db.fetchrow("SELECT email FROM staff WHERE id = $1", rep))["email"]
+    page = await signed_in(client_factory, email)
+    url = f"/inbox/conversations/{conv['id']}"
+
+    # No template set yet: the pane says who can set it, and the service refuses before writing anything.
+    assert "Service notices need the Official Account's template" in (await page.get(url)).text
+    unset = await page.form(f"{url}/notice", {"text": "您的订单已发货"}, htmx=True)
+    assert unset.status_code == 409 and "No service-notice template yet" in unset.text
+    with pytest.raises(InvalidInput) as bad:
+        await do_update_settings(acme.id, {"notice_template_id": "not a template!", "notice_text_key": "thing1"}, ACTOR)
+    assert bad.value.errors[0].field == "notice_template_id"
+    with pytest.raises(InvalidInput) as same:
+        await do_update_settings(acme.id, {"notice_template_id": "TPL_service_01", "notice_text_key": "thing1",
+                                           "notice_time_key": "thing1"}, ACTOR)
+    assert same.value.errors[0].field == "notice_time_key"
+    await do_update_settings(acme.id, {"notice_template_id": "TPL_service_01", "notice_text_key": "thing1",
+                                       "notice_time_key": "time2", "unanswered_limit": "3", "sla_minutes": "5",
+                                       "recent_days": "30", "notify_customer": "on"}, ACTOR)
+
+    assert "as a service notice (template, up to 20 characters)" in (await page.get(url)).text
+    too_long = await page.form(f"{url}/notice", {"text": "这是一条超过二十个字符的服务通知内容，模板装不下"}, htmx=True)
+    assert too_long.status_code == 400 and "1 to 20 characters" in too_long.text
+    sent = await page.form(f"{url}/notice", {"text": "您的订单已发货"}, htmx=True)
+    assert sent.status_code == 200, sent.text
+    await run_worker()
+    [template] = sim.messages(app_id=oa, endpoint="cgi-bin/message/template/send")
+    body = template["payload"]
+    assert body["template_id"] == "TPL_service_01" and body["data"]["thing1"] == {"value": "您的订单已发货"}
+    assert len(body["data"]["time2"]["value"]) == len("2026-11-21 12:00")
+    [message] = await db.fetch("SELECT * FROM inbox_message WHERE msg_type = 'template'")
+    assert message["status"] == "sent"
+    assert "Service notice" in (await page.get(url)).text
+    pool = await arq_pool()
+    try:
+        assert await inbox_jobs.send_template_notice({"redis": pool}, acme.id, message["id"]) == "nothing to send"
+    finally:
+        await pool.aclose()
+    assert len(sim.messages(app_id=oa, endpoint="cgi-bin/message/template/send")) == 1
+
+    # The customer unfollows: WeChat refuses (43004) and the thread says why in words.
+    sim.push(oa, "ivy", "unfollow")
+    await run_worker()
+    await page.form(f"{url}/notice", {"text": "还在吗"}, htmx=True)
+    await run_worker()
+    failed = await db.fetchrow("SELECT status, error FROM inbox_message WHERE msg_type = 'template' AND body = '还在吗'")
+    assert (failed["status"], failed["error"]) == ("failed", "43004")
+    assert "The customer no longer follows the Official Account." in (await page.get(url)).text
