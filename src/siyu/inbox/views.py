@@ -131,16 +131,18 @@ def window_words(channel: str, state: windows.WindowState) -> str:
               minutes=max(1, -(-seconds // 60)))
 
 
-def alternatives(channel: str, state: windows.WindowState, owner_names: list[str]) -> list[str]:
-    """What the rep can do instead when WeChat would refuse a reply: legal ways to reach the customer."""
+def alternatives(channel: str, state: windows.WindowState, owner_names: list[str],
+                 buttons: frozenset[str] = frozenset()) -> list[str]:
+    """What the rep can do instead when WeChat would refuse a reply: legal ways to reach the customer, in
+    words; those the pane offers as buttons (`buttons`: "notice", "wecom") are not repeated."""
     if state.can_send:
         return []
     out = [_t(N_("Wait for the customer to write again: their next message opens 5 replies within 48 hours."))]
-    if channel == "oa":
+    if channel == "oa" and "notice" not in buttons:
         out.append(_t(N_("Send a template message (it needs a template approved for the Official Account).")))
     elif channel == "mp":
         out.append(_t(N_("Send a subscription notification (only if the customer accepted one).")))
-    if owner_names:
+    if owner_names and "wecom" not in buttons:
         out.append(_t(N_("Write to them 1:1 on WeCom: {names} added this customer as a contact."),
                       names=", ".join(owner_names)))
     return out
@@ -227,7 +229,9 @@ async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any], query: s
     return {
         "conv": conv, "messages": [_shown(m) for m in thread], "earlier": earlier,
         "window": state, "window_text": window_words(conv["channel"], state),
-        "alternatives": alternatives(conv["channel"], state, owner_names), "owner_names": owner_names,
+        "alternatives": alternatives(conv["channel"], state, owner_names, frozenset(
+            (["notice"] if notice and notice["ready"] else []) + (["wecom"] if via_wecom else []))),
+        "owner_names": owner_names,
         "owners": owners, "via_wecom": via_wecom, "notice": notice,
         "can_take": conv["status"] != "resolved" and not (conv["status"] == "assigned"
                                                           and conv["assignee"] == viewer.staff_id),

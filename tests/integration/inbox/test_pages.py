@@ -356,7 +356,9 @@ async def test_window_state_and_blocked_replies(client_factory: Any, acme: Tenan
     await contacts.do_merge(acme.id, thread["contact"], wecom.contact_id, "manual", ACTOR)
     await contacts.record_owner_added(acme.id, wecom.identity_id, "zhang.wei", datetime.now(UTC))
     with_owner = (await rep.hx_get(f"/inbox/conversations/{cid}/live")).text
-    assert "Write to them 1:1 on WeCom: Zhang Wei added this customer as a contact." in with_owner
+    # The owner's WeCom is offered as an action (the words would only repeat it).
+    assert "Send the text above through Zhang Wei's WeCom" in with_owner
+    assert "Write to them 1:1 on WeCom" not in with_owner
     assert owner
 
     # The customer wrote 17 h ago and two replies went: 3 left, 31 h to go.
