@@ -154,21 +154,35 @@ async def lock(tenant_id: int, conversation_id: int) -> dict[str, Any]:
     return dict(row)
 
 
-async def lock_for_routing(tenant_id: int, conversation_id: int) -> tuple[dict[str, Any], int, bool]:
+async def lock_for_routing(tenant_id: int, conversation_id: int, local_settings: dict[str, str] | None = None,
+                           skip_locked: bool = False) -> tuple[dict[str, Any], int, bool] | None:
     """`lock`, and share-lock the live contact of its identity in the same statement (the contacts' lock
     protocol, `siyu.contacts.live`: a merge that commits meanwhile updates that contact row, so the lock
     re-reads it and a contact merged away drops out). Returns (conversation, contact id, contact locked);
     `transition` confirms the identity still belongs to that contact before writing the timeline under the
-    lock, and otherwise takes the long way (`timeline.append`)."""
+    lock, and otherwise takes the long way (`timeline.append`). `local_settings` are set for the rest of
+    the transaction by the same statement (`set_config(…, true)`), saving their own round trip. With
+    `skip_locked`, a conversation another transaction holds answers None at once."""
+    settings = list((local_settings or {}).items())
+    skip = " SKIP LOCKED" if skip_locked else ""
+    sets = "".join(f", set_config(${3 + 2 * k}, ${4 + 2 * k}, true) AS setting_{k}" for k in range(len(settings)))
     row = await db.fetchrow(
-        "SELECT c.*, ct.id AS contact_now FROM inbox_conversation c JOIN identity i ON i.tenant = c.tenant "
+        f"SELECT c.*, ct.id AS contact_now{sets} FROM inbox_conversation c JOIN identity i ON i.tenant = c.tenant "
         "AND i.id = c.identity JOIN contact ct ON ct.tenant = i.tenant AND ct.id = i.contact "
-        "AND ct.merged_into IS NULL WHERE c.tenant = $1 AND c.id = $2 FOR UPDATE OF c FOR SHARE OF ct",
-        tenant_id, conversation_id)
-    if row is None:  # missing (NotFound), or its contact was just merged away: the plain way
-        conv = await lock(tenant_id, conversation_id)
-        return conv, await contact_of(tenant_id, conv["identity"]), False
-    conv = dict(row)
+        f"AND ct.merged_into IS NULL WHERE c.tenant = $1 AND c.id = $2 FOR UPDATE OF c{skip} FOR SHARE OF ct",
+        tenant_id, conversation_id, *(v for pair in settings for v in pair))
+    if row is None:  # missing (NotFound), held elsewhere (skip_locked), or its contact was just merged away
+        if settings:
+            await db.fetch("SELECT " + ", ".join(f"set_config(${1 + 2 * k}, ${2 + 2 * k}, true)"
+                                                 for k in range(len(settings))), *(v for p in settings for v in p))
+        plain = await db.fetchrow(f"SELECT * FROM inbox_conversation WHERE tenant = $1 AND id = $2 FOR UPDATE{skip}",
+                                  tenant_id, conversation_id)
+        if plain is None:
+            if skip_locked:
+                return None
+            raise NotFound()
+        return dict(plain), await contact_of(tenant_id, plain["identity"]), False
+    conv = {k: v for k, v in dict(row).items() if not k.startswith("setting_")}
     return conv, int(conv.pop("contact_now")), True
 
 
@@ -204,9 +218,11 @@ async def system_line(tenant_id: int, conversation_id: int, event: str, at: date
 async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_label: str = "system",
                      assignee: int | None = None, rule: str = "", end_reason: str = "",
                      snoozed_until: datetime | None = None, keep_queue_time: bool = False,
-                     contact_id: int | None = None, contact_locked: bool = False) -> dict[str, Any]:
+                     contact_id: int | None = None, contact_locked: bool = False,
+                     assignee_label: str | None = None) -> dict[str, Any]:
     """Move a locked conversation (`lock`) to `to`. Returns the updated row. `contact_locked`: the caller
-    holds the lock of `contact_id` (`lock_for_routing`), so the timeline event is written under it."""
+    holds the lock of `contact_id` (`lock_for_routing`); with the assignee's name (`assignee_label`) known
+    too, an assignment's timeline event is written in the same statement as the assignment."""
     tenant_id, conv_id, frm = conv["tenant"], conv["id"], conv["status"]
     if to not in ALLOWED[frm]:
         raise Conflict(N_("This conversation cannot change that way now (it may have changed meanwhile)."))
@@ -253,9 +269,19 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
     if assigns:
         rule = rule or "manual"
         n = len(params)
-        # The conversation, the assignment log, the rep's round-robin time and the line in the thread, in
-        # one statement; with the identity's contact read again (a new statement sees every commit) to
-        # confirm the contact lock the caller took is still the right one.
+        key = f"inbox:{conv_id}:assignment:{stamp}"
+        timeline_cte = ""
+        extra: list[Any] = []
+        if contact_locked and assignee_label is not None and contact_id is not None:
+            # The event, written only if the identity still belongs to the contact the caller locked (a new
+            # statement sees every commit); otherwise `timeline.append` below takes the long way.
+            event_sql, extra = timeline.insert_locked_sql(
+                n + 7, tenant_id, contact_id, "assignment", "siyu", now,
+                {**payload, "to": assignee_label, "rule": rule, "by": actor_label}, key, conv["identity"],
+                only_if=f"(SELECT contact FROM identity WHERE tenant = $1 AND id = ${n + 9}) = ${n + 8}")
+            timeline_cte = f"event AS ({event_sql}), "
+        # The conversation, the assignment log, the rep's round-robin time and the line in the thread (and
+        # the timeline event) in one statement.
         row = dict(await db.fetchrow(
             f"WITH conv AS ({update}), "
             f"assignment AS (INSERT INTO inbox_assignment (tenant, conversation, contact, staff, rule, queued_at, "
@@ -263,18 +289,23 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
             f"  RETURNING id), "
             f"seat AS (UPDATE inbox_agent SET last_assigned_at = ${n + 5} WHERE tenant = $1 AND staff = ${n + 2}), "
             f"rep AS (SELECT COALESCE(NULLIF(name, ''), email) AS label FROM staff WHERE tenant = $1 AND id = ${n + 2}), "
+            f"{timeline_cte}"
             f"line AS (INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, "
             f"  status, source_key, created_at) SELECT $1, $2, 'system', 'siyu', 'event', "
             f"  jsonb_build_object('event', 'assigned', 'to', rep.label, 'rule', ${n + 3}::text, "
             f"  'by', ${n + 6}::text)::text, 'noted', 'sys:' || $2 || ':assigned:' || assignment.id, ${n + 5} "
             f"  FROM assignment, rep ON CONFLICT (tenant, source_key) DO NOTHING) "
             f"SELECT conv.*, assignment.id AS assignment_id, rep.label AS assignee_label, "
-            f"(SELECT contact FROM identity WHERE tenant = $1 AND id = conv.identity) AS contact_now "
+            f"{'(SELECT count(*) FROM event)' if timeline_cte else '0'} AS events_written "
             f"FROM conv, assignment, rep",
-            *params, contact_id, assignee, rule, conv["queued_at"], now, actor_label))
-        contact_locked = contact_locked and row.pop("contact_now") == contact_id
+            *params, contact_id, assignee, rule, conv["queued_at"], now, actor_label, *extra))
         label = row.pop("assignee_label")
-        kind, payload = "assignment", {**payload, "to": label, "rule": rule, "by": actor_label}
+        if row.pop("events_written"):
+            kind = None  # written above
+        else:
+            kind = "assignment"
+            contact_locked = False  # the long way: lock the identity's contact now
+        payload = {**payload, "to": label, "rule": rule, "by": actor_label}
         # row["assignment_id"]: its SLA is watched by the inbox sweep (jobs.sweep)
     else:
         row = dict(await db.fetchrow(update, *params))
@@ -293,10 +324,7 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
         elif to == "bot" and frm == "resolved":
             await system_line(tenant_id, conv_id, "reopened", now, f"sys:{conv_id}:reopened:{stamp}",
                               by=actor_label)
-    if kind is not None and contact_locked and contact_id is not None:
-        await timeline.insert_locked(tenant_id, contact_id, kind, "siyu", now, payload,
-                                     f"inbox:{conv_id}:{kind}:{stamp}", identity_id=conv["identity"])
-    elif kind is not None:
+    if kind is not None:
         await timeline.append(tenant_id, None, kind, "siyu", now, payload, f"inbox:{conv_id}:{kind}:{stamp}",
                               identity_id=conv["identity"])
     row["previous_assignee"] = conv["assignee"]

@@ -64,7 +64,10 @@ async def handoff_locked(conv: dict[str, Any], reason: str, actor_label: str = "
                      tenant_id, conv["id"], teams, vip)
     conv = {**conv, "teams": teams, "vip": vip}
     queued = await convs.transition(conv, "queued", reason=reason, actor_label=actor_label)
-    assigned = await routing.assign_next(queued, contact_id)
+    # The handoff's timeline event has locked the identity's contact for this transaction, and an identity
+    # cannot move while its contact is locked: if the assignment finds the identity still on `contact_id`
+    # (it checks), that contact is the locked one and its event is written in the assigning statement.
+    assigned = await routing.assign_next(queued, contact_id, contact_locked=True)
     final = assigned or queued
     if settings.notify_customer:
         ref = final.get("assignment_id") or int(final["queued_at"].timestamp())

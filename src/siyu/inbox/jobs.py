@@ -235,11 +235,12 @@ async def sla_check(ctx: dict[str, Any], tenant_id: int, assignment_id: int) -> 
         conv = await convs.lock(tenant_id, a["conversation"])
         if conv["status"] != "assigned" or conv["assignee"] != a["staff"] or conv["first_response_at"] is not None:
             return "changed"
+        contact_id = await convs.contact_of(tenant_id, conv["identity"])
         queued = await convs.transition(conv, "queued", reason="sla", actor_label="sla", end_reason="sla",
                                         keep_queue_time=True)
-        contact_id = await convs.contact_of(tenant_id, conv["identity"])
-        moved = await routing.assign_next(queued, contact_id, exclude=await routing.sla_excluded(tenant_id, queued),
-                                          actor_label="sla")
+        # The rep who let it pass is not chosen again (routing skips SLA misses since it was queued). The
+        # requeue's timeline event locked the identity's contact (see `handoff.handoff_locked`).
+        moved = await routing.assign_next(queued, contact_id, actor_label="sla", contact_locked=True)
     return "reassigned" if moved else "requeued"
 
 

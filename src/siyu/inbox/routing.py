@@ -48,21 +48,25 @@ async def serving_teams(tenant_id: int, channel: str, contact_id: int) -> list[i
 
 def _eligible(tail: str) -> str:
     """The eligible reps of a conversation with the rule that prefers each: the contact's owner (their WeCom
-    rep), then the rep who served them last within the tenant's `recent_days`, then everyone. Parameters:
-    $1 tenant, $2 excluded reps, $3 serving teams ([] = everyone), $4 contact, $5 default recent days."""
+    rep), then the rep who served them last within the tenant's `recent_days`, then everyone; never a rep
+    who let this wait pass its SLA since it was queued (the next rep gets it). Parameters: $1 tenant,
+    $2 excluded reps, $3 serving teams ([] = everyone), $4 contact, $5 default recent days, $6 the
+    conversation, $7 when it was queued."""
     return (
         "WITH recent AS (SELECT a.staff FROM inbox_assignment a WHERE a.tenant = $1 AND a.contact = $4 "
         "  AND a.assigned_at > now() - make_interval(days => COALESCE("
         "    (SELECT recent_days FROM inbox_settings WHERE tenant = $1), $5)) "
         "  ORDER BY a.assigned_at DESC LIMIT 1), "
         "owners AS (SELECT DISTINCT staff_userid FROM owner WHERE tenant = $1 AND contact = $4 AND removed_at IS NULL) "
-        "SELECT a.staff, s.max_concurrent, a.load, "
+        "SELECT a.staff, s.max_concurrent, a.load, COALESCE(NULLIF(s.name, ''), s.email) AS label, "
         "CASE WHEN a.wecom_userid <> '' AND a.wecom_userid IN (SELECT staff_userid FROM owners) THEN 0 "
         "  WHEN a.staff IN (SELECT staff FROM recent) THEN 1 ELSE 2 END AS pref, "
         "COALESCE(extract(epoch FROM a.last_assigned_at), 0) AS last_epoch "
         "FROM inbox_agent a JOIN staff s ON s.tenant = a.tenant AND s.id = a.staff "
         "WHERE a.tenant = $1 AND a.presence = 'online' AND a.load < s.max_concurrent "
         "AND s.is_active AND s.role IN ('agent', 'tenant_admin') AND NOT (a.staff = ANY($2::int[])) "
+        "AND NOT EXISTS (SELECT 1 FROM inbox_assignment x WHERE x.tenant = $1 AND x.conversation = $6 "
+        "  AND x.staff = a.staff AND x.end_reason = 'sla' AND x.assigned_at >= COALESCE($7, '-infinity'::timestamptz)) "
         "AND (cardinality($3::int[]) = 0 OR EXISTS (SELECT 1 FROM team_member tm WHERE tm.tenant = a.tenant "
         "  AND tm.staff = a.staff AND tm.team = ANY($3::int[]))) "
         "ORDER BY pref, a.load, a.last_assigned_at NULLS FIRST, a.staff " + tail)
@@ -73,7 +77,7 @@ async def candidates(tenant_id: int, conv: dict[str, Any], contact_id: int,
     """Eligible reps below capacity, in preference order (least load, then longest since an assignment,
     within each rule), read without locks: what routing would choose now."""
     rows = await db.fetch(_eligible(""), tenant_id, list(exclude), list(conv["teams"] or ()), contact_id,
-                          InboxSettings.recent_days)
+                          InboxSettings.recent_days, conv["id"], conv["queued_at"])
     return [Candidate(int(r["staff"]), int(r["max_concurrent"]), int(r["load"]), RULES[int(r["pref"])],
                       float(r["last_epoch"])) for r in rows]
 
@@ -86,11 +90,13 @@ async def assign_next(conv: dict[str, Any], contact_id: int, *, exclude: tuple[i
     holds is skipped, and a seat changed since the statement began is re-checked on its newest version
     (its load included) before it is taken, so the load read under the lock is exact."""
     seat = await db.fetchrow(_eligible("LIMIT 1 FOR UPDATE OF a SKIP LOCKED"), conv["tenant"], list(exclude),
-                             list(conv["teams"] or ()), contact_id, InboxSettings.recent_days)
+                             list(conv["teams"] or ()), contact_id, InboxSettings.recent_days, conv["id"],
+                             conv["queued_at"])
     if seat is None:
         return None
     return await convs.transition(conv, "assigned", assignee=int(seat["staff"]), rule=RULES[int(seat["pref"])],
-                                  actor_label=actor_label, contact_id=contact_id, contact_locked=contact_locked)
+                                  actor_label=actor_label, contact_id=contact_id, contact_locked=contact_locked,
+                                  assignee_label=str(seat["label"]))
 
 
 async def hold_seats(tenant_id: int, *staff_ids: int | None) -> None:
@@ -115,36 +121,31 @@ async def queue_position(tenant_id: int, conv: dict[str, Any]) -> int:
     return int(row["n"])
 
 
-async def routing_transaction() -> None:
-    """Settings for a routing transaction, in one round trip.
-
-    It commits without waiting for its WAL to reach the disk: still atomic and seen by everyone at once;
-    only a crash in the next fraction of a second can forget it, and then the conversation is simply
-    waiting again and the drain routes it anew. Anything durable that follows (a rep's reply, the notice
-    to the customer in the send ledger) flushes the WAL up to it as well.
-
-    Its statements use their generic plans: they are index lookups by tenant and id whose best plan does
-    not depend on the values, and planning the seat pick anew each time costs more than running it."""
-    await db.fetch("SELECT set_config('synchronous_commit', 'off', true), "
-                   "set_config('plan_cache_mode', 'force_generic_plan', true)")
+# Settings for a routing transaction (`set_config(…, true)`: this transaction only), sent with its lock.
+#
+# It commits without waiting for its WAL to reach the disk: still atomic and seen by everyone at once;
+# only a crash in the next fraction of a second can forget it, and then the conversation is simply waiting
+# again and the drain routes it anew. Anything durable that follows (a rep's reply, the notice to the
+# customer in the send ledger) flushes the WAL up to it as well.
+#
+# Its statements use their generic plans: they are index lookups by tenant and id whose best plan does not
+# depend on the values, and planning the seat pick anew each time costs more than running it.
+ROUTING_SETTINGS = {"synchronous_commit": "off", "plan_cache_mode": "force_generic_plan"}
 
 
-async def route(tenant_id: int, conversation_id: int, exclude: tuple[int, ...] = ()) -> dict[str, Any] | None:
-    """Route one waiting conversation in its own transaction; the assigned row, or None."""
+async def route(tenant_id: int, conversation_id: int, exclude: tuple[int, ...] = (),
+                skip_locked: bool = False) -> dict[str, Any] | None:
+    """Route one waiting conversation in its own transaction; the assigned row, or None (not waiting, no
+    rep free, or — with `skip_locked` — another transaction has it right now)."""
     async with db.transaction():
-        await routing_transaction()
-        conv, contact_id, contact_locked = await convs.lock_for_routing(tenant_id, conversation_id)
+        found = await convs.lock_for_routing(tenant_id, conversation_id, local_settings=ROUTING_SETTINGS,
+                                             skip_locked=skip_locked)
+        if found is None:
+            return None
+        conv, contact_id, contact_locked = found
         if conv["status"] != "queued":
             return None
         return await assign_next(conv, contact_id, exclude=exclude, contact_locked=contact_locked)
-
-
-async def sla_excluded(tenant_id: int, conv: dict[str, Any]) -> tuple[int, ...]:
-    """Reps who let this wait pass its SLA since it was queued: the next rep gets it."""
-    rows = await db.fetch(
-        "SELECT DISTINCT staff FROM inbox_assignment WHERE tenant = $1 AND conversation = $2 AND end_reason = 'sla' "
-        "AND assigned_at >= COALESCE($3, '-infinity'::timestamptz)", tenant_id, conv["id"], conv["queued_at"])
-    return tuple(int(r["staff"]) for r in rows)
 
 
 async def drain(tenant_id: int, limit: int = 200) -> int:
@@ -160,14 +161,6 @@ async def drain(tenant_id: int, limit: int = 200) -> int:
         "SELECT id FROM inbox_conversation WHERE tenant = $1 AND status = 'queued' "
         "ORDER BY vip DESC, queued_at, id LIMIT $2", tenant_id, limit)
     for w in waiting:
-        async with db.transaction():
-            await routing_transaction()
-            conv = await db.fetchrow("SELECT * FROM inbox_conversation WHERE tenant = $1 AND id = $2 "
-                                     "AND status = 'queued' FOR UPDATE SKIP LOCKED", tenant_id, w["id"])
-            if conv is None:
-                continue
-            conv = dict(conv)
-            contact_id = await convs.contact_of(tenant_id, conv["identity"])
-            if await assign_next(conv, contact_id, exclude=await sla_excluded(tenant_id, conv)) is not None:
-                assigned += 1
+        if await route(tenant_id, int(w["id"]), skip_locked=True) is not None:
+            assigned += 1
     return assigned

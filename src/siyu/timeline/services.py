@@ -2,7 +2,7 @@
 
 `append` is what every domain calls. The other writers (`move_*`, `erase_personal`, `insert_locked`)
 are for callers that hold the contact locks themselves: the contacts domain's merges and erasures, and
-`insert_locked` for routing's assignments.
+`insert_locked_sql` for routing, which writes an assignment's event in the statement that assigns.
 """
 
 from __future__ import annotations
@@ -89,15 +89,27 @@ async def append(tenant_id: int, contact_id: int | None, kind: str, channel: str
 
 async def insert_locked(tenant_id: int, contact_id: int, kind: str, channel: str, occurred_at: datetime,
                         payload: dict[str, Any], source_key: str, identity_id: int | None = None) -> int | None:
-    """The INSERT behind `append`, for callers that already hold the contact's lock (merges; routing, which
-    locks a conversation's contact together with the conversation)."""
-    row = await db.fetchrow(
-        "INSERT INTO timeline_event (tenant, contact, identity, occurred_at, kind, channel, payload, source_key, "
-        "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, now()) "
-        "ON CONFLICT (tenant, source_key) DO NOTHING RETURNING id",
-        tenant_id, contact_id, identity_id, occurred_at, kind, channel, json.dumps(payload, ensure_ascii=False),
-        source_key)
+    """The INSERT behind `append`, for callers that already hold the contact's lock (merges)."""
+    sql, args = insert_locked_sql(1, tenant_id, contact_id, kind, channel, occurred_at, payload, source_key,
+                                  identity_id)
+    row = await db.fetchrow(sql, *args)
     return int(row["id"]) if row else None
+
+
+def insert_locked_sql(first_param: int, tenant_id: int, contact_id: int, kind: str, channel: str,
+                      occurred_at: datetime, payload: dict[str, Any], source_key: str, identity_id: int | None = None,
+                      only_if: str = "TRUE") -> tuple[str, list[Any]]:
+    """`insert_locked` as SQL and its arguments (numbered from `first_param`), for a caller that holds the
+    contact's lock and writes the event in the same statement as its own rows (a WITH clause): routing.
+    `only_if` is a condition that must hold for the event to be written (the caller's re-check that the
+    identity still belongs to the locked contact)."""
+    _check(kind, channel, source_key)
+    p = first_param
+    sql = ("INSERT INTO timeline_event (tenant, contact, identity, occurred_at, kind, channel, payload, source_key, "
+           f"created_at) SELECT ${p}, ${p + 1}, ${p + 2}, ${p + 3}, ${p + 4}, ${p + 5}, ${p + 6}::jsonb, ${p + 7}, "
+           f"now() WHERE {only_if} ON CONFLICT (tenant, source_key) DO NOTHING RETURNING id")
+    return sql, [tenant_id, contact_id, identity_id, occurred_at, kind, channel,
+                 json.dumps(payload, ensure_ascii=False), source_key]
 
 
 # --- merges and erasure (the contacts domain holds the locks) ------------------------------------------

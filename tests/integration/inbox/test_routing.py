@@ -4,6 +4,7 @@ and 50 handoffs against 10 reps at once."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 from siyu.contacts import services as contacts
@@ -231,3 +232,24 @@ async def test_the_seat_load_follows_every_change_and_opposite_transfers_do_not_
     assert await _loads_agree(acme.id) == {a: 4, b: 1}
     await db.execute("DELETE FROM inbox_conversation WHERE id = $1", mine_a[2])
     assert await _loads_agree(acme.id) == {a: 3, b: 1}
+
+
+async def test_each_assignment_writes_one_timeline_event_in_the_assigning_statement(
+        acme: TenantFixture, make_rep: MakeRep, make_person: MakePerson) -> None:
+    """Handoff (routed at once) and drain (routed from the queue) write the assignment's event on the
+    person's contact, naming the rep, once."""
+    identity, contact = await make_person()
+    waiting, waiting_contact = await make_person()
+    first = await make_rep("Wang Fang")
+    conv = await do_handoff(acme.id, identity)
+    assert conv["assignee"] == first
+    await actions.do_set_presence(acme.id, first, "offline", ACTOR)
+    queued = await do_handoff(acme.id, waiting)
+    assert queued["status"] == "queued"
+    await make_rep("Zhao Lei")
+    assert await routing.drain(acme.id) == 1
+    events = await db.fetch("SELECT contact, payload FROM timeline_event WHERE kind = 'assignment' ORDER BY id")
+    assert [(e["contact"], json.loads(e["payload"])["to"]) for e in events] == [
+        (contact, "Wang Fang"), (waiting_contact, "Zhao Lei")]
+    assert await routing.drain(acme.id) == 0  # nothing waits: nothing more is written
+    assert len(await db.fetch("SELECT id FROM timeline_event WHERE kind = 'assignment'")) == 2
