@@ -46,29 +46,31 @@ async def serving_teams(tenant_id: int, channel: str, contact_id: int) -> list[i
     return [r.team_id for r in routes if r.serves(channel, language, tags)]
 
 
-def _eligible(tail: str) -> str:
+def _eligible(tail: str, teams: str = "$3", contact: str = "$4", conversation: str = "$6", queued_at: str = "$7",
+              where: str = "TRUE", recent_days: str = "$5") -> str:
     """The eligible reps of a conversation with the rule that prefers each: the contact's owner (their WeCom
     rep), then the rep who served them last within the tenant's `recent_days`, then everyone; never a rep
     who let this wait pass its SLA since it was queued (the next rep gets it). Parameters: $1 tenant,
-    $2 excluded reps, $3 serving teams ([] = everyone), $4 contact, $5 default recent days, $6 the
-    conversation, $7 when it was queued."""
+    $2 excluded reps; the default recent days, the conversation's serving teams ([] = everyone), contact,
+    id and queue time are parameters $5, $3, $4, $6, $7 unless given otherwise (`route` reads them from
+    the row it locks in the same statement)."""
     return (
-        "WITH recent AS (SELECT a.staff FROM inbox_assignment a WHERE a.tenant = $1 AND a.contact = $4 "
-        "  AND a.assigned_at > now() - make_interval(days => COALESCE("
-        "    (SELECT recent_days FROM inbox_settings WHERE tenant = $1), $5)) "
-        "  ORDER BY a.assigned_at DESC LIMIT 1), "
-        "owners AS (SELECT DISTINCT staff_userid FROM owner WHERE tenant = $1 AND contact = $4 AND removed_at IS NULL) "
         "SELECT a.staff, s.max_concurrent, a.load, COALESCE(NULLIF(s.name, ''), s.email) AS label, "
-        "CASE WHEN a.wecom_userid <> '' AND a.wecom_userid IN (SELECT staff_userid FROM owners) THEN 0 "
-        "  WHEN a.staff IN (SELECT staff FROM recent) THEN 1 ELSE 2 END AS pref, "
+        "CASE WHEN a.wecom_userid <> '' AND a.wecom_userid IN (SELECT o.staff_userid FROM owner o "
+        f"    WHERE o.tenant = $1 AND o.contact = {contact} AND o.removed_at IS NULL) THEN 0 "
+        "  WHEN a.staff = (SELECT r.staff FROM inbox_assignment r WHERE r.tenant = $1 "
+        f"    AND r.contact = {contact} AND r.assigned_at > now() - make_interval(days => COALESCE("
+        f"      (SELECT recent_days FROM inbox_settings WHERE tenant = $1), {recent_days})) "
+        "    ORDER BY r.assigned_at DESC LIMIT 1) THEN 1 ELSE 2 END AS pref, "
         "COALESCE(extract(epoch FROM a.last_assigned_at), 0) AS last_epoch "
         "FROM inbox_agent a JOIN staff s ON s.tenant = a.tenant AND s.id = a.staff "
-        "WHERE a.tenant = $1 AND a.presence = 'online' AND a.load < s.max_concurrent "
+        f"WHERE {where} AND a.tenant = $1 AND a.presence = 'online' AND a.load < s.max_concurrent "
         "AND s.is_active AND s.role IN ('agent', 'tenant_admin') AND NOT (a.staff = ANY($2::int[])) "
-        "AND NOT EXISTS (SELECT 1 FROM inbox_assignment x WHERE x.tenant = $1 AND x.conversation = $6 "
-        "  AND x.staff = a.staff AND x.end_reason = 'sla' AND x.assigned_at >= COALESCE($7, '-infinity'::timestamptz)) "
-        "AND (cardinality($3::int[]) = 0 OR EXISTS (SELECT 1 FROM team_member tm WHERE tm.tenant = a.tenant "
-        "  AND tm.staff = a.staff AND tm.team = ANY($3::int[]))) "
+        f"AND NOT EXISTS (SELECT 1 FROM inbox_assignment x WHERE x.tenant = $1 AND x.conversation = {conversation} "
+        f"  AND x.staff = a.staff AND x.end_reason = 'sla' AND x.assigned_at >= COALESCE({queued_at}, "
+        "  '-infinity'::timestamptz)) "
+        f"AND (cardinality({teams}::int[]) = 0 OR EXISTS (SELECT 1 FROM team_member tm WHERE tm.tenant = a.tenant "
+        f"  AND tm.staff = a.staff AND tm.team = ANY({teams}::int[]))) "
         "ORDER BY pref, a.load, a.last_assigned_at NULLS FIRST, a.staff " + tail)
 
 
@@ -136,16 +138,42 @@ ROUTING_SETTINGS = {"synchronous_commit": "off", "plan_cache_mode": "force_gener
 async def route(tenant_id: int, conversation_id: int, exclude: tuple[int, ...] = (),
                 skip_locked: bool = False) -> dict[str, Any] | None:
     """Route one waiting conversation in its own transaction; the assigned row, or None (not waiting, no
-    rep free, or — with `skip_locked` — another transaction has it right now)."""
+    rep free, or — with `skip_locked` — another transaction has it right now).
+
+    One statement locks the conversation (share-locking its live contact, `convs.lock_for_routing`'s
+    protocol), sets `ROUTING_SETTINGS` and picks and locks the seat (`assign_next`'s rules, reading the
+    conversation from the row it just locked); one more assigns (`convs.transition`)."""
     async with db.transaction():
-        found = await convs.lock_for_routing(tenant_id, conversation_id, local_settings=ROUTING_SETTINGS,
-                                             skip_locked=skip_locked)
-        if found is None:
+        skip = " SKIP LOCKED" if skip_locked else ""
+        sets = "".join(f", set_config('{k}', '{v}', true) AS setting_{k}" for k, v in ROUTING_SETTINGS.items())
+        row = await db.fetchrow(
+            f"WITH conv AS MATERIALIZED (SELECT c.*, ct.id AS contact_now{sets} FROM inbox_conversation c "
+            "  JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity "
+            "  JOIN contact ct ON ct.tenant = i.tenant AND ct.id = i.contact AND ct.merged_into IS NULL "
+            f"  WHERE c.tenant = $1 AND c.id = $3 FOR UPDATE OF c{skip} FOR SHARE OF ct) "
+            "SELECT conv.*, seat.staff AS seat_staff, seat.label AS seat_label, seat.pref AS seat_pref FROM conv "
+            "LEFT JOIN LATERAL (" + _eligible("LIMIT 1 FOR UPDATE OF a SKIP LOCKED", teams="conv.teams",
+                                              contact="conv.contact_now", conversation="conv.id",
+                                              queued_at="conv.queued_at", where="conv.status = 'queued'",
+                                              recent_days="$4::int")
+            + ") seat ON true",
+            tenant_id, list(exclude), conversation_id, InboxSettings.recent_days)
+        if row is None:  # missing, held elsewhere (skip_locked), or its contact was just merged away
+            found = await convs.lock_for_routing(tenant_id, conversation_id, local_settings=ROUTING_SETTINGS,
+                                                 skip_locked=skip_locked)
+            if found is None:
+                return None
+            conv, contact_id, contact_locked = found
+            if conv["status"] != "queued":
+                return None
+            return await assign_next(conv, contact_id, exclude=exclude, contact_locked=contact_locked)
+        conv = {k: v for k, v in dict(row).items() if not k.startswith(("setting_", "seat_"))}
+        contact_id = int(conv.pop("contact_now"))
+        if conv["status"] != "queued" or row["seat_staff"] is None:
             return None
-        conv, contact_id, contact_locked = found
-        if conv["status"] != "queued":
-            return None
-        return await assign_next(conv, contact_id, exclude=exclude, contact_locked=contact_locked)
+        return await convs.transition(conv, "assigned", assignee=int(row["seat_staff"]),
+                                      rule=RULES[int(row["seat_pref"])], actor_label="routing", contact_id=contact_id,
+                                      contact_locked=True, assignee_label=str(row["seat_label"]))
 
 
 async def drain(tenant_id: int, limit: int = 200) -> int:
