@@ -12,9 +12,9 @@ import pytest
 
 from siyu.contacts import services as contacts
 from siyu.core import db
+from siyu.core.errors import InvalidInput
 from siyu.core.redis import arq_pool
 from siyu.inbox import jobs as inbox_jobs
-from siyu.core.errors import InvalidInput
 from siyu.inbox.config import do_update_settings
 from siyu.inbox.handoff import do_handoff
 from siyu.tenants import services as tenants

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from siyu.core import db
-from siyu.core.redis import arq_pool
 from siyu.core.errors import Conflict, InvalidInput
+from siyu.core.redis import arq_pool
 from siyu.inbox import actions
 from siyu.inbox import jobs as inbox_jobs
 from siyu.inbox.config import do_update_settings
