@@ -397,6 +397,9 @@ async def bench_list(raw: Any, data: Dataset, scale: float) -> tuple[list[Row], 
         with Recorder() as rec:
             found = await page(v, f)
         searched = list(rec.sent)
+        if os.environ.get("BENCH_EXPLAIN") == "1":
+            plan = await raw.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {searched[0][0]}", *searched[0][1])
+            say(f"  plan, search {who} · {q}:\n    " + "\n    ".join(r[0] for r in plan))
 
         async def bare_search(statements: list[tuple[str, tuple[Any, ...]]] = searched) -> None:
             for sql, args in statements:
