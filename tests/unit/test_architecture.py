@@ -169,9 +169,9 @@ def test_segments_sit_above_contacts_and_nothing_below_reads_them() -> None:
     assert on_web == []
 
 
-# What the inbox may use of the WeChat package: stored events, reply windows, the send-once ledger (with its
-# runtime) and the auto-reply rules' answer. Never the gateway, the client or wechatpy.
-INBOX_USES_OF_WECHAT = ("siyu.wechat.events", "siyu.wechat.windows", "siyu.wechat.outbound",
+# What the inbox may use of the WeChat package: stored events, reply windows, subscription consents, the
+# send-once ledger (with its runtime) and the auto-reply rules' answer. Never the gateway, the client or wechatpy.
+INBOX_USES_OF_WECHAT = ("siyu.wechat.events", "siyu.wechat.windows", "siyu.wechat.consents", "siyu.wechat.outbound",
                         "siyu.wechat.services")
 
 

@@ -19,7 +19,7 @@ from siyu.inbox import routing
 from siyu.inbox.config import get_settings
 from siyu.inbox.conversations import Viewer
 from siyu.tenants.services import Actor, record_audit
-from siyu.wechat import windows
+from siyu.wechat import consents, windows
 
 REPLY_MAX = 2000  # WeChat takes 2048 bytes of text per customer-service message; Chinese is 3 bytes a character
 PRESENCES = ("online", "away", "offline")
@@ -38,6 +38,7 @@ GENERIC_FAILURE = N_("WeChat did not accept the message (error {code}).")
 NOT_THEIR_CONTACT = "not_their_contact"  # stored as a failed WeCom task's error
 TASK_FAILURES = {
     NOT_THEIR_CONTACT: N_("WeCom says this customer is not (or no longer) a contact of that rep."),
+    "no_template": N_("The notice template was removed from the inbox settings before the message went out."),
     "41054": N_("WeCom's monthly limit of messages to this customer is reached."),
 }
 
@@ -177,31 +178,37 @@ async def do_send_via_owner(tenant_id: int, viewer: Viewer, conversation_id: int
 
 
 async def do_send_template_notice(tenant_id: int, viewer: Viewer, conversation_id: int, text: str) -> int:
-    """Send the customer the tenant's service-notice template (Official Account only; the legal way when
-    the reply window is closed) with the rep's short text in its keyword. Returns the message id; the
-    send runs after commit, once (`jobs.send_template_notice`)."""
+    """Send the customer the tenant's notice template for the conversation's channel, with the rep's short
+    text in its keyword: the legal way when the reply window is closed. On the Official Account a template
+    message; on the Mini Program a one-time subscription message, which needs a consent the customer gave
+    (counted by `siyu.wechat.consents`). Returns the message id; the send runs after commit, once
+    (`jobs.send_template_notice`)."""
     settings = await get_settings(tenant_id)
-    clean = " ".join((text or "").split())
-    if not clean or len(clean) > settings.notice_text_max:
-        raise InvalidInput.one("text", N_("A service notice takes 1 to {max} characters."),
-                               max=settings.notice_text_max)
     async with db.transaction():
         conv = await convs.get_conversation(tenant_id, viewer, conversation_id)  # NotFound when out of scope
         locked = await convs.lock(tenant_id, conversation_id)
         _require_holder(locked, viewer)
-        if conv["channel"] != "oa":
-            raise Conflict(N_("Service notices go through the Official Account only."))
-        if not settings.notice_template_id:
+        notice = settings.notice_for(conv["channel"])
+        if conv["channel"] not in ("oa", "mp"):
+            raise Conflict(N_("Service notices go through the Official Account or the Mini Program only."))
+        if notice is None:
             raise Conflict(N_("No service-notice template yet: a tenant admin sets it in the inbox settings."))
+        clean = " ".join((text or "").split())
+        if not clean or len(clean) > notice.text_max:
+            raise InvalidInput.one("text", N_("A service notice takes 1 to {max} characters."), max=notice.text_max)
+        if notice.kind == "subscribe" and not await consents.remaining(tenant_id, conv["channel"],
+                                                                      conv["external_id"], notice.template_id):
+            raise Conflict(N_("This customer has no consent left for the subscription message: they give one "
+                              "each time they allow it in the Mini Program."))
         row = await db.fetchrow(
             "INSERT INTO inbox_message (tenant, conversation, direction, author, author_label, msg_type, body, "
-            "status, source_key, created_at) VALUES ($1, $2, 'out', $3, $4, 'template', $5, 'sending', "
+            "status, source_key, created_at) VALUES ($1, $2, 'out', $3, $4, $5, $6, 'sending', "
             "'template:' || gen_random_uuid()::text, now()) RETURNING id",
-            tenant_id, conversation_id, viewer.staff_id, viewer.name, clean)
+            tenant_id, conversation_id, viewer.staff_id, viewer.name, notice.kind, clean)
         message_id = int(row["id"])
         await record_audit(Actor(viewer.staff_id, viewer.name), tenant_id, "conversation.template_notice",
                            "conversation", conversation_id,
-                           {"template_id": settings.notice_template_id, "message": message_id})
+                           {"template_id": notice.template_id, "kind": notice.kind, "message": message_id})
         await effects.enqueue("inbox.send_template_notice", tenant_id, message_id,
                               job_id=f"inbox.template:{message_id}")
         await convs.announce(locked, "message")

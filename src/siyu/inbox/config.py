@@ -23,6 +23,19 @@ TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_-]{10,64}$")
 
 
 @dataclass(frozen=True)
+class Notice:
+    kind: str  # template (OA template message) | subscribe (one-time subscription message, needs consent)
+    template_id: str
+    text_key: str
+    time_key: str
+
+    @property
+    def text_max(self) -> int:
+        """How long the rep's text may be: a `thing` keyword takes 20 characters."""
+        return NOTICE_THING_MAX if self.text_key.startswith("thing") else NOTICE_TEXT_MAX
+
+
+@dataclass(frozen=True)
 class InboxSettings:
     handoff_keywords: tuple[str, ...] = DEFAULT_KEYWORDS
     handoff_menu_keys: tuple[str, ...] = ()
@@ -34,11 +47,23 @@ class InboxSettings:
     notice_template_id: str = ""
     notice_text_key: str = "thing1"
     notice_time_key: str = ""
+    mp_notice_template_id: str = ""
+    mp_notice_text_key: str = "thing1"
+    mp_notice_time_key: str = ""
 
     @property
     def notice_text_max(self) -> int:
         """How long the rep's text may be in the template: a `thing` keyword takes 20 characters."""
         return NOTICE_THING_MAX if self.notice_text_key.startswith("thing") else NOTICE_TEXT_MAX
+
+    def notice_for(self, channel: str) -> Notice | None:
+        """The template a rep may send on `channel` when its reply window is closed: the Official Account's
+        template message, the Mini Program's subscription message; None when none is set."""
+        if channel == "oa" and self.notice_template_id:
+            return Notice("template", self.notice_template_id, self.notice_text_key, self.notice_time_key)
+        if channel == "mp" and self.mp_notice_template_id:
+            return Notice("subscribe", self.mp_notice_template_id, self.mp_notice_text_key, self.mp_notice_time_key)
+        return None
 
     def as_form(self) -> dict[str, Any]:
         return {"handoff_keywords": ", ".join(self.handoff_keywords),
@@ -46,7 +71,8 @@ class InboxSettings:
                 "vip_tag_ids": list(self.vip_tag_ids), "sla_minutes": self.sla_minutes,
                 "recent_days": self.recent_days, "notify_customer": self.notify_customer,
                 "notice_template_id": self.notice_template_id, "notice_text_key": self.notice_text_key,
-                "notice_time_key": self.notice_time_key}
+                "notice_time_key": self.notice_time_key, "mp_notice_template_id": self.mp_notice_template_id,
+                "mp_notice_text_key": self.mp_notice_text_key, "mp_notice_time_key": self.mp_notice_time_key}
 
 
 def _norm(text: str) -> str:
@@ -76,14 +102,16 @@ async def get_settings(tenant_id: int) -> InboxSettings:
     row = await db.fetchrow(
         "SELECT handoff_keywords::text AS kw, handoff_menu_keys::text AS menu, unanswered_limit, "
         "vip_tag_ids::text AS vip, sla_minutes, recent_days, notify_customer, notice_template_id, notice_text_key, "
-        "notice_time_key FROM inbox_settings WHERE tenant = $1",
+        "notice_time_key, mp_notice_template_id, mp_notice_text_key, mp_notice_time_key "
+        "FROM inbox_settings WHERE tenant = $1",
         tenant_id)
     if row is None:
         return InboxSettings()
     return InboxSettings(tuple(json.loads(row["kw"])), tuple(json.loads(row["menu"])), int(row["unanswered_limit"]),
                          tuple(int(t) for t in json.loads(row["vip"])), int(row["sla_minutes"]),
                          int(row["recent_days"]), bool(row["notify_customer"]), row["notice_template_id"],
-                         row["notice_text_key"], row["notice_time_key"])
+                         row["notice_text_key"], row["notice_time_key"], row["mp_notice_template_id"],
+                         row["mp_notice_text_key"], row["mp_notice_time_key"])
 
 
 def _list(raw: Any) -> list[str]:
@@ -102,6 +130,23 @@ def _bounded_int(raw: Any, name: str, low: int, high: int, errors: list[FieldErr
     if not low <= value <= high:
         errors.append(FieldError(name, N_("Use a number from {min} to {max}."), {"min": low, "max": high}))
     return value
+
+
+def _notice_fields(data: dict[str, Any], prefix: str, errors: list[FieldError]) -> tuple[str, str, str]:
+    """A notice template's id and keywords from the form (`{prefix}_template_id`, `…_text_key`, `…_time_key`)."""
+    template_id = str(data.get(f"{prefix}_template_id") or "").strip()
+    if template_id and not TEMPLATE_ID.match(template_id):
+        errors.append(FieldError(f"{prefix}_template_id", N_("Paste the template ID as WeChat's admin console "
+                                                              "shows it (letters, digits, - and _)."), {}))
+    text_key = str(data.get(f"{prefix}_text_key") or "").strip() or "thing1"
+    time_key = str(data.get(f"{prefix}_time_key") or "").strip()
+    for name, key in ((f"{prefix}_text_key", text_key), (f"{prefix}_time_key", time_key)):
+        if key and not TEMPLATE_KEY.match(key):
+            errors.append(FieldError(name, N_("Use the keyword's name as the template shows it, such as thing1 or "
+                                              "time2."), {}))
+    if time_key and time_key == text_key:
+        errors.append(FieldError(f"{prefix}_time_key", N_("Use another keyword than the text's."), {}))
+    return template_id, text_key, time_key
 
 
 async def do_update_settings(tenant_id: int, data: dict[str, Any], actor: Actor) -> InboxSettings:
@@ -123,18 +168,8 @@ async def do_update_settings(tenant_id: int, data: dict[str, Any], actor: Actor)
             tag_ids.append(int(str(t).strip()))
         elif str(t).strip():
             errors.append(FieldError("vip_tag_ids", N_("Choose tags from the list."), {}))
-    template_id = str(data.get("notice_template_id") or "").strip()
-    if template_id and not TEMPLATE_ID.match(template_id):
-        errors.append(FieldError("notice_template_id", N_("Paste the template ID from the Official Account's "
-                                                          "template messages page (letters, digits, - and _)."), {}))
-    text_key = str(data.get("notice_text_key") or "").strip() or "thing1"
-    time_key = str(data.get("notice_time_key") or "").strip()
-    for name, key in (("notice_text_key", text_key), ("notice_time_key", time_key)):
-        if key and not TEMPLATE_KEY.match(key):
-            errors.append(FieldError(name, N_("Use the keyword's name as the template shows it, such as thing1 or "
-                                              "time2."), {}))
-    if time_key and time_key == text_key:
-        errors.append(FieldError("notice_time_key", N_("Use another keyword than the text's."), {}))
+    template_id, text_key, time_key = _notice_fields(data, "notice", errors)
+    mp_template_id, mp_text_key, mp_time_key = _notice_fields(data, "mp_notice", errors)
     if errors:
         raise InvalidInput(errors)
     notify = str(data.get("notify_customer", "")).lower() in ("1", "true", "on", "yes")
@@ -145,19 +180,23 @@ async def do_update_settings(tenant_id: int, data: dict[str, Any], actor: Actor)
                 raise InvalidInput.one("vip_tag_ids", N_("Choose tags from the list."))
         await db.execute(
             "INSERT INTO inbox_settings (tenant, handoff_keywords, handoff_menu_keys, unanswered_limit, vip_tag_ids, "
-            "sla_minutes, recent_days, notify_customer, notice_template_id, notice_text_key, notice_time_key, updated_at) "
-            "VALUES ($1, $2::jsonb, $3::jsonb, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, now()) "
+            "sla_minutes, recent_days, notify_customer, notice_template_id, notice_text_key, notice_time_key, "
+            "mp_notice_template_id, mp_notice_text_key, mp_notice_time_key, updated_at) "
+            "VALUES ($1, $2::jsonb, $3::jsonb, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, now()) "
             "ON CONFLICT (tenant) DO UPDATE SET "
             "handoff_keywords = EXCLUDED.handoff_keywords, handoff_menu_keys = EXCLUDED.handoff_menu_keys, "
             "unanswered_limit = EXCLUDED.unanswered_limit, vip_tag_ids = EXCLUDED.vip_tag_ids, "
             "sla_minutes = EXCLUDED.sla_minutes, recent_days = EXCLUDED.recent_days, "
             "notify_customer = EXCLUDED.notify_customer, notice_template_id = EXCLUDED.notice_template_id, "
-            "notice_text_key = EXCLUDED.notice_text_key, notice_time_key = EXCLUDED.notice_time_key, updated_at = now()",
+            "notice_text_key = EXCLUDED.notice_text_key, notice_time_key = EXCLUDED.notice_time_key, "
+            "mp_notice_template_id = EXCLUDED.mp_notice_template_id, mp_notice_text_key = EXCLUDED.mp_notice_text_key, "
+            "mp_notice_time_key = EXCLUDED.mp_notice_time_key, updated_at = now()",
             tenant_id, json.dumps(keywords, ensure_ascii=False), json.dumps(menu_keys, ensure_ascii=False),
-            unanswered, json.dumps(sorted(set(tag_ids))), sla, recent, notify, template_id, text_key, time_key)
+            unanswered, json.dumps(sorted(set(tag_ids))), sla, recent, notify, template_id, text_key, time_key,
+            mp_template_id, mp_text_key, mp_time_key)
         await record_audit(actor, tenant_id, "inbox.settings.updated", "tenant", tenant_id,
                            {"handoff_keywords": keywords, "unanswered_limit": unanswered, "sla_minutes": sla,
-                            "notice_template_id": template_id})
+                            "notice_template_id": template_id, "mp_notice_template_id": mp_template_id})
     return await get_settings(tenant_id)
 
 

@@ -14,7 +14,14 @@ from siyu.inbox import actions, handoff, routing
 from siyu.inbox import conversations as convs
 from siyu.inbox.config import get_settings
 from siyu.timeline import services as timeline
-from siyu.wechat.outbound import Delivery, deliver_owner_task, deliver_template, deliver_text, runtime_of
+from siyu.wechat.outbound import (
+    Delivery,
+    deliver_owner_task,
+    deliver_subscribe,
+    deliver_template,
+    deliver_text,
+    runtime_of,
+)
 from siyu.wechat.services import count_hit, keyword_rule
 
 log = logging.getLogger("siyu.inbox.jobs")
@@ -91,25 +98,34 @@ async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, 
 
 
 async def send_template_notice(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
-    """Send a rep's service notice (`actions.do_send_template_notice`) as the tenant's Official Account
-    template, once; then mark the message sent or failed with the reason, live."""
+    """Send a rep's service notice (`actions.do_send_template_notice`) once, as the tenant's template for
+    the channel (an OA template message, or an MP subscription message using one of the customer's
+    consents); then mark the message sent or failed with the reason, live."""
     row = await db.fetchrow(
-        "SELECT m.body, m.status, m.created_at, m.conversation, c.identity, i.external_id, t.timezone "
-        "FROM inbox_message m JOIN tenant t ON t.id = m.tenant "
+        "SELECT m.body, m.status, m.msg_type, m.created_at, m.conversation, c.identity, c.channel, i.external_id, "
+        "t.timezone FROM inbox_message m JOIN tenant t ON t.id = m.tenant "
         "JOIN inbox_conversation c ON c.tenant = m.tenant AND c.id = m.conversation "
         "JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity "
-        "WHERE m.tenant = $1 AND m.id = $2 AND m.msg_type = 'template'", tenant_id, message_id)
+        "WHERE m.tenant = $1 AND m.id = $2 AND m.msg_type IN ('template', 'subscribe')", tenant_id, message_id)
     if row is None or row["status"] != "sending":
         return "nothing to send"
-    settings = await get_settings(tenant_id)
-    data = {settings.notice_text_key: row["body"]}
-    if settings.notice_time_key:
-        data[settings.notice_time_key] = f"{row['created_at'].astimezone(ZoneInfo(row['timezone'])):%Y-%m-%d %H:%M}"
-    delivery = await deliver_template(runtime_of(ctx), tenant_id, row["external_id"], settings.notice_template_id,
-                                      data, f"inbox:template:{message_id}")
+    notice = (await get_settings(tenant_id)).notice_for(row["channel"])
+    if notice is None or notice.kind != row["msg_type"]:  # the admin removed the template meanwhile
+        delivery = Delivery(0, "refused", None, "no_template")
+        return await _settle(ctx, tenant_id, message_id, row["conversation"], delivery, ("", 0, {}))
+    data = {notice.text_key: row["body"]}
+    if notice.time_key:
+        data[notice.time_key] = f"{row['created_at'].astimezone(ZoneInfo(row['timezone'])):%Y-%m-%d %H:%M}"
+    key = f"inbox:template:{message_id}"
+    if notice.kind == "subscribe":
+        delivery = await deliver_subscribe(runtime_of(ctx), tenant_id, row["channel"], row["external_id"],
+                                           notice.template_id, data, key)
+    else:
+        delivery = await deliver_template(runtime_of(ctx), tenant_id, row["external_id"], notice.template_id, data,
+                                          key)
     return await _settle(ctx, tenant_id, message_id, row["conversation"], delivery, timeline_event=(
-        "oa", row["identity"], {"msg_type": "template", "Content": row["body"],
-                                "template_id": settings.notice_template_id}))
+        row["channel"], row["identity"], {"msg_type": notice.kind, "Content": row["body"],
+                                          "template_id": notice.template_id}))
 
 
 async def _settle(ctx: dict[str, Any], tenant_id: int, message_id: int, conversation_id: int, delivery: Delivery,
@@ -127,7 +143,8 @@ async def _settle(ctx: dict[str, Any], tenant_id: int, message_id: int, conversa
         done = await db.fetchrow(
             "UPDATE inbox_message SET status = $3::varchar, error = $4, outbound_id = $5, "
             "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() END WHERE tenant = $1 AND id = $2 AND status = 'sending' "
-            "RETURNING created_at", tenant_id, message_id, "sent" if sent else "failed", error, delivery.outbound_id)
+            "RETURNING created_at", tenant_id, message_id, "sent" if sent else "failed", error,
+            delivery.outbound_id or None)
         if done is None:
             return "settled before"
         if sent:

@@ -45,6 +45,11 @@ class InboxSettings(Table, tablename="inbox_settings"):
     notice_template_id = Varchar(length=64, default="")
     notice_text_key = Varchar(length=32, default="thing1")
     notice_time_key = Varchar(length=32, default="")
+    # The Mini Program's subscription message template for the same purpose (it needs the customer's
+    # one-time consent, counted by siyu.wechat.consents).
+    mp_notice_template_id = Varchar(length=64, default="")
+    mp_notice_text_key = Varchar(length=32, default="thing1")
+    mp_notice_time_key = Varchar(length=32, default="")
     updated_at = Timestamptz()
 
 

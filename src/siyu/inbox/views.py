@@ -33,7 +33,7 @@ from siyu.tenants.services import Actor
 from siyu.timeline import services as timeline
 from siyu.web.auth import client_ip, require_tenant_id, tenant_staff
 from siyu.web.render import current_user, errors_for, render, toast_header
-from siyu.wechat import windows
+from siyu.wechat import consents, windows
 
 CONTACT_EVENTS = 8  # timeline events in the contact panel; the contact page has them all
 
@@ -223,9 +223,13 @@ async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any], query: s
     holder = conv["assignee"] == viewer.staff_id or viewer.is_manager
     via_wecom = await actions.wecom_owners(tid, int(conv["contact"])) if holder and not state.can_send else []
     notice = None
-    if holder and not state.can_send and conv["channel"] == "oa":
-        settings = await get_settings(tid)
-        notice = {"ready": bool(settings.notice_template_id), "max": settings.notice_text_max}
+    if holder and not state.can_send and conv["channel"] in ("oa", "mp"):
+        template = (await get_settings(tid)).notice_for(conv["channel"])
+        left = None
+        if template is not None and template.kind == "subscribe":
+            left = await consents.remaining(tid, conv["channel"], conv["external_id"], template.template_id)
+        notice = {"set": template is not None, "ready": template is not None and left != 0,
+                  "max": template.text_max if template else 0, "channel": conv["channel"], "left": left}
     return {
         "conv": conv, "messages": [_shown(m) for m in thread], "earlier": earlier,
         "window": state, "window_text": window_words(conv["channel"], state),

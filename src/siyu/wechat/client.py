@@ -258,6 +258,15 @@ class WeChatClient:
             "touser": openid, "template_id": template_id,
             "data": {key: {"value": value} for key, value in data.items()}})
 
+    async def send_subscribe(self, openid: str, template_id: str, data: dict[str, str]) -> dict[str, Any]:
+        """A one-time subscription message: `message/subscribe/send` on a Mini Program, `subscribe/bizsend`
+        on an Official Account. It uses one of the person's consents to that template."""
+        path = "cgi-bin/message/subscribe/send" if self.account.channel == "mp" \
+            else "cgi-bin/message/subscribe/bizsend"
+        return await self.call("POST", path, json={
+            "touser": openid, "template_id": template_id,
+            "data": {key: {"value": value} for key, value in data.items()}})
+
     async def add_msg_template(self, sender: str, external_userids: list[str], text: str) -> dict[str, Any]:
         """A 1:1 message task for a WeCom member: it reaches the customer once the member confirms it in the
         WeCom client. Answers the task's msgid and the customers it cannot reach (`fail_list`)."""

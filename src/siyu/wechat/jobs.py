@@ -7,7 +7,7 @@ import secrets
 from typing import Any
 
 from siyu.core.clock import now
-from siyu.wechat import protocol, windows
+from siyu.wechat import consents, protocol, windows
 from siyu.wechat.outbound import mark_stale_pending_unknown, runtime_of
 from siyu.wechat.protocol import Account
 from siyu.wechat.services import record_inbound
@@ -53,6 +53,11 @@ async def _process(ctx: dict[str, Any], event_ids: list[int]) -> int | None:
     # Opening a reply window is idempotent: a later run sees the same or a newer window.
     await windows.note_inbound_many([(r["tenant"], r["channel"], r["external_id"], r["kind"], r["occurred_at"])
                                      for r in todo])
+    consent_ids = [r["id"] for r in todo if r["kind"] == "subscription_consent"]
+    if consent_ids:  # counted once per callback, so a repeat of this step adds nothing
+        await consents.note_inbound(await InboundEvent.select(
+            InboundEvent.id, InboundEvent.tenant, InboundEvent.channel, InboundEvent.external_id, InboundEvent.payload,
+        ).where(InboundEvent.id.is_in(consent_ids)).output(load_json=True))
     kf_ids = [r["id"] for r in todo if r["kind"] == "kf_notification"]
     if kf_ids:
         for row in await InboundEvent.select(InboundEvent.id, InboundEvent.tenant, InboundEvent.channel_account,

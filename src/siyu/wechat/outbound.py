@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from siyu.core.clock import now
 from siyu.tenants.services import channel_credentials
-from siyu.wechat import windows
+from siyu.wechat import consents, windows
 from siyu.wechat.client import ApiAccount, WeChatClient, WeChatError, WeChatNotAllowed
 from siyu.wechat.ratelimit import RateLimiter
 from siyu.wechat.tables import Outbound
@@ -122,6 +122,26 @@ async def deliver_template(runtime: WeChatRuntime, tenant_id: int, openid: str, 
         return claimed
     return await _call(claimed, lambda client: client.send_template(openid, template_id, data), tenant_id, "oa",
                        runtime)
+
+
+async def deliver_subscribe(runtime: WeChatRuntime, tenant_id: int, channel: str, openid: str, template_id: str,
+                            data: dict[str, str], idempotency_key: str) -> Delivery:
+    """Send a one-time subscription message, taking one of the person's consents to the template first
+    (none left: refused without calling WeChat, as WeChat would answer 43101). Once per key."""
+    claimed = await _claim(tenant_id, channel, openid, idempotency_key, "subscribe",
+                           {"template_id": template_id, "data": data})
+    if isinstance(claimed, Delivery):
+        return claimed
+    if not await consents.reserve(tenant_id, channel, openid, template_id):
+        await _finish(claimed, "refused", errcode=43101, errmsg="no_consent (checked by Siyu before sending)")
+        return Delivery(claimed, "refused", 43101, "no_consent")
+    delivery = await _call(claimed, lambda client: client.send_subscribe(openid, template_id, data), tenant_id,
+                           channel, runtime)
+    if delivery.errcode == 43101:  # WeChat knows better than the count: none left
+        await consents.clear(tenant_id, channel, openid, template_id)
+    elif delivery.state != "sent":
+        await consents.release(tenant_id, channel, openid, template_id)
+    return delivery
 
 
 async def deliver_owner_task(runtime: WeChatRuntime, tenant_id: int, sender_userid: str, external_userid: str,

@@ -6,6 +6,7 @@ from siyu.wechat import tables
 APP_CONFIG = AppConfig(
     app_name="wechat",
     migrations_folder_path=str(REPO_ROOT / "migrations" / "wechat"),
-    table_classes=[tables.InboundEvent, tables.KfCursor, tables.AutoReply, tables.ReplyWindow, tables.Outbound],
+    table_classes=[tables.InboundEvent, tables.KfCursor, tables.AutoReply, tables.ReplyWindow, tables.Outbound,
+                   tables.SubscribeConsent, tables.ConsentGrant],
     migration_dependencies=["siyu.tenants.piccolo_app"],
 )

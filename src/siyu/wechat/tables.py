@@ -89,6 +89,28 @@ class ReplyWindow(Table, tablename="wechat_reply_window"):
     updated_at = Timestamptz()
 
 
+class SubscribeConsent(Table, tablename="wechat_subscribe_consent"):
+    """One-time subscription consents a person gave and Siyu has not used yet, per template (WeChat has no
+    API to ask: the count comes from the `subscribe_msg_popup_event` pushes; one consent, one send)."""
+
+    id: BigSerial
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    channel = Varchar(length=8)
+    external_id = Varchar(length=128)
+    template_id = Varchar(length=64)
+    remaining = Integer(default=0)
+    updated_at = Timestamptz()
+
+
+class ConsentGrant(Table, tablename="wechat_consent_grant"):
+    """Each consent counted once: a retried or re-processed callback finds its key here."""
+
+    id: BigSerial
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    source_key = Varchar(length=200)
+    created_at = Timestamptz()
+
+
 class Outbound(Table, tablename="wechat_outbound"):
     """Every message Siyu sends, keyed by the caller's idempotency key: a key is sent at most once."""
 

@@ -6,6 +6,7 @@ contact with an owner."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -18,7 +19,8 @@ from siyu.inbox import jobs as inbox_jobs
 from siyu.inbox.config import do_update_settings
 from siyu.inbox.handoff import do_handoff
 from siyu.tenants import services as tenants
-from tests.conftest import OA, WECOM, Simulator, TenantFixture, WebServer, signed_in
+from siyu.wechat import consents
+from tests.conftest import MP, OA, WECOM, Simulator, TenantFixture, WebServer, signed_in
 from tests.integration.contacts.test_enrich import World, world  # noqa: F401  (the fixture)
 from tests.integration.contacts.test_inbound import run_worker
 from tests.integration.inbox.conftest import ACTOR, MakeRep
@@ -156,3 +158,61 @@ async def test_a_rep_sends_a_service_notice_template_when_the_window_is_closed(
     failed = await db.fetchrow("SELECT status, error FROM inbox_message WHERE msg_type = 'template' AND body = '还在吗'")
     assert (failed["status"], failed["error"]) == ("failed", "43004")
     assert "The customer no longer follows the Official Account." in (await page.get(url)).text
+
+
+async def test_a_mini_program_subscription_message_uses_the_customers_counted_consents(
+        acme: TenantFixture, sim: Simulator, web_server: WebServer, client_factory: Any, make_rep: MakeRep) -> None:
+    rep = await make_rep("Chen Jing")
+    await tenants.do_link_channel(ACTOR, acme.id, "mp", MP)
+    mp = link_both(sim, web_server, "mp", MP, message_mode="safe", push_format="json")
+    sim.push(mp, "jack", "text", text="你好")
+    await run_worker()
+    conv = await do_handoff(acme.id, (await _identity(acme.id, "mp"))["id"])
+    assert conv["assignee"] == rep
+    await run_worker()
+    await db.execute("UPDATE wechat_reply_window SET event_at = NULL, user_msg_at = now() - interval '3 days'")
+    await do_update_settings(acme.id, {"mp_notice_template_id": "TPL_mp_sub_01", "mp_notice_text_key": "thing1",
+                                       "mp_notice_time_key": "time3", "unanswered_limit": "3", "sla_minutes": "5",
+                                       "recent_days": "30"}, ACTOR)
+    email = (await db.fetchrow("SELECT email FROM staff WHERE id = $1", rep))["email"]
+    page = await signed_in(client_factory, email)
+    url = f"/inbox/conversations/{conv['id']}"
+
+    # No consent yet: the pane says so and the service refuses before writing anything.
+    assert "this customer has no consent left" in (await page.get(url)).text
+    refused = await page.form(f"{url}/notice", {"text": "您关注的商品到货了"}, htmx=True)
+    assert refused.status_code == 409 and "no consent left" in refused.text
+    assert await db.fetch("SELECT id FROM inbox_message WHERE msg_type = 'subscribe'") == []
+
+    # The customer allows it twice (and turns another template down): two consents, counted once each.
+    sim.push(mp, "jack", "subscribe_consent", accept="TPL_mp_sub_01")
+    sim.push(mp, "jack", "subscribe_consent", accept="TPL_mp_sub_01", reject="TPL_other")
+    await run_worker()
+    openid = (await _identity(acme.id, "mp"))["external_id"]
+    assert await consents.remaining(acme.id, "mp", openid, "TPL_mp_sub_01") == 2
+    stored = await db.fetch("SELECT id, tenant, channel, external_id, payload FROM wechat_inbound_event "
+                            "WHERE kind = 'subscription_consent'")
+    assert await consents.note_inbound([{**dict(r), "payload": json.loads(r["payload"])} for r in stored]) == 0
+    assert await consents.remaining(acme.id, "mp", openid, "TPL_mp_sub_01") == 2
+
+    assert "2 consent(s) left" in (await page.get(url)).text
+    sent = await page.form(f"{url}/notice", {"text": "您关注的商品到货了"}, htmx=True)
+    assert sent.status_code == 200, sent.text
+    await run_worker()
+    [message] = sim.messages(app_id=mp, endpoint="cgi-bin/message/subscribe/send")
+    assert message["payload"]["template_id"] == "TPL_mp_sub_01"
+    assert message["payload"]["data"]["thing1"] == {"value": "您关注的商品到货了"} and "time3" in message["payload"]["data"]
+    assert await consents.remaining(acme.id, "mp", openid, "TPL_mp_sub_01") == 1
+    assert "Subscription message" in (await page.get(url)).text
+
+    # Siyu's count says 5 where WeChat has 1 left: the second send goes, the third is refused with 43101,
+    # and the count follows WeChat (none left) instead of trying again.
+    await db.execute("UPDATE wechat_subscribe_consent SET remaining = 5")
+    for text in ("第二条", "第三条"):
+        await page.form(f"{url}/notice", {"text": text}, htmx=True)
+        await run_worker()
+    states = [(r["body"], r["status"], r["error"]) for r in await db.fetch(
+        "SELECT body, status, error FROM inbox_message WHERE msg_type = 'subscribe' ORDER BY id")]
+    assert states == [("您关注的商品到货了", "sent", ""), ("第二条", "sent", ""), ("第三条", "failed", "43101")]
+    assert await consents.remaining(acme.id, "mp", openid, "TPL_mp_sub_01") == 0
+    assert "The customer has not agreed to receive this message." in (await page.get(url)).text
