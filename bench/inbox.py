@@ -711,6 +711,7 @@ async def main_async(scale: float) -> int:
             version = await raw.fetchval("SHOW server_version")
         finally:
             await raw.close()
+            await effects.flush()
             effects.uninstall(arq)
             await arq.aclose()
         await db.close_pool()

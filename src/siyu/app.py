@@ -74,6 +74,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await listener.stop()
         await app.state.inbox_relay.stop()
         await app.state.ingestor.stop()
+        await effects.flush()
         effects.uninstall(app.state.arq)
         await app.state.arq.aclose()
         await app.state.wechat.close()

@@ -82,6 +82,7 @@ async def _seed_demo_inbox(slug: str) -> None:
             "handoff_keywords": ", ".join(config.DEFAULT_KEYWORDS), "handoff_menu_keys": "MENU_HUMAN",
             "unanswered_limit": "3", "sla_minutes": "5", "recent_days": "30", "notify_customer": "1"}, actor)
     finally:
+        await effects.flush()
         effects.uninstall(arq)
         await arq.aclose()
 

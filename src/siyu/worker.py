@@ -28,6 +28,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await effects.flush()
     effects.uninstall(ctx.get("redis"))
     if "wechat" in ctx:
         await ctx["wechat"].close()

@@ -7,6 +7,7 @@ The composition roots install the pool once (the web app's lifespan, the worker'
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -55,10 +56,32 @@ async def enqueue(name: str, *args: Any, job_id: str, defer_by: float | None = N
 
 
 async def publish(channel: str, message: dict[str, Any]) -> None:
-    """Publish a live update on a Redis channel after commit (every web process relays it)."""
+    """Publish a live update on a Redis channel after commit (every web process relays it). The update is
+    a hint (browsers re-read what changed through their scoped pages, and resync after a reconnect), so
+    it is sent in the background: the caller's answer does not wait for Redis. `flush` waits for those
+    still on their way."""
     data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
     async def effect() -> None:
-        await pool().publish(channel, data)
+        target = pool()
+        task = asyncio.get_running_loop().create_task(_send(target, channel, data))
+        _in_flight.add(task)
+        task.add_done_callback(_in_flight.discard)
 
     await _now_or_after_commit(effect)
+
+
+_in_flight: set[asyncio.Task[None]] = set()
+
+
+async def _send(target: ArqRedis, channel: str, data: str) -> None:
+    try:
+        await target.publish(channel, data)
+    except Exception:  # the change is committed; a lost hint is repaired by the browser's next resync
+        log.exception("live update on %s failed", channel)
+
+
+async def flush() -> None:
+    """Wait for the live updates still on their way (composition roots call it before closing Redis)."""
+    while _in_flight:
+        await asyncio.gather(*list(_in_flight), return_exceptions=True)

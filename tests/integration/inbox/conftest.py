@@ -28,6 +28,7 @@ async def effects_pool(pool: None) -> AsyncIterator[Any]:
     arq = await arq_pool()
     effects.install(arq)
     yield arq
+    await effects.flush()
     effects.uninstall(arq)
     await arq.aclose()
 
