@@ -68,6 +68,38 @@ def _require_holder(conv: dict[str, Any], viewer: Viewer) -> None:
         raise Forbidden(N_("Only the rep who has this conversation (or a manager) can do that."))
 
 
+async def _outgoing(tenant_id: int, conversation_id: int, viewer: Viewer, msg_type: str, body: str,
+                    author_label: str | None = None, at: datetime | None = None) -> int:
+    """A message to the customer in the thread, `sending` until its job settles it; returns its id."""
+    row = await db.fetchrow(
+        "INSERT INTO inbox_message (tenant, conversation, direction, author, author_label, msg_type, body, "
+        "status, source_key, created_at) VALUES ($1, $2, 'out', $3, $4, $5::varchar, $6, 'sending', "
+        "$5::varchar || ':' || gen_random_uuid()::text, COALESCE($7, now())) RETURNING id",
+        tenant_id, conversation_id, viewer.staff_id, author_label or viewer.name, msg_type, body, at)
+    return int(row["id"])
+
+
+async def _queue_alternative(tenant_id: int, viewer: Viewer, locked: dict[str, Any], msg_type: str, body: str,
+                             author_label: str, audit: dict[str, Any], job: str, *job_args: Any) -> int:
+    """One of the alternatives to a reply (held conversation, already checked): the message in the thread,
+    the audit entry, and its send job after commit, once."""
+    message_id = await _outgoing(tenant_id, locked["id"], viewer, msg_type, body, author_label)
+    await record_audit(Actor(viewer.staff_id, viewer.name), tenant_id, f"conversation.{msg_type}", "conversation",
+                       locked["id"], {**audit, "message": message_id})
+    await effects.enqueue(job, tenant_id, message_id, *job_args, job_id=f"{job}:{message_id}")
+    await convs.announce(locked, "message")
+    return message_id
+
+
+async def _held(tenant_id: int, viewer: Viewer, conversation_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The conversation as the viewer sees it (with its contact and external id; NotFound out of scope) and
+    its locked row, when the viewer holds it or manages."""
+    conv = await convs.get_conversation(tenant_id, viewer, conversation_id)
+    locked = await convs.lock(tenant_id, conversation_id)
+    _require_holder(locked, viewer)
+    return conv, locked
+
+
 def _text(raw: str, field: str = "text") -> str:
     clean = (raw or "").strip()
     if not clean or len(clean) > REPLY_MAX or len(clean.encode()) > 2048:
@@ -105,12 +137,7 @@ async def do_reply(tenant_id: int, viewer: Viewer, conversation_id: int, text: s
         if not state.can_send:
             raise Conflict(SEND_FAILURES.get(state.refusal or 45015, GENERIC_FAILURE), field="text")
         now = clock.now()
-        row = await db.fetchrow(
-            "INSERT INTO inbox_message (tenant, conversation, direction, author, author_label, msg_type, body, "
-            "status, source_key, created_at) VALUES ($1, $2, 'out', $3, $4, 'text', $5, 'sending', "
-            "'reply:' || gen_random_uuid()::text, $6) RETURNING id",
-            tenant_id, conversation_id, viewer.staff_id, viewer.name, body, now)
-        message_id = int(row["id"])
+        message_id = await _outgoing(tenant_id, conversation_id, viewer, "text", body, at=now)
         updated = await db.fetchrow(
             "UPDATE inbox_conversation SET last_message_at = $3, preview = $4, unread = 0, "
             "first_response_at = CASE WHEN status = 'assigned' THEN COALESCE(first_response_at, $3) END, "
@@ -139,13 +166,15 @@ async def do_note(tenant_id: int, viewer: Viewer, conversation_id: int, text: st
 
 
 async def wecom_owners(tenant_id: int, contact_id: int) -> list[dict[str, Any]]:
-    """The WeCom members who added this contact (active), with the customer's external_userid: who can
-    write to them 1:1 from WeCom when WeChat's reply window is closed."""
+    """The WeCom members who added this contact (active), each with the Siyu rep's name where there is one
+    (`label`), their remark and the customer's external_userid: the contact panel's sales reps, and who can
+    write to the customer 1:1 from WeCom when WeChat's reply window is closed."""
     rows = await db.fetch(
-        "SELECT o.id, o.staff_userid, i.external_id, s.id AS staff_id, COALESCE(NULLIF(s.name, ''), s.email) AS rep "
+        "SELECT o.id, o.staff_userid, o.remark, i.external_id, s.id AS staff_id, "
+        "COALESCE(NULLIF(s.name, ''), s.email) AS rep "
         "FROM owner o JOIN identity i ON i.tenant = o.tenant AND i.id = o.identity AND i.channel = 'wecom' "
         "LEFT JOIN inbox_agent a ON a.tenant = o.tenant AND a.wecom_userid = o.staff_userid AND a.wecom_userid <> '' "
-        "LEFT JOIN staff s ON s.tenant = a.tenant AND s.id = a.staff "
+        "LEFT JOIN staff s ON s.tenant = a.tenant AND s.id = a.staff AND s.is_active "
         "WHERE o.tenant = $1 AND o.contact = $2 AND o.removed_at IS NULL ORDER BY o.added_at, o.id",
         tenant_id, contact_id)
     return [{**dict(r), "label": r["rep"] or r["staff_userid"]} for r in rows]
@@ -157,24 +186,12 @@ async def do_send_via_owner(tenant_id: int, viewer: Viewer, conversation_id: int
     id; the send runs after commit, once (`jobs.send_owner_task`)."""
     body = _text(text)
     async with db.transaction():
-        conv = await convs.get_conversation(tenant_id, viewer, conversation_id)  # NotFound when out of scope
-        locked = await convs.lock(tenant_id, conversation_id)
-        _require_holder(locked, viewer)
+        conv, locked = await _held(tenant_id, viewer, conversation_id)
         owner = next((o for o in await wecom_owners(tenant_id, int(conv["contact"])) if o["id"] == owner_id), None)
         if owner is None:
             raise InvalidInput.one("owner", N_("Choose a WeCom rep who added this customer."))
-        row = await db.fetchrow(
-            "INSERT INTO inbox_message (tenant, conversation, direction, author, author_label, msg_type, body, "
-            "status, source_key, created_at) VALUES ($1, $2, 'out', $3, $4, 'wecom_task', $5, 'sending', "
-            "'task:' || gen_random_uuid()::text, now()) RETURNING id",
-            tenant_id, conversation_id, viewer.staff_id, owner["label"], body)
-        message_id = int(row["id"])
-        await record_audit(Actor(viewer.staff_id, viewer.name), tenant_id, "conversation.wecom_task", "conversation",
-                           conversation_id, {"owner": owner["staff_userid"], "message": message_id})
-        await effects.enqueue("inbox.send_owner_task", tenant_id, message_id, owner_id,
-                              job_id=f"inbox.task:{message_id}")
-        await convs.announce(locked, "message")
-    return message_id
+        return await _queue_alternative(tenant_id, viewer, locked, "wecom_task", body, owner["label"],
+                                        {"owner": owner["staff_userid"]}, "inbox.send_owner_task", owner_id)
 
 
 async def do_send_template_notice(tenant_id: int, viewer: Viewer, conversation_id: int, text: str) -> int:
@@ -185,9 +202,7 @@ async def do_send_template_notice(tenant_id: int, viewer: Viewer, conversation_i
     (`jobs.send_template_notice`)."""
     settings = await get_settings(tenant_id)
     async with db.transaction():
-        conv = await convs.get_conversation(tenant_id, viewer, conversation_id)  # NotFound when out of scope
-        locked = await convs.lock(tenant_id, conversation_id)
-        _require_holder(locked, viewer)
+        conv, locked = await _held(tenant_id, viewer, conversation_id)
         notice = settings.notice_for(conv["channel"])
         if conv["channel"] not in ("oa", "mp"):
             raise Conflict(N_("Service notices go through the Official Account or the Mini Program only."))
@@ -200,19 +215,8 @@ async def do_send_template_notice(tenant_id: int, viewer: Viewer, conversation_i
                                                                       conv["external_id"], notice.template_id):
             raise Conflict(N_("This customer has no consent left for the subscription message: they give one "
                               "each time they allow it in the Mini Program."))
-        row = await db.fetchrow(
-            "INSERT INTO inbox_message (tenant, conversation, direction, author, author_label, msg_type, body, "
-            "status, source_key, created_at) VALUES ($1, $2, 'out', $3, $4, $5, $6, 'sending', "
-            "'template:' || gen_random_uuid()::text, now()) RETURNING id",
-            tenant_id, conversation_id, viewer.staff_id, viewer.name, notice.kind, clean)
-        message_id = int(row["id"])
-        await record_audit(Actor(viewer.staff_id, viewer.name), tenant_id, "conversation.template_notice",
-                           "conversation", conversation_id,
-                           {"template_id": notice.template_id, "kind": notice.kind, "message": message_id})
-        await effects.enqueue("inbox.send_template_notice", tenant_id, message_id,
-                              job_id=f"inbox.template:{message_id}")
-        await convs.announce(locked, "message")
-    return message_id
+        return await _queue_alternative(tenant_id, viewer, locked, notice.kind, clean, viewer.name,
+                                        {"template_id": notice.template_id}, "inbox.send_template_notice")
 
 
 async def do_assign(tenant_id: int, viewer: Viewer, conversation_id: int, staff_id: int) -> dict[str, Any]:

@@ -235,22 +235,13 @@ async def messages(tenant_id: int, conversation_id: int, before: int | None = No
     return list(reversed(found[:limit])), earlier
 
 
-async def reps(tenant_id: int) -> list[dict[str, Any]]:
-    """Who a conversation can be given to, with their presence."""
+async def reps(tenant_id: int, any_role: bool = False) -> list[dict[str, Any]]:
+    """Who a conversation can be given to (agents and tenant admins; `any_role`: every active person), with
+    their presence, capacity and WeCom UserID."""
     rows = await db.fetch(
-        "SELECT s.id, s.name, s.email, COALESCE(a.presence, 'offline') AS presence FROM staff s "
+        "SELECT s.id, s.name, s.email, s.role, s.max_concurrent, COALESCE(a.presence, 'offline') AS presence, "
+        "COALESCE(a.wecom_userid, '') AS wecom_userid FROM staff s "
         "LEFT JOIN inbox_agent a ON a.tenant = s.tenant AND a.staff = s.id WHERE s.tenant = $1 AND s.is_active "
-        "AND s.role IN ('agent', 'tenant_admin') ORDER BY lower(COALESCE(NULLIF(s.name, ''), s.email)), s.id",
-        tenant_id)
+        "AND ($2 OR s.role IN ('agent', 'tenant_admin')) ORDER BY lower(COALESCE(NULLIF(s.name, ''), s.email)), s.id",
+        tenant_id, any_role)
     return [dict(r) for r in rows]
-
-
-async def reps_by_wecom_userid(tenant_id: int, userids: list[str]) -> dict[str, dict[str, Any]]:
-    """Siyu reps behind WeCom UserIDs (a contact's owners)."""
-    if not userids:
-        return {}
-    rows = await db.fetch(
-        "SELECT a.wecom_userid, s.id, s.name, s.email FROM inbox_agent a JOIN staff s ON s.tenant = a.tenant "
-        "AND s.id = a.staff WHERE a.tenant = $1 AND a.wecom_userid = ANY($2::text[]) AND s.is_active",
-        tenant_id, userids)
-    return {r["wecom_userid"]: dict(r) for r in rows}

@@ -51,11 +51,6 @@ class InboxSettings:
     mp_notice_text_key: str = "thing1"
     mp_notice_time_key: str = ""
 
-    @property
-    def notice_text_max(self) -> int:
-        """How long the rep's text may be in the template: a `thing` keyword takes 20 characters."""
-        return NOTICE_THING_MAX if self.notice_text_key.startswith("thing") else NOTICE_TEXT_MAX
-
     def notice_for(self, channel: str) -> Notice | None:
         """The template a rep may send on `channel` when its reply window is closed: the Official Account's
         template message, the Mini Program's subscription message; None when none is set."""

@@ -147,43 +147,18 @@ async def get_conversation(tenant_id: int, viewer: Viewer | None, conversation_i
 
 async def lock(tenant_id: int, conversation_id: int) -> dict[str, Any]:
     """Lock a conversation for a state change (inside a transaction)."""
-    row = await db.fetchrow("SELECT * FROM inbox_conversation WHERE tenant = $1 AND id = $2 FOR UPDATE",
-                            tenant_id, conversation_id)
+    row = await try_lock(tenant_id, conversation_id, wait=True)
     if row is None:
         raise NotFound()
-    return dict(row)
+    return row
 
 
-async def lock_for_routing(tenant_id: int, conversation_id: int, local_settings: dict[str, str] | None = None,
-                           skip_locked: bool = False) -> tuple[dict[str, Any], int, bool] | None:
-    """`lock`, and share-lock the live contact of its identity in the same statement (the contacts' lock
-    protocol, `siyu.contacts.live`: a merge that commits meanwhile updates that contact row, so the lock
-    re-reads it and a contact merged away drops out). Returns (conversation, contact id, contact locked);
-    `transition` confirms the identity still belongs to that contact before writing the timeline under the
-    lock, and otherwise takes the long way (`timeline.append`). `local_settings` are set for the rest of
-    the transaction by the same statement (`set_config(…, true)`), saving their own round trip. With
-    `skip_locked`, a conversation another transaction holds answers None at once."""
-    settings = list((local_settings or {}).items())
-    skip = " SKIP LOCKED" if skip_locked else ""
-    sets = "".join(f", set_config(${3 + 2 * k}, ${4 + 2 * k}, true) AS setting_{k}" for k in range(len(settings)))
-    row = await db.fetchrow(
-        f"SELECT c.*, ct.id AS contact_now{sets} FROM inbox_conversation c JOIN identity i ON i.tenant = c.tenant "
-        "AND i.id = c.identity JOIN contact ct ON ct.tenant = i.tenant AND ct.id = i.contact "
-        f"AND ct.merged_into IS NULL WHERE c.tenant = $1 AND c.id = $2 FOR UPDATE OF c{skip} FOR SHARE OF ct",
-        tenant_id, conversation_id, *(v for pair in settings for v in pair))
-    if row is None:  # missing (NotFound), held elsewhere (skip_locked), or its contact was just merged away
-        if settings:
-            await db.fetch("SELECT " + ", ".join(f"set_config(${1 + 2 * k}, ${2 + 2 * k}, true)"
-                                                 for k in range(len(settings))), *(v for p in settings for v in p))
-        plain = await db.fetchrow(f"SELECT * FROM inbox_conversation WHERE tenant = $1 AND id = $2 FOR UPDATE{skip}",
-                                  tenant_id, conversation_id)
-        if plain is None:
-            if skip_locked:
-                return None
-            raise NotFound()
-        return dict(plain), await contact_of(tenant_id, plain["identity"]), False
-    conv = {k: v for k, v in dict(row).items() if not k.startswith("setting_")}
-    return conv, int(conv.pop("contact_now")), True
+async def try_lock(tenant_id: int, conversation_id: int, wait: bool = False) -> dict[str, Any] | None:
+    """`lock`, but a conversation another transaction holds (or a missing one) answers None at once."""
+    skip = "" if wait else " SKIP LOCKED"
+    row = await db.fetchrow(f"SELECT * FROM inbox_conversation WHERE tenant = $1 AND id = $2 FOR UPDATE{skip}",
+                            tenant_id, conversation_id)
+    return dict(row) if row else None
 
 
 async def fetch_row(tenant_id: int, conversation_id: int) -> dict[str, Any]:
@@ -221,7 +196,7 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
                      contact_id: int | None = None, contact_locked: bool = False,
                      assignee_label: str | None = None) -> dict[str, Any]:
     """Move a locked conversation (`lock`) to `to`. Returns the updated row. `contact_locked`: the caller
-    holds the lock of `contact_id` (`lock_for_routing`); with the assignee's name (`assignee_label`) known
+    holds the lock of `contact_id` (`routing.route`); with the assignee's name (`assignee_label`) known
     too, an assignment's timeline event is written in the same statement as the assignment."""
     tenant_id, conv_id, frm = conv["tenant"], conv["id"], conv["status"]
     if to not in ALLOWED[frm]:

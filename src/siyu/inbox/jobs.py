@@ -49,7 +49,7 @@ async def handle_inbound(ctx: dict[str, Any], event_ids: list[int]) -> int:
 async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """Send a rep's reply once (the ledger key is the message's), then mark it sent or failed, live."""
     row = await db.fetchrow(
-        "SELECT m.id, m.body, m.status, m.created_at, c.id AS conversation, c.channel, c.open_kfid, c.identity, "
+        "SELECT m.id, m.body, m.status, c.id AS conversation, c.channel, c.open_kfid, c.identity, "
         "i.external_id FROM inbox_message m JOIN inbox_conversation c ON c.tenant = m.tenant AND c.id = m.conversation "
         "JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity WHERE m.tenant = $1 AND m.id = $2",
         tenant_id, message_id)
@@ -57,27 +57,8 @@ async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> 
         return "nothing to send"
     delivery = await deliver_text(runtime_of(ctx), tenant_id, row["channel"], row["external_id"], row["body"],
                                   f"inbox:msg:{message_id}", open_kfid=row["open_kfid"])
-    if delivery.state == "retryable" and int(ctx.get("job_try", 5)) < 5:
-        raise Retry(defer=min(60, 2 ** int(ctx.get("job_try", 1))))
-    if delivery.state == "pending":  # another run is sending it right now; that run settles it
-        return "pending"
-    sent = delivery.state == "sent"
-    error = "" if sent else str(delivery.errcode if delivery.errcode is not None else "unknown")  # words: actions.failure_text
-    async with db.transaction():
-        done = await db.fetchrow(
-            "UPDATE inbox_message SET status = $3::varchar, error = $4, outbound_id = $5, "
-            "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() END WHERE tenant = $1 AND id = $2 AND status = 'sending' "
-            "RETURNING id", tenant_id, message_id, "sent" if sent else "failed", error, delivery.outbound_id)
-        if done is None:
-            return "settled before"
-        if sent:
-            await timeline.append(tenant_id, None, "message_out", row["channel"], row["created_at"],
-                                  {"msg_type": "text", "Content": row["body"], "conversation": row["conversation"]},
-                                  f"inbox:msg:{message_id}", identity_id=row["identity"])
-        conv = await db.fetchrow("SELECT * FROM inbox_conversation WHERE tenant = $1 AND id = $2", tenant_id,
-                                 row["conversation"])
-        await convs.announce(dict(conv), f"sent:{message_id}" if sent else f"failed:{message_id}")
-    return delivery.state
+    return await _settle(ctx, tenant_id, message_id, row["conversation"], delivery,
+                         timeline_event=(row["channel"], row["identity"], {"msg_type": "text", "Content": row["body"]}))
 
 
 async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, owner_id: int) -> str:
@@ -162,7 +143,7 @@ async def bot_reply(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str
     reply (a customer-service message: those channels have no passive replies). Once: the ledger key is
     the customer message's; nothing is sent when a person has taken the conversation meanwhile."""
     row = await db.fetchrow(
-        "SELECT m.body, m.direction, m.created_at, c.id AS conversation, c.status, c.channel, c.open_kfid, "
+        "SELECT m.body, m.direction, c.id AS conversation, c.status, c.channel, c.open_kfid, "
         "c.identity, i.external_id FROM inbox_message m JOIN inbox_conversation c ON c.tenant = m.tenant "
         "AND c.id = m.conversation JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity "
         "WHERE m.tenant = $1 AND m.id = $2", tenant_id, message_id)
@@ -182,12 +163,7 @@ async def bot_reply(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str
         log.info("the bot's answer to message %s was not sent: %s %s", message_id, delivery.state, delivery.reason)
         return delivery.state
     async with db.transaction():  # a re-run after a crash here records what was sent, once
-        added = await db.fetchrow(
-            "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, status, "
-            "source_key, created_at, sent_at, outbound_id) VALUES ($1, $2, 'out', 'bot', 'text', $3, 'sent', $4, "
-            "now(), now(), $5) ON CONFLICT (tenant, source_key) DO NOTHING RETURNING id",
-            tenant_id, row["conversation"], reply, f"bot:{message_id}", delivery.outbound_id)
-        if added is None:
+        if not await _bot_line(tenant_id, row["conversation"], reply, f"bot:{message_id}", delivery.outbound_id):
             return "recorded before"
         await timeline.append(tenant_id, None, "message_out", row["channel"], clock.now(),
                               {"msg_type": "text", "Content": reply, "conversation": row["conversation"], "by": "bot"},
@@ -228,14 +204,21 @@ async def notify_customer(ctx: dict[str, Any], tenant_id: int, conversation_id: 
         text = NOTICES["assigned"][lang].format(name=conv["assignee_name"] or conv["assignee_email"].split("@")[0])
     delivery = await deliver_text(runtime_of(ctx), tenant_id, conv["channel"], conv["external_id"], text,
                                   f"inbox:notice:{conversation_id}:{ref}", open_kfid=conv["open_kfid"])
-    if delivery.state == "sent" and not delivery.duplicate:
-        await db.execute(
-            "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, status, "
-            "source_key, created_at, sent_at, outbound_id) VALUES ($1, $2, 'out', 'bot', 'text', $3, 'sent', $4, "
-            "now(), now(), $5) ON CONFLICT (tenant, source_key) DO NOTHING",
-            tenant_id, conversation_id, text, f"notice:{conversation_id}:{ref}", delivery.outbound_id)
+    # Recorded whenever it went out (also by a re-run after a crash between the send and this line), once.
+    if delivery.state == "sent" and await _bot_line(tenant_id, conversation_id, text,
+                                                    f"notice:{conversation_id}:{ref}", delivery.outbound_id):
         await convs.announce(await convs.fetch_row(tenant_id, conversation_id), "message")
     return delivery.state
+
+
+async def _bot_line(tenant_id: int, conversation_id: int, text: str, source_key: str, outbound_id: int) -> bool:
+    """What the bot sent, in the thread; False when it was recorded before (the key is the send's)."""
+    added = await db.fetchrow(
+        "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, status, "
+        "source_key, created_at, sent_at, outbound_id) VALUES ($1, $2, 'out', 'bot', 'text', $3, 'sent', $4, "
+        "now(), now(), $5) ON CONFLICT (tenant, source_key) DO NOTHING RETURNING id",
+        tenant_id, conversation_id, text, source_key, outbound_id)
+    return added is not None
 
 
 async def sla_check(ctx: dict[str, Any], tenant_id: int, assignment_id: int) -> str:

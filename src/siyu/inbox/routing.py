@@ -140,9 +140,12 @@ async def route(tenant_id: int, conversation_id: int, exclude: tuple[int, ...] =
     """Route one waiting conversation in its own transaction; the assigned row, or None (not waiting, no
     rep free, or — with `skip_locked` — another transaction has it right now).
 
-    One statement locks the conversation (share-locking its live contact, `convs.lock_for_routing`'s
-    protocol), sets `ROUTING_SETTINGS` and picks and locks the seat (`assign_next`'s rules, reading the
-    conversation from the row it just locked); one more assigns (`convs.transition`)."""
+    One statement locks the conversation, share-locks its live contact (the contacts' lock protocol,
+    `siyu.contacts.live`: a merge that commits meanwhile updates that contact row, so the lock re-reads it
+    and a contact merged away drops out), sets `ROUTING_SETTINGS` and picks and locks the seat
+    (`assign_next`'s rules, reading the conversation from the row it just locked); one more assigns
+    (`convs.transition`, which checks the identity is still on that contact before writing the timeline
+    under the lock)."""
     async with db.transaction():
         skip = " SKIP LOCKED" if skip_locked else ""
         sets = "".join(f", set_config('{k}', '{v}', true) AS setting_{k}" for k, v in ROUTING_SETTINGS.items())
@@ -159,14 +162,10 @@ async def route(tenant_id: int, conversation_id: int, exclude: tuple[int, ...] =
             + ") seat ON true",
             tenant_id, list(exclude), conversation_id, InboxSettings.recent_days)
         if row is None:  # missing, held elsewhere (skip_locked), or its contact was just merged away
-            found = await convs.lock_for_routing(tenant_id, conversation_id, local_settings=ROUTING_SETTINGS,
-                                                 skip_locked=skip_locked)
-            if found is None:
+            conv = await convs.try_lock(tenant_id, conversation_id, wait=not skip_locked)
+            if conv is None or conv["status"] != "queued":
                 return None
-            conv, contact_id, contact_locked = found
-            if conv["status"] != "queued":
-                return None
-            return await assign_next(conv, contact_id, exclude=exclude, contact_locked=contact_locked)
+            return await assign_next(conv, await convs.contact_of(tenant_id, conv["identity"]), exclude=exclude)
         conv = {k: v for k, v in dict(row).items() if not k.startswith(("setting_", "seat_"))}
         contact_id = int(conv.pop("contact_now"))
         if conv["status"] != "queued" or row["seat_staff"] is None:

@@ -14,18 +14,9 @@ from siyu.contacts.services import list_tags
 from siyu.core import db, i18n
 from siyu.core.errors import InvalidInput, NotFound
 from siyu.core.i18n import N_
-from siyu.inbox import actions, config
+from siyu.inbox import actions, boxes, config
 from siyu.web.auth import tenant_admin
 from siyu.web.render import errors_for, render, tenant_scope, toast_header
-
-
-async def _people(tenant_id: int) -> list[dict[str, Any]]:
-    rows = await db.fetch(
-        "SELECT s.id, s.name, s.email, s.role, s.max_concurrent, COALESCE(a.presence, 'offline') AS presence, "
-        "COALESCE(a.wecom_userid, '') AS wecom_userid FROM staff s LEFT JOIN inbox_agent a "
-        "ON a.tenant = s.tenant AND a.staff = s.id WHERE s.tenant = $1 AND s.is_active ORDER BY lower(s.name), s.id",
-        tenant_id)
-    return [dict(r) for r in rows]
 
 
 class InboxSettingsController(Controller):
@@ -41,7 +32,7 @@ class InboxSettingsController(Controller):
         routes = {r.team_id: r for r in await config.team_routes(tid)}
         return render(request, "inbox/settings.html", {
             "settings": (await config.get_settings(tid)).as_form(), "teams": teams, "routes": routes,
-            "tags": await list_tags(tid), "people": await _people(tid), "channels": config.CHANNELS,
+            "tags": await list_tags(tid), "people": await boxes.reps(tid, any_role=True), "channels": config.CHANNELS,
             "languages": config.LANGUAGES, **extra,
         }, block=block, status_code=status_code, headers=headers)
 
@@ -81,7 +72,7 @@ class InboxSettingsController(Controller):
     async def save_person(self, request: Request[Any, Any, Any], staff_id: FromPath[int]) -> Template:
         tid, actor = tenant_scope(request)
         form = await request.form()
-        if not any(p["id"] == staff_id for p in await _people(tid)):
+        if not any(p["id"] == staff_id for p in await boxes.reps(tid, any_role=True)):
             raise NotFound()
         userid = str(form.get("wecom_userid") or "").strip()
         try:

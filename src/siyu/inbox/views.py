@@ -216,12 +216,9 @@ async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any], query: s
     """The part of the conversation pane that changes live: header, messages, the reply window."""
     thread, earlier = await boxes.messages(tid, conv["id"])
     state = await actions.window_for(tid, conv)
-    owners = await contacts.owners_of(tid, int(conv["contact"]))
-    reps = await boxes.reps_by_wecom_userid(tid, [o["staff_userid"] for o in owners])
-    owner_names = [(reps[o["staff_userid"]]["name"] or reps[o["staff_userid"]]["email"])
-                   if o["staff_userid"] in reps else o["staff_userid"] for o in owners]
+    owners = await actions.wecom_owners(tid, int(conv["contact"]))  # named as Siyu reps where they are
     holder = conv["assignee"] == viewer.staff_id or viewer.is_manager
-    via_wecom = await actions.wecom_owners(tid, int(conv["contact"])) if holder and not state.can_send else []
+    via_wecom = owners if holder and not state.can_send else []
     notice = None
     if holder and not state.can_send and conv["channel"] in ("oa", "mp"):
         template = (await get_settings(tid)).notice_for(conv["channel"])
@@ -233,9 +230,8 @@ async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any], query: s
     return {
         "conv": conv, "messages": [_shown(m) for m in thread], "earlier": earlier,
         "window": state, "window_text": window_words(conv["channel"], state),
-        "alternatives": alternatives(conv["channel"], state, owner_names, frozenset(
+        "alternatives": alternatives(conv["channel"], state, [o["label"] for o in owners], frozenset(
             (["notice"] if notice and notice["ready"] else []) + (["wecom"] if via_wecom else []))),
-        "owner_names": owner_names,
         "owners": owners, "via_wecom": via_wecom, "notice": notice,
         "can_take": conv["status"] != "resolved" and not (conv["status"] == "assigned"
                                                           and conv["assignee"] == viewer.staff_id),

@@ -17,7 +17,7 @@ from siyu.inbox import actions
 from siyu.inbox.conversations import Viewer, viewer_for
 from siyu.tenants import services as tenants
 from siyu.tenants import staff as staff_svc
-from tests.conftest import PASSWORD, TenantFixture
+from tests.conftest import PASSWORD, Client, TenantFixture, signed_in
 
 ACTOR = tenants.Actor.cli()
 _seq = itertools.count(1)
@@ -79,3 +79,12 @@ async def assignee_of(conversation_id: int) -> int | None:
 async def status_of(conversation_id: int) -> str:
     row = await db.fetchrow("SELECT status FROM inbox_conversation WHERE id = $1", conversation_id)
     return str(row["status"])
+
+
+async def email_of(staff_id: int) -> str:
+    return str((await db.fetchrow("SELECT email FROM staff WHERE id = $1", staff_id))["email"])
+
+
+async def signed_in_as(client_factory: Any, staff_id: int) -> Client:
+    """A page client signed in as this staff member."""
+    return await signed_in(client_factory, await email_of(staff_id))

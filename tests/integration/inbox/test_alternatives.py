@@ -20,10 +20,10 @@ from siyu.inbox.config import do_update_settings
 from siyu.inbox.handoff import do_handoff
 from siyu.tenants import services as tenants
 from siyu.wechat import consents
-from tests.conftest import MP, OA, WECOM, Simulator, TenantFixture, WebServer, signed_in
+from tests.conftest import MP, OA, WECOM, Simulator, TenantFixture, WebServer
 from tests.integration.contacts.test_enrich import World, world  # noqa: F401  (the fixture)
 from tests.integration.contacts.test_inbound import run_worker
-from tests.integration.inbox.conftest import ACTOR, MakeRep
+from tests.integration.inbox.conftest import ACTOR, MakeRep, signed_in_as
 from tests.integration.wechat.test_end_to_end import link_both
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
@@ -49,8 +49,7 @@ async def test_a_rep_writes_through_the_owners_wecom_when_the_window_is_closed(
     # The follow's short window has passed: WeChat would refuse a customer-service message now.
     await db.execute("UPDATE wechat_reply_window SET event_at = now() - interval '2 hours', user_msg_at = NULL")
 
-    email = (await db.fetchrow("SELECT email FROM staff WHERE id = $1", rep))["email"]
-    page = await signed_in(client_factory, email)
+    page = await signed_in_as(client_factory, rep)
     shown = await page.get(f"/inbox/conversations/{conv['id']}")
     assert shown.status_code == 200
     assert "Replies are blocked" in shown.text
@@ -111,8 +110,7 @@ async def test_a_rep_sends_a_service_notice_template_when_the_window_is_closed(
     conv = await do_handoff(acme.id, (await _identity(acme.id, "oa"))["id"])
     await run_worker()
     await db.execute("UPDATE wechat_reply_window SET event_at = now() - interval '2 hours', user_msg_at = NULL")
-    email = (await db.fetchrow("SELECT email FROM staff WHERE id = $1", rep))["email"]
-    page = await signed_in(client_factory, email)
+    page = await signed_in_as(client_factory, rep)
     url = f"/inbox/conversations/{conv['id']}"
 
     # No template set yet: the pane says who can set it, and the service refuses before writing anything.
@@ -174,8 +172,7 @@ async def test_a_mini_program_subscription_message_uses_the_customers_counted_co
     await do_update_settings(acme.id, {"mp_notice_template_id": "TPL_mp_sub_01", "mp_notice_text_key": "thing1",
                                        "mp_notice_time_key": "time3", "unanswered_limit": "3", "sla_minutes": "5",
                                        "recent_days": "30"}, ACTOR)
-    email = (await db.fetchrow("SELECT email FROM staff WHERE id = $1", rep))["email"]
-    page = await signed_in(client_factory, email)
+    page = await signed_in_as(client_factory, rep)
     url = f"/inbox/conversations/{conv['id']}"
 
     # No consent yet: the pane says so and the service refuses before writing anything.

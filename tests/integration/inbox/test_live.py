@@ -29,7 +29,7 @@ from siyu.inbox.conversations import Viewer, live_channel
 from siyu.inbox.handoff import do_handoff
 from siyu.tenants import staff as staff_svc
 from tests.conftest import PASSWORD, TenantFixture, WebServer, _free_port, _wait_http
-from tests.integration.inbox.conftest import ACTOR, MakePerson, MakeRep, viewer
+from tests.integration.inbox.conftest import ACTOR, MakePerson, MakeRep, email_of, viewer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
 
@@ -237,8 +237,7 @@ async def test_a_change_through_one_web_process_reaches_a_browser_on_the_other(
     one, two = two_web_servers
     rep = await make_rep("Li Na", online=False)
     other_rep = await make_rep("Wang Wu", online=False)
-    rep_email = (await db.fetchrow("SELECT email FROM staff WHERE id = $1", rep))["email"]
-    other_email = (await db.fetchrow("SELECT email FROM staff WHERE id = $1", other_rep))["email"]
+    rep_email, other_email = await email_of(rep), await email_of(other_rep)
     identity, _ = await make_person()
     conv = await do_handoff(acme.id, identity)
     await actions.do_assign(acme.id, await viewer(acme.id, acme.admin_id), conv["id"], other_rep)

@@ -18,8 +18,8 @@ from siyu.core.errors import Forbidden
 from siyu.inbox import manager as mgr
 from siyu.inbox.config import do_set_team_route
 from siyu.tenants import staff as staff_svc
-from tests.conftest import Client, TenantFixture, signed_in
-from tests.integration.inbox.conftest import ACTOR, MakePerson, MakeRep, viewer
+from tests.conftest import Client, TenantFixture
+from tests.integration.inbox.conftest import ACTOR, MakePerson, MakeRep, signed_in_as, viewer
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=SHANGHAI)  # the manager looks on 20 November, at noon
@@ -192,18 +192,13 @@ async def test_a_manager_sees_only_their_teams(acme: TenantFixture, make_rep: Ma
         await mgr.figures(acme.id, await viewer(acme.id, t["r1"]))
 
 
-async def _client_for(client_factory: Any, staff_id: int) -> Client:
-    row = await db.fetchrow("SELECT email FROM staff WHERE id = $1", staff_id)
-    return await signed_in(client_factory, row["email"])
-
-
 SVG_MARKS = re.compile(r"<(rect|circle)\b[^>]*>\s*<title>([^<]*)</title>")
 
 
 async def test_the_page_draws_svg_charts_with_numbers_on_hover(client_factory: Any, acme: TenantFixture,
                                                                 make_rep: MakeRep, make_person: MakePerson) -> None:
     t = await _two_teams(acme, make_rep, make_person)
-    page = await (await _client_for(client_factory, t["boss_n"])).get("/inbox/manager")
+    page = await (await signed_in_as(client_factory, t["boss_n"])).get("/inbox/manager")
     assert page.status_code == 200, page.text
     html = page.text
     assert html.count("<svg class=\"mgr-chart\"") == 4 and 'role="img"' in html
@@ -217,12 +212,12 @@ async def test_the_page_draws_svg_charts_with_numbers_on_hover(client_factory: A
     assert "North" in html and "South" not in html
     assert 'id="table-days"' in html and 'id="table-load"' in html  # the numbers as tables too
     # htmx refreshes only the figures.
-    fragment = await (await _client_for(client_factory, t["boss_n"])).hx_get("/inbox/manager")
+    fragment = await (await signed_in_as(client_factory, t["boss_n"])).hx_get("/inbox/manager")
     assert fragment.status_code == 200
     assert fragment.text.lstrip().startswith('<div id="manager-figures"') and "<html" not in fragment.text
     assert fragment.text.count("<svg class=\"mgr-chart\"") == 4
     # In Chinese.
-    zh = await (await _client_for(client_factory, t["boss_n"])).get("/inbox/manager",
+    zh = await (await signed_in_as(client_factory, t["boss_n"])).get("/inbox/manager",
                                                                        headers={"Accept-Language": "zh-CN"})
     assert "首次响应" in zh.text and "中位数" in zh.text and "Median" not in zh.text
 

@@ -20,15 +20,11 @@ from siyu.inbox.config import do_set_team_route
 from siyu.tenants import staff as staff_svc
 from siyu.wechat import windows
 from tests.conftest import Client, TenantFixture, signed_in
-from tests.integration.inbox.conftest import ACTOR, MakePerson, MakeRep, assignee_of, status_of
+from tests.integration.inbox.conftest import ACTOR, MakePerson, MakeRep, assignee_of, email_of, status_of
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 XSS_IMG = "<img src=x onerror=alert(1)>"
 XSS_SCRIPT = "<script>alert('x')</script>"
-
-
-async def email_of(staff_id: int) -> str:
-    return str((await db.fetchrow("SELECT email FROM staff WHERE id = $1", staff_id))["email"])
 
 
 async def conversation(tenant_id: int, identity_id: int, status: str, *, assignee: int | None = None,
