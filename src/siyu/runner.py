@@ -90,40 +90,33 @@ async def _seed_demo_inbox(slug: str) -> None:
     """The demo's sales reps are online (with their WeCom UserIDs, so the customers they added come to
     them), the menu's "contact us" button asks for a person, so the inbox fills as the scene plays; the
     brand has canned replies, and a notice template for each closed-window alternative."""
-    from siyu.core import db, effects
-    from siyu.core.redis import arq_pool
+    from siyu.core import db
     from siyu.inbox import actions, canned, config
     from siyu.inbox.conversations import viewer_for
     from siyu.tenants import services as tenants
 
     tenant = await tenants.get_tenant_by_slug(slug)
     actor = tenants.Actor(None, "demo-seed")
-    arq = await arq_pool()
-    effects.install(arq)
-    try:
-        for email, userid in DEMO_REPS.items():
-            row = await db.fetchrow("SELECT id FROM staff WHERE email = $1", email)
-            await actions.do_set_presence(tenant.id, int(row["id"]), "online", actor, wecom_userid=userid)
-        await config.do_update_settings(tenant.id, {
-            "handoff_keywords": ", ".join(config.DEFAULT_KEYWORDS), "handoff_menu_keys": "MENU_HUMAN",
-            "unanswered_limit": "3", "sla_minutes": "5", "recent_days": "30", "notify_customer": "1",
-            "notice_template_id": DEMO_OA_NOTICE, "notice_text_key": "thing1", "notice_time_key": "time2",
-            "mp_notice_template_id": DEMO_MP_NOTICE, "mp_notice_text_key": "thing1",
-            "mp_notice_time_key": "time2"}, actor)
-        admin = await db.fetchrow("SELECT id FROM staff WHERE email = $1", "admin@demo.siyu.local")
-        viewer = await viewer_for(tenant.id, int(admin["id"]))
-        for reply in DEMO_CANNED:
-            await canned.do_create_canned(tenant.id, viewer, {**reply, "scope": "tenant"}, actor)
-    finally:
-        await effects.flush()
-        effects.uninstall(arq)
-        await arq.aclose()
+    for email, userid in DEMO_REPS.items():
+        row = await db.fetchrow("SELECT id FROM staff WHERE email = $1", email)
+        await actions.do_set_presence(tenant.id, int(row["id"]), "online", actor, wecom_userid=userid)
+    await config.do_update_settings(tenant.id, {
+        "handoff_keywords": ", ".join(config.DEFAULT_KEYWORDS), "handoff_menu_keys": "MENU_HUMAN",
+        "unanswered_limit": "3", "sla_minutes": "5", "recent_days": "30", "notify_customer": "1",
+        "notice_template_id": DEMO_OA_NOTICE, "notice_text_key": "thing1", "notice_time_key": "time2",
+        "mp_notice_template_id": DEMO_MP_NOTICE, "mp_notice_text_key": "thing1", "mp_notice_time_key": "time2"},
+        actor)
+    admin = await db.fetchrow("SELECT id FROM staff WHERE email = $1", "admin@demo.siyu.local")
+    viewer = await viewer_for(tenant.id, int(admin["id"]))
+    for reply in DEMO_CANNED:
+        await canned.do_create_canned(tenant.id, viewer, {**reply, "scope": "tenant"}, actor)
 
 
 async def seed_demo_brand(data_dir: Path) -> dict[str, Any]:
     """The demo brand and what its features need: people, accounts, auto-replies, reps with WeCom UserIDs,
     canned replies, notice templates and the Mini Program backend's API key. Only a new brand is filled,
-    so a second `make run` duplicates nothing (and keeps what the user changed)."""
+    so a second `make run` duplicates nothing (and keeps what the user changed). Its jobs and live updates
+    go through the process's arq pool (`_seed_with_effects` installs one for `make run`)."""
     from siyu.tenants.demo import seed_demo
 
     seeded = await seed_demo(data_dir)
@@ -131,6 +124,20 @@ async def seed_demo_brand(data_dir: Path) -> dict[str, Any]:
         await _seed_demo_replies(seeded["tenant_slug"])
         await _seed_demo_inbox(seeded["tenant_slug"])
     return seeded
+
+
+async def _seed_with_effects(data_dir: Path) -> dict[str, Any]:
+    from siyu.core import effects
+    from siyu.core.redis import arq_pool
+
+    arq = await arq_pool()
+    effects.install(arq)
+    try:
+        return await seed_demo_brand(data_dir)
+    finally:
+        await effects.flush()
+        effects.uninstall(arq)
+        await arq.aclose()
 
 
 # The first scene, customer by customer (each a "demo" customer of `siyu simulate --prefix demo`): who
@@ -242,7 +249,7 @@ def main() -> None:
 
         asyncio.run(db.migrate(lambda m: say(m)))
         say("seeding the demo brand…")
-        seeded = asyncio.run(seed_demo_brand(s.data_dir))
+        seeded = asyncio.run(_seed_with_effects(s.data_dir))
         say("demo created" if seeded["created"] else "demo already present (kept as it is)")
 
         py = sys.executable
