@@ -161,8 +161,10 @@ FIRST_SCENE: list[tuple[str, str, str, dict[str, Any]]] = [
     ("mp", "demo00003", "mp_login", {}),
     ("mp", "demo00007", "mp_login", {}),
     ("mp", "demo00001", "text", {"text": "这款包还有货吗？"}),
-    ("mp", "demo00002", "subscribe_consent", {"accept": [DEMO_MP_NOTICE]}),
     ("mp", "demo00003", "text", {"text": "我要人工客服"}),
+    # …and allows the brand's subscription message: once the rep has used the reply window, the thread
+    # offers it instead.
+    ("mp", "demo00003", "subscribe_consent", {"accept": [DEMO_MP_NOTICE]}),
     ("wecom", "demo00001", "add_contact", {"user_id": "wangfang", "state": "spring_fair"}),
     ("wecom", "demo00002", "add_contact", {"user_id": "liwei"}),
     ("wecom", "demo00003", "add_contact", {"user_id": "wangfang"}),

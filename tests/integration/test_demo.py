@@ -87,7 +87,7 @@ async def test_the_first_scene_shows_one_person_across_the_three_channels(
     assert [o["staff_userid"] for o in owners] == ["wangfang"]  # the demo rep who added them
 
     # What the demo's features need. A consent for the Mini Program's subscription message:
-    mp_openid = person(simulator_base, "mp", "demo00002")["openid"]
+    mp_openid = person(simulator_base, "mp", "demo00003")["openid"]
     assert await consents.remaining(tenant.id, "mp", mp_openid, runner.DEMO_MP_NOTICE) == 1
     settings = await config.get_settings(tenant.id)
     oa_notice, mp_notice = settings.notice_for("oa"), settings.notice_for("mp")
