@@ -47,6 +47,10 @@ STATE_FILE = "state.json"
 ADDRESS_FILE = "simulator.json"
 FORMAT = 1
 SAVE_DELAY = 0.5  # seconds: a burst of calls becomes one write
+# A snapshot is taken on the event loop; with a large memory (a load test under `make run`) the wait grows so
+# that saving takes at most a tenth of the loop's time.
+SAVE_LOAD_SHARE = 10
+SAVE_DELAY_MAX = 30.0
 
 
 # --- the registry of parts ----------------------------------------------------------------------------
@@ -64,15 +68,29 @@ def register_part(name: str, dump: Callable[[State], Any], load: Callable[[State
     PARTS[name] = Part(dump, load)
 
 
+_SCALARS = (str, int, float, bool, type(None))
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+    return names
+
+
 def plain(value: Any) -> Any:
     """JSON-ready data from the simulator's dataclasses, dicts (Counters included) and lists.
     (`dataclasses.asdict` rebuilds a Counter from pairs, which counts the pairs.)"""
+    cls = type(value)
+    if cls in _SCALARS:
+        return value
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+        return {n: v if type(v) in _SCALARS else plain(v) for n in _names(cls) for v in (getattr(value, n),)}
     if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {k if type(k) is str else str(k): v if type(v) in _SCALARS else plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
+        return [v if type(v) in _SCALARS else plain(v) for v in value]
     return value
 
 
@@ -81,7 +99,7 @@ T = TypeVar("T")
 
 def build(cls: type[T], data: dict[str, Any], **nested: Any) -> T:
     """`cls` from saved data: fields it no longer has are dropped, new ones take their defaults."""
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    names = _names(cls)
     return cls(**{**{k: v for k, v in data.items() if k in names}, **nested})
 
 
@@ -189,6 +207,7 @@ class Saver:
         self._pending: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._dirty = False
+        self._cost = 0.0  # seconds the last snapshot held the event loop
 
     def load(self) -> str:
         """Restore the saved state, if any. A file that cannot be read is moved aside (never overwritten
@@ -212,7 +231,7 @@ class Saver:
             self._pending = asyncio.get_running_loop().create_task(self._save_later())
 
     async def _save_later(self) -> None:
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(min(max(self.delay, SAVE_LOAD_SHARE * self._cost), SAVE_DELAY_MAX))
         await self.flush()
 
     async def flush(self) -> None:
@@ -220,11 +239,13 @@ class Saver:
             if not self._dirty:
                 return
             self._dirty = False
+            started = time.monotonic()
             data = snapshot(self.sim)
+            self._cost = time.monotonic() - started
             try:
                 await asyncio.to_thread(self._write, data)
-            except OSError as exc:  # a full disk must not stop the simulator; the next change tries again
-                self._dirty = True
+            except (OSError, TypeError, ValueError) as exc:  # a full disk must not stop the simulator
+                self._dirty = True  # the next change tries again
                 print(f"[simulator] could not save its state to {self.path}: {exc}", file=sys.stderr, flush=True)
 
     def _write(self, data: dict[str, Any]) -> None:
