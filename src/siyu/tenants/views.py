@@ -372,7 +372,7 @@ class SettingsController(Controller):
         tenant = await svc.get_tenant(tid)
         stamp = clock_now().astimezone(ZoneInfo(tenant.timezone)).strftime("%Y%m%d-%H%M")
         return Stream(audit.csv_lines(tid, tenant.timezone, filters, i18n.get_locale()),
-                      media_type="text/csv; charset=utf-8",
+                      media_type="text/csv",
                       headers={"Content-Disposition": f'attachment; filename="audit-log-{tenant.slug}-{stamp}.csv"',
                                "Cache-Control": "no-store"})
 
