@@ -357,11 +357,14 @@ class SettingsController(Controller):
                     "code": e["action"], "said": audit.describe(e, names)} for e in page]
         # A "load more" asks for rows only; a change of filters (htmx) for the table; a visit for the page.
         block = "rows" if before else ("results" if request.headers.get("hx-request") else None)
+        headers = {"Vary": "HX-Request"}
+        if block == "results":  # the address bar shows the filters, without the empty ones
+            headers["HX-Push-Url"] = "/settings/audit" + ("?" + urlencode(query) if query else "")
         return render(request, "settings/audit.html", {
             "entries": entries, "more": more, "filters": filters, "timezone": tenant.timezone,
             "people": await audit.people(tid), "groups": audit.action_groups(),
             "export": "/settings/audit/export.csv" + ("?" + urlencode(query) if query else ""),
-        }, block=block, headers={"Vary": "HX-Request"})
+        }, block=block, headers=headers)
 
     @get("/audit/export.csv")
     async def audit_csv(self, request: Request[Any, Any, Any]) -> Stream:
