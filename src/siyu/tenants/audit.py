@@ -442,6 +442,7 @@ def parse_filters(params: Any) -> Filters:
 
 
 CURSOR = re.compile(r"^(\d{1,16})\.(\d{1,10})$")
+EPOCH = datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
 
 
 def parse_cursor(raw: str | None) -> tuple[datetime, int] | None:
@@ -451,12 +452,12 @@ def parse_cursor(raw: str | None) -> tuple[datetime, int] | None:
     m = CURSOR.match(raw)
     if m is None:
         raise InvalidInput.one("before", N_("This link to older entries is damaged: open the audit log again."))
-    micros = min(int(m.group(1)), 10**15 * 60)  # far past any date an entry can carry
-    return datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC")) + timedelta(microseconds=micros), min(int(m.group(2)), 2**31 - 1)
+    # Sixteen digits reach the 23rd century at most: no overflow; ids are 32-bit.
+    return EPOCH + timedelta(microseconds=int(m.group(1))), min(int(m.group(2)), 2**31 - 1)
 
 
 def cursor_of(entry: dict[str, Any]) -> str:
-    delta = entry["created_at"] - datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
+    delta = entry["created_at"] - EPOCH
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     return f"{micros}.{entry['id']}"
 

@@ -282,6 +282,6 @@ async def test_the_form_marks_the_fields_of_each_trigger(acme_admin: Client) -> 
     assert '<select id="f-trigger" name="trigger" data-reveal' in page
     form = page[page.index('<form id="rule-form"'):page.index('id="f-reply"')]
     pieces = re.split(r'data-show-for="(\w+)"', form)
-    fields = {trigger: re.findall(r'name="(\w+)"', body) for trigger, body in zip(pieces[1::2], pieces[2::2])}
+    fields = {trigger: re.findall(r'name="(\w+)"', body) for trigger, body in zip(pieces[1::2], pieces[2::2], strict=True)}
     assert fields == {"keyword": ["match_type", "keyword"], "welcome": ["scene"], "click": ["menu_key"]}
     assert '<script src="/static/ui.js" defer></script>' in page
