@@ -43,7 +43,7 @@ from siyu.tenants.views import (
     PlatformController,
     SettingsController,
 )
-from siyu.web.auth import LOCALE_COOKIE, AuthMiddleware, NotAuthenticated
+from siyu.web.auth import LOCALE_COOKIE, AccessWatch, AuthMiddleware, NotAuthenticated
 from siyu.web.inputs import InputGuard
 from siyu.web.render import current_user, render, template_config
 from siyu.web.views import AuthController, HealthController
@@ -65,6 +65,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     app.state.wechat = WeChatRuntime(app.state.redis)
     app.state.inbox_relay = InboxRelay(app.state.redis)  # live inbox: Redis pub/sub → this process's SSE clients
     await app.state.inbox_relay.start()
+    app.state.access_watch = AccessWatch(app.state.redis)  # ends live streams whose session ended
+    await app.state.access_watch.start()
     app.state.ingestor = Ingestor(lambda ids: enqueue_batch(app.state.arq, ids))
     app.state.ingestor.start()
     listener = db.Listener([db.ACCOUNTS_CHANGED, db.AUTO_REPLIES_CHANGED], wechat_services.on_change)
@@ -73,6 +75,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         await listener.stop()
+        await app.state.access_watch.stop()
         await app.state.inbox_relay.stop()
         await app.state.ingestor.stop()
         await effects.flush()

@@ -7,10 +7,14 @@ which ends every older session.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +28,9 @@ from siyu.core.errors import Forbidden, NotFound, TooManyRequests
 from siyu.core.i18n import N_
 from siyu.core.settings import get_settings
 from siyu.tenants import services as tenants
-from siyu.tenants.staff import CurrentUser, load_current_user
+from siyu.tenants.staff import CurrentUser, load_current_user, working_epochs
+
+log = logging.getLogger("siyu.web.auth")
 
 SESSION_COOKIE = "siyu_session"
 LOCALE_COOKIE = "siyu_locale"
@@ -58,6 +64,73 @@ async def session_user(redis: Redis, token: str | None) -> CurrentUser | None:
         await redis.delete(_session_key(token))
         return None
     return user
+
+
+@dataclass(eq=False)
+class _Watch:
+    key: str
+    staff_id: int
+    epoch: int
+    ended: asyncio.Event
+
+
+class AccessWatch:
+    """Ends what a session holds open (the live inbox's event stream) within about a second of the session
+    ending: sign-out or expiry (its Redis key is gone), a password change (the staff member's auth epoch
+    moved on), deactivation or a suspended tenant. One process checks all its open sessions together: one
+    Redis MGET and one database query per interval, however many streams are open. When Redis or the
+    database cannot answer, the streams are left open (and checked again at the next interval)."""
+
+    def __init__(self, redis: Redis, interval: float = 1.0) -> None:
+        self._redis = redis
+        self._interval = interval
+        self._watches: set[_Watch] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="siyu-access-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.asynccontextmanager
+    async def watching(self, token: str | None, user: CurrentUser) -> AsyncIterator[asyncio.Event]:
+        """An event set once this session no longer grants access (set at once without a session)."""
+        watch = _Watch(_session_key(token or ""), user.id, user.auth_epoch, asyncio.Event())
+        if not token:
+            watch.ended.set()
+        self._watches.add(watch)
+        try:
+            yield watch.ended
+        finally:
+            self._watches.discard(watch)
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.check()
+                failures = 0
+            except Exception as exc:  # Redis or the database away: keep the streams, say so once a minute
+                failures += 1
+                if failures == 1 or failures % 60 == 0:
+                    log.warning("access watch: checking open sessions failed %s time(s): %r", failures, exc)
+
+    async def check(self) -> None:
+        watches = [w for w in self._watches if not w.ended.is_set()]
+        if not watches:
+            return
+        sessions = await self._redis.mget([w.key for w in watches])
+        epochs = await working_epochs(sorted({w.staff_id for w in watches}))
+        for watch, raw in zip(watches, sessions, strict=True):
+            session = json.loads(raw) if raw is not None else None
+            if (session is None or session.get("uid") != watch.staff_id or session.get("epoch") != watch.epoch
+                    or epochs.get(watch.staff_id) != watch.epoch):
+                watch.ended.set()
 
 
 @dataclass(frozen=True)
