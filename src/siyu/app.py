@@ -14,6 +14,7 @@ from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
@@ -44,6 +45,7 @@ from siyu.tenants.views import (
     SettingsController,
 )
 from siyu.web.auth import LOCALE_COOKIE, AccessWatch, AuthMiddleware, NotAuthenticated
+from siyu.web.headers import add_security_headers
 from siyu.web.inputs import InputGuard
 from siyu.web.render import current_user, render, template_config
 from siyu.web.views import AuthController, HealthController
@@ -200,6 +202,7 @@ def create_app() -> Litestar:
         plugins=[HTMXPlugin()],
         template_config=template_config(),
         before_request=_set_locale,
+        before_send=[add_security_headers],
         exception_handlers={
             NotAuthenticated: _not_authenticated,
             NotAuthorizedException: _not_authenticated,
@@ -208,6 +211,9 @@ def create_app() -> Litestar:
             HTTPException: _in_locale(_http_error),
             Exception: _in_locale(_server_error),
         },
-        openapi_config=OpenAPIConfig(title="Siyu API", version=siyu.__version__, path="/schema"),
+        # The OpenAPI document only: the interactive viewers run inline scripts from CDNs, which the pages'
+        # Content-Security-Policy (scripts from Siyu only) refuses; any OpenAPI viewer can open the document.
+        openapi_config=OpenAPIConfig(title="Siyu API", version=siyu.__version__, path="/schema",
+                                     render_plugins=[JsonRenderPlugin(path="/openapi.json")]),
         debug=False,
     )
