@@ -301,7 +301,7 @@ class LoginThrottle:
 
     def _known_device(self, account: str, cookie: str | None) -> str | None:
         nonce, _, signature = (cookie or "")[:100].partition(".")
-        if nonce and signature and hmac.compare_digest(signature, self._device_signature(account, nonce)):
+        if nonce and signature and hmac.compare_digest(signature.encode(), self._device_signature(account, nonce).encode()):
             return nonce
         return None
 

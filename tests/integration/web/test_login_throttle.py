@@ -98,6 +98,8 @@ async def test_a_known_browser_signs_in_even_from_the_attacked_address(
     forged = from_ip("192.0.2.50")
     forged.cookies.set("siyu_device", "made-up.0123456789abcdef", domain="siyu.test")
     assert (await forged.login(acme.admin_email, PASSWORD)).status_code == 429
+    forged.cookies.set("siyu_device", "made-up.%E4%BD%A0%E5%A5%BD", domain="siyu.test")  # not ASCII: no crash
+    assert (await forged.login(acme.admin_email, PASSWORD)).status_code == 429
 
     assert (await browser.login(acme.admin_email, PASSWORD)).status_code == 302
 
