@@ -318,7 +318,7 @@ async def settle_stale(sending_after: int = SENDING_DEADLINE_SECONDS, queued_aft
         "'the sending process stopped after asking WeChat; it may have been delivered', 500) "
         "WHERE state = 'sending' AND attempted_at < now() - make_interval(secs => $1) RETURNING id", sending_after)
     freed = await db.fetch(
-        "UPDATE wechat_outbound SET state = 'retry', reason = 'stopped', "
+        "UPDATE wechat_outbound SET state = 'retry', reason = 'stopped', claimed_at = now(), "
         "errmsg = 'the sending process stopped before asking WeChat' "
         "WHERE state = 'queued' AND claimed_at < now() - make_interval(secs => $1) RETURNING id", queued_after)
     failed = await db.fetch(
