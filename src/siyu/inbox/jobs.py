@@ -168,8 +168,9 @@ async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, 
     if row["staff_userid"] is None:  # the owner row is gone: nobody to send it through
         job = _Send(tenant_id, message_id, row["conversation"], "wecom", "", key, "wecom_task",
                     lambda: outbound.give_up(tenant_id, "wecom", "", key, "wecom_task", "the WeCom owner is gone"))
-        return await _settle(job, Delivery((await job.deliver()).outbound_id, "failed", None,
-                                           actions.NOT_THEIR_CONTACT))
+        given_up = await job.deliver()
+        return await _settle(job, given_up if given_up.state != "failed" else Delivery(
+            given_up.outbound_id, "failed", None, actions.NOT_THEIR_CONTACT))
     return await _send(ctx, _Send(
         tenant_id, message_id, row["conversation"], "wecom", row["external_id"], key, "wecom_task",
         lambda: deliver_owner_task(runtime_of(ctx), tenant_id, row["staff_userid"], row["external_id"],

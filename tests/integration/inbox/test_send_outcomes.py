@@ -22,9 +22,11 @@ from siyu.core.settings import reset_settings
 from siyu.inbox import actions
 from siyu.inbox import jobs as inbox_jobs
 from siyu.inbox.config import do_update_settings
+from siyu.inbox.handoff import do_handoff
 from siyu.tenants import services as tenants
 from siyu.wechat.outbound import WeChatRuntime
-from tests.conftest import MP, OA, Simulator, TenantFixture, WebServer, signed_in
+from tests.conftest import MP, OA, WECOM, Simulator, TenantFixture, WebServer, signed_in
+from tests.integration.contacts.test_enrich import World, world  # noqa: F401  (the fixture)
 from tests.integration.contacts.test_inbound import run_worker
 from tests.integration.inbox.conftest import ACTOR, MakeRep, signed_in_as, viewer
 from tests.integration.wechat.test_end_to_end import link_both
@@ -180,13 +182,14 @@ async def test_send_again_is_only_for_unknown_messages_in_scope(
 
 
 async def test_a_token_endpoint_that_times_out_retries_the_reply_which_goes_once(
-        acme: TenantFixture, sim: Simulator, oa: str, make_rep: MakeRep, redis: Any, quick_timeout: None) -> None:
-    """Regression: the token refresh timed out, the error killed the send job, and the reply showed
-    "sending" for good. The send was never attempted, so the job tries again and it goes once."""
+        acme: TenantFixture, sim: Simulator, oa: str, make_rep: MakeRep, redis: Any) -> None:
+    """Regression: the token refresh timed out (here: 11 s against the default 10 s), the error killed the
+    send job, and the reply showed "sending" for good. The send was never attempted, so the job tries
+    again and it goes once."""
     rep = await make_rep()
     conv = await assigned_conversation(acme, sim, oa, rep)
     await redis.delete(*[k async for k in redis.scan_iter("siyu:wx:token:*")])  # the next send needs a token
-    sim.faults(oa, token_timeouts=1, token_timeout_ms=2000)
+    sim.faults(oa, token_timeouts=1, token_timeout_ms=11_000)
     message_id = await actions.do_reply(acme.id, await viewer(acme.id, rep), conv["id"], "稍等，我查一下")
     assert await run_jobs() == 1  # one retry
     assert (await message(message_id))["status"] == "sent"
@@ -362,3 +365,34 @@ async def test_a_service_notice_answered_late_ends_unknown_once(
     assert [(r["msg_type"], r["status"]) for r in rows] == [("template", "unknown"), ("template", "sent")]
     assert len(sim.messages(app_id=oa, endpoint="cgi-bin/message/template/send")) == 2
 
+
+
+async def test_a_wecom_task_answered_late_is_unknown_and_sent_again_through_the_same_rep(
+        acme: TenantFixture, world: World, sim: Simulator, client_factory: Any, make_rep: MakeRep,  # noqa: F811
+        quick_timeout: None) -> None:
+    rep = await make_rep("Zhang San", wecom_userid="zhangsan")
+    await world.wecom_push("gina", "add_contact", user_id="zhangsan", remark="Gina")
+    await world.oa_push("gina", "follow")
+    await run_worker()
+    [oa_identity] = await db.fetch("SELECT id, contact FROM identity WHERE channel = 'oa'")
+    conv = await do_handoff(acme.id, oa_identity["id"])
+    await run_worker()
+    [owner] = await db.fetch("SELECT id FROM owner")
+    sim.faults(WECOM["corp_id"], endpoint_latency_ms={"cgi-bin/externalcontact/add_msg_template": 1500})
+    me = await viewer(acme.id, rep)
+    task_id = await actions.do_send_via_owner(acme.id, me, conv["id"], owner["id"], "新品到了")
+    await run_jobs()
+    task = await message(task_id)
+    assert (task["status"], task["via_owner"]) == ("unknown", owner["id"])
+    assert len(sim._get("/_sim/wecom/tasks", app_id=WECOM["corp_id"])) == 1
+    assert await inbox_jobs.send_owner_task({}, acme.id, task_id) == "nothing to send"
+
+    sim.faults(WECOM["corp_id"], clear=True)
+    again = await actions.do_send_again(acme.id, me, conv["id"], task_id)
+    await run_jobs()
+    resent = await message(again)
+    assert (resent["status"], resent["msg_type"], resent["via_owner"]) == ("sent", "wecom_task", owner["id"])
+    tasks = sim._get("/_sim/wecom/tasks", app_id=WECOM["corp_id"])
+    assert len(tasks) == 2 and all(t["sender"] == "zhangsan" for t in tasks)
+    with pytest.raises(Conflict):
+        await actions.do_send_again(acme.id, me, conv["id"], task_id)
