@@ -156,6 +156,7 @@ async def test_send_again_is_only_for_unknown_messages_in_scope(
         client_factory: Any, quick_timeout: None) -> None:
     rep = await make_rep("Li Na")
     conv = await assigned_conversation(acme, sim, oa, rep)
+    other_conv = await assigned_conversation(acme, sim, oa, rep, person="erin")
     me = await viewer(acme.id, rep)
     delivered = await actions.do_reply(acme.id, me, conv["id"], "已送达的消息")
     await run_jobs()
@@ -168,12 +169,19 @@ async def test_send_again_is_only_for_unknown_messages_in_scope(
     with pytest.raises(Conflict):
         await actions.do_send_again(acme.id, me, conv["id"], delivered)  # it was sent: nothing to choose
     url = f"/inbox/conversations/{conv['id']}/messages/{late}/send-again"
+    missing = await (await signed_in(client_factory, globex.admin_email)).form(
+        "/inbox/conversations/999999/messages/999999/send-again", htmx=True)
+    assert missing.status_code == 404
     other_rep = await signed_in_as(client_factory, await make_rep("Wang Wu"))
     for outsider in (other_rep, await signed_in(client_factory, globex.admin_email)):
-        assert (await outsider.form(url, htmx=True)).status_code == 404  # like a missing conversation
+        foreign = await outsider.form(url, htmx=True)  # another rep's or another tenant's: like a missing one
+        assert (foreign.status_code, foreign.text) == (404, missing.text)
+    # Each id crossed on its own: a message of another conversation, in the rep's own conversation.
+    page = await signed_in_as(client_factory, rep)
+    crossed = await page.form(f"/inbox/conversations/{other_conv['id']}/messages/{late}/send-again", htmx=True)
+    assert (crossed.status_code, crossed.text) == (404, missing.text)
     with pytest.raises(NotFound):
         await actions.do_send_again(acme.id, me, conv["id"], 10**12)
-    page = await signed_in_as(client_factory, rep)
     plain = await page.form(url)  # without htmx: back to the conversation
     assert plain.status_code == 303 and plain.headers["location"].startswith(f"/inbox/conversations/{conv['id']}")
     await run_jobs()
