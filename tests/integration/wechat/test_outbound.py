@@ -27,12 +27,15 @@ from tests.conftest import MP, OA, WECOM, Simulator, TenantFixture
 from tests.integration.wechat.test_client import customers_who_wrote
 
 SEND = "cgi-bin/message/custom/send"
+# Generous against a loaded machine: a call that should answer has 3 s; a late answer comes 1.5 s after.
+QUICK_TIMEOUT_MS = 3000
+LATE_MS = 4500
 
 
 @pytest.fixture
 def quick_timeout(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """WeChat calls give up after 1 s (the default is 10 s): the simulator answers 1.5 s late."""
-    monkeypatch.setenv("SIYU_WECHAT_TIMEOUT_MS", "1000")
+    """WeChat calls give up after 3 s (the default is 10 s); late answers come after 4.5 s."""
+    monkeypatch.setenv("SIYU_WECHAT_TIMEOUT_MS", str(QUICK_TIMEOUT_MS))
     reset_settings()
     yield
     reset_settings()  # the environment comes back after this; the next read sees it
@@ -73,7 +76,7 @@ async def test_a_send_answered_too_late_is_unknown_and_never_sent_again(runtime:
     the customer a second copy."""
     openid = await one_who_wrote(sim, oa.id)
     await (await runtime.client(oa.id, "oa")).access_token()
-    sim.faults(OA["app_id"], endpoint_latency_ms={SEND: 1500})
+    sim.faults(OA["app_id"], endpoint_latency_ms={SEND: LATE_MS})
     first = await deliver_text(runtime, oa.id, "oa", openid, "您的订单已发货", "reply:late")
     assert (first.state, first.reason, first.errcode) == ("unknown", "outcome_unknown", None)
     row = await ledger("reply:late")
@@ -93,7 +96,7 @@ async def test_a_template_or_subscription_message_answered_too_late_is_unknown_a
         runtime: WeChatRuntime, oa: TenantFixture, sim: Simulator) -> None:
     openid = await one_who_wrote(sim, oa.id)
     await (await runtime.client(oa.id, "oa")).access_token()
-    sim.faults(OA["app_id"], endpoint_latency_ms={"cgi-bin/message/template/send": 1500})
+    sim.faults(OA["app_id"], endpoint_latency_ms={"cgi-bin/message/template/send": LATE_MS})
     late = await deliver_template(runtime, oa.id, openid, "TPL_1", {"thing1": "已发货"}, "tpl:late")
     assert late.state == "unknown"
     assert (await deliver_template(runtime, oa.id, openid, "TPL_1", {"thing1": "已发货"}, "tpl:late")).duplicate
@@ -106,7 +109,7 @@ async def test_a_template_or_subscription_message_answered_too_late_is_unknown_a
     await db.execute("INSERT INTO wechat_subscribe_consent (tenant, channel, external_id, template_id, remaining, "
                      "updated_at) VALUES ($1, 'mp', $2, 'TPL_mp', 1, now())", oa.id, mp_openid)
     await (await runtime.client(oa.id, "mp")).access_token()
-    sim.faults(MP["app_id"], endpoint_latency_ms={"cgi-bin/message/subscribe/send": 1500})
+    sim.faults(MP["app_id"], endpoint_latency_ms={"cgi-bin/message/subscribe/send": LATE_MS})
     sub = await deliver_subscribe(runtime, oa.id, "mp", mp_openid, "TPL_mp", {"thing1": "到货"}, "sub:late")
     assert sub.state == "unknown"
     assert await consents.remaining(oa.id, "mp", mp_openid, "TPL_mp") == 0  # WeChat may have used it
@@ -121,8 +124,8 @@ async def test_a_wecom_task_or_kf_message_answered_too_late_is_unknown(runtime: 
     wrote = sim.push(WECOM["corp_id"], "hank", "kf_text", text="在吗", open_kfid="wkShop")["external_userid"]
     await windows.note_inbound(acme.id, "wecom", wrote, "message", datetime.now(UTC))
     await (await runtime.client(acme.id, "wecom")).access_token()
-    sim.faults(WECOM["corp_id"], endpoint_latency_ms={"cgi-bin/externalcontact/add_msg_template": 1500,
-                                                      "cgi-bin/kf/send_msg": 1500})
+    sim.faults(WECOM["corp_id"], endpoint_latency_ms={"cgi-bin/externalcontact/add_msg_template": LATE_MS,
+                                                      "cgi-bin/kf/send_msg": LATE_MS})
     for _ in range(2):
         task = await deliver_owner_task(runtime, acme.id, "zhangsan", added, "新品到了", "task:late")
         kf = await deliver_text(runtime, acme.id, "wecom", wrote, "马上为您查询", "kf:late", open_kfid="wkShop")
@@ -136,7 +139,7 @@ async def test_a_token_endpoint_that_times_out_leaves_the_send_to_retry(runtime:
     """Regression: the token step's timeout escaped as an httpx error, which killed the job and left the
     row pending for good. The send itself was never made, so it may be tried again."""
     openid = await one_who_wrote(sim, oa.id)
-    sim.faults(OA["app_id"], token_timeouts=1, token_timeout_ms=2000)
+    sim.faults(OA["app_id"], token_timeouts=1, token_timeout_ms=LATE_MS)
     first = await deliver_text(runtime, oa.id, "oa", openid, "您好", "reply:token")
     assert (first.state, first.reason, first.errcode) == ("retry", "token_unavailable", None)
     row = await ledger("reply:token")
@@ -160,7 +163,7 @@ async def test_a_refused_connection_is_retried_and_sent_once(runtime: WeChatRunt
     first = await deliver_text(runtime, oa.id, "oa", openid, "您好", "reply:refused")
     assert (first.state, first.reason) == ("retry", "unreachable")
     monkeypatch.undo()
-    monkeypatch.setenv("SIYU_WECHAT_TIMEOUT_MS", "1000")
+    monkeypatch.setenv("SIYU_WECHAT_TIMEOUT_MS", str(QUICK_TIMEOUT_MS))
     reset_settings()
     assert (await deliver_text(runtime, oa.id, "oa", openid, "您好", "reply:refused")).state == "sent"
     assert len(sent_to(sim, openid)) == 1
@@ -185,7 +188,7 @@ async def test_a_read_may_always_be_asked_again(runtime: WeChatRuntime, oa: Tena
     openid = await one_who_wrote(sim, oa.id)
     client = await runtime.client(oa.id, "oa")
     await client.access_token()
-    sim.faults(OA["app_id"], endpoint_latency_ms={"cgi-bin/user/info": 1500})
+    sim.faults(OA["app_id"], endpoint_latency_ms={"cgi-bin/user/info": LATE_MS})
     with pytest.raises(WeChatBusy) as busy:
         await client.user_info(openid)
     assert busy.value.retryable
