@@ -90,7 +90,7 @@ async def _outgoing(tenant_id: int, conversation_id: int, viewer: Viewer, msg_ty
 
 
 async def _queue_alternative(tenant_id: int, viewer: Viewer, locked: dict[str, Any], msg_type: str, body: str,
-                             author_label: str, audit: dict[str, Any], job: str, *job_args: Any,
+                             author_label: str, audit: dict[str, Any], job: str,
                              via_owner: int | None = None) -> int:
     """One of the alternatives to a reply (held conversation, already checked): the message in the thread,
     the audit entry, and its send job after commit, once."""
@@ -98,7 +98,7 @@ async def _queue_alternative(tenant_id: int, viewer: Viewer, locked: dict[str, A
                                  via_owner=via_owner)
     await record_audit(Actor(viewer.staff_id, viewer.name), tenant_id, f"conversation.{msg_type}", "conversation",
                        locked["id"], {**audit, "message": message_id})
-    await effects.enqueue(job, tenant_id, message_id, *job_args, job_id=f"{job}:{message_id}")
+    await effects.enqueue(job, tenant_id, message_id, job_id=f"{job}:{message_id}")
     await convs.announce(locked, "message")
     return message_id
 
