@@ -30,7 +30,7 @@ KIND_LABELS = {
     "wecom_removed": N_("Removed by a sales rep"), "handoff": N_("Handed to an agent"), "assignment": N_("Assigned"),
     "resolution": N_("Resolved"), "broadcast_sent": N_("Broadcast sent"), "broadcast_skipped": N_("Broadcast skipped"),
     "broadcast_failed": N_("Broadcast failed"), "note": N_("Note"), "merged": N_("Merged"),
-    "unmerged": N_("Merge undone"),
+    "unmerged": N_("Merge undone"), "refund": N_("Refund"),
 }
 # How a follower came to the Official Account (user/info `subscribe_scene`).
 SUBSCRIBE_SCENES = {

@@ -22,7 +22,7 @@ from siyu.core.i18n import N_
 
 KINDS = ("followed", "unfollowed", "message_in", "message_out", "menu_click", "scan", "mp_login", "purchase",
          "wecom_added", "wecom_removed", "handoff", "assignment", "resolution", "broadcast_sent",
-         "broadcast_skipped", "broadcast_failed", "note", "merged", "unmerged")
+         "broadcast_skipped", "broadcast_failed", "note", "merged", "unmerged", "refund")
 CHANNELS = ("oa", "mp", "wecom", "siyu")  # siyu: made inside the CRM (notes, merges, assignments)
 # What the person did (not what was done to them): these move the contact's last interaction.
 INTERACTIONS = frozenset({"followed", "message_in", "menu_click", "scan", "mp_login", "purchase", "wecom_added"})
