@@ -20,6 +20,8 @@ from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 import siyu
+from siyu.commerce import purchases as commerce_purchases
+from siyu.commerce.notify import PayNotifications
 from siyu.contacts.api import ContactsApi
 from siyu.contacts.views import ContactsController
 from siyu.core import db, effects, i18n
@@ -158,6 +160,7 @@ async def _set_locale(request: Request[Any, Any, Any]) -> None:
 def create_app() -> Litestar:
     s = get_settings()
     configure_logging(s.log_level)
+    commerce_purchases.install()  # merges carry purchases in this process
     csrf = CSRFConfig(
         secret=derive_key(s.secret_key, "csrf").hex(),
         cookie_name="siyu_csrf",
@@ -169,7 +172,7 @@ def create_app() -> Litestar:
     return Litestar(
         route_handlers=[
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
-            InvitationController, TenantApi, ContactsApi, WeChatCallbacks, AutoRepliesController, ContactsController,
+            InvitationController, TenantApi, ContactsApi, PayNotifications, WeChatCallbacks, AutoRepliesController, ContactsController,
             SegmentsController, SegmentsApi, InboxManagerController, InboxApi, InboxController, InboxSettingsController,
             *([bare_endpoint] if s.bench_bare_endpoint else []),
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),

@@ -92,6 +92,7 @@ class Purchase(Table, tablename="commerce_purchase"):
     amount_fen = BigInt()
     currency = Varchar(length=3, default="CNY")
     api_amount_fen = BigInt(null=True, default=None)  # what the backend reported
+    api_currency = Varchar(length=3, null=True, default=None)
     pay_amount_fen = BigInt(null=True, default=None)  # WeChat Pay's amount.total
     payer_total_fen = BigInt(null=True, default=None)  # what the payer paid after coupons
     items = JSONB(default=[])  # [{"sku", "name", "quantity", "unit_price_fen"}]

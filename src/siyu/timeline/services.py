@@ -96,6 +96,17 @@ async def insert_locked(tenant_id: int, contact_id: int, kind: str, channel: str
     return int(row["id"]) if row else None
 
 
+async def revise_payload(tenant_id: int, source_key: str, payload: dict[str, Any]) -> bool:
+    """Replace the payload of the event with this source key, when its source learned more about what
+    happened (a purchase's items reported after its payment). For callers that hold the event's contact
+    lock. An erased payload stays erased. Returns whether anything changed."""
+    status = await db.execute(
+        "UPDATE timeline_event SET payload = $3::jsonb WHERE tenant = $1 AND source_key = $2 "
+        "AND NOT payload ? 'erased' AND payload IS DISTINCT FROM $3::jsonb",
+        tenant_id, source_key, json.dumps(payload, ensure_ascii=False))
+    return status.split()[-1] != "0"
+
+
 def insert_locked_sql(first_param: int, tenant_id: int, contact_id: int, kind: str, channel: str,
                       occurred_at: datetime, payload: dict[str, Any], source_key: str, identity_id: int | None = None,
                       only_if: str = "TRUE") -> tuple[str, list[Any]]:

@@ -141,8 +141,6 @@ def verify(headers: Mapping[str, str], body: bytes, keys: Mapping[str, rsa.RSAPu
         raise PayRejected(401, "unknown_key", f"no key with id {serial[:80]!r} is linked for this merchant")
     if not (timestamp.isascii() and timestamp.isdigit()):
         raise PayRejected(400, "headers", "Wechatpay-Timestamp is not Unix seconds")
-    if abs(now - int(timestamp)) > max_skew:
-        raise PayRejected(401, "stale", f"timestamp more than {max_skew} s from now")
     try:
         signature = base64.b64decode(signature_b64, validate=True)
     except (binascii.Error, ValueError):
@@ -152,6 +150,9 @@ def verify(headers: Mapping[str, str], body: bytes, keys: Mapping[str, rsa.RSAPu
         key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
     except InvalidSignature:
         raise PayRejected(401, "signature", "the signature does not match") from None
+    # Checked once the signature holds, so "stale" always means WeChat Pay's own (delayed or replayed) bytes.
+    if abs(now - int(timestamp)) > max_skew:
+        raise PayRejected(401, "stale", f"timestamp more than {max_skew} s from now (check the server clock)")
     assert key_id is not None
     return key_id
 
