@@ -22,6 +22,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 import siyu
 from siyu.commerce import purchases as commerce_purchases
 from siyu.commerce.notify import PayNotifications
+from siyu.commerce.views import PaySettingsController
 from siyu.contacts.api import ContactsApi
 from siyu.contacts.views import ContactsController
 from siyu.core import db, effects, i18n
@@ -172,7 +173,7 @@ def create_app() -> Litestar:
     return Litestar(
         route_handlers=[
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
-            InvitationController, TenantApi, ContactsApi, PayNotifications, WeChatCallbacks, AutoRepliesController, ContactsController,
+            InvitationController, TenantApi, ContactsApi, PayNotifications, PaySettingsController, WeChatCallbacks, AutoRepliesController, ContactsController,
             SegmentsController, SegmentsApi, InboxManagerController, InboxApi, InboxController, InboxSettingsController,
             *([bare_endpoint] if s.bench_bare_endpoint else []),
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),

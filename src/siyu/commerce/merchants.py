@@ -304,3 +304,17 @@ async def do_rotate_secrets() -> tuple[int, int]:
                              row["tenant"], b.seal(b.open(sealed, ctx), ctx))
             rotated += 1
     return rotated, current
+
+
+# --- the channels page's section ------------------------------------------------------------------------------
+
+async def panel(tenant_id: int, slug: str, values: dict[str, Any] | None = None,
+                errors: dict[str, str] | None = None) -> dict[str, Any]:
+    """What the WeChat Pay section of the settings pages shows (commerce/_pay.html): the merchant's status,
+    the notify_url, and a form's values and errors. Secrets never enter `values`."""
+    from siyu.core.settings import get_settings
+
+    channels = await tenants.list_channels(tenant_id)
+    safe = {k: v for k, v in (values or {}).items() if k != "api_v3_key"}
+    return {"status": await status(tenant_id), "notify_url": notify_url(get_settings().public_base_url, slug),
+            "mp_app_id": channels["mp"].app_id if "mp" in channels else "", "values": safe, "errors": errors or {}}
