@@ -42,13 +42,17 @@ async def channel_of_app(tenant_id: int, app_id: str) -> str | None:
     return "mp" if app_id in await merchants.app_ids(tenant_id) else None
 
 
-async def by_openid(tenant_id: int, app_id: str, openid: str, seen_at: datetime, field_prefix: str = "buyer") -> Buyer:
+async def by_openid(tenant_id: int, app_id: str, openid: str, seen_at: datetime, unionid: str | None = None,
+                    field_prefix: str = "buyer") -> Buyer:
+    """The identity of this openid on this app (created on first sight); a unionid given with it converges the
+    identity with the person's others, as an inbound event's would."""
     channel = await channel_of_app(tenant_id, app_id)
     if channel is None:
         raise InvalidInput.one(f"{field_prefix}.app_id", N_("This is not the app id of one of this brand's linked Mini Program, Official Account or WeChat Pay merchant."))
     # A payment is a sighting of the person in the app, but never one from the future.
-    resolved = await contacts.resolve(tenant_id, channel, openid, at=min(seen_at, clock.now()))
-    return Buyer(resolved.contact_id, resolved.identity_id, channel, {"openid": openid, "app_id": app_id})
+    resolved = await contacts.resolve(tenant_id, channel, openid, unionid=unionid, at=min(seen_at, clock.now()))
+    named = {"openid": openid, "app_id": app_id, **({"unionid": unionid} if unionid else {})}
+    return Buyer(resolved.contact_id, resolved.identity_id, channel, named)
 
 
 async def by_unionid(tenant_id: int, unionid: str, field_prefix: str = "buyer") -> Buyer:

@@ -361,6 +361,7 @@ class RefundRecorded:
     status: str
     created: bool
     changed: bool
+    first_report: bool  # this source had not reported the refund before
 
 
 async def do_record_refund(tenant_id: int, report: RefundReport, purchase_id: int | None = None) -> RefundRecorded:
@@ -404,9 +405,10 @@ async def do_record_refund(tenant_id: int, report: RefundReport, purchase_id: in
                 report.amount_fen, refund_transition(None, report.status), report.refunded_at, report.source)
             if row is None:
                 raise _Again()
-            refund_id, status, created, changed = int(row["id"]), report.status, True, True
+            refund_id, status, created, changed, first = int(row["id"]), report.status, True, True, True
         else:
             refund_id, created = int(existing["id"]), False
+            first = report.source not in existing["sources"]
             status = refund_transition(existing["status"], report.status)
             sources = [s for s in SOURCES if s in existing["sources"] or s == report.source]
             changed = status != existing["status"] or sources != list(existing["sources"])
@@ -420,7 +422,7 @@ async def do_record_refund(tenant_id: int, report: RefundReport, purchase_id: in
                     report.transaction_id)
         if purchase is not None:
             await _settle_refunds(tenant_id, purchase["id"])
-        return RefundRecorded(refund_id, purchase["id"] if purchase else None, status, created, changed)
+        return RefundRecorded(refund_id, purchase["id"] if purchase else None, status, created, changed, first)
 
     return await _retrying(attempt)
 
