@@ -127,3 +127,20 @@ def segment_first_purchase(add: Add, op: str, cutoff: datetime | None) -> str:
     if op == "more_than":
         return f"EXISTS ({_STATS} AND s.first_purchase_at < {placeholder})"
     return f"NOT EXISTS ({_STATS} AND s.first_purchase_at >= {placeholder})"
+
+
+# --- the contact page -----------------------------------------------------------------------------------------
+
+RECENT = 5
+
+
+async def summary(tenant_id: int, contact_id: int) -> dict[str, Any]:
+    """What the contact page shows of a person's purchases: the figures, the products bought (with their
+    names) and the newest purchases."""
+    f = await figures(tenant_id, contact_id)
+    names = {r["sku"]: r["name"] for r in await db.fetch(
+        "SELECT sku, name FROM commerce_product WHERE tenant = $1 AND sku = ANY($2::varchar[])", tenant_id, f.skus)}
+    recent = [dict(r) for r in await db.fetch(
+        "SELECT order_id, amount_fen, currency, paid_at, refunded_fen, sources, flags FROM commerce_purchase "
+        "WHERE tenant = $1 AND contact = $2 ORDER BY paid_at DESC, id DESC LIMIT $3", tenant_id, contact_id, RECENT)]
+    return {"figures": f, "products": [(sku, names.get(sku, "")) for sku in f.skus], "recent": recent}
