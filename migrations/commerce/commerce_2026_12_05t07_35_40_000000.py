@@ -23,6 +23,8 @@ FORWARDS = [
     "WHERE transaction_id IS NOT NULL",
     "CREATE INDEX commerce_purchase_out_trade_no ON commerce_purchase (tenant, out_trade_no) "
     "WHERE out_trade_no IS NOT NULL",
+    # The purchases page's search by the start of an order id (LIKE 'abc%').
+    "CREATE INDEX commerce_purchase_order_prefix ON commerce_purchase (tenant, order_id varchar_pattern_ops)",
     "CREATE INDEX commerce_purchase_contact ON commerce_purchase (tenant, contact, paid_at DESC, id DESC)",
     "CREATE INDEX commerce_purchase_identity ON commerce_purchase (tenant, identity) WHERE identity IS NOT NULL",
     "CREATE INDEX commerce_purchase_page ON commerce_purchase (tenant, paid_at DESC, id DESC)",
@@ -71,6 +73,7 @@ BACKWARDS = [
     "DROP INDEX IF EXISTS commerce_purchase_page",
     "DROP INDEX IF EXISTS commerce_purchase_identity",
     "DROP INDEX IF EXISTS commerce_purchase_contact",
+    "DROP INDEX IF EXISTS commerce_purchase_order_prefix",
     "DROP INDEX IF EXISTS commerce_purchase_out_trade_no",
     "DROP INDEX IF EXISTS commerce_purchase_transaction",
     "DROP INDEX IF EXISTS commerce_purchase_order",

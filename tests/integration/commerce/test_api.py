@@ -219,9 +219,11 @@ async def test_another_tenants_purchase_and_contact_answer_like_missing_ones(cli
         b = await client.get(missing, headers=auth(key))
         assert a.status_code == b.status_code == 404
         assert a.content == b.content
-    r = await post(client, key, {"refund_id": "RF-X", "amount_fen": 1, "refunded_at": "2026-11-21T09:00:00Z"},
-                   "/api/v1/purchases/GLOBEX-1/refunds")
-    assert r.status_code == 404
+    refund = {"refund_id": "RF-X", "amount_fen": 1, "refunded_at": "2026-11-21T09:00:00Z"}
+    foreign = await post(client, key, refund, "/api/v1/purchases/GLOBEX-1/refunds")
+    missing = await post(client, key, refund, "/api/v1/purchases/NOPE-1/refunds")
+    assert foreign.status_code == missing.status_code == 404 and foreign.content == missing.content
+    assert await db.fetchrow("SELECT 1 FROM commerce_refund") is None
     # The same order id in two tenants is two purchases.
     assert (await post(client, key, order("GLOBEX-1"))).status_code == 201
     r = await post(client, key, order("SO-X", buyer={"contact_id": theirs.json()["contact_id"]}))
