@@ -43,10 +43,13 @@ async def channel_of_app(tenant_id: int, app_id: str) -> str | None:
 
 
 async def by_openid(tenant_id: int, app_id: str, openid: str, seen_at: datetime, unionid: str | None = None,
-                    field_prefix: str = "buyer") -> Buyer:
+                    field_prefix: str = "buyer", checked: bool = False) -> Buyer:
     """The identity of this openid on this app (created on first sight); a unionid given with it converges the
-    identity with the person's others, as an inbound event's would."""
+    identity with the person's others, as an inbound event's would. `checked`: the app was verified when the
+    report came in (a WeChat Pay notification); an admin relinking accounts since does not lose the payment."""
     channel = await channel_of_app(tenant_id, app_id)
+    if channel is None and checked:
+        channel = "mp"
     if channel is None:
         raise InvalidInput.one(f"{field_prefix}.app_id", N_("This is not the app id of one of this brand's linked Mini Program, Official Account or WeChat Pay merchant."))
     # A payment is a sighting of the person in the app, but never one from the future.

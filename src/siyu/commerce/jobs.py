@@ -48,7 +48,7 @@ async def apply_notification(tenant_id: int, event_type: str, resource: dict[str
         amount = resource["amount"]
         paid_at = _time(resource.get("success_time")) or received_at
         buyer = await buyers.by_openid(tenant_id, str(resource["appid"]), str(resource["payer"]["openid"]), paid_at,
-                                       field_prefix="payer")
+                                       field_prefix="payer", checked=True)
         currency = amount.get("currency") if isinstance(amount.get("currency"), str) else "CNY"
         payer_total = amount.get("payer_total")
         payment = purchases.Payment(
