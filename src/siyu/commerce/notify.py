@@ -152,4 +152,7 @@ class PayNotifications(Controller):
             await receive(tenant, request.headers, body)
         except PayRejected as exc:
             return _fail(tenant, exc)
+        except Exception:  # the database is away: nothing was stored, WeChat Pay retries on a 5xx
+            log.exception("pay notification for tenant %s not stored", tenant[:40])
+            return _fail(tenant, PayRejected(503, "unavailable", "temporarily unable to store the notification"))
         return Response(None, status_code=204)

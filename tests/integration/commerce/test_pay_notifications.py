@@ -229,3 +229,32 @@ async def test_both_a_public_key_and_a_platform_certificate_are_live(client: Cli
     assert (await deliver(client, paying.transaction("O-2", 200, OPENID))).status_code == 204
     await run_jobs()
     assert await count("commerce_purchase") == 2
+
+
+async def test_a_notification_that_cannot_be_stored_answers_fail_so_wechat_retries(
+        client: Client, paying: PaySender, monkeypatch: pytest.MonkeyPatch) -> None:
+    from siyu.commerce import notify
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("database away")
+
+    monkeypatch.setattr(notify, "store", down)
+    r = await deliver(client, paying.transaction("O-1", 1, OPENID))
+    assert r.status_code == 503 and r.json()["code"] == "FAIL"
+    monkeypatch.undo()
+    assert (await deliver(client, paying.transaction("O-1", 1, OPENID))).status_code == 204  # the retry lands
+
+
+async def test_a_lost_enqueue_still_answers_204_and_the_row_is_kept(client: Client, paying: PaySender,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis refusing the job must not turn a stored notification into a refusal: the sweeper enqueues it."""
+    from siyu.core import effects
+
+    class Down:
+        async def enqueue_job(self, *args: Any, **kwargs: Any) -> None:
+            raise ConnectionError("redis away")
+
+    monkeypatch.setattr(effects, "_pool", Down())
+    r = await deliver(client, paying.transaction("O-5", 1, OPENID))
+    assert r.status_code == 204
+    assert await count("commerce_pay_notification") == 1
