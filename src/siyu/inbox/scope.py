@@ -1,0 +1,60 @@
+"""The people a signed-in person may see outside the inbox (contact pages, segment members): the inbox's
+own rule, lifted from conversations to the contacts they belong to.
+
+- a rep (role agent): the contacts whose conversations the inbox shows them (`Viewer.where`: assigned to
+  them, resolved by them, waiting for their teams or for anyone), and the customers they added on WeCom
+  (an active `owner` row under the WeCom UserID on their inbox profile, `inbox_agent.wecom_userid`);
+- a team manager (`inbox_team_route.managers`): also every conversation of the teams they manage and of
+  those teams' reps (`Viewer.where` again);
+- a tenant admin: everyone (no condition at all).
+
+A contact in scope is seen whole: its identities, owners, tags, merges and its entire timeline, messages on
+every channel included, even those of a conversation that another rep holds. The person is the unit a rep
+serves, and the inbox's contact panel shows the same timeline; the thread itself (internal notes, the
+composer) stays behind the inbox's per-conversation rule.
+
+The condition is one `IN (…)` over two indexed reads (the rep's owner rows by WeCom UserID, their
+conversations through the inbox's indexes), uncorrelated so that PostgreSQL may start from those few people
+(a semi-join) or probe them while walking the list's index, whichever its estimates favour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from siyu.contacts.scope import EVERYONE, Scope
+from siyu.inbox.conversations import Viewer, viewer_for
+
+
+@dataclass(frozen=True)
+class ContactScope:
+    """`siyu.contacts.scope.Scope` for one viewer of one tenant."""
+
+    tenant_id: int
+    viewer: Viewer
+
+    @property
+    def everyone(self) -> bool:
+        return self.viewer.is_admin
+
+    def where(self, alias: str, first_param: int) -> tuple[str, list[Any]]:
+        if self.viewer.is_admin:
+            return "TRUE", []
+        p = first_param
+        conversations, conversation_args = self.viewer.where("v", p + 2)
+        sql = (f"{alias}.id IN ("
+               f"SELECT o.contact FROM inbox_agent a JOIN owner o ON o.tenant = a.tenant "
+               f"AND o.staff_userid = a.wecom_userid AND o.removed_at IS NULL "
+               f"WHERE a.tenant = ${p} AND a.staff = ${p + 1} AND a.wecom_userid <> '' "
+               f"UNION ALL SELECT i.contact FROM inbox_conversation v JOIN identity i "
+               f"ON i.tenant = v.tenant AND i.id = v.identity WHERE v.tenant = ${p} AND {conversations})")
+        return sql, [self.tenant_id, self.viewer.staff_id, *conversation_args]
+
+
+async def contact_scope(tenant_id: int, staff_id: int, role: str) -> Scope:
+    """The scope of a signed-in member of the tenant's staff. A tenant admin costs no query."""
+    if role == "tenant_admin":
+        return EVERYONE
+    viewer = await viewer_for(tenant_id, staff_id)
+    return EVERYONE if viewer.is_admin else ContactScope(tenant_id, viewer)
