@@ -10,8 +10,8 @@ from typing import Any
 from urllib.parse import quote
 
 from litestar import Litestar, Request, Response
-from litestar.di import Provide
 from litestar.config.csrf import CSRFConfig
+from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
