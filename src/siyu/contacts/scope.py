@@ -4,9 +4,10 @@ The rule is not the contacts' to make. A rep sees the people the inbox shows the
 those waiting for their teams) and the customers they added on WeCom; a manager their teams'; a tenant
 admin everyone. Only the inbox knows its conversations, and this domain never names the inbox's tables,
 so the pages take a `Scope` from the composition root (`siyu.app` injects `siyu.inbox.scope` as the
-dependency `contact_scope`) and add its condition to the queries that read people. The condition is an
-`IN (…)` over the rule's own indexed reads, so a plan can start from the few people a rep may see instead of
-reading every contact, and a tenant admin's queries get no condition at all (they stay as they were).
+dependency `contact_scope`) and add its condition to the queries that read people: `c.id IN (the ids the
+scope selects)`, uncorrelated, so a plan can start from the few people a rep may see instead of reading
+every contact (or probe them while it walks an index, when they are many). A tenant admin's queries get no
+condition at all: they stay as they were.
 
 Out of scope answers exactly like missing: `require` raises the same NotFound as an unknown id.
 The JSON API is not here: an API key acts for the whole tenant.
@@ -28,11 +29,12 @@ MAX_MERGE_HOPS = 100  # a merged-away contact points at its survivor, which may 
 class Scope(Protocol):
     @property
     def everyone(self) -> bool:
-        """True when the condition is always true (a tenant admin): callers then add nothing."""
+        """True when the person may see every contact of the tenant (a tenant admin): callers add nothing."""
 
-    def where(self, alias: str, first_param: int) -> tuple[str, list[Any]]:
-        """A SQL condition on `contact {alias}` of the tenant, with its parameters numbered from
-        `first_param` (`$first_param`, …) and their values."""
+    def ids(self, first_param: int) -> tuple[str, list[Any]]:
+        """A SELECT whose one column is the id of a contact the person may see (repeats allowed), with its
+        parameters numbered from `first_param` (`$first_param`, …) and their values. Not correlated with
+        the query it goes into, so a plan may start from it."""
 
 
 @dataclass(frozen=True)
@@ -43,20 +45,26 @@ class Everyone:
     def everyone(self) -> bool:
         return True
 
-    def where(self, alias: str, first_param: int) -> tuple[str, list[Any]]:
-        return "TRUE", []
+    def ids(self, first_param: int) -> tuple[str, list[Any]]:
+        raise AssertionError("everyone's scope adds no condition: check `everyone` first")
 
 
 EVERYONE = Everyone()
 
 
-def condition(scope: Scope, alias: str, args: list[Any]) -> str | None:
-    """The scope's condition numbered after `args` (which it extends), or None when it selects everyone."""
+def ids(scope: Scope, args: list[Any]) -> str | None:
+    """The scope's SELECT of ids numbered after `args` (which it extends), or None when it is everyone."""
     if scope.everyone:
         return None
-    sql, values = scope.where(alias, len(args) + 1)
+    sql, values = scope.ids(len(args) + 1)
     args += values
     return sql
+
+
+def condition(scope: Scope, alias: str, args: list[Any]) -> str | None:
+    """`{alias}.id IN (the scope's ids)` numbered after `args` (which it extends), or None for everyone."""
+    sql = ids(scope, args)
+    return None if sql is None else f"{alias}.id IN ({sql})"
 
 
 async def visible(tenant_id: int, scope: Scope, contact_id: int) -> bool:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from siyu.contacts.scope import EVERYONE, Scope, condition
+from siyu.contacts.scope import ids as scope_ids
 from siyu.core import db
 from siyu.core.errors import InvalidInput
 from siyu.core.i18n import N_
@@ -48,12 +49,13 @@ def list_query(tenant_id: int, q: str, channel: str | None, tag_id: int | None,
     planner can walk the list-order index and stop for a frequent term, and read only the matches of a
     rare one (an OR across the two tables would leave it nothing but a scan of every contact).
 
-    `scope` (who is looking) adds its condition to every branch; for everyone it adds nothing."""
+    `scope` (who is looking) keeps the rows to the contacts it selects, in every branch; a search reads its
+    ids once (a CTE the branches share). For everyone it adds nothing."""
     args: list[Any] = [tenant_id]
     common = ["c.tenant = $1 AND c.merged_into IS NULL"]
-    seen = condition(scope, "c", args)
+    seen = scope_ids(scope, args)
     if seen is not None:
-        common.append(seen)
+        common.append(f"c.id IN ({seen})" if not q else "c.id IN (SELECT id FROM seen)")
     if channel is not None:
         args.append(channel)
         common.append(f"EXISTS (SELECT 1 FROM identity i WHERE i.tenant = c.tenant AND i.contact = c.id "
@@ -88,7 +90,8 @@ def list_query(tenant_id: int, q: str, channel: str | None, tag_id: int | None,
     ]
     # MATERIALIZED: the branches run once, whatever the planner expects of the join that follows.
     union = " UNION ".join(f"(SELECT c.id FROM contact c WHERE {where} AND {b} {order})" for b in branches)
-    return (f"WITH hits AS MATERIALIZED ({union}) SELECT {_COLUMNS} FROM hits h "
+    shared = f"seen (id) AS MATERIALIZED ({seen}), " if seen is not None else ""
+    return (f"WITH {shared}hits AS MATERIALIZED ({union}) SELECT {_COLUMNS} FROM hits h "
             f"JOIN contact c ON c.tenant = $1 AND c.id = h.id {order}", args)
 
 

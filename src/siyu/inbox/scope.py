@@ -13,9 +13,9 @@ every channel included, even those of a conversation that another rep holds. The
 serves, and the inbox's contact panel shows the same timeline; the thread itself (internal notes, the
 composer) stays behind the inbox's per-conversation rule.
 
-The condition is one `IN (…)` over two indexed reads (the rep's owner rows by WeCom UserID, their
-conversations through the inbox's indexes), uncorrelated so that PostgreSQL may start from those few people
-(a semi-join) or probe them while walking the list's index, whichever its estimates favour.
+The ids are two indexed reads under one UNION ALL (the rep's owner rows by WeCom UserID; their conversations
+through the inbox's own indexes, by `Viewer.where`), uncorrelated, so that PostgreSQL may start from those
+few people (a semi-join) or probe them while walking the list's index, whichever its estimates favour.
 """
 
 from __future__ import annotations
@@ -38,17 +38,14 @@ class ContactScope:
     def everyone(self) -> bool:
         return self.viewer.is_admin
 
-    def where(self, alias: str, first_param: int) -> tuple[str, list[Any]]:
-        if self.viewer.is_admin:
-            return "TRUE", []
+    def ids(self, first_param: int) -> tuple[str, list[Any]]:
         p = first_param
         conversations, conversation_args = self.viewer.where("v", p + 2)
-        sql = (f"{alias}.id IN ("
-               f"SELECT o.contact FROM inbox_agent a JOIN owner o ON o.tenant = a.tenant "
-               f"AND o.staff_userid = a.wecom_userid AND o.removed_at IS NULL "
+        sql = ("SELECT o.contact FROM inbox_agent a JOIN owner o ON o.tenant = a.tenant "
+               "AND o.staff_userid = a.wecom_userid AND o.removed_at IS NULL "
                f"WHERE a.tenant = ${p} AND a.staff = ${p + 1} AND a.wecom_userid <> '' "
-               f"UNION ALL SELECT i.contact FROM inbox_conversation v JOIN identity i "
-               f"ON i.tenant = v.tenant AND i.id = v.identity WHERE v.tenant = ${p} AND {conversations})")
+               "UNION ALL SELECT i.contact FROM inbox_conversation v JOIN identity i "
+               f"ON i.tenant = v.tenant AND i.id = v.identity WHERE v.tenant = ${p} AND {conversations}")
         return sql, [self.tenant_id, self.viewer.staff_id, *conversation_args]
 
 
