@@ -4,10 +4,11 @@ The rule is not the contacts' to make. A rep sees the people the inbox shows the
 those waiting for their teams) and the customers they added on WeCom; a manager their teams'; a tenant
 admin everyone. Only the inbox knows its conversations, and this domain never names the inbox's tables,
 so the pages take a `Scope` from the composition root (`siyu.app` injects `siyu.inbox.scope` as the
-dependency `contact_scope`) and add its condition to the queries that read people: `c.id IN (the ids the
-scope selects)`, uncorrelated, so a plan can start from the few people a rep may see instead of reading
-every contact (or probe them while it walks an index, when they are many). A tenant admin's queries get no
-condition at all: they stay as they were.
+dependency `contact_scope`) and add its condition to the queries that read people: `where` (for a rep
+`c.id IN (the ids the scope selects)`, so a plan starts from the few people they may see instead of reading
+every contact; for a manager, whose teams may be most of the brand, a test per contact while the list's
+index is walked), or, where several branches of one query need it, `ids` read once in a CTE. A tenant
+admin's queries get no condition at all: they stay as they were.
 
 Out of scope answers exactly like missing: `require` raises the same NotFound as an unknown id.
 The JSON API is not here: an API key acts for the whole tenant.
@@ -36,6 +37,11 @@ class Scope(Protocol):
         parameters numbered from `first_param` (`$first_param`, …) and their values. Not correlated with
         the query it goes into, so a plan may start from it."""
 
+    def where(self, alias: str, first_param: int) -> tuple[str, list[Any]]:
+        """The condition on `contact {alias}` (of the tenant) that selects the same contacts, numbered the same
+        way: `{alias}.id IN (ids)`, or a form the provider knows to suit its scopes better (a small scope is
+        best read first, a large one asked about contact by contact while an index is walked)."""
+
 
 @dataclass(frozen=True)
 class Everyone:
@@ -46,6 +52,9 @@ class Everyone:
         return True
 
     def ids(self, first_param: int) -> tuple[str, list[Any]]:
+        raise AssertionError("everyone's scope adds no condition: check `everyone` first")
+
+    def where(self, alias: str, first_param: int) -> tuple[str, list[Any]]:
         raise AssertionError("everyone's scope adds no condition: check `everyone` first")
 
 
@@ -62,9 +71,13 @@ def ids(scope: Scope, args: list[Any]) -> str | None:
 
 
 def condition(scope: Scope, alias: str, args: list[Any]) -> str | None:
-    """`{alias}.id IN (the scope's ids)` numbered after `args` (which it extends), or None for everyone."""
-    sql = ids(scope, args)
-    return None if sql is None else f"{alias}.id IN ({sql})"
+    """The scope's condition on `contact {alias}` numbered after `args` (which it extends), or None for
+    everyone."""
+    if scope.everyone:
+        return None
+    sql, values = scope.where(alias, len(args) + 1)
+    args += values
+    return sql
 
 
 async def visible(tenant_id: int, scope: Scope, contact_id: int) -> bool:

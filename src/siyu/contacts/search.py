@@ -53,9 +53,9 @@ def list_query(tenant_id: int, q: str, channel: str | None, tag_id: int | None,
     ids once (a CTE the branches share). For everyone it adds nothing."""
     args: list[Any] = [tenant_id]
     common = ["c.tenant = $1 AND c.merged_into IS NULL"]
-    seen = scope_ids(scope, args)
+    seen = scope_ids(scope, args) if q else condition(scope, "c", args)
     if seen is not None:
-        common.append(f"c.id IN ({seen})" if not q else "c.id IN (SELECT id FROM seen)")
+        common.append(seen if not q else "c.id IN (SELECT id FROM seen)")
     if channel is not None:
         args.append(channel)
         common.append(f"EXISTS (SELECT 1 FROM identity i WHERE i.tenant = c.tenant AND i.contact = c.id "
