@@ -274,15 +274,17 @@ async def test_the_contact_list_search_and_merge_candidates_show_only_the_reps_p
 
 
 async def test_segment_members_show_only_the_reps_people_and_the_count_stays_the_audiences(
-    acme_agent: Client, insider: Client, acme_admin: Client, cast: Cast,
+    acme_agent: Client, insider: Client, manager: Client, acme_admin: Client, cast: Cast,
 ) -> None:
     outsider_page = await acme_agent.get(f"/segments/{cast.segment}")
     insider_page = await insider.get(f"/segments/{cast.segment}")
+    manager_page = await manager.get(f"/segments/{cast.segment}")
     admin_page = await acme_admin.get(f"/segments/{cast.segment}")
     assert outsider_page.status_code == insider_page.status_code == admin_page.status_code == 200
     assert contact_links(outsider_page.text) == {cast.own_contact}
     assert NAME not in outsider_page.text
     assert contact_links(insider_page.text) == {cast.contact}
+    assert contact_links(manager_page.text) == {cast.contact}  # their team's person, not the outsider's customer
     assert contact_links(admin_page.text) == {cast.contact, cast.own_contact}
     assert "Only contacts you may see are shown." in outsider_page.text
     assert "Only contacts you may see are shown." not in admin_page.text
@@ -382,6 +384,8 @@ async def test_a_manager_sees_their_teams_people_and_an_admin_everyone(
     away = await manager.get(f"/contacts/{cast.merged_away}")
     assert away.status_code in (301, 302, 303, 307)
     assert not await sees(manager, cast.own_contact)  # the outsider's WeCom customer: no team of theirs
+    assert cast.contact in contact_links((await manager.hx_get("/contacts", params={"q": "Scoped"})).text)
+    assert contact_links((await manager.hx_get("/contacts", params={"q": "外部客户"})).text) == set()
     for contact_id in (cast.contact, cast.resolved_contact, cast.own_contact):
         assert await sees(acme_admin, contact_id)
     # A conversation with the bot (never handed to a human) shows its person to no rep.
