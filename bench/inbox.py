@@ -24,10 +24,16 @@ After VACUUM ANALYZE it measures:
    while a note is added to a waiting conversation they all see; the time from the call until each client
    has the event, p99 (target <= 1 s), beside raw Redis pub/sub from one publisher to 200 subscribers.
 
+4. The contact list under the inbox's data scope (`siyu.contacts.search.search` with
+   `siyu.inbox.scope.contact_scope`, the scope's own queries included) for a rep, a team manager and an admin:
+   the first and the fifth page and two searches, p95 (target <= 50 ms, as `make bench-identity`'s search),
+   beside the same list SQL sent bare. Before it, every contact gets its last interaction (the list's order)
+   and every WeCom customer the rep who added them (an `owner` row).
+
 Also, for information: the manager view's figures (`siyu.inbox.manager.figures`) for an admin and a manager.
 
 BENCH_SCALE (default 1) scales the conversations (not the tenants or reps): `BENCH_SCALE=0.02 make bench-inbox`
-runs in about a minute. BENCH_PARTS picks what to measure (default `list,routing,live,manager`); BENCH_KEEP=1
+runs in about a minute. BENCH_PARTS picks what to measure (default `list,routing,live,contacts,manager`); BENCH_KEEP=1
 leaves PostgreSQL running with its data afterwards (for EXPLAIN). BENCH_CUSTOM_PLANS=1 sets the database's
 `plan_cache_mode = force_custom_plan` first: asyncpg prepares every statement, and after five runs PostgreSQL
 may switch to a generic plan costed for an average tenant, which is the wrong plan for the big one.
