@@ -55,6 +55,7 @@ class Cast:
     resolved_conversation: int
     own_contact: int  # the outsider's own WeCom customer
     segment: int  # selects both the scoped person and the outsider's customer
+    message: int = 0  # a line of the scoped person's conversation
 
     def object_id(self, kind: str) -> int:
         return {"contact": self.contact, "merged_away": self.merged_away, "merge": self.merge,
@@ -113,8 +114,12 @@ async def cast_for(t: TenantFixture) -> Cast:
     await owns(t.id, t.agent_id, own_contact, "outsiderrep")
     await contacts.do_tag(t.id, own_contact, "VIP", ACTOR)
     segment = await segments.do_create_segment(t.id, "VIPs", {"tags": {"ids": [tag], "match": "any"}}, ACTOR)
+    message = await db.fetchrow(  # a reply that did not go out (send-again names one)
+        "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, status, "
+        "source_key, created_at) VALUES ($1, $2, 'out', 'insider', 'text', $3, 'failed', 'test:scope:out', now()) "
+        "RETURNING id", t.id, conv["id"], SECRET)
     return Cast(t, team, insider, manager, contact_id, identity_id, merged_away, merge_id, tag, int(conv["id"]),
-                resolved_contact, int(done["id"]), own_contact, segment)
+                resolved_contact, int(done["id"]), own_contact, segment, int(message["id"]))
 
 
 @pytest.fixture
@@ -179,12 +184,13 @@ SCOPE_ROUTES = [
     ("POST", "/inbox/conversations/{id}/resolve", "conversation", {}),
     ("POST", "/inbox/conversations/{id}/snooze", "conversation", {"until": "1h"}),
     ("POST", "/inbox/conversations/{id}/reopen", "resolved_conversation", {}),
+    ("POST", "/inbox/conversations/{id}/messages/{msg}/send-again", "conversation", {}),
 ]
 IDS = [f"{m} {t} ({k})" for m, t, k, _ in SCOPE_ROUTES]
 
 
 def url(template: str, cast: Cast, object_id: int) -> str:
-    return template.replace("{id}", str(object_id)).replace("{tag}", str(cast.tag))
+    return template.replace("{id}", str(object_id)).replace("{tag}", str(cast.tag)).replace("{msg}", str(cast.message))
 
 
 def form(data: dict[str, Any] | None, cast: Cast) -> dict[str, Any] | None:
@@ -408,11 +414,12 @@ SCOPE_EXEMPT = {
     ("GET", "/settings/staff/{}"), ("POST", "/settings/staff/{}"), ("POST", "/settings/invitations/{}/revoke"),
     ("POST", "/settings/teams/{}/delete"), ("POST", "/settings/api-keys/{}/revoke"),
     ("POST", "/settings/auto-replies/{}/toggle"), ("POST", "/settings/auto-replies/{}/delete"),
+    ("GET", "/settings/auto-replies/{}"), ("POST", "/settings/auto-replies/{}"),
     ("POST", "/settings/inbox/teams/{}"), ("POST", "/settings/inbox/people/{}"),
     ("POST", "/settings/channels/{}"), ("POST", "/settings/channels/{}/validate"),
     ("POST", "/settings/channels/{}/check"), ("POST", "/settings/channels/{}/unlink"),
     # Platform admins only (tests/integration/web/test_cross_tenant.py).
-    ("GET", "/platform/tenants/{}"), ("POST", "/platform/tenants/{}/status"),
+    ("GET", "/platform/tenants/{}"), ("POST", "/platform/tenants/{}/status"), ("GET", "/platform/tenants/{}/suspend"),
     ("POST", "/platform/tenants/{}/invite-admin"),
     # The JSON API: an API key acts for the whole tenant, no rep behind it (tenant isolation is tested there).
     ("GET", "/api/v1/contacts/{}"), ("GET", "/api/v1/contacts/{}/timeline"), ("GET", "/api/v1/contacts/{}/export"),
