@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
+from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -26,6 +27,7 @@ from siyu.commerce.api import PurchasesApi
 from siyu.commerce.notify import PayNotifications
 from siyu.commerce.views import PaySettingsController, ProductsController, PurchasesController
 from siyu.contacts.api import ContactsApi
+from siyu.contacts.scope import Scope as ContactScope
 from siyu.contacts.views import ContactsController
 from siyu.core import db, effects, i18n
 from siyu.core import redis as redis_mod
@@ -37,6 +39,7 @@ from siyu.core.settings import FRONTEND_DIR, get_settings
 from siyu.inbox.api import InboxApi
 from siyu.inbox.live import Relay as InboxRelay
 from siyu.inbox.manager_views import InboxManagerController
+from siyu.inbox.scope import contact_scope
 from siyu.inbox.settings_views import InboxSettingsController
 from siyu.inbox.views import InboxController
 from siyu.segments.api import SegmentsApi
@@ -48,7 +51,7 @@ from siyu.tenants.views import (
     PlatformController,
     SettingsController,
 )
-from siyu.web.auth import LOCALE_COOKIE, AccessWatch, AuthMiddleware, NotAuthenticated
+from siyu.web.auth import LOCALE_COOKIE, AccessWatch, AuthMiddleware, NotAuthenticated, require_tenant_id
 from siyu.web.headers import add_security_headers
 from siyu.web.inputs import InputGuard
 from siyu.web.render import current_user, render, template_config
@@ -154,6 +157,14 @@ def _server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     return _error_response(request, HTTP_500_INTERNAL_SERVER_ERROR, i18n.gettext("Something went wrong on our side."))
 
 
+async def _contact_scope(request: Request[Any, Any, Any]) -> ContactScope:
+    """Who the signed-in person may see on the pages that show people (contacts, segment members): the
+    inbox's rule, injected here so that the contacts and segments never name the inbox's tables."""
+    user = current_user(request)
+    assert user is not None  # the pages that ask for it are guarded by tenant_staff
+    return await contact_scope(require_tenant_id(user), user.id, user.role)
+
+
 def _choose_locale(request: Request[Any, Any, Any]) -> None:
     path = request.scope["path"]
     if path.startswith(("/api/", "/wechat")):
@@ -202,6 +213,7 @@ def create_app() -> Litestar:
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],
         lifespan=[lifespan],
+        dependencies={"contact_scope": Provide(_contact_scope)},
         # The session first (errors answer in the person's language), then the input check, which runs before
         # the CSRF check reads the form.
         middleware=[DefineMiddleware(AuthMiddleware, exclude=["^/static/", "^/healthz$", "^/readyz$", "^/wechat"]),
