@@ -96,7 +96,7 @@ def _link(slug: str, kind: str, data: dict[str, Any]) -> None:
 
     click.echo(f"linked {kind} {view.app_id} to {slug}")
     click.echo(f"callback URL: {svc.callback_url(get_settings().public_base_url, slug, kind)}")
-    click.echo(f"token:        {view.callback_token}")
+    click.echo(f"token:        {data['token']}")  # the operator's own input, echoed for the console
 
 
 @tenant.command("link-oa")

