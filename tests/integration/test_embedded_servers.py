@@ -129,3 +129,12 @@ def test_the_embedded_postgres_data_directory_is_private() -> None:
     assert _mode(pgdata) == 0o700
     for name in ("postgresql.conf", "pg_hba.conf", "PG_VERSION"):
         assert _mode(pgdata / name) & 0o077 == 0, name
+
+
+def test_a_redis_url_that_reaches_a_log_keeps_its_password_out() -> None:
+    from siyu.core.logs import redact
+
+    url = "redis://:s3cr3t-Pass_word@127.0.0.1:6390/0"
+    assert redact(f"cannot connect to {url}") == "cannot connect to redis://:***@127.0.0.1:6390/0"
+    assert redact("postgresql://siyu:pw@db:5432/siyu?x=1") == "postgresql://siyu:***@db:5432/siyu?x=1"
+    assert redact("postgresql://postgres:@/siyu?host=/tmp/pg") == "postgresql://postgres:@/siyu?host=/tmp/pg"
