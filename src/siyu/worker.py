@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from time import monotonic
 from typing import Any
 
@@ -177,9 +178,11 @@ async def run(burst: bool = False) -> None:
     from siyu.core.settings import get_settings
 
     configure_logging(get_settings().log_level)
+    stopping = asyncio.Event()
     pause = 1.0
     while True:
         worker = build_worker(burst, redis_pool=await arq_pool())
+        worker.on_stop = lambda _sig: stopping.set()  # a stop signal also ends this loop
         started = monotonic()
         worker.main_task = asyncio.create_task(worker.main())  # what arq's signal handler cancels
         try:
@@ -195,5 +198,14 @@ async def run(burst: bool = False) -> None:
             log.error("the worker stopped (%s: %s); starting it again in %.0f s", type(exc).__name__, exc, pause)
         finally:
             await _close(worker)
-        await asyncio.sleep(pause)
+        # Between two workers arq's signal handlers belong to the one that stopped: listen ourselves.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        if stopping.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), pause)
+        if stopping.is_set():
+            return
         pause = min(RESTART_MAX_PAUSE, pause * 2)
