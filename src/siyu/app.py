@@ -143,6 +143,11 @@ def _redis_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Respo
     """Redis is down or hangs (its client gives up within SIYU_REDIS_TIMEOUT): a clear 503, not a 500, and
     nothing else is held. WeChat's callbacks do not need Redis and keep being stored."""
     log.warning("Redis did not answer on %s %s: %r", request.method, request.url.path, exc)
+    # Reading the session failed before the request's language was chosen: the cookie's, or the browser's.
+    locale = request.cookies.get(LOCALE_COOKIE)
+    if locale not in i18n.LOCALES:
+        locale = i18n.negotiate(request.headers.get("accept-language"), get_settings().default_locale)
+    i18n.set_locale("en" if request.url.path.startswith(("/api/", "/wechat")) else locale)
     resp = _error_response(request, 503, i18n.gettext(REDIS_UNAVAILABLE))
     resp.headers["Retry-After"] = "30"
     return resp

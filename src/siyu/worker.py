@@ -50,7 +50,9 @@ def redis_settings() -> RedisSettings:
 
 FUNCTIONS = [
     func(tenant_jobs.purge_expired_invitations, name="tenants.purge_expired_invitations", max_tries=3),
-    func(wechat_jobs.process_inbound, name="wechat.process_inbound", max_tries=5),
+    # The sweeper's unit, queued under one id per event: no result is kept, or a run that failed (Redis or
+    # PostgreSQL gone mid-job) would keep the sweeper from queueing that event again for `keep_result`.
+    func(wechat_jobs.process_inbound, name="wechat.process_inbound", max_tries=5, keep_result=0),
     func(wechat_jobs.process_inbound_batch, name="wechat.process_inbound_batch", max_tries=5),
     func(wechat_jobs.sweep_inbound, name="wechat.sweep_inbound", max_tries=1),
     func(wechat_jobs.kf_sync, name="wechat.kf_sync", max_tries=5),

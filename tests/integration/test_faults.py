@@ -299,6 +299,9 @@ async def test_a_frozen_redis_is_named_by_readyz_and_pages_answer_with_an_error(
             assert time.monotonic() - started < 5, url  # the client's timeout (2 s), not a hang
             assert r.status_code == 503, (url, r.status_code, r.text[:300])
             assert "cannot reach Redis" in r.text and r.headers.get("retry-after") == "30"
+        chinese = anonymous.post("/login", data={"email": "x@y.z", "password": "p", "_csrf_token": csrf},
+                                 headers={"Accept-Language": "zh-CN"})
+        assert chinese.status_code == 503 and "无法连接 Redis" in chinese.text
         assert anonymous.get("/login").status_code == 200  # the sign-in page itself needs no Redis
         assert anonymous.get("/healthz").status_code == 200
     finally:
@@ -346,3 +349,43 @@ async def test_a_claim_cut_short_by_redis_gives_its_slot_back(own_valkey: tuple[
         await pool.aclose()
         monkeypatch.undo()
         reset_settings()
+
+
+# --- the sweeper after a failed run ---------------------------------------------------------------------
+
+async def test_the_sweeper_queues_an_event_again_after_its_job_failed(acme: TenantFixture, client: Any, app: Any,
+                                                                      redis: Any) -> None:
+    """A per-event job that failed (here: handed something it cannot read) must not keep the sweeper from
+    queueing that event again: arq refuses a job id while a result is kept under it."""
+    from siyu.core.redis import arq_pool
+    from siyu.wechat.jobs import sweep_inbound
+    from tests.conftest import OA
+    from tests.integration.wechat.test_inbound_jobs import run_worker
+    from tests.wechat_payloads import Sender, text
+
+    await tenants.do_link_channel(ACTOR, acme.id, "oa", OA)
+
+    async def redis_down(ids: list[int]) -> None:
+        raise ConnectionError("redis down")
+
+    real, app.state.ingestor._enqueue = app.state.ingestor._enqueue, redis_down
+    try:
+        cb = Sender("acme", "oa", OA["app_id"], OA["token"], OA["aes_key"], "safe").callback(text("oLate", "hi", 1))
+        assert (await client.post(cb.url, content=cb.body)).text == "success"
+        await app.state.ingestor.settle()
+    finally:
+        app.state.ingestor._enqueue = real
+    [event] = await db.fetch("SELECT id FROM wechat_inbound_event")
+    await db.execute("UPDATE wechat_inbound_event SET received_at = now() - interval '5 minutes'")
+    pool = await arq_pool()
+    try:
+        await pool.enqueue_job("wechat.process_inbound", "not an id", _job_id=f"wechat.inbound:{event['id']}")
+        failed = await run_worker()
+        assert failed.jobs_failed == 1
+        assert await sweep_inbound({"redis": pool}) == 1
+        assert await redis.exists(f"arq:job:wechat.inbound:{event['id']}")  # queued again
+    finally:
+        await pool.aclose()
+    await run_worker()
+    row = await db.fetchrow("SELECT processed_at, attempts FROM wechat_inbound_event WHERE id = $1", event["id"])
+    assert row["processed_at"] is not None and row["attempts"] == 1
