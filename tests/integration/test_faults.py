@@ -176,20 +176,22 @@ async def test_killing_valkey_and_the_worker_during_traffic_loses_nothing_and_se
 
     pusher = threading.Thread(target=traffic)
     pusher.start()
-    assert first_answered.wait(30)
-    stack.kill("valkey")
-    stack.kill("worker")
+    try:
+        assert first_answered.wait(30)
+        stack.kill("valkey")
+        stack.kill("worker")
 
-    started = time.monotonic()
-    ready = httpx.get(f"{stack.base_url}/readyz", timeout=10)
-    assert time.monotonic() - started < 2
-    assert ready.status_code == 503 and ready.json()["failed"] == ["redis"]
-    # A page that needs the session store says so at once, in words; no 500, no hang.
-    started = time.monotonic()
-    page = admin.get("/settings/channels/")
-    assert time.monotonic() - started < 3
-    assert page.status_code == 503 and "cannot reach Redis" in page.text
-    pusher.join(timeout=120)
+        started = time.monotonic()
+        ready = httpx.get(f"{stack.base_url}/readyz", timeout=10)
+        assert time.monotonic() - started < 2
+        assert ready.status_code == 503 and ready.json()["failed"] == ["redis"]
+        # A page that needs the session store says so at once, in words; no 500, no hang.
+        started = time.monotonic()
+        page = admin.get("/settings/channels/")
+        assert time.monotonic() - started < 3
+        assert page.status_code == 503 and "cannot reach Redis" in page.text
+    finally:
+        pusher.join(timeout=120)
     assert len(during) == 24
     waiting = await db.fetchrow("SELECT count(*) AS n FROM wechat_inbound_event WHERE processed_at IS NULL")
     assert waiting["n"] >= 10  # stored while nothing could queue them: only PostgreSQL has them
