@@ -4,7 +4,7 @@ templates, error mapping and the lifespan (database pool, Redis)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +14,7 @@ from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
@@ -45,7 +46,9 @@ from siyu.tenants.views import (
     PlatformController,
     SettingsController,
 )
-from siyu.web.auth import LOCALE_COOKIE, AuthMiddleware, NotAuthenticated
+from siyu.web.auth import LOCALE_COOKIE, AccessWatch, AuthMiddleware, NotAuthenticated
+from siyu.web.headers import add_security_headers
+from siyu.web.inputs import InputGuard
 from siyu.web.render import current_user, render, template_config
 from siyu.web.views import AuthController, HealthController
 from siyu.wechat import services as wechat_services
@@ -66,6 +69,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     app.state.wechat = WeChatRuntime(app.state.redis)
     app.state.inbox_relay = InboxRelay(app.state.redis)  # live inbox: Redis pub/sub → this process's SSE clients
     await app.state.inbox_relay.start()
+    app.state.access_watch = AccessWatch(app.state.redis)  # ends live streams whose session ended
+    await app.state.access_watch.start()
     app.state.ingestor = Ingestor(lambda ids: enqueue_batch(app.state.arq, ids))
     app.state.ingestor.start()
     listener = db.Listener([db.ACCOUNTS_CHANGED, db.AUTO_REPLIES_CHANGED], wechat_services.on_change)
@@ -74,6 +79,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         await listener.stop()
+        await app.state.access_watch.stop()
         await app.state.inbox_relay.stop()
         await app.state.ingestor.stop()
         await effects.flush()
@@ -143,11 +149,6 @@ def _redis_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Respo
     """Redis is down or hangs (its client gives up within SIYU_REDIS_TIMEOUT): a clear 503, not a 500, and
     nothing else is held. WeChat's callbacks do not need Redis and keep being stored."""
     log.warning("Redis did not answer on %s %s: %r", request.method, request.url.path, exc)
-    # Reading the session failed before the request's language was chosen: the cookie's, or the browser's.
-    locale = request.cookies.get(LOCALE_COOKIE)
-    if locale not in i18n.LOCALES:
-        locale = i18n.negotiate(request.headers.get("accept-language"), get_settings().default_locale)
-    i18n.set_locale("en" if request.url.path.startswith(("/api/", "/wechat")) else locale)
     resp = _error_response(request, 503, i18n.gettext(REDIS_UNAVAILABLE))
     resp.headers["Retry-After"] = "30"
     return resp
@@ -161,7 +162,7 @@ def _server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     return _error_response(request, HTTP_500_INTERNAL_SERVER_ERROR, i18n.gettext("Something went wrong on our side."))
 
 
-async def _set_locale(request: Request[Any, Any, Any]) -> None:
+def _choose_locale(request: Request[Any, Any, Any]) -> None:
     path = request.scope["path"]
     if path.startswith(("/api/", "/wechat")):
         i18n.set_locale("en")  # machines read these answers: their messages stay in one language
@@ -172,6 +173,19 @@ async def _set_locale(request: Request[Any, Any, Any]) -> None:
     if locale not in i18n.LOCALES:
         locale = i18n.negotiate(request.headers.get("accept-language"), s.default_locale)
     i18n.set_locale(locale)
+
+
+async def _set_locale(request: Request[Any, Any, Any]) -> None:
+    _choose_locale(request)
+
+
+def _in_locale(handler: Callable[[Request[Any, Any, Any], Any], Response[Any]]) -> Callable[..., Response[Any]]:
+    """An error handler that answers in the asker's language also when a middleware refused the request
+    (the input check, CSRF) before `before_request` chose it."""
+    def answer(request: Request[Any, Any, Any], exc: Any) -> Response[Any]:
+        _choose_locale(request)
+        return handler(request, exc)
+    return answer
 
 
 def create_app() -> Litestar:
@@ -194,21 +208,28 @@ def create_app() -> Litestar:
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],
         lifespan=[lifespan],
-        middleware=[DefineMiddleware(AuthMiddleware, exclude=["^/static/", "^/healthz$", "^/readyz$", "^/wechat"])],
+        # The session first (errors answer in the person's language), then the input check, which runs before
+        # the CSRF check reads the form.
+        middleware=[DefineMiddleware(AuthMiddleware, exclude=["^/static/", "^/healthz$", "^/readyz$", "^/wechat"]),
+                    InputGuard()],
         csrf_config=csrf,
         plugins=[HTMXPlugin()],
         template_config=template_config(),
         before_request=_set_locale,
+        before_send=[add_security_headers],
         exception_handlers={
             NotAuthenticated: _not_authenticated,
             NotAuthorizedException: _not_authenticated,
-            PermissionDeniedException: _http_error,
-            SiyuError: _siyu_error,
-            HTTPException: _http_error,
-            RedisConnectionError: _redis_unavailable,
-            RedisTimeoutError: _redis_unavailable,
-            Exception: _server_error,
+            PermissionDeniedException: _in_locale(_http_error),
+            SiyuError: _in_locale(_siyu_error),
+            HTTPException: _in_locale(_http_error),
+            RedisConnectionError: _in_locale(_redis_unavailable),
+            RedisTimeoutError: _in_locale(_redis_unavailable),
+            Exception: _in_locale(_server_error),
         },
-        openapi_config=OpenAPIConfig(title="Siyu API", version=siyu.__version__, path="/schema"),
+        # The OpenAPI document only: the interactive viewers run inline scripts from CDNs, which the pages'
+        # Content-Security-Policy (scripts from Siyu only) refuses; any OpenAPI viewer can open the document.
+        openapi_config=OpenAPIConfig(title="Siyu API", version=siyu.__version__, path="/schema",
+                                     render_plugins=[JsonRenderPlugin(path="/openapi.json")]),
         debug=False,
     )

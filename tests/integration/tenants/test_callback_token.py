@@ -130,7 +130,7 @@ async def test_secrets_rotate_reseals_the_tokens(subprocess_env: dict[str, str],
 
 # --- the migration --------------------------------------------------------------------------------------
 
-BEFORE_SEALING = "2026-11-22T09:00:00:000000"  # the column exists, the tokens are still in clear
+BEFORE_SEALING = "2026-12-05T09:00:00:000000"  # the column exists, the tokens are still in clear
 
 
 def _server_url() -> str:

@@ -7,7 +7,7 @@ from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from siyu.core import db
 from siyu.core.crypto import box
 
-ID = "2026-11-22T09:00:01:000000"
+ID = "2026-12-05T09:00:01:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "the callback Token sealed like the other secrets: seal the stored ones, drop the clear column"
 

@@ -2,7 +2,7 @@ from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.columns.column_types import Text
 from piccolo.columns.indexes import IndexMethod
 
-ID = "2026-11-22T09:00:00:000000"
+ID = "2026-12-05T09:00:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "the callback Token sealed like the other secrets: its column"
 
