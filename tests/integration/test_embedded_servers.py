@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,13 +100,19 @@ def test_a_restart_on_its_port_keeps_the_url_and_the_data(tmp_path: Path, server
     client.set("siyu:kept", "yes")
     client.close()
     assert start_redis(directory, persist=True) == (url, None)  # a running server is reused
+    # On a busy disk the server may hold a write back for up to 2 s (appendfsync everysec): wait until the
+    # append-only file has it, which is what this test is about.
+    deadline = time.monotonic() + 5
+    while not any(b"siyu:kept" in f.read_bytes() for f in (directory / "appendonlydir").glob("*.aof")):
+        assert time.monotonic() < deadline, "the write never reached the append-only file"
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     again, proc2 = start_redis(directory, persist=True, port=urlsplit(url).port)
     servers.append(proc2)
     assert again == url
     client = Redis.from_url(url, socket_timeout=5)
-    assert client.get("siyu:kept") == b"yes"  # the append-only file had it
+    assert client.get("siyu:kept") == b"yes", (directory / "valkey.log").read_text()  # from the append-only file
     client.close()
 
 

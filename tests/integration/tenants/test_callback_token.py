@@ -106,6 +106,8 @@ async def test_a_changed_token_takes_effect_at_once_and_is_audited_without_its_v
     audit = await db.fetch("SELECT changes::text AS c FROM audit_log WHERE action = 'channel.oa.updated'")
     assert len(audit) == 1 and '"token_changed": true' in audit[0]["c"]
     assert "FreshToken789" not in audit[0]["c"] and OA["token"] not in audit[0]["c"]
+    page = await acme_admin.get("/settings/audit")
+    assert "Callback Token replaced" in page.text and "FreshToken789" not in page.text
 
 
 def _siyu(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
