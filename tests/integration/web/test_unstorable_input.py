@@ -82,6 +82,7 @@ ROUTES = [
     Route("POST", "/platform/tenants", "root", {"slug": "initech", "name": "Initech", "timezone": "Asia/Shanghai",
                                                 "locale": "zh_CN", "admin_email": "boss@initech.test"}),
     Route("GET", "/platform/tenants/{tenant}", "root"),
+    Route("GET", "/platform/tenants/{tenant}/suspend", "root"),
     Route("POST", "/platform/tenants/{tenant}/status", "root", {"status": "active"}),
     Route("POST", "/platform/tenants/{tenant}/invite-admin", "root", {"email": "boss@acme.test"}),
     # --- brand settings --------------------------------------------------------------------------------------
@@ -106,12 +107,17 @@ ROUTES = [
     Route("GET", "/settings/api-keys", "admin"),
     Route("POST", "/settings/api-keys", "admin", {"name": "Shop backend"}),
     Route("POST", "/settings/api-keys/{api_key}/revoke", "admin"),
-    Route("GET", "/settings/audit", "admin", {"before": "999999"}),
+    Route("GET", "/settings/audit", "admin", {"from": "2026-01-01", "to": "2026-12-31", "action": ""}),
+    Route("GET", "/settings/audit/export.csv", "admin", {"from": "2026-01-01", "to": "2026-12-31"}),
     Route("GET", "/settings/auto-replies", "admin"),
     Route("POST", "/settings/auto-replies", "admin", {"trigger": "keyword", "match_type": "exact",
                                                       "keyword": "opening hours", "reply": "9 to 5",
                                                       "menu_key": "", "scene": ""}),
     Route("POST", "/settings/auto-replies/try", "admin", {"text": "Acme price"}),
+    Route("GET", "/settings/auto-replies/{auto_reply}", "admin"),
+    Route("POST", "/settings/auto-replies/{auto_reply}", "admin", {"trigger": "keyword", "match_type": "exact",
+                                                                   "keyword": "closing hours", "reply": "at 5",
+                                                                   "menu_key": "", "scene": ""}),
     Route("POST", "/settings/auto-replies/{auto_reply}/toggle", "admin", {"enabled": "0"}),
     Route("POST", "/settings/auto-replies/{auto_reply}/delete", "admin"),
     Route("GET", "/settings/wechat-events", "admin"),
@@ -155,6 +161,8 @@ ROUTES = [
     Route("POST", "/inbox/conversations/{conversation}/reply", "agent", {"text": "Hello", "note": "1"}),
     Route("POST", "/inbox/conversations/{conversation}/notice", "agent", {"text": "Shipped"}),
     Route("POST", "/inbox/conversations/{conversation}/wecom-task", "agent", {"owner": "{owner}", "text": "Via WeCom"}),
+    Route("POST", "/inbox/conversations/{conversation}/messages/999999/send-again", "agent",
+          control=frozenset({404})),  # no such message: the probes still must not answer 500
     Route("POST", "/inbox/conversations/{conversation}/take", "admin"),
     Route("POST", "/inbox/conversations/{conversation}/transfer", "admin", {"to": "team:{team}"}),
     Route("POST", "/inbox/conversations/{conversation}/snooze", "agent", {"until": "1h"}),
@@ -311,7 +319,8 @@ NOT_SWEPT = {
 
 def test_every_route_is_swept(app: Any) -> None:
     def normal(path: str) -> str:
-        return re.sub(r"\{[^}]*\}", "{}", path.split("?")[0]).rstrip("/") or "/"
+        path = re.sub(r"/\d+(?=/|$)", "/{}", path.split("?")[0])  # a literal id stands for any
+        return re.sub(r"\{[^}]*\}", "{}", path).rstrip("/") or "/"
 
     swept = {(r.method, normal(r.url)) for r in ROUTES}
     found = set()
