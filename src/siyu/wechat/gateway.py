@@ -2,7 +2,9 @@
 
 A POST is verified, decrypted, parsed, normalised and stored (unique on its dedup key) before Siyu
 answers, so an answer of `success` never loses an event; the rest of the work runs in the
-`wechat.process_inbound` job. Rejections store nothing and say why in the log.
+`wechat.process_inbound` job. Nothing is built from a body before its signature holds (a plain-mode
+signature is checked before the body is even read), and every parse is bounded. Rejections store nothing
+and say why in the log. A suspended tenant's callbacks are stored and acknowledged, without a reply.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from litestar.params import FromPath
 
 from siyu.core.settings import get_settings
 from siyu.wechat import protocol, services
-from siyu.wechat.ingest import AccountGone
+from siyu.wechat.ingest import AccountGone, Ingestor
 from siyu.wechat.protocol import MAX_BODY, Account, CallbackRejected
 
 T = TypeVar("T")
@@ -80,29 +82,33 @@ class WeChatCallbacks(Controller):
         if account is None:
             return _reject(tenant, channel, NO_ACCOUNT)
         query = _query(request)
-        body = await request.body()
         try:
             protocol.check_timestamp(query.get("timestamp", ""), get_settings().callback_max_skew)
+            account, _ = await _with_fresh_retry(tenant, channel, account,
+                                                 lambda a: protocol.check_query_signature(a, query))
+            body = await request.body()
             account, opened = await _with_fresh_retry(tenant, channel, account,
                                                       lambda a: protocol.open_envelope(a, query, body))
-            fields = protocol.fields_of(opened)
+            fields, original = protocol.fields_of(opened)
             event = protocol.normalize(channel, fields)
         except CallbackRejected as exc:
             return _reject(tenant, channel, exc)
 
+        ingestor: Ingestor = request.app.state.ingestor
         try:
-            recorded = await request.app.state.ingestor.store(account, event, fields)
+            stored = await ingestor.store(account, event, fields, original)
         except AccountGone:
             return _reject(tenant, channel, CallbackRejected(404, "the account was unlinked just now"))
-        if not recorded.is_new:
-            log.debug("wechat callback retried: tenant=%s channel=%s event=%s", tenant, channel, recorded.event_id)
+        if not stored.is_new:
+            log.debug("wechat callback retried: tenant=%s channel=%s event=%s", tenant, channel, stored.event_id)
 
         ack = "" if channel == "wecom" else "success"  # WeCom wants an empty 200, OA/MP accept "success"
-        if channel == "oa":
-            reply = await services.auto_reply_for(recorded.tenant_id, event)
-            if reply:
-                body_out = protocol.passive_text_reply(account, fields, reply, opened, query.get("nonce", ""),
-                                                       query.get("timestamp", ""))
+        if channel == "oa" and not stored.suspended:
+            rule = await services.auto_reply_rule(stored.tenant_id, event, stored.bot_silenced)
+            if rule:
+                ingestor.count_hit(stored.tenant_id, int(rule["id"]))
+                body_out = protocol.passive_text_reply(account, fields, str(rule["reply"]), opened,
+                                                       query.get("nonce", ""), query.get("timestamp", ""))
                 return Response(body_out, media_type="application/xml; charset=utf-8")
         return Response(ack, media_type=TEXT)
 

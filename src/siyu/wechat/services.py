@@ -15,7 +15,6 @@ from siyu.core.crypto import box
 from siyu.core.errors import InvalidInput, NotFound
 from siyu.core.i18n import N_
 from siyu.tenants.services import Actor, record_audit
-from siyu.wechat import windows
 from siyu.wechat.protocol import Account, Normalized
 from siyu.wechat.tables import AutoReply, InboundEvent
 
@@ -138,8 +137,10 @@ def best_keyword_rules(rules: list[dict[str, Any]], text: str) -> list[dict[str,
     return found
 
 
-async def auto_reply_for(tenant_id: int, event: Normalized) -> str | None:
-    """The passive reply the Official Account gives to this event, if a rule matches."""
+async def auto_reply_rule(tenant_id: int, event: Normalized, bot_silenced: bool) -> dict[str, Any] | None:
+    """The rule whose passive reply the Official Account gives to this event, if one matches. The gateway
+    reads `bot_silenced` (a rep has this customer) with the stored event and counts the hit in bulk, so a
+    burst of callbacks costs no query per reply (the rules themselves are kept per process)."""
     if event.kind not in ("follow", "menu_click") and not (event.kind == "message" and event.msg_type == "text"):
         return None
     rules = await _enabled_rules(tenant_id)
@@ -153,12 +154,9 @@ async def auto_reply_for(tenant_id: int, event: Normalized) -> str | None:
         found = [r for r in rules if r["trigger"] == "click" and r["menu_key"] == event.details.get("key", "")]
     else:
         found = best_keyword_rules(rules, str(event.details.get("Content", "")))
-        if found and await windows.bot_silenced(tenant_id, "oa", event.external_id):
+        if found and bot_silenced:
             return None  # a rep has this customer: the bot does not answer over them
-    if not found:
-        return None
-    await AutoReply.update({AutoReply.hits: AutoReply.hits + 1}).where(AutoReply.id == found[0]["id"])
-    return str(found[0]["reply"])
+    return found[0] if found else None
 
 
 async def match_keyword(tenant_id: int, text: str) -> list[dict[str, Any]]:
