@@ -14,6 +14,7 @@ from siyu.inbox import actions, handoff, routing
 from siyu.inbox import conversations as convs
 from siyu.inbox.config import get_settings
 from siyu.timeline import services as timeline
+from siyu.wechat.holds import while_suspended  # a suspended tenant's sends wait for reactivation
 from siyu.wechat.outbound import (
     Delivery,
     deliver_owner_task,
@@ -46,6 +47,7 @@ async def handle_inbound(ctx: dict[str, Any], event_ids: list[int]) -> int:
         raise _retry(ctx, f"inbox events {event_ids[:5]}", exc) from exc
 
 
+@while_suspended("inbox.send_message")
 async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """Send a rep's reply once (the ledger key is the message's), then mark it sent or failed, live."""
     row = await db.fetchrow(
@@ -61,6 +63,7 @@ async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> 
                          timeline_event=(row["channel"], row["identity"], {"msg_type": "text", "Content": row["body"]}))
 
 
+@while_suspended("inbox.send_owner_task")
 async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, owner_id: int) -> str:
     """Create the WeCom 1:1 task for a rep's message (`actions.do_send_via_owner`) once, then mark the
     message sent (the task exists; the member confirms it in WeCom) or failed with the reason, live."""
@@ -78,6 +81,7 @@ async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, 
                                          "user_id": row["staff_userid"]}))
 
 
+@while_suspended("inbox.send_template_notice")
 async def send_template_notice(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """Send a rep's service notice (`actions.do_send_template_notice`) once, as the tenant's template for
     the channel (an OA template message, or an MP subscription message using one of the customer's
@@ -138,6 +142,7 @@ async def _settle(ctx: dict[str, Any], tenant_id: int, message_id: int, conversa
     return delivery.state
 
 
+@while_suspended("inbox.bot_reply")
 async def bot_reply(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """The bot answers a customer's message on the Mini Program or WeCom 微信客服 with its keyword rule's
     reply (a customer-service message: those channels have no passive replies). Once: the ledger key is
@@ -184,6 +189,7 @@ NOTICES = {
 }
 
 
+@while_suspended("inbox.notify_customer")
 async def notify_customer(ctx: dict[str, Any], tenant_id: int, conversation_id: int, ref: str) -> str:
     """Tell the customer what happens next (queue place or the rep's name), once per handoff or
     assignment, and only when the reply window keeps enough room for the rep's own replies."""

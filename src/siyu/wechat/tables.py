@@ -130,3 +130,14 @@ class Outbound(Table, tablename="wechat_outbound"):
     created_at = Timestamptz()
     claimed_at = Timestamptz()  # when the current attempt began
     sent_at = Timestamptz(null=True, default=None)
+
+
+class HeldJob(Table, tablename="wechat_held_job"):
+    """A job that would have sent something for a tenant while it was suspended: kept (by name and
+    arguments, unique per tenant) instead of run, and enqueued again when the tenant is reactivated."""
+
+    id: BigSerial
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    job = Varchar(length=64)
+    args = JSONB(default=[])
+    held_at = Timestamptz()

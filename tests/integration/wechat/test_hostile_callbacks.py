@@ -199,10 +199,9 @@ async def test_nul_and_lone_surrogates_are_stored_replaced_and_never_fail_the_ba
     mp = Sender("acme", "mp", MP["app_id"], MP["token"], MP["aes_key"], "safe", "json")
     oa = Sender("globex", "oa", "wx00000000000a10be", "GlobexToken1", OA["aes_key"], "safe")
     at = int(time.time())
-    nul = ('{"ToUserName": "gh_mp", "FromUserName": "oMpNul", "CreateTime": %d, "MsgType": "text", '
-           '"Content": "a\\u0000b", "MsgId": 901}' % at)
-    lone = ('{"ToUserName": "gh_mp", "FromUserName": "oMpLone", "CreateTime": %d, "MsgType": "text", '
-            '"Content": "x\\ud800y \\ud83d\\ude00", "MsgId": 902}' % at)
+    head = '{"ToUserName": "gh_mp", "CreateTime": ' + str(at) + ', "MsgType": "text", '
+    nul = head + '"FromUserName": "oMpNul", "Content": "a\\u0000b", "MsgId": 901}'
+    lone = head + '"FromUserName": "oMpLone", "Content": "x\\ud800y \\ud83d\\ude00", "MsgId": 902}'
     callbacks = [mp.callback({}, raw=nul), mp.callback({}, raw=lone),
                  *[oa.callback(text(f"oGlobex{i}", "你好", 910 + i)) for i in range(5)],
                  mp.callback(text("oMpFine", "fine", 903))]
