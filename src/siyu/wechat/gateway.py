@@ -10,6 +10,7 @@ and say why in the log. A suspended tenant's callbacks are stored and acknowledg
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -36,6 +37,12 @@ def _reject(tenant: str, channel: str, exc: CallbackRejected) -> Response[str]:
     return Response(exc.reason, status_code=exc.status, media_type=TEXT)
 
 
+# A failed check is tried again with a fresh copy of the account at most this often per account: changes
+# reach every process through LISTEN/NOTIFY anyway, and unsigned junk must not cost a query each.
+FRESH_RETRY_SECONDS = 1.0
+_fresh_at: dict[Account, float] = {}
+
+
 async def _with_fresh_retry(tenant: str, channel: str, account: Account,
                             step: Callable[[Account], T]) -> tuple[Account, T]:
     """Run a verification step with the process's kept copy of the account; if it fails, once more with
@@ -46,6 +53,12 @@ async def _with_fresh_retry(tenant: str, channel: str, account: Account,
     except CallbackRejected as exc:
         if exc.status == 413:
             raise
+        key, at = account, time.monotonic()
+        if at - _fresh_at.get(key, -FRESH_RETRY_SECONDS) < FRESH_RETRY_SECONDS:
+            raise
+        if len(_fresh_at) > 10_000:  # one per kept account; a bound all the same
+            _fresh_at.clear()
+        _fresh_at[key] = at
         fresh = await services.callback_account(tenant, channel, fresh=True)
         if fresh is None or fresh == account:
             raise
