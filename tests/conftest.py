@@ -71,6 +71,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["SIYU_DATA_DIR"] = str(tmp / "data")
     os.environ["SIYU_SECRET_KEY"] = "test-secret-key-" + "x" * 40
     os.environ.pop("SIYU_PREVIOUS_SECRET_KEYS", None)
+    os.environ.pop("SIYU_SIMULATOR_STATE_DIR", None)  # the suite's simulators keep their memory in memory
     os.environ["SIYU_PUBLIC_BASE_URL"] = "https://siyu.test"
     os.environ["SIYU_LOG_LEVEL"] = "WARNING"
     os.environ.setdefault("SIYU_LOGIN_MAX_FAILURES_ACCOUNT", "5")

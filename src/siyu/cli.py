@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -288,13 +289,25 @@ def worker(burst: bool) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", default=8900, type=int)
-def simulator(host: str, port: int) -> None:
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="SIYU_SIMULATOR_STATE_DIR",
+              help="Keep the simulator's memory here across restarts (default: in memory only).")
+def simulator(host: str, port: int, state_dir: Path | None) -> None:
     """Serve the WeChat simulator (API roots /wechat-api and /wecom-api)."""
     from granian import Granian
     from granian.constants import Interfaces
 
-    Granian("siyu.simulator.app:create_simulator", factory=True, interface=Interfaces.ASGI, address=host,
-            port=port, workers=1, log_access=False).serve()
+    from siyu.simulator import persist
+
+    if state_dir is not None:
+        state_dir = state_dir.expanduser().resolve()
+        os.environ[persist.STATE_DIR_ENV] = str(state_dir)  # for the app factory in granian's worker
+        persist.announce(state_dir, host, port)
+    try:
+        Granian("siyu.simulator.app:create_simulator", factory=True, interface=Interfaces.ASGI, address=host,
+                port=port, workers=1, log_access=False).serve()
+    finally:
+        if state_dir is not None:
+            persist.retract(state_dir)
 
 
 main.add_command(__import__("siyu.simulator.cli", fromlist=["simulate"]).simulate)  # `siyu simulate …`

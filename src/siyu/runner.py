@@ -12,32 +12,46 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from siyu.core.processes import stop_processes, wait_http
 from siyu.core.settings import get_settings
-from siyu.tenants.demo import DEMO_ACCOUNTS
+from siyu.tenants.demo import DEMO_ACCOUNTS, DEMO_SLUG
 
 
 def say(message: str) -> None:
     print(f"[siyu] {message}", flush=True)
 
 
-def _register_demo_apps(sim_base: str, web_port: int) -> None:
-    """The demo brand's three accounts, with their callback Token, EncodingAESKey and message mode, pushing
-    to the local web server; OA and MP share an Open Platform account, so their users share unionids."""
-    from siyu.tenants.demo import DEMO_ACCOUNTS, DEMO_SLUG
+DEMO_REPS = {"agent1@demo.siyu.local": "wangfang", "agent2@demo.siyu.local": "liwei"}  # email → WeCom UserID
+# The demo's notice templates: the Official Account's template message (no consent needed) and the Mini
+# Program's subscription message (one send per consent the customer gives).
+DEMO_OA_NOTICE = "DemoOaServiceNotice2026"
+DEMO_MP_NOTICE = "DemoMpSubscribeNotice2026"
 
+
+def register_demo_apps(sim_base: str, web_port: int, api_key: str, keep_state: bool = True) -> None:
+    """The demo brand's three accounts, with their callback Token, EncodingAESKey and message mode, pushing
+    to the local web server; OA, MP and WeCom share an Open Platform account, so a customer has one unionid
+    on all three. The simulator also plays the brand's Mini Program backend, which reports each login to
+    Siyu's API with the demo's key; the WeCom sales reps are the demo's reps. `keep_state`: the simulator
+    keeps the customers it already has (a second `make run`); a new demo brand starts a new WeChat."""
     for kind, data in DEMO_ACCOUNTS.items():
-        body = {"kind": kind, "app_id": data.get("corp_id") or data["app_id"],
-                "secret": data.get("secret") or data["app_secret"],
-                "token": data["token"], "aes_key": data["aes_key"],
-                "message_mode": data.get("mode") or "safe", "push_format": data.get("push_format") or "xml",
-                "original_id": data.get("original_id", ""), "agent_id": data.get("agent_id", ""),
-                "callback_url": f"http://127.0.0.1:{web_port}/wechat/{DEMO_SLUG}/{kind}", "open_platform": "demo"}
-        httpx.post(f"{sim_base}/_sim/apps", json=body, timeout=5).raise_for_status()
+        body: dict[str, Any] = {
+            "kind": kind, "app_id": data.get("corp_id") or data["app_id"],
+            "secret": data.get("secret") or data["app_secret"], "token": data["token"], "aes_key": data["aes_key"],
+            "message_mode": data.get("mode") or "safe", "push_format": data.get("push_format") or "xml",
+            "original_id": data.get("original_id", ""), "agent_id": data.get("agent_id", ""),
+            "callback_url": f"http://127.0.0.1:{web_port}/wechat/{DEMO_SLUG}/{kind}", "open_platform": "demo",
+            "keep_state": keep_state}
+        if kind == "mp":
+            body["backend"] = {"login_url": f"http://127.0.0.1:{web_port}/api/v1/mp/login", "api_key": api_key}
+        if kind == "wecom":
+            body["follow_users"] = list(DEMO_REPS.values())
+        httpx.post(f"{sim_base}/_sim/apps", json=body, timeout=5, trust_env=False).raise_for_status()
 
 
 DEMO_REPLIES = [
@@ -47,6 +61,19 @@ DEMO_REPLIES = [
     {"trigger": "keyword", "match_type": "contains", "keyword": "price", "reply": "Our spring price list: https://demo.siyu.local/prices"},
     {"trigger": "keyword", "match_type": "exact", "keyword": "门店", "reply": "上海静安区南京西路 1266 号，10:00–22:00。"},
     {"trigger": "click", "menu_key": "MENU_CONTACT", "reply": "客服时间 9:00–21:00，直接留言，销售顾问会尽快回复。"},
+]
+
+# The brand's canned replies, shared by every rep (type /shortcut in the composer).
+DEMO_CANNED = [
+    {"shortcut": "hello", "title": "问候 Greeting", "body": "您好，我是 Maison Lumière 的销售顾问，很高兴为您服务！"},
+    {"shortcut": "price", "title": "价目表 Price list",
+     "body": "这是 2026 春季价目表：https://demo.siyu.local/prices 。看中哪一款，我可以帮您预留。"},
+    {"shortcut": "store", "title": "门店 Store",
+     "body": "我们的门店在上海静安区南京西路 1266 号，每天 10:00–22:00 营业，欢迎到店试戴。"},
+    {"shortcut": "shipping", "title": "发货 Shipping",
+     "body": "小程序订单会在 48 小时内从上海仓发出，发货后您会收到顺丰单号。"},
+    {"shortcut": "thanks", "title": "感谢 Thanks", "body": "感谢您的耐心等待，还有什么可以帮您的吗？"},
+    {"shortcut": "hi", "title": "Greeting (English)", "body": "Hello! I'm your Maison Lumière advisor — how can I help?"},
 ]
 
 
@@ -59,51 +86,107 @@ async def _seed_demo_replies(slug: str) -> None:
         await wechat.do_create_rule(tenants.Actor(None, "demo-seed"), tenant.id, rule)
 
 
-DEMO_REPS = {"agent1@demo.siyu.local": "wangfang", "agent2@demo.siyu.local": "liwei"}
-
-
 async def _seed_demo_inbox(slug: str) -> None:
     """The demo's sales reps are online (with their WeCom UserIDs, so the customers they added come to
-    them), and the menu's "contact us" button asks for a person, so the inbox fills as the scene plays."""
-    from siyu.core import db, effects
-    from siyu.core.redis import arq_pool
-    from siyu.inbox import actions, config
+    them), the menu's "contact us" button asks for a person, so the inbox fills as the scene plays; the
+    brand has canned replies, and a notice template for each closed-window alternative."""
+    from siyu.core import db
+    from siyu.inbox import actions, canned, config
+    from siyu.inbox.conversations import viewer_for
     from siyu.tenants import services as tenants
 
     tenant = await tenants.get_tenant_by_slug(slug)
     actor = tenants.Actor(None, "demo-seed")
+    for email, userid in DEMO_REPS.items():
+        row = await db.fetchrow("SELECT id FROM staff WHERE email = $1", email)
+        await actions.do_set_presence(tenant.id, int(row["id"]), "online", actor, wecom_userid=userid)
+    await config.do_update_settings(tenant.id, {
+        "handoff_keywords": ", ".join(config.DEFAULT_KEYWORDS), "handoff_menu_keys": "MENU_HUMAN",
+        "unanswered_limit": "3", "sla_minutes": "5", "recent_days": "30", "notify_customer": "1",
+        "notice_template_id": DEMO_OA_NOTICE, "notice_text_key": "thing1", "notice_time_key": "time2",
+        "mp_notice_template_id": DEMO_MP_NOTICE, "mp_notice_text_key": "thing1", "mp_notice_time_key": "time2"},
+        actor)
+    admin = await db.fetchrow("SELECT id FROM staff WHERE email = $1", "admin@demo.siyu.local")
+    viewer = await viewer_for(tenant.id, int(admin["id"]))
+    for reply in DEMO_CANNED:
+        await canned.do_create_canned(tenant.id, viewer, {**reply, "scope": "tenant"}, actor)
+
+
+async def seed_demo_brand(data_dir: Path) -> dict[str, Any]:
+    """The demo brand and what its features need: people, accounts, auto-replies, reps with WeCom UserIDs,
+    canned replies, notice templates and the Mini Program backend's API key. Only a new brand is filled,
+    so a second `make run` duplicates nothing (and keeps what the user changed). Its jobs and live updates
+    go through the process's arq pool (`_seed_with_effects` installs one for `make run`)."""
+    from siyu.tenants.demo import seed_demo
+
+    seeded = await seed_demo(data_dir)
+    if seeded["created"]:
+        await _seed_demo_replies(seeded["tenant_slug"])
+        await _seed_demo_inbox(seeded["tenant_slug"])
+    return seeded
+
+
+async def _seed_with_effects(data_dir: Path) -> dict[str, Any]:
+    from siyu.core import effects
+    from siyu.core.redis import arq_pool
+
     arq = await arq_pool()
     effects.install(arq)
     try:
-        for email, userid in DEMO_REPS.items():
-            row = await db.fetchrow("SELECT id FROM staff WHERE email = $1", email)
-            await actions.do_set_presence(tenant.id, int(row["id"]), "online", actor, wecom_userid=userid)
-        await config.do_update_settings(tenant.id, {
-            "handoff_keywords": ", ".join(config.DEFAULT_KEYWORDS), "handoff_menu_keys": "MENU_HUMAN",
-            "unanswered_limit": "3", "sla_minutes": "5", "recent_days": "30", "notify_customer": "1"}, actor)
+        return await seed_demo_brand(data_dir)
     finally:
         await effects.flush()
         effects.uninstall(arq)
         await arq.aclose()
 
 
-async def _demo_traffic(sim_base: str) -> None:
-    """A first scene, so a new user sees live traffic: customers follow (one through the spring-fair QR
-    code), write, tap the menu, log in to the Mini Program, add a sales rep and write to 微信客服."""
-    from siyu.simulator.cli import Runner, Step
-    from siyu.tenants.demo import DEMO_ACCOUNTS
+# The first scene, customer by customer (each a "demo" customer of `siyu simulate --prefix demo`): who
+# does what on which account. demo00001 follows the Official Account, writes, logs in to the Mini Program
+# (whose backend reports the login to Siyu, so the unionid joins the two), writes there, adds a sales rep
+# on WeCom and writes to 微信客服: one contact, one timeline across the three channels.
+FIRST_SCENE: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("oa", "demo00001", "follow", {}),
+    ("oa", "demo00002", "follow", {}),
+    ("oa", "demo00003", "follow", {}),
+    ("oa", "demo00004", "follow", {}),
+    ("oa", "demo00005", "follow", {}),
+    ("oa", "demo00006", "follow", {"scene": "spring_fair"}),
+    ("oa", "demo00001", "text", {"text": "你好，想了解一下春季新品"}),
+    ("oa", "demo00002", "text", {"text": "价格"}),
+    ("oa", "demo00003", "click", {"key": "MENU_CONTACT"}),
+    ("oa", "demo00004", "text", {"text": "转人工"}),
+    ("oa", "demo00005", "text", {"text": "门店"}),
+    ("mp", "demo00001", "mp_login", {}),
+    ("mp", "demo00002", "mp_login", {}),
+    ("mp", "demo00003", "mp_login", {}),
+    ("mp", "demo00007", "mp_login", {}),
+    ("mp", "demo00001", "text", {"text": "这款包还有货吗？"}),
+    ("mp", "demo00003", "text", {"text": "我要人工客服"}),
+    # …and allows the brand's subscription message: once the rep has used the reply window, the thread
+    # offers it instead.
+    ("mp", "demo00003", "subscribe_consent", {"accept": [DEMO_MP_NOTICE]}),
+    ("wecom", "demo00001", "add_contact", {"user_id": "wangfang", "state": "spring_fair"}),
+    ("wecom", "demo00002", "add_contact", {"user_id": "liwei"}),
+    ("wecom", "demo00003", "add_contact", {"user_id": "wangfang"}),
+    ("wecom", "demo00001", "kf_text", {"text": "在吗？"}),
+    ("wecom", "demo00002", "kf_text", {"text": "我昨天在小程序下单了，什么时候发货？"}),
+]
 
-    def quiet(_: str) -> None:
-        return None
 
-    oa, mp, wc = (DEMO_ACCOUNTS[k].get("corp_id") or DEMO_ACCOUNTS[k]["app_id"] for k in ("oa", "mp", "wecom"))
-    await Runner(sim_base, oa, "demo", 4, 5.0).run([
-        Step("follow", 6), Step("follow", 1, "spring_fair"), Step("write", 3, "你好，想了解一下春季新品"),
-        Step("write", 2, "价格"), Step("click", 1, "MENU_CONTACT"), Step("write", 2, "转人工")], quiet)
-    await Runner(sim_base, mp, "demo", 4, 5.0).run([Step("follow", 4), Step("write", 2, "这款包还有货吗？"),
-                                                    Step("write", 1, "我要人工客服")], quiet)
-    await Runner(sim_base, wc, "demo", 4, 5.0).run([Step("follow", 3, "spring_fair"), Step("write", 2, "在吗？")],
-                                                   quiet)
+async def play_first_scene(sim_base: str) -> list[str]:
+    """A first scene, so a new user sees live traffic and one person across the three channels. Plays
+    the pushes in order; returns what did not go through (empty when all did)."""
+    apps = {k: DEMO_ACCOUNTS[k].get("corp_id") or DEMO_ACCOUNTS[k]["app_id"] for k in ("oa", "mp", "wecom")}
+    problems: list[str] = []
+    async with httpx.AsyncClient(base_url=sim_base, trust_env=False, timeout=30) as http:
+        for kind, person, action, fields in FIRST_SCENE:
+            r = await http.post("/_sim/push", json={"app_id": apps[kind], "person": person, "action": action,
+                                                    **fields})
+            answer = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+            if r.status_code != 200 or not answer.get("delivered"):
+                why = answer.get("error") or (answer.get("backend") or {}).get("error") or f"HTTP {r.status_code}"
+                problems.append(f"{person} {action} on {kind}: {why}")
+    return problems
 
 
 def _lock_data_dir(data_dir: Any) -> Any:
@@ -168,21 +251,17 @@ def main() -> None:
 
         asyncio.run(db.migrate(lambda m: say(m)))
         say("seeding the demo brand…")
-        from siyu.tenants.demo import seed_demo
-
-        seeded = asyncio.run(seed_demo(s.data_dir))
+        seeded = asyncio.run(_seed_with_effects(s.data_dir))
         say("demo created" if seeded["created"] else "demo already present (kept as it is)")
-        if seeded["created"]:
-            asyncio.run(_seed_demo_replies(seeded["tenant_slug"]))
-            asyncio.run(_seed_demo_inbox(seeded["tenant_slug"]))
 
         py = sys.executable
         if use_simulator:
             say(f"starting the WeChat simulator on {sim_base}…")
-            children.append(subprocess.Popen([py, "-m", "siyu", "simulator", "--port", str(sim_port)], env=env))
+            children.append(subprocess.Popen([py, "-m", "siyu", "simulator", "--port", str(sim_port),
+                                              "--state-dir", str(s.data_dir / "simulator")], env=env))
             if not wait_http(f"{sim_base}/_sim/health", 20, children):
                 raise SystemExit("the WeChat simulator did not start")
-            _register_demo_apps(sim_base, s.port)
+            register_demo_apps(sim_base, s.port, seeded["api_key"], keep_state=not seeded["created"])
         say("starting the worker…")
         children.append(subprocess.Popen([py, "-m", "siyu", "worker"], env=env))
         say("starting the web server (granian)…")
@@ -194,9 +273,11 @@ def main() -> None:
         if use_simulator and seeded["created"]:
             say("a first scene: demo customers follow, write, log in to the Mini Program and add a sales rep…")
             try:
-                asyncio.run(_demo_traffic(sim_base))
+                problems = asyncio.run(play_first_scene(sim_base))
             except Exception as exc:  # the demo runs without its first scene
-                say(f"the first scene did not play ({type(exc).__name__}: {exc})")
+                problems = [f"{type(exc).__name__}: {exc}"]
+            for problem in problems:
+                say(f"the first scene: {problem}")
 
         print("", flush=True)
         print("Demo logins (kept in " + str(s.data_dir / "demo-logins.json") + "):", flush=True)

@@ -19,10 +19,13 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 import httpx
+
+from siyu.simulator.persist import announced_url
 
 VERBS = ("follow", "write", "scan", "click")
 # verb → action per app kind (None: not possible for that kind)
@@ -87,7 +90,13 @@ def parse_scenario(text: str) -> list[Step]:
 
 
 def default_simulator() -> str:
-    return f"http://127.0.0.1:{os.environ.get('SIYU_SIMULATOR_PORT', '8900')}"
+    """The simulator `make run` started (it announces itself under the data dir), else the port in
+    SIYU_SIMULATOR_PORT (8900)."""
+    # SIYU_DATA_DIR as Siyu's settings read it (the simulator imports nothing of Siyu; the `siyu` command
+    # has loaded .env into the environment by now).
+    data_dir = Path(os.environ.get("SIYU_DATA_DIR") or ".siyu").expanduser()
+    return announced_url(data_dir / "simulator") or \
+        f"http://127.0.0.1:{os.environ.get('SIYU_SIMULATOR_PORT', '8900')}"
 
 
 def person_key(prefix: str, n: int) -> str:
@@ -121,7 +130,7 @@ class Runner:
         if resp.status_code != 200:
             return "refused"
         data = resp.json()
-        if data.get("attempts", 0) == 0:  # no callback_url (or mp_login): the action still happened
+        if data.get("attempts", 0) == 0:  # no callback_url (or mp_login without a backend): still happened
             return "applied (no push)"
         return "delivered" if data.get("delivered") else "failed"
 
@@ -194,7 +203,8 @@ def common(fn: Callable[..., None]) -> Callable[..., None]:
     options = [
         click.option("--app", "app_id", required=True, help="AppID or CorpID registered with the simulator."),
         click.option("--simulator", "simulator_url", default=default_simulator,
-                     show_default="http://127.0.0.1:$SIYU_SIMULATOR_PORT", help="The simulator's base URL."),
+                     show_default="the one `make run` started, else http://127.0.0.1:$SIYU_SIMULATOR_PORT",
+                     help="The simulator's base URL."),
         click.option("--prefix", default="cust", show_default=True,
                      help="Customers are <prefix>00001, <prefix>00002, …"),
         click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 100)),

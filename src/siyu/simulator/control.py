@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from siyu.simulator import push as pushing
 from siyu.simulator import rules, wire
-from siyu.simulator.state import FORMATS, KINDS, MODES, FollowInfo, SimApp, State
+from siyu.simulator.state import APP_MEMORY, FORMATS, KINDS, MODES, FollowInfo, SimApp, State
 
 
 def _bad(message: str, status: int = 400, code: str = "bad_request") -> Response[dict[str, Any]]:
@@ -62,6 +62,16 @@ def build_app(data: JSONBody[dict[str, Any]]) -> SimApp | str:
     if follow_users is not None and not (
             isinstance(follow_users, list) and all(isinstance(u, str) for u in follow_users)):
         return "follow_users must be a list of strings"
+    backend = data.get("backend")
+    login_url, api_key = "", ""
+    if backend is not None:
+        if kind != "mp" or not isinstance(backend, dict):
+            return "backend is an object {login_url, api_key}, for a Mini Program"
+        login_url, api_key = str(backend.get("login_url") or ""), str(backend.get("api_key") or "")
+        if not rules.is_loopback_url(login_url):
+            return "backend.login_url must be an http(s) URL on a loopback address (127.0.0.1, ::1, localhost)"
+        if len(api_key) > 512 or any(c in api_key for c in "\r\n"):
+            return "backend.api_key must be one line of at most 512 characters"
     is_wecom = kind == "wecom"
     return SimApp(
         kind=kind, app_id=app_id, secret=secret, ip_whitelisted=bool(data.get("ip_whitelisted", True)),
@@ -71,7 +81,13 @@ def build_app(data: JSONBody[dict[str, Any]]) -> SimApp | str:
         agent_id=str(data.get("agent_id") or ("1000002" if is_wecom else "")),
         open_kfids=list(open_kfids) if open_kfids is not None else ([rules.open_kfid(app_id)] if is_wecom else []),
         follow_users=list(follow_users) if follow_users is not None else (["zhangsan", "lisi"] if is_wecom else []),
+        backend_login_url=login_url, backend_api_key=api_key,
     )
+
+
+def keep_memory(old: SimApp, new: SimApp) -> None:
+    for name in APP_MEMORY:
+        setattr(new, name, getattr(old, name))
 
 
 def _rows(rows: list[dict[str, Any]], app_id: str | None, to: str | None, person: str | None,
@@ -106,7 +122,9 @@ def control_routes(sim: State) -> list[Any]:
         if isinstance(app, str):
             return _bad(app)
         old = sim.apps.get(app.app_id)
-        if old is not None:  # re-registering starts the app afresh; its old tokens die with it
+        if old is not None and data.get("keep_state") is True and old.kind == app.kind:
+            keep_memory(old, app)  # new settings, same WeChat: its people, tokens and records stay
+        elif old is not None:  # re-registering starts the app afresh; its old tokens die with it
             for value in [v for v, t in sim.tokens.items() if t.app_id == app.app_id]:
                 del sim.tokens[value]
         sim.apps[app.app_id] = app

@@ -10,7 +10,7 @@ from typing import Any
 
 from siyu.simulator import rules
 from siyu.simulator.state import Contact, FollowInfo, Member, OneTimeCode, SimApp, State
-from siyu.simulator.wire import DEFAULT_TIMEOUT, deliver, open_reply, seal
+from siyu.simulator.wire import DEFAULT_TIMEOUT, deliver, open_reply, report_login, seal
 
 
 class PushRefused(Exception):
@@ -391,6 +391,9 @@ async def push(sim: State, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 400, {"error": f"bad field: {exc}", "code": "bad_field"}
     result: dict[str, Any] = {"app_id": app.app_id, "person": person, "action": data["action"], **ctx.extra,
                               "message": message}
+    if action is mp_login and app.backend_login_url:
+        backend = await report_login(app.backend_login_url, app.backend_api_key, str(ctx.extra["code"]), timeout)
+        return 200, {**result, "backend": backend, "delivered": backend["error"] is None, "attempts": 1}
     if message is None:
         return 200, {**result, "delivered": False, "attempts": 0}
     if not app.callback_url:

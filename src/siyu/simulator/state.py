@@ -130,6 +130,9 @@ class SimApp:
     agent_id: str = ""
     open_kfids: list[str] = field(default_factory=list)
     follow_users: list[str] = field(default_factory=list)
+    # the brand's Mini Program backend, which the simulator plays: each wx.login's code goes there
+    backend_login_url: str = ""
+    backend_api_key: str = ""
     # injected behaviour
     faults: list[int] = field(default_factory=list)
     latency_ms: int = 0
@@ -161,7 +164,9 @@ class SimApp:
                 "callback_url": self.callback_url, "open_platform": self.open_platform,
                 "agent_id": self.agent_id, "open_kfids": list(self.open_kfids),
                 "follow_users": list(self.follow_users), "faults": list(self.faults),
-                "latency_ms": self.latency_ms}
+                "latency_ms": self.latency_ms,
+                "backend": {"login_url": self.backend_login_url, "api_key_set": bool(self.backend_api_key)}
+                if self.backend_login_url else None}
 
     def pop_fault(self) -> int | None:
         return self.faults.pop(0) if self.faults else None
@@ -176,6 +181,16 @@ class SimApp:
 
     def unionid(self, person: str) -> str | None:
         return rules.unionid(self.open_platform, person) if self.open_platform else None
+
+
+# What WeChat remembers about an app (as opposed to its settings and injected behaviour): kept when the app
+# is registered again with `keep_state`, and saved to disk with the rest (persist.py).
+APP_MEMORY = ("token_slots", "menu", "menu_id", "qrcodes", "members", "by_openid", "contacts", "by_external",
+              "js_codes", "welcome_codes", "kf_log", "kf_seq", "kf_tokens", "kf_untokened_calls", "mass_jobs",
+              "client_msg_ids", "tasks", "last_create_time", "follow_counter")
+APP_SETTINGS = ("kind", "app_id", "secret", "ip_whitelisted", "token", "aes_key", "message_mode", "push_format",
+                "original_id", "callback_url", "open_platform", "agent_id", "open_kfids", "follow_users",
+                "backend_login_url", "backend_api_key")
 
 
 class Stats:

@@ -23,6 +23,7 @@ from siyu.simulator.state import SimApp
 
 DEFAULT_TIMEOUT = 5.0
 ATTEMPTS = 3
+MAX_BACKEND_ANSWER = 64 * 1024  # the brand backend's answer to a reported login, kept in the push's answer
 
 
 # --- WeChat's message formats ---------------------------------------------------------------------
@@ -180,6 +181,34 @@ async def deliver(url: str, out: Outgoing, timeout: float, attempts: int = ATTEM
         result["answer"] = answer.text
         result["answer_status"] = answer.status_code
     return result
+
+
+async def report_login(url: str, api_key: str, code: str, timeout: float) -> dict[str, Any]:
+    """The Mini Program hands its wx.login code to the brand's backend, which the simulator plays: the
+    backend reports the login to `url` as `POST {"code": …}` with its API key (`Authorization: Bearer`),
+    once, and whoever answers exchanges the code through sns/jscode2session."""
+    started = time.monotonic()
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    outcome: dict[str, Any] = {"url": url, "status": None, "answer": None, "error": None}
+    try:
+        async with _client() as http:
+            resp = await asyncio.wait_for(http.post(url, json={"code": code}, headers=headers, timeout=timeout + 1),
+                                          timeout)
+    except TimeoutError:
+        outcome["error"] = "timeout"
+    except httpx.HTTPError as exc:
+        outcome["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    else:
+        outcome["status"] = resp.status_code
+        body = resp.content[:MAX_BACKEND_ANSWER]
+        try:
+            outcome["answer"] = json.loads(body) if len(resp.content) <= MAX_BACKEND_ANSWER else None
+        except ValueError:
+            outcome["answer"] = body.decode(errors="replace")
+        if not 200 <= resp.status_code < 300:
+            outcome["error"] = f"HTTP {resp.status_code}"
+    outcome["elapsed_ms"] = round((time.monotonic() - started) * 1000)
+    return outcome
 
 
 def open_reply(app: SimApp, answer: str) -> tuple[bool, dict[str, Any] | None, str | None]:

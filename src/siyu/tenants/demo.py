@@ -1,5 +1,6 @@
-"""The demo brand that `make run` seeds: a platform admin, a tenant with an admin and two agents,
-and its WeChat accounts linked to the built-in simulator. Seeding twice changes nothing."""
+"""The demo brand that `make run` seeds: a platform admin, a tenant with an admin and two agents, its
+WeChat accounts linked to the built-in simulator, and the API key of its Mini Program backend (which the
+simulator plays). Seeding twice changes nothing."""
 
 from __future__ import annotations
 
@@ -30,6 +31,31 @@ DEMO_ACCOUNTS: dict[str, dict[str, str]] = {
 }
 
 
+DEMO_API_KEY_NAME = "Mini Program backend (demo simulator)"
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+async def _demo_api_key(data_dir: Path, tenant_id: int, actor: svc.Actor) -> str:
+    """The key the simulated Mini Program backend reports logins with (`POST /api/v1/mp/login`). Siyu keeps
+    only its hash, so the key itself is kept (0600) under the data dir; a new one is made only when that
+    file is gone or its key was revoked."""
+    path = data_dir / "demo-api-key"
+    if path.exists():
+        key = path.read_text().strip()
+        prefix = key.removeprefix(svc.API_KEY_PREFIX).split("_", 1)[0]
+        if any(k["prefix"] == prefix and k["revoked_at"] is None for k in await svc.list_api_keys(tenant_id)):
+            return key
+    _, key = await svc.do_create_api_key(actor, tenant_id, DEMO_API_KEY_NAME)
+    _write_private(path, key + "\n")
+    return key
+
+
 def _logins(data_dir: Path) -> dict[str, str]:
     """Demo passwords are generated once and kept (0600) under the data dir."""
     path = data_dir / "demo-logins.json"
@@ -37,10 +63,7 @@ def _logins(data_dir: Path) -> dict[str, str]:
         return json.loads(path.read_text())
     logins = {email: secrets.token_urlsafe(9) for email in (
         "admin@siyu.local", "admin@demo.siyu.local", "agent1@demo.siyu.local", "agent2@demo.siyu.local")}
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(logins, fh, indent=2)
+    _write_private(path, json.dumps(logins, indent=2))
     return logins
 
 
@@ -69,4 +92,5 @@ async def seed_demo(data_dir: Path) -> dict[str, Any]:
             for kind, data in DEMO_ACCOUNTS.items():
                 await svc.do_link_channel(actor, tenant.id, kind, data)
             created = True
-    return {"created": created, "logins": logins, "tenant_slug": DEMO_SLUG}
+    api_key = await _demo_api_key(data_dir, tenant.id, actor)
+    return {"created": created, "logins": logins, "tenant_slug": DEMO_SLUG, "api_key": api_key}
