@@ -3,7 +3,8 @@
 A POST is verified, decrypted, parsed, normalised and stored (unique on its dedup key) before Siyu
 answers, so an answer of `success` never loses an event; the rest of the work runs in the
 `wechat.process_inbound` job. Nothing is built from a body before its signature holds (a plain-mode
-signature is checked before the body is even read), and every parse is bounded. Rejections store nothing
+signature is checked before the body is even read: granian then answers with `connection: close`), and
+every parse is bounded. Rejections store nothing
 and say why in the log. A suspended tenant's callbacks are stored and acknowledged, without a reply.
 """
 
