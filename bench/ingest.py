@@ -313,8 +313,9 @@ async def main_async(n: int, concurrency: int, workers: int, phases: set[str]) -
                                  1000 * (c2 - c1) / rounds, 1000 * (c1 - c0) / rounds, slowest))
                 say(f"  {name}: answer {statuses[0]}, {1000 * (c2 - c1) / rounds:.1f} ms CPU, slowest {slowest:.0f} ms")
 
-            # Quiet and attacked stretches alternate, so the rest of the machine weighs on both alike.
-            rate, seconds, rounds = 100.0, 5.0, 3
+            # Quiet and attacked stretches alternate (quiet first, then attacked first, …), so the rest of the
+            # machine and the worker's backlog weigh on both alike.
+            rate, seconds, rounds = 100.0, 5.0, 4
             count = int(rate * seconds)
             hostile_reqs = [build_request("127.0.0.1", port, f"{path}?{query}", body)
                             for _, path, body, query in bodies]
@@ -333,17 +334,25 @@ async def main_async(n: int, concurrency: int, workers: int, phases: set[str]) -
             quiet_runs: list[Result] = []
             attacked_runs: list[Result] = []
             cpu_attack = 0.0
-            for r in range(rounds):
-                say(f"  round {r + 1}/{rounds}: genuine callbacks at {rate:.0f}/s for {seconds:.0f} s quiet, then "
-                    f"{seconds:.0f} s with {HOSTILE_PER_SECOND} hostile bodies per second…")
+
+            async def quiet_stretch() -> None:
                 quiet_runs.append(await paced("127.0.0.1", port, reqs("/wechat/bench/oa", messages(count)), rate, 8,
                                               is_success))
+
+            async def attacked_stretch() -> None:
+                nonlocal cpu_attack
                 cpu_a = cpu_seconds(groups)
                 attacked, _ = await asyncio.gather(
                     paced("127.0.0.1", port, reqs("/wechat/bench/oa", messages(count)), rate, 8, is_success),
                     attacker())
                 cpu_attack += cpu_seconds(groups)["web"] - cpu_a["web"]
                 attacked_runs.append(attacked)
+
+            for r in range(rounds):
+                say(f"  round {r + 1}/{rounds}: genuine callbacks at {rate:.0f}/s, {seconds:.0f} s quiet and "
+                    f"{seconds:.0f} s with {HOSTILE_PER_SECOND} hostile bodies per second…")
+                for stretch in (quiet_stretch, attacked_stretch) if r % 2 == 0 else (attacked_stretch, quiet_stretch):
+                    await stretch()
             quiet, attacked = merged(quiet_runs), merged(attacked_runs)
             count *= rounds
             refused = sum(1 for s, _ in answers if 400 <= s < 500)

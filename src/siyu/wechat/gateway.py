@@ -66,6 +66,15 @@ async def _with_fresh_retry(tenant: str, channel: str, account: Account,
         return fresh, step(fresh)
 
 
+_account_lookups = services.Coalesced()
+
+
+async def _account(tenant: str, channel: str) -> Account | None:
+    """The kept account (`services.callback_account`); callbacks that find it expired together share one
+    lookup."""
+    return await _account_lookups.run((tenant, channel), lambda: services.callback_account(tenant, channel))
+
+
 def _query(request: Request[Any, Any, Any]) -> dict[str, str]:
     return dict(parse_qsl(request.scope["query_string"].decode("latin-1")))
 
@@ -78,7 +87,7 @@ class WeChatCallbacks(Controller):
     async def verify(self, request: Request[Any, Any, Any], tenant: FromPath[str],
                      channel: FromPath[str]) -> Response[str]:
         """URL verification when the admin saves the callback URL in the WeChat console."""
-        account = await services.callback_account(tenant, channel)
+        account = await _account(tenant, channel)
         if account is None:
             return _reject(tenant, channel, NO_ACCOUNT)
         query = _query(request)
@@ -92,7 +101,7 @@ class WeChatCallbacks(Controller):
     @post("/{tenant:str}/{channel:str}", request_max_body_size=MAX_BODY, status_code=200)
     async def receive(self, request: Request[Any, Any, Any], tenant: FromPath[str],
                       channel: FromPath[str]) -> Response[str]:
-        account = await services.callback_account(tenant, channel)
+        account = await _account(tenant, channel)
         if account is None:
             return _reject(tenant, channel, NO_ACCOUNT)
         query = _query(request)
