@@ -29,7 +29,6 @@ log = logging.getLogger("siyu.wechat.ingest")
 
 MAX_BATCH = 256
 MAX_WAIT = 0.002  # seconds a batch waits for company once the first callback arrived
-HITS_FLUSH_SECONDS = 0.5  # auto-reply hit counts are summed this long, then written in one statement
 
 # Tenant and account are resolved here, not taken from the gateway's short-lived copy of the account:
 # an account unlinked (or relinked) a moment ago can never receive a row under a stale id, and the
@@ -132,17 +131,18 @@ class Ingestor:
         await self._queue.put(_Pending(account, event, _payload(fields, event.details, original), future))
         return await future
 
-    # --- auto-reply hits: a counter, not a record; summed in memory so that a burst of replies to the same
-    # keyword does not queue every callback behind one row lock.
+    # --- auto-reply hits: a counter, not a record. One UPDATE at a time per process, carrying every hit
+    # counted while the previous one ran, so a burst of replies to the same keyword does not queue each
+    # callback behind one row lock (and an idle process writes a hit at once).
 
     def count_hit(self, tenant_id: int, rule_id: int) -> None:
         self._hits[(tenant_id, rule_id)] += 1
         if self._hits_task is None or self._hits_task.done():
-            self._hits_task = asyncio.create_task(self._flush_hits_later(), name="siyu-auto-reply-hits")
+            self._hits_task = asyncio.create_task(self._write_hits(), name="siyu-auto-reply-hits")
 
-    async def _flush_hits_later(self) -> None:
-        await asyncio.sleep(HITS_FLUSH_SECONDS)
-        await self.flush_hits()
+    async def _write_hits(self) -> None:
+        while self._hits:
+            await self.flush_hits()
 
     async def flush_hits(self) -> None:
         hits, self._hits = self._hits, Counter()
