@@ -315,7 +315,7 @@ async def main_async(n: int, concurrency: int, workers: int, phases: set[str]) -
 
             # Quiet and attacked stretches alternate (quiet first, then attacked first, …), so the rest of the
             # machine and the worker's backlog weigh on both alike.
-            rate, seconds, rounds = 100.0, 5.0, 4
+            rate, seconds, rounds = 100.0, 5.0, 6
             count = int(rate * seconds)
             hostile_reqs = [build_request("127.0.0.1", port, f"{path}?{query}", body)
                             for _, path, body, query in bodies]
