@@ -63,12 +63,19 @@ class Settings:
     login_max_failures_account: int = 5
     login_max_failures_ip: int = 30
     login_window_seconds: int = 15 * 60
+    # Failures on one account from unknown clients after which it takes one attempt per interval.
+    login_slow_after_account: int = 50
+    login_slow_interval_seconds: int = 5
     callback_max_skew: int = 300
     default_locale: str = "zh_CN"
     log_level: str = "INFO"
     bench_bare_endpoint: bool = False  # POST /wechat-bare, the baseline of `make bench-ingest`
     # Requests per minute per (tenant, account); WeChat's documented WeCom limit, Siyu's choice for OA/MP.
     wechat_rate_per_minute: tuple[tuple[str, int], ...] = (("oa", 6000), ("mp", 6000), ("wecom", 10000))
+    # How long a WeChat API call may wait for its answer, and for its connection. A send without an
+    # answer in time is recorded as "may not have been delivered", never sent again by itself.
+    wechat_timeout_ms: int = 10_000
+    wechat_connect_timeout_ms: int = 5_000
 
     @property
     def is_development(self) -> bool:
@@ -163,11 +170,15 @@ def load_settings() -> Settings:
         login_max_failures_account=_env_int("SIYU_LOGIN_MAX_FAILURES_ACCOUNT", 5),
         login_max_failures_ip=_env_int("SIYU_LOGIN_MAX_FAILURES_IP", 30),
         login_window_seconds=_env_int("SIYU_LOGIN_WINDOW_SECONDS", 15 * 60),
+        login_slow_after_account=_env_int("SIYU_LOGIN_SLOW_AFTER_ACCOUNT", 50),
+        login_slow_interval_seconds=max(1, _env_int("SIYU_LOGIN_SLOW_INTERVAL_SECONDS", 5)),
         callback_max_skew=_env_int("SIYU_CALLBACK_MAX_SKEW", 300),
         default_locale=_env("SIYU_DEFAULT_LOCALE", "zh_CN"),
         log_level=_env("SIYU_LOG_LEVEL", "INFO").upper(),
         bench_bare_endpoint=_env_bool("SIYU_BENCH_BARE_ENDPOINT", False),
         wechat_rate_per_minute=_rates(_env("SIYU_WECHAT_RATE_PER_MINUTE")),
+        wechat_timeout_ms=max(100, _env_int("SIYU_WECHAT_TIMEOUT_MS", 10_000)),
+        wechat_connect_timeout_ms=max(100, _env_int("SIYU_WECHAT_CONNECT_TIMEOUT_MS", 5_000)),
     )
 
 

@@ -31,7 +31,7 @@ from siyu.inbox.conversations import Viewer, get_conversation, viewer_for
 from siyu.tenants import staff as staff_svc
 from siyu.tenants.services import Actor
 from siyu.timeline import services as timeline
-from siyu.web.auth import client_ip, require_tenant_id, tenant_staff
+from siyu.web.auth import SESSION_COOKIE, AccessWatch, client_ip, require_tenant_id, tenant_staff
 from siyu.web.render import current_user, errors_for, render, toast_header
 from siyu.wechat import consents, windows
 
@@ -109,8 +109,9 @@ def _shown(message: dict[str, Any]) -> dict[str, Any]:
     out = dict(message)
     if message["direction"] == "system":
         out["text"] = system_text(message["body"])
-    elif message["status"] == "failed":
-        msgid, params = actions.failure_text(message["error"])
+    elif message["status"] in ("failed", "unknown"):
+        error = message["error"] or (actions.OUTCOME_UNKNOWN if message["status"] == "unknown" else "")
+        msgid, params = actions.failure_text(error)
         out["failure"] = _t(msgid, **params)
     return out
 
@@ -404,6 +405,14 @@ class InboxController(Controller):
         await actions.do_send_template_notice(tid, viewer, conversation_id, str(form.get("text") or ""))
         return await _after_send(request, tid, viewer, conversation_id)
 
+    @post("/conversations/{conversation_id:int}/messages/{message_id:int}/send-again")
+    async def send_again(self, request: Request[Any, Any, Any], conversation_id: FromPath[int],
+                         message_id: FromPath[int]) -> Template | Response[Any]:
+        """Send a message that may not have been delivered once more (the rep's choice; a new message)."""
+        tid, viewer, _ = await _who(request)
+        await actions.do_send_again(tid, viewer, conversation_id, message_id)
+        return await _after_send(request, tid, viewer, conversation_id)
+
     @post("/conversations/{conversation_id:int}/take")
     async def take(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template | Response[Any]:
         tid, viewer, _ = await _who(request)
@@ -472,13 +481,19 @@ class InboxController(Controller):
         `resync` (reload everything) and keep-alive comments every 15 s."""
         tid, viewer, _ = await _who(request)
         relay: live.Relay = request.app.state.inbox_relay
+        access: AccessWatch = request.app.state.access_watch
+        user = current_user(request)
+        assert user is not None
+        token = request.cookies.get(SESSION_COOKIE)
 
         async def events() -> Any:
-            async for name, data in live.stream(relay, tid, viewer):
-                if name is None:
-                    yield ServerSentEventMessage(comment=data, data=None)
-                else:
-                    yield ServerSentEventMessage(event=name, data=data)
+            # Signing out, a password change or deactivation ends the stream within about a second.
+            async with access.watching(token, user) as ended:
+                async for name, data in live.stream(relay, tid, viewer, ended=ended):
+                    if name is None:
+                        yield ServerSentEventMessage(comment=data, data=None)
+                    else:
+                        yield ServerSentEventMessage(event=name, data=data)
 
         return ServerSentEvent(events(), retry_duration=3000, headers={"X-Accel-Buffering": "no"})
 

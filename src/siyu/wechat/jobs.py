@@ -9,7 +9,7 @@ from typing import Any
 
 from siyu.core.clock import now
 from siyu.wechat import consents, holds, protocol, windows
-from siyu.wechat.outbound import mark_stale_pending_unknown, runtime_of
+from siyu.wechat.outbound import runtime_of, settle_stale
 from siyu.wechat.protocol import Account
 from siyu.wechat.services import record_inbound
 from siyu.wechat.tables import InboundEvent, KfCursor
@@ -145,9 +145,7 @@ async def sweep_inbound(ctx: dict[str, Any]) -> int:
     released = await holds.release(redis)
     if released:
         log.info("sweeper re-enqueued %s sends held while their tenants were suspended", released)
-    unknown = await mark_stale_pending_unknown()
-    if unknown:
-        log.warning("%s outbound messages died mid-send; marked unknown, not resent", unknown)
+    await settle_stale()  # sends whose run died: asked WeChat → unknown (never sent again), never asked → retry
     return len(rows)
 
 

@@ -17,6 +17,7 @@ from siyu.inbox import actions
 from siyu.inbox import jobs as inbox_jobs
 from siyu.tenants import services as tenants
 from siyu.wechat import jobs as wechat_jobs
+from siyu.wechat import outbound
 from siyu.wechat.holds import HELD
 from siyu.wechat.services import do_create_rule
 from siyu.wechat.tables import InboundEvent
@@ -125,6 +126,15 @@ async def test_a_suspended_tenants_sends_are_held_and_go_out_once_on_reactivatio
     # The job run again while suspended is held once.
     assert await inbox_jobs.send_message({}, acme.id, message_id) == HELD
     assert (await counts())["held"] == 1
+    # However long the suspension, the sweeps do not give the waiting line up.
+    await db.execute("UPDATE inbox_message SET created_at = now() - interval '3 hours' WHERE id = $1", message_id)
+    await inbox_jobs.sweep_sends()
+    await outbound.settle_stale()
+    await run_worker()
+    row = await db.fetchrow("SELECT status FROM inbox_message WHERE id = $1", message_id)
+    assert row["status"] == "sending"
+    assert await db.fetchrow("SELECT 1 FROM wechat_outbound WHERE idempotency_key = $1",
+                             f"inbox:msg:{message_id}") is None
 
     await set_status(acme, "active")
     await run_worker()
