@@ -59,6 +59,7 @@ FUNCTIONS = [
     func(wechat_jobs.process_inbound_batch, name="wechat.process_inbound_batch", max_tries=5),
     func(wechat_jobs.sweep_inbound, name="wechat.sweep_inbound", max_tries=1),
     func(wechat_jobs.kf_sync, name="wechat.kf_sync", max_tries=5),
+    func(wechat_jobs.resume_tenant, name=wechat_jobs.RESUME_JOB, max_tries=5),
     func(contact_jobs.resolve_inbound, name="contacts.resolve_inbound", max_tries=contact_jobs.RESOLVE_TRIES),
     func(contact_jobs.sweep_parked, name="contacts.sweep_parked", max_tries=1),
     func(contact_jobs.enrich_identity, name="contacts.enrich_identity", max_tries=8),

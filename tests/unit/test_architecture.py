@@ -170,9 +170,10 @@ def test_segments_sit_above_contacts_and_nothing_below_reads_them() -> None:
 
 
 # What the inbox may use of the WeChat package: stored events, reply windows, subscription consents, the
-# send-once ledger (with its runtime) and the auto-reply rules' answer. Never the gateway, the client or wechatpy.
+# send-once ledger (with its runtime), the auto-reply rules' answer and the hold on a suspended tenant's sends.
+# Never the gateway, the client or wechatpy.
 INBOX_USES_OF_WECHAT = ("siyu.wechat.events", "siyu.wechat.windows", "siyu.wechat.consents", "siyu.wechat.outbound",
-                        "siyu.wechat.services")
+                        "siyu.wechat.services", "siyu.wechat.holds")
 
 
 def test_the_inbox_sits_above_contacts_and_talks_to_wechat_through_narrow_doors() -> None:

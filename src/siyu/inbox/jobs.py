@@ -23,6 +23,7 @@ from siyu.inbox import conversations as convs
 from siyu.inbox.config import get_settings
 from siyu.timeline import services as timeline
 from siyu.wechat import outbound
+from siyu.wechat.holds import tenant_suspended, while_suspended  # a suspended tenant's sends wait
 from siyu.wechat.outbound import (
     Delivery,
     deliver_owner_task,
@@ -134,6 +135,7 @@ async def _settle(job: _Send, delivery: Delivery, on_sent: Callable[[], Awaitabl
     return status
 
 
+@while_suspended("inbox.send_message")
 async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """Send a rep's reply once (the ledger key is the message's), then mark it sent, failed or unknown, live."""
     row = await db.fetchrow(
@@ -152,6 +154,7 @@ async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> 
         (row["channel"], row["identity"], {"msg_type": "text", "Content": row["body"]})), SEND_TRIES)
 
 
+@while_suspended("inbox.send_owner_task")
 async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, owner_id: int | None = None) -> str:
     """Create the WeCom 1:1 task for a rep's message (`actions.do_send_via_owner`) once, then mark the
     message sent (the task exists; the member confirms it in WeCom), failed with the reason, or unknown,
@@ -179,6 +182,7 @@ async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, 
                                           "user_id": row["staff_userid"]})), SEND_TRIES)
 
 
+@while_suspended("inbox.send_template_notice")
 async def send_template_notice(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """Send a rep's service notice (`actions.do_send_template_notice`) once, as the tenant's template for
     the channel (an OA template message, or an MP subscription message using one of the customer's
@@ -216,6 +220,7 @@ async def send_template_notice(ctx: dict[str, Any], tenant_id: int, message_id: 
                                            "template_id": notice.template_id})), SEND_TRIES)
 
 
+@while_suspended("inbox.bot_reply")
 async def bot_reply(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """The bot answers a customer's message on the Mini Program or WeCom 微信客服 with its keyword rule's
     reply (a customer-service message: those channels have no passive replies). Once: the ledger key is
@@ -266,6 +271,7 @@ NOTICES = {
 }
 
 
+@while_suspended("inbox.notify_customer")
 async def notify_customer(ctx: dict[str, Any], tenant_id: int, conversation_id: int, ref: str) -> str:
     """Tell the customer what happens next (queue place or the rep's name), once per handoff or
     assignment, and only when the reply window keeps enough room for the rep's own replies."""
@@ -379,6 +385,8 @@ async def sweep_sends() -> dict[str, int]:
     minute = int(clock.now().timestamp()) // 60
     queued = failed = 0
     for tenant_id, lines in by_tenant.items():
+        if await tenant_suspended(tenant_id):  # its sends are held, not lost: reactivation sends them
+            continue
         sends = {id(m): _send_of(m) for m in lines}
         ledger = await outbound.ledger_rows(tenant_id, [key for key, *_ in sends.values()])
         for m in lines:

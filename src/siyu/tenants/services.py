@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from siyu.core import db
+from siyu.core import db, effects
 from siyu.core.clock import now
 from siyu.core.crypto import box, mask, sha256_hex
 from siyu.core.errors import Conflict, InvalidInput, NotFound
@@ -140,6 +140,12 @@ async def do_set_tenant_status(actor: Actor, tenant_id: int, status: str) -> Ten
             await record_audit(actor, tenant_id, action, "tenant", tenant_id,
                                {"status": [tenant.status, status]})
             await db.notify(db.ACCOUNTS_CHANGED, str(tenant_id))
+            if status == "active":
+                # What waited while suspended (callbacks stored unprocessed, held sends), after commit. The
+                # job is the wechat domain's, enqueued by name (tenants sits below wechat); the sweeper
+                # hands it all over too, should this job be lost.
+                await effects.enqueue("wechat.resume_tenant", tenant_id,
+                                      job_id=f"wechat.resume:{tenant_id}:{now().timestamp():.6f}")
             tenant.status = status
     return tenant
 

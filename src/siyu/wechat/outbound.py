@@ -324,7 +324,9 @@ async def settle_stale(sending_after: int = SENDING_DEADLINE_SECONDS, queued_aft
     failed = await db.fetch(
         "UPDATE wechat_outbound SET state = 'failed', reason = 'gave_up', errmsg = left("
         "'not sent: no retry came (last: ' || errmsg || ')', 500) "
-        "WHERE state = 'retry' AND claimed_at < now() - make_interval(secs => $1) RETURNING id", retry_after)
+        "WHERE state = 'retry' AND claimed_at < now() - make_interval(secs => $1) "
+        # A suspended tenant's retry waits (its job is held, `holds`): reactivation sends it.
+        "AND tenant NOT IN (SELECT id FROM tenant WHERE status = 'suspended') RETURNING id", retry_after)
     if unknown:
         log.warning("%s outbound messages died mid-send; marked unknown, not sent again", len(unknown))
     return Stale(len(unknown), len(freed), len(failed))

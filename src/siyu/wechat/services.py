@@ -3,11 +3,13 @@ inbound event (idempotent on WeChat's retries), and the Official Account's auto-
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from asyncpg.exceptions import UniqueViolationError
 
@@ -17,11 +19,12 @@ from siyu.core.crypto import box
 from siyu.core.errors import InvalidInput, NotFound
 from siyu.core.i18n import N_
 from siyu.tenants.services import Actor, record_audit
-from siyu.wechat import windows
 from siyu.wechat.protocol import Account, Normalized
 from siyu.wechat.tables import AutoReply, InboundEvent
 
 CHANNELS = ("oa", "mp", "wecom")
+
+T = TypeVar("T")
 
 
 ACCOUNT_TTL = 60.0  # a safety net: changes reach every process at once through LISTEN/NOTIFY
@@ -113,10 +116,51 @@ RULES_TTL = 60.0  # a safety net: changes reach every process at once through LI
 _rules: dict[int, tuple[float, list[dict[str, Any]]]] = {}
 
 
+class Coalesced:
+    """Concurrent callers asking for the same key share one call: when a kept copy expires in the middle
+    of a burst, hundreds of callbacks would otherwise queue the same query on the pool at once."""
+
+    def __init__(self) -> None:
+        self._pending: dict[Any, asyncio.Future[Any]] = {}
+
+    async def run(self, key: Any, call: Callable[[], Awaitable[T]]) -> T:
+        pending = self._pending.get(key)
+        if pending is not None:
+            try:
+                return cast(T, await asyncio.shield(pending))
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this caller was cancelled
+            # the caller doing the work went away (its request was cancelled): do it here
+        shared: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[key] = shared
+        try:
+            result = await call()
+        except asyncio.CancelledError:
+            shared.cancel()
+            raise
+        except Exception as exc:
+            shared.set_exception(exc)
+            shared.exception()  # the waiters get it; nobody else needs to look
+            raise
+        else:
+            shared.set_result(result)
+            return result
+        finally:
+            self._pending.pop(key, None)
+
+
+_rules_lookups = Coalesced()
+
+
 async def _enabled_rules(tenant_id: int) -> list[dict[str, Any]]:
     hit = _rules.get(tenant_id)
     if hit and hit[0] > time.monotonic():
         return hit[1]
+    return await _rules_lookups.run(tenant_id, lambda: _load_rules(tenant_id))
+
+
+async def _load_rules(tenant_id: int) -> list[dict[str, Any]]:
     rows = await AutoReply.select(AutoReply.id, AutoReply.trigger, AutoReply.match_type, AutoReply.keyword,
                                   AutoReply.keyword_norm, AutoReply.scene, AutoReply.menu_key, AutoReply.reply).where(
         (AutoReply.tenant == tenant_id) & (AutoReply.enabled == True)  # noqa: E712
@@ -141,8 +185,10 @@ def best_keyword_rules(rules: list[dict[str, Any]], text: str) -> list[dict[str,
     return found
 
 
-async def auto_reply_for(tenant_id: int, event: Normalized) -> str | None:
-    """The passive reply the Official Account gives to this event, if a rule matches."""
+async def auto_reply_rule(tenant_id: int, event: Normalized, bot_silenced: bool) -> dict[str, Any] | None:
+    """The rule whose passive reply the Official Account gives to this event, if one matches. The gateway
+    reads `bot_silenced` (a rep has this customer) with the stored event and counts the hit in bulk, so a
+    burst of callbacks costs no query per reply (the rules themselves are kept per process)."""
     if event.kind not in ("follow", "menu_click") and not (event.kind == "message" and event.msg_type == "text"):
         return None
     rules = await _enabled_rules(tenant_id)
@@ -156,12 +202,9 @@ async def auto_reply_for(tenant_id: int, event: Normalized) -> str | None:
         found = [r for r in rules if r["trigger"] == "click" and r["menu_key"] == event.details.get("key", "")]
     else:
         found = best_keyword_rules(rules, str(event.details.get("Content", "")))
-        if found and await windows.bot_silenced(tenant_id, "oa", event.external_id):
+        if found and bot_silenced:
             return None  # a rep has this customer: the bot does not answer over them
-    if not found:
-        return None
-    await AutoReply.update({AutoReply.hits: AutoReply.hits + 1}).where(AutoReply.id == found[0]["id"])
-    return str(found[0]["reply"])
+    return found[0] if found else None
 
 
 async def match_keyword(tenant_id: int, text: str) -> list[dict[str, Any]]:

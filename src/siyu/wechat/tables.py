@@ -134,3 +134,14 @@ class Outbound(Table, tablename="wechat_outbound"):
     claimed_at = Timestamptz()  # when the current attempt was claimed
     attempted_at = Timestamptz(null=True, default=None)  # when its request last left for WeChat
     sent_at = Timestamptz(null=True, default=None)
+
+
+class HeldJob(Table, tablename="wechat_held_job"):
+    """A job that would have sent something for a tenant while it was suspended: kept (by name and
+    arguments, unique per tenant) instead of run, and enqueued again when the tenant is reactivated."""
+
+    id: BigSerial
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    job = Varchar(length=64)
+    args = JSONB(default=[])
+    held_at = Timestamptz()
