@@ -152,6 +152,10 @@ async def _queue_reply(tenant_id: int, viewer: Viewer, conv: dict[str, Any], bod
                                       actor_label=viewer.name)
     else:
         _require_holder(conv, viewer)
+    if conv["status"] == "snoozed":
+        # Replying ends the snooze; the rep keeps it, so its assignment and first-response time stay.
+        await routing.hold_seats(tenant_id, conv["assignee"])
+        conv = await convs.transition(conv, "assigned", assignee=conv["assignee"], actor_label=viewer.name)
     state = await window_for(tenant_id, conv)
     if not state.can_send:
         raise Conflict(SEND_FAILURES.get(state.refusal or 45015, GENERIC_FAILURE), field="text")
@@ -159,9 +163,8 @@ async def _queue_reply(tenant_id: int, viewer: Viewer, conv: dict[str, Any], bod
     message_id = await _outgoing(tenant_id, conversation_id, viewer, "text", body, at=now)
     updated = await db.fetchrow(
         "UPDATE inbox_conversation SET last_message_at = $3, preview = $4, unread = 0, "
-        "first_response_at = CASE WHEN status = 'assigned' THEN COALESCE(first_response_at, $3) END, "
-        "status = CASE WHEN status = 'snoozed' THEN 'assigned' ELSE status END, "
-        "snoozed_until = NULL, updated_at = now() WHERE tenant = $1 AND id = $2 RETURNING *",
+        "first_response_at = CASE WHEN status = 'assigned' THEN COALESCE(first_response_at, $3) "
+        "ELSE first_response_at END, updated_at = now() WHERE tenant = $1 AND id = $2 RETURNING *",
         tenant_id, conversation_id, now, body[:convs.PREVIEW_MAX])
     await db.execute("UPDATE inbox_assignment SET first_response_at = COALESCE(first_response_at, $3) "
                      "WHERE tenant = $1 AND conversation = $2 AND ended_at IS NULL", tenant_id, conversation_id, now)
