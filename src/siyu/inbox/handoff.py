@@ -115,9 +115,11 @@ async def _passive_line(conv: dict[str, Any], event: dict[str, Any], rule: dict[
 
 
 def _when(event: dict[str, Any]) -> datetime:
-    """A callback's place in the thread: WeChat's time for it, never later than now (a clock ahead of ours
-    must not put the customer's message after what Siyu did about it)."""
-    return min(event["occurred_at"], clock.now())
+    """A callback's place in the thread: WeChat's time for it, never later than when it reached Siyu (a
+    clock ahead of ours must not put the customer's message after what Siyu did about it). Not the time it
+    is processed: callbacks that arrive together are processed by jobs that may finish in any order."""
+    received = event.get("received_at")
+    return min(event["occurred_at"], received) if received is not None else event["occurred_at"]
 
 
 def _body(event: dict[str, Any]) -> str:
