@@ -389,7 +389,7 @@ class InboxController(Controller):
         """Send a reply (queued as `sending`, live to `sent` / `failed`), or add an internal note."""
         tid, viewer, _ = await _who(request)
         form = await _form(request)
-        text = str(form.get("text") or "")
+        text = await canned.expand_shortcut(tid, viewer.staff_id, str(form.get("text") or ""))
         as_note = str(form.get("note") or "") in ("1", "on", "true")
         if as_note:
             await actions.do_note(tid, viewer, conversation_id, text)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from siyu.core import db, i18n
-from siyu.inbox import actions, boxes, routing
+from siyu.inbox import actions, boxes, canned, routing
 from siyu.inbox import jobs as inbox_jobs
 from siyu.inbox.config import do_update_settings
 from siyu.inbox.conversations import get_conversation
@@ -20,9 +20,18 @@ from siyu.inbox.views import system_text
 from siyu.tenants import services as tenants
 from siyu.wechat.services import do_create_rule
 from siyu.wechat.tables import InboundEvent
-from tests.conftest import OA, Simulator, TenantFixture, WebServer
+from tests.conftest import OA, PASSWORD, Simulator, TenantFixture, WebServer
 from tests.integration.contacts.test_inbound import run_worker as run_burst
-from tests.integration.inbox.conftest import ACTOR, MakePerson, MakeRep, assignee_of, status_of, viewer
+from tests.integration.inbox.conftest import (
+    ACTOR,
+    MakePerson,
+    MakeRep,
+    assignee_of,
+    email_of,
+    signed_in_as,
+    status_of,
+    viewer,
+)
 from tests.integration.inbox.test_pages import open_window
 from tests.integration.wechat.test_end_to_end import link_both
 
@@ -319,3 +328,38 @@ async def test_the_thread_is_in_the_order_things_happened_not_the_order_they_wer
     assert earlier is not None
     rest, _ = await boxes.messages(acme.id, conv["id"], before=earlier)
     assert [m["body"] for m in rest + first_page][:2] == ["第一条", "第二条"]
+
+
+# --- 6. a rep lands where their work is ----------------------------------------------------------------
+
+async def test_a_rep_lands_in_the_inbox_and_the_workspace_shows_their_real_work(
+        client_factory: Any, acme: TenantFixture, make_rep: MakeRep, make_person: MakePerson) -> None:
+    rep = await make_rep("Li Na")
+    for _ in range(2):
+        await do_handoff(acme.id, (await make_person())[0])
+    client = client_factory()
+    r = await client.login(await email_of(rep), PASSWORD)
+    assert r.status_code == 302 and r.headers["location"] == "/inbox"
+    page = await client.get("/workspace")
+    assert page.status_code == 200
+    assert "will appear here once the inbox is switched on" not in page.text
+    assert 'href="/inbox?box=mine"' in page.text and "2 open" in page.text
+
+
+# --- 5. canned replies are picked, never sent raw --------------------------------------------------------
+
+async def test_a_message_that_is_exactly_a_shortcut_is_sent_as_its_reply(
+        client_factory: Any, acme: TenantFixture, make_rep: MakeRep, make_person: MakePerson) -> None:
+    rep = await make_rep("Li Na")
+    identity, _ = await make_person()
+    conv = await do_handoff(acme.id, identity)
+    await open_window(acme.id, identity)
+    me = await viewer(acme.id, rep)
+    await canned.do_create_canned(acme.id, me, {"shortcut": "price", "body": "经典款 ¥1299，限时九折"}, ACTOR)
+    client = await signed_in_as(client_factory, rep)
+    for text in (" /PRICE ", "/price please", "/unknown"):
+        r = await client.form(f"/inbox/conversations/{conv['id']}/reply", {"text": text})
+        assert r.status_code == 303, r.text
+    sent = [r["body"] for r in await db.fetch(
+        "SELECT body FROM inbox_message WHERE conversation = $1 AND direction = 'out' ORDER BY id", conv["id"])]
+    assert sent == ["经典款 ¥1299，限时九折", "/price please", "/unknown"]
