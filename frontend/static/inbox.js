@@ -22,7 +22,7 @@
   }
 
   // --- live: one EventSource, coalesced re-fetches ---------------------------------------------------
-  var pending = {};  // conversation id → {moved: bool}
+  var pending = {};  // conversation id → {moved: bool}; `alert`: the alert this burst raises
   var flushTimer = null;
   var countsTimer = null;
 
@@ -53,6 +53,9 @@
     flushTimer = null;
     var ids = pending;
     pending = {};
+    var alert = ids.alert;
+    delete ids.alert;
+    if (alert) raise(alert.kind, alert.id);
     Object.keys(ids).forEach(function (id) {
       refreshRow(id, ids[id].moved);
       if (openId() === id) {
@@ -63,8 +66,87 @@
     refreshCounts();
   }
 
+  // --- alerts: a sound and a desktop notification for new work, the unread count in the tab title ------
+  var baseTitle = document.title;
+  var audio = null;
+
+  function alertsEl() { return document.getElementById("alerts"); }
+  function alertOn(name) { var el = alertsEl(); return !!el && el.getAttribute("data-" + name) === "1"; }
+
+  // Browsers let a page make sound only after the person interacted with it: the audio context is
+  // created (or resumed) on their first click or key press.
+  function wakeAudio() {
+    var Ctx = window.AudioContext || window.webkitAudioContext;
+    if (!Ctx) return;
+    if (!audio) audio = new Ctx();
+    if (audio.state === "suspended") audio.resume();
+  }
+  document.addEventListener("pointerdown", wakeAudio, true);
+  document.addEventListener("keydown", wakeAudio, true);
+
+  function chime() {
+    if (!audio || audio.state !== "running") return;
+    var t = audio.currentTime;
+    [880, 1320].forEach(function (hz, i) {
+      var osc = audio.createOscillator();
+      var gain = audio.createGain();
+      osc.frequency.value = hz;
+      gain.gain.setValueAtTime(0.0001, t + i * 0.15);
+      gain.gain.exponentialRampToValueAtTime(0.2, t + i * 0.15 + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, t + i * 0.15 + 0.25);
+      osc.connect(gain);
+      gain.connect(audio.destination);
+      osc.start(t + i * 0.15);
+      osc.stop(t + i * 0.15 + 0.3);
+    });
+  }
+
+  function notify(kind, id) {
+    if (!("Notification" in window) || Notification.permission !== "granted") return;
+    var el = alertsEl();
+    var body = el ? el.getAttribute(kind === "assigned" ? "data-text-assigned" : "data-text-message") : "";
+    var n = new Notification(baseTitle, { body: body, tag: "siyu-conversation-" + id });
+    n.onclick = function () {
+      window.focus();
+      var link = document.querySelector("#conv-row-" + id + " .conv-link");
+      if (link) link.click(); else window.location.href = "/inbox/conversations/" + id;
+      n.close();
+    };
+  }
+
+  // One alert per burst of changes; none for the conversation the rep is looking at in a focused tab.
+  function raise(kind, id) {
+    var watching = openId() === id && !document.hidden && document.hasFocus();
+    root.setAttribute("data-last-alert", kind + ":" + id + (watching ? ":watching" : ""));
+    if (watching) return;
+    if (alertOn("sound")) chime();
+    if (alertOn("desktop")) notify(kind, id);
+  }
+
+  function showUnreadInTitle() {
+    var badge = document.querySelector("#inbox-boxes a[data-box='mine'] .unread-badge");
+    var n = badge ? badge.textContent.trim() : "";
+    document.title = n && n !== "0" ? "(" + n + ") " + baseTitle : baseTitle;
+  }
+
+  function showBlocked() {
+    var blocked = document.getElementById("alert-blocked");
+    if (blocked) blocked.hidden = !(alertOn("desktop") && "Notification" in window && Notification.permission === "denied");
+  }
+
+  // Switching desktop notifications on asks the browser's permission (it needs that click).
+  document.addEventListener("click", function (ev) {
+    var btn = ev.target.closest && ev.target.closest("#alert-desktop");
+    if (!btn || btn.value !== "1" || !("Notification" in window)) return;
+    if (Notification.permission === "default") Notification.requestPermission().then(showBlocked);
+  });
+
   function onConversation(data) {
     var id = String(data.id);
+    if (data.alert) {
+      var alerted = pending.alert || null;
+      if (!alerted || data.alert === "assigned") pending.alert = { kind: data.alert, id: id };
+    }
     var moved = data.kind === "message" || data.kind === "status";
     pending[id] = { moved: (pending[id] && pending[id].moved) || moved };
     if (!flushTimer) flushTimer = setTimeout(flush, 120);
@@ -337,6 +419,8 @@
     var path = pathOf(ev.detail);
     syncSendButton();
     countNotice();
+    showUnreadInTitle();
+    showBlocked();
     markCurrent();
     if (path.indexOf("/inbox/conversations/") === 0 && !/\/(row|messages)(\?|$)/.test(path)) scrollThread();
   });
@@ -382,5 +466,7 @@
 
   syncSendButton();
   countNotice();
+  showUnreadInTitle();
+  showBlocked();
   scrollThread();
 })();

@@ -407,6 +407,30 @@ async def do_set_presence(tenant_id: int, staff_id: int, presence: str, actor: A
             await drain_soon(tenant_id, f"s{staff_id}")
 
 
+ALERTS = ("sound", "desktop")
+
+
+async def alerts_of(tenant_id: int, staff_id: int) -> dict[str, bool]:
+    """How the inbox tells this rep about new work: {"sound": …, "desktop": …} (both on until switched)."""
+    row = await db.fetchrow("SELECT alert_sound, alert_desktop FROM inbox_agent WHERE tenant = $1 AND staff = $2",
+                            tenant_id, staff_id)
+    return {"sound": bool(row["alert_sound"]) if row else True, "desktop": bool(row["alert_desktop"]) if row else True}
+
+
+async def do_set_alert(tenant_id: int, staff_id: int, alert: str, on: bool) -> dict[str, bool]:
+    """Switch one of a rep's own alerts on or off (kept per rep, so every browser they sign in to follows)."""
+    if alert not in ALERTS:
+        raise InvalidInput.one("alert", N_("Choose one of: {choices}."), choices=", ".join(ALERTS))
+    async with db.transaction():
+        if await db.fetchrow("SELECT 1 FROM staff WHERE tenant = $1 AND id = $2", tenant_id, staff_id) is None:
+            raise NotFound()
+        await db.execute(
+            f"INSERT INTO inbox_agent (tenant, staff, presence, presence_at, wecom_userid, alert_{alert}) "
+            f"VALUES ($1, $2, 'offline', now(), '', $3) ON CONFLICT (tenant, staff) DO UPDATE SET alert_{alert} = $3",
+            tenant_id, staff_id, on)
+    return await alerts_of(tenant_id, staff_id)
+
+
 async def presence_of(tenant_id: int, staff_id: int) -> str:
     row = await db.fetchrow("SELECT presence FROM inbox_agent WHERE tenant = $1 AND staff = $2", tenant_id, staff_id)
     return str(row["presence"]) if row else "offline"

@@ -134,6 +134,8 @@ def _body(event: dict[str, Any]) -> str:
 
 async def _customer_message(conv: dict[str, Any], event: dict[str, Any], contact_id: int,
                             settings: InboxSettings) -> dict[str, Any] | None:
+    """A customer's message into their conversation (and what the bot and routing do about it); the
+    conversation as it ends, or None when this message was handled before. The caller announces it."""
     tenant_id = conv["tenant"]
     body = _body(event)
     added = await db.fetchrow(
@@ -159,7 +161,6 @@ async def _customer_message(conv: dict[str, Any], event: dict[str, Any], contact
         await routing.hold_seats(tenant_id, conv["assignee"])
         return await convs.transition(conv, "assigned", assignee=conv["assignee"], actor_label="customer")
     if conv["status"] not in ("bot", "resolved"):
-        await convs.announce(conv, "message")
         return conv
     text = body if event["msg_type"] == "text" else ""
     vip = await is_vip(tenant_id, contact_id, settings)
@@ -185,7 +186,6 @@ async def _customer_message(conv: dict[str, Any], event: dict[str, Any], contact
     conv["unanswered"] = unanswered
     if settings.unanswered_limit and unanswered >= settings.unanswered_limit:
         return await handoff_locked(conv, "unanswered")
-    await convs.announce(conv, "message")
     return conv
 
 
@@ -241,7 +241,11 @@ async def handle_inbound(event_ids: list[int]) -> int:
             conv = await conversation_for(tenant_id, int(identity["id"]), event["channel"],
                                           str(event["details"].get("open_kfid") or ""))
             if is_customer:
-                added += await _customer_message(conv, event, int(identity["contact"]), settings) is not None
+                done = await _customer_message(conv, event, int(identity["contact"]), settings)
+                if done is not None:
+                    added += 1
+                    # A customer's message, as it ends (its rep is alerted: `live.alert_for`).
+                    await convs.announce({**done, "previous_assignee": None}, "message:in")
             elif kind == "kf_servicer_message":
                 await _servicer_message(conv, event)
             else:

@@ -294,6 +294,7 @@ class InboxController(Controller):
                     conversation_id: int | None = None) -> Template:
         f = _filter(request, viewer)
         ctx = await _list_context(tid, viewer, f, request.query_params.get("cursor") or None, conversation_id)
+        ctx["alerts"] = await actions.alerts_of(tid, viewer.staff_id)
         if conversation_id is not None:
             ctx.update(await _conversation_context(tid, viewer, conversation_id, urlencode(f.as_query())))
         user = current_user(request)
@@ -486,6 +487,19 @@ class InboxController(Controller):
         if not _is_htmx(request):
             return Redirect("/inbox", status_code=HTTP_303_SEE_OTHER)
         return render(request, "inbox/_presence.html", {"presence": value, **_labels()})
+
+    @post("/alerts")
+    async def alerts(self, request: Request[Any, Any, Any]) -> Template | Response[Any]:
+        """Switch one of the rep's own alerts (`alert` = sound | desktop, `on` = 1 | 0)."""
+        tid, viewer, _ = await _who(request)
+        form = await _form(request)
+        on = str(form.get("on") or "")
+        if on not in ("0", "1"):
+            raise InvalidInput.one("on", N_("Choose on or off."))
+        alerts = await actions.do_set_alert(tid, viewer.staff_id, str(form.get("alert") or ""), on == "1")
+        if not _is_htmx(request):
+            return Redirect("/inbox", status_code=HTTP_303_SEE_OTHER)
+        return render(request, "inbox/_alerts.html", {"alerts": alerts})
 
     @get("/stream")
     async def stream(self, request: Request[Any, Any, Any]) -> ServerSentEvent:
