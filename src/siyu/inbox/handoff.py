@@ -244,6 +244,12 @@ async def handle_inbound(event_ids: list[int]) -> int:
                 done = await _customer_message(conv, event, int(identity["contact"]), settings)
                 if done is not None:
                     added += 1
+                    if done["status"] == "assigned" and conv["status"] not in convs.HOLDING:
+                        # Given to a rep because of this message (a handoff, a follow-up): it waits unread
+                        # for them, as a message into a conversation they held would.
+                        done = dict(await db.fetchrow(
+                            "UPDATE inbox_conversation SET unread = unread + 1 WHERE tenant = $1 AND id = $2 "
+                            "RETURNING *", tenant_id, done["id"]))
                     # A customer's message, as it ends (its rep is alerted: `live.alert_for`).
                     await convs.announce({**done, "previous_assignee": None}, "message:in")
             elif kind == "kf_servicer_message":
