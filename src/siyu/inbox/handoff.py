@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from siyu.core import clock, db, effects
@@ -115,11 +115,14 @@ async def _passive_line(conv: dict[str, Any], event: dict[str, Any], rule: dict[
 
 
 def _when(event: dict[str, Any]) -> datetime:
-    """A callback's place in the thread: WeChat's time for it, never later than when it reached Siyu (a
-    clock ahead of ours must not put the customer's message after what Siyu did about it). Not the time it
-    is processed: callbacks that arrive together are processed by jobs that may finish in any order."""
+    """A callback's place in the thread: when it reached Siyu, within the second WeChat gives for it
+    (CreateTime has whole seconds: the message was sent in the second that follows it). Never the second's
+    start, which would put "还在吗？" before the "Resolved" a rep clicked earlier that second; never later
+    than the second's end (a retry delivered late); and not the time it is processed: callbacks that arrive
+    together are processed by jobs that may finish in any order."""
     received = event.get("received_at")
-    return min(event["occurred_at"], received) if received is not None else event["occurred_at"]
+    latest = event["occurred_at"] + timedelta(microseconds=999_999)
+    return min(received, latest) if received is not None else event["occurred_at"]
 
 
 def _body(event: dict[str, Any]) -> str:
