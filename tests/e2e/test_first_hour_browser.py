@@ -191,6 +191,13 @@ async def test_a_conversation_both_reps_missed_still_reaches_her(
     assert (status["status"], status["assignee"]) == ("assigned", li_na)
     await shot(page, "2-missed-deadlines")
 
+    # Her workspace page shows the same work, with links into the inbox.
+    await page.get_by_role("link", name="Workspace").click()
+    await expect(page.locator("#work-now")).to_contain_text("Mine: 2 open")
+    await shot(page, "6-workspace")
+    await page.locator("#work-now a[href='/inbox?box=mine']").click()
+    await expect(page.locator("#conv-list .conv-row")).to_have_count(2)
+
 
 async def test_the_thread_shows_what_the_customer_saw_in_order(
         page: Any, app: Any, web_server: WebServer, worker: Any, acme: TenantFixture, sim: Simulator) -> None:
