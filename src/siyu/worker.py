@@ -23,6 +23,7 @@ from siyu.core.redis import JOB_SERIALIZATION, REDIS_DOWN, arq_pool, arq_setting
 from siyu.inbox import jobs as inbox_jobs
 from siyu.tenants import jobs as tenant_jobs
 from siyu.wechat import jobs as wechat_jobs
+from siyu.wechat import services as wechat_services
 from siyu.wechat.outbound import WeChatRuntime
 
 log = logging.getLogger("siyu.worker")
@@ -37,9 +38,16 @@ async def startup(ctx: dict[str, Any]) -> None:
     commerce_purchases.install()  # merges carry purchases in this process
     ctx["wechat"] = WeChatRuntime(ctx["redis"])
     effects.install(ctx["redis"])
+    # The auto-reply rules and accounts this process keeps follow every change at once, as the web
+    # processes' do: the inbox writes the Official Account's passive replies in the thread from the same
+    # rules the gateway answered with.
+    ctx["changes"] = db.Listener([db.ACCOUNTS_CHANGED, db.AUTO_REPLIES_CHANGED], wechat_services.on_change)
+    await ctx["changes"].start()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if "changes" in ctx:
+        await ctx["changes"].stop()
     await effects.flush()
     effects.uninstall(ctx.get("redis"))
     if "wechat" in ctx:

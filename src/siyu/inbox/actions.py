@@ -152,6 +152,10 @@ async def _queue_reply(tenant_id: int, viewer: Viewer, conv: dict[str, Any], bod
                                       actor_label=viewer.name)
     else:
         _require_holder(conv, viewer)
+    if conv["status"] == "snoozed":
+        # Replying ends the snooze; the rep keeps it, so its assignment and first-response time stay.
+        await routing.hold_seats(tenant_id, conv["assignee"])
+        conv = await convs.transition(conv, "assigned", assignee=conv["assignee"], actor_label=viewer.name)
     state = await window_for(tenant_id, conv)
     if not state.can_send:
         raise Conflict(SEND_FAILURES.get(state.refusal or 45015, GENERIC_FAILURE), field="text")
@@ -159,9 +163,8 @@ async def _queue_reply(tenant_id: int, viewer: Viewer, conv: dict[str, Any], bod
     message_id = await _outgoing(tenant_id, conversation_id, viewer, "text", body, at=now)
     updated = await db.fetchrow(
         "UPDATE inbox_conversation SET last_message_at = $3, preview = $4, unread = 0, "
-        "first_response_at = CASE WHEN status = 'assigned' THEN COALESCE(first_response_at, $3) END, "
-        "status = CASE WHEN status = 'snoozed' THEN 'assigned' ELSE status END, "
-        "snoozed_until = NULL, updated_at = now() WHERE tenant = $1 AND id = $2 RETURNING *",
+        "first_response_at = CASE WHEN status = 'assigned' THEN COALESCE(first_response_at, $3) "
+        "ELSE first_response_at END, updated_at = now() WHERE tenant = $1 AND id = $2 RETURNING *",
         tenant_id, conversation_id, now, body[:convs.PREVIEW_MAX])
     await db.execute("UPDATE inbox_assignment SET first_response_at = COALESCE(first_response_at, $3) "
                      "WHERE tenant = $1 AND conversation = $2 AND ended_at IS NULL", tenant_id, conversation_id, now)
@@ -402,6 +405,30 @@ async def do_set_presence(tenant_id: int, staff_id: int, presence: str, actor: A
                                                                   "presence": presence})
         if presence == "online":
             await drain_soon(tenant_id, f"s{staff_id}")
+
+
+ALERTS = ("sound", "desktop")
+
+
+async def alerts_of(tenant_id: int, staff_id: int) -> dict[str, bool]:
+    """How the inbox tells this rep about new work: {"sound": …, "desktop": …} (both on until switched)."""
+    row = await db.fetchrow("SELECT alert_sound, alert_desktop FROM inbox_agent WHERE tenant = $1 AND staff = $2",
+                            tenant_id, staff_id)
+    return {"sound": bool(row["alert_sound"]) if row else True, "desktop": bool(row["alert_desktop"]) if row else True}
+
+
+async def do_set_alert(tenant_id: int, staff_id: int, alert: str, on: bool) -> dict[str, bool]:
+    """Switch one of a rep's own alerts on or off (kept per rep, so every browser they sign in to follows)."""
+    if alert not in ALERTS:
+        raise InvalidInput.one("alert", N_("Choose one of: {choices}."), choices=", ".join(ALERTS))
+    async with db.transaction():
+        if await db.fetchrow("SELECT 1 FROM staff WHERE tenant = $1 AND id = $2", tenant_id, staff_id) is None:
+            raise NotFound()
+        await db.execute(
+            f"INSERT INTO inbox_agent (tenant, staff, presence, presence_at, wecom_userid, alert_{alert}) "
+            f"VALUES ($1, $2, 'offline', now(), '', $3) ON CONFLICT (tenant, staff) DO UPDATE SET alert_{alert} = $3",
+            tenant_id, staff_id, on)
+    return await alerts_of(tenant_id, staff_id)
 
 
 async def presence_of(tenant_id: int, staff_id: int) -> str:

@@ -339,7 +339,8 @@ async def sla_check(ctx: dict[str, Any], tenant_id: int, assignment_id: int) -> 
         contact_id = await convs.contact_of(tenant_id, conv["identity"])
         queued = await convs.transition(conv, "queued", reason="sla", actor_label="sla", end_reason="sla",
                                         keep_queue_time=True)
-        # The rep who let it pass is not chosen again (routing skips SLA misses since it was queued). The
+        # The rep who let it pass comes after every rep who did not (routing orders by SLA misses since it
+        # was queued), and gets it again only when all eligible reps have missed it. The
         # requeue's timeline event locked the identity's contact (see `handoff.handoff_locked`).
         moved = await routing.assign_next(queued, contact_id, actor_label="sla", contact_locked=True)
     return "reassigned" if moved else "requeued"

@@ -79,6 +79,10 @@ class Agent(Table, tablename="inbox_agent"):
     wecom_userid = Varchar(length=64, default="")
     last_assigned_at = Timestamptz(null=True, default=None)
     load = Integer(default=0)
+    # How the inbox tells this rep about a new assignment or a customer's message in one of their
+    # conversations (the browser asks for the desktop permission when they switch it on).
+    alert_sound = Boolean(default=True)
+    alert_desktop = Boolean(default=True)
 
 
 class Conversation(Table, tablename="inbox_conversation"):

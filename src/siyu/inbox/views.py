@@ -46,17 +46,23 @@ BOX_LABELS = {"mine": N_("Mine"), "unassigned": N_("Unassigned"), "all": N_("All
 PRESENCE_LABELS = {"online": N_("online"), "away": N_("away"), "offline": N_("offline")}
 SNOOZE_LABELS = {"1h": N_("1 hour"), "4h": N_("4 hours"), "1d": N_("1 day"), "3d": N_("3 days")}
 RULE_WORDS = {"owner": N_("the customer's own rep"), "recent": N_("served them last"),
-              "least_loaded": N_("least busy"), "manual": N_("by hand"), "reopen": N_("reopened")}
+              "least_loaded": N_("least busy"), "manual": N_("by hand"), "reopen": N_("reopened"),
+              "follow_up": N_("the customer wrote again after it was resolved")}
 REASON_WORDS = {"keyword": N_("the customer asked for a human"), "menu": N_("the customer tapped “talk to a human”"),
                 "unanswered": N_("the bot could not answer"), "vip": N_("a VIP customer"),
                 "api": N_("requested through the API"), "manual": N_("transferred to a team"),
-                "sla": N_("no first reply in time")}
+                "sla": N_("no first reply in time"), "follow_up": N_("the customer wrote again after it was resolved")}
 ACTOR_WORDS = {"bot": N_("the bot"), "system": N_("Siyu"), "siyu": N_("Siyu"), "routing": N_("routing"),
                "customer": N_("the customer"), "api": N_("the API"), "sla": N_("the first-reply deadline"),
                "snooze": N_("the snooze timer")}
 SYSTEM_LINES = {"assigned": N_("Assigned to {to} ({rule}) by {by}"), "queued": N_("Waiting for a rep: {reason}"),
                 "resolved": N_("Resolved by {by}"), "snoozed": N_("Snoozed by {by} until {until}"),
-                "reopened": N_("Reopened by {by}"), "menu_handoff": N_("The customer tapped “talk to a human”")}
+                "reopened": N_("Reopened by {by}"), "menu_handoff": N_("The customer tapped “talk to a human”"),
+                "followed": N_("The customer followed the Official Account"),
+                "menu_click": N_("The customer tapped the menu button {key}")}
+# A follow-up an auto-reply answered stays with the bot (`handoff._customer_message`): the thread says why.
+BACK_TO_BOT = N_("The customer wrote again and an auto-reply answered, so the bot has it; their next message "
+                 "the bot cannot answer goes to a person at once.")
 
 
 # --- words ---------------------------------------------------------------------------------------------
@@ -101,12 +107,18 @@ def system_text(body: str) -> str:
         with contextlib.suppress(ValueError):
             until = _local(datetime.fromisoformat(until))
         return _t(SYSTEM_LINES[event], by=by, until=until)
+    if event == "reopened" and data.get("reason") == "auto_reply":
+        return _t(BACK_TO_BOT)
+    if event == "menu_click":
+        return _t(SYSTEM_LINES[event], key=str(data.get("key") or ""))
     return _t(SYSTEM_LINES[event], by=by)
 
 
 def _shown(message: dict[str, Any]) -> dict[str, Any]:
     """A message with what the thread shows beside its stored fields."""
     out = dict(message)
+    if message["direction"] == "out" and message["author_label"] == "bot":
+        out["author_label"] = _t(N_("Bot"))
     if message["direction"] == "system":
         out["text"] = system_text(message["body"])
     elif message["status"] in ("failed", "unknown"):
@@ -282,6 +294,7 @@ class InboxController(Controller):
                     conversation_id: int | None = None) -> Template:
         f = _filter(request, viewer)
         ctx = await _list_context(tid, viewer, f, request.query_params.get("cursor") or None, conversation_id)
+        ctx["alerts"] = await actions.alerts_of(tid, viewer.staff_id)
         if conversation_id is not None:
             ctx.update(await _conversation_context(tid, viewer, conversation_id, urlencode(f.as_query())))
         user = current_user(request)
@@ -377,7 +390,7 @@ class InboxController(Controller):
         """Send a reply (queued as `sending`, live to `sent` / `failed`), or add an internal note."""
         tid, viewer, _ = await _who(request)
         form = await _form(request)
-        text = str(form.get("text") or "")
+        text = await canned.expand_shortcut(tid, viewer.staff_id, str(form.get("text") or ""))
         as_note = str(form.get("note") or "") in ("1", "on", "true")
         if as_note:
             await actions.do_note(tid, viewer, conversation_id, text)
@@ -474,6 +487,19 @@ class InboxController(Controller):
         if not _is_htmx(request):
             return Redirect("/inbox", status_code=HTTP_303_SEE_OTHER)
         return render(request, "inbox/_presence.html", {"presence": value, **_labels()})
+
+    @post("/alerts")
+    async def alerts(self, request: Request[Any, Any, Any]) -> Template | Response[Any]:
+        """Switch one of the rep's own alerts (`alert` = sound | desktop, `on` = 1 | 0)."""
+        tid, viewer, _ = await _who(request)
+        form = await _form(request)
+        on = str(form.get("on") or "")
+        if on not in ("0", "1"):
+            raise InvalidInput.one("on", N_("Choose on or off."))
+        alerts = await actions.do_set_alert(tid, viewer.staff_id, str(form.get("alert") or ""), on == "1")
+        if not _is_htmx(request):
+            return Redirect("/inbox", status_code=HTTP_303_SEE_OTHER)
+        return render(request, "inbox/_alerts.html", {"alerts": alerts})
 
     @get("/stream")
     async def stream(self, request: Request[Any, Any, Any]) -> ServerSentEvent:

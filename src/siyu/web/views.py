@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 from siyu.core import db, i18n
 from siyu.core.errors import Forbidden, InvalidInput, TooManyRequests
 from siyu.core.settings import get_settings
+from siyu.inbox import boxes
+from siyu.inbox.conversations import viewer_for
 from siyu.tenants import staff as staff_svc
 from siyu.tenants.validation import N_
 from siyu.web.auth import (
@@ -54,7 +56,7 @@ def home_for(user: staff_svc.CurrentUser) -> str:
         return "/platform/tenants"
     if user.is_tenant_admin:
         return "/settings/channels"
-    return "/workspace"
+    return "/inbox"  # a rep's work is in the inbox
 
 
 def _session_cookie(token: str, max_age: int) -> Cookie:
@@ -176,15 +178,17 @@ class AuthController(Controller):
 
     @get("/workspace", guards=[signed_in])
     async def workspace(self, request: Request[Any, Any, Any]) -> Template:
-        """An agent's landing page: who they are, their teams and capacity."""
+        """Who a person is in their brand (teams, capacity) and their work now: their open and unread
+        conversations and the waiting ones they may take, each a link into the inbox."""
         user = current_user(request)
         assert user is not None
-        me = None
+        me = counts = None
         if user.tenant_id is not None:
             me = await staff_svc.get_staff(user.tenant_id, user.id)
             teams = {t["id"]: t["name"] for t in await staff_svc.list_teams(user.tenant_id)}
             me["teams"] = [teams[t] for t in me["team_ids"] if t in teams]
-        return render(request, "auth/workspace.html", {"me": me})
+            counts = await boxes.counts(user.tenant_id, await viewer_for(user.tenant_id, user.id))
+        return render(request, "auth/workspace.html", {"me": me, "counts": counts})
 
 
 class HealthController(Controller):

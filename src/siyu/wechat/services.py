@@ -385,6 +385,27 @@ async def keyword_rule(tenant_id: int, text: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
+async def passive_rule(tenant_id: int, kind: str, msg_type: str, details: dict[str, Any],
+                       bot_silenced: bool) -> dict[str, Any] | None:
+    """The rule whose passive reply the Official Account gave to a stored callback (the gateway's choice in
+    `auto_reply_for`, made again from the same kept rules, without counting a hit): a welcome for a follow
+    (the QR scene's own before the general one), a menu button's reply, or a keyword rule for a text
+    while the bot is not silenced. The inbox writes it in the thread, so the rep sees what the customer
+    saw; the gateway's hot path stays as it is."""
+    if kind not in ("follow", "menu_click") and not (kind == "message" and msg_type == "text"):
+        return None
+    rules = await _enabled_rules(tenant_id)
+    if kind == "follow":
+        scene = details.get("scene", "")
+        found = [r for r in rules if r["trigger"] == "welcome" and r["scene"] in (scene, "")]
+        found.sort(key=lambda r: r["scene"] == "")
+    elif kind == "menu_click":
+        found = [r for r in rules if r["trigger"] == "click" and r["menu_key"] == details.get("key", "")]
+    else:
+        found = [] if bot_silenced else best_keyword_rules(rules, str(details.get("Content", "")))
+    return found[0] if found else None
+
+
 async def count_hit(tenant_id: int, rule_id: int) -> None:
     await AutoReply.update({AutoReply.hits: AutoReply.hits + 1}).where(
         (AutoReply.tenant == tenant_id) & (AutoReply.id == rule_id))

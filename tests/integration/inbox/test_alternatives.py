@@ -53,7 +53,7 @@ async def test_a_rep_writes_through_the_owners_wecom_when_the_window_is_closed(
     shown = await page.get(f"/inbox/conversations/{conv['id']}")
     assert shown.status_code == 200
     assert "Replies are blocked" in shown.text
-    assert "Send the text above through Zhang San's WeCom" in shown.text
+    assert "Send the text in the reply box below through Zhang San's WeCom" in shown.text
     assert f'data-owner="{owner["id"]}"' in shown.text
 
     blocked = await page.form(f"/inbox/conversations/{conv['id']}/reply", {"text": "新品到了"}, htmx=True)

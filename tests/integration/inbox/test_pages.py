@@ -353,7 +353,7 @@ async def test_window_state_and_blocked_replies(client_factory: Any, acme: Tenan
     await contacts.record_owner_added(acme.id, wecom.identity_id, "zhang.wei", datetime.now(UTC))
     with_owner = (await rep.hx_get(f"/inbox/conversations/{cid}/live")).text
     # The owner's WeCom is offered as an action (the words would only repeat it).
-    assert "Send the text above through Zhang Wei's WeCom" in with_owner
+    assert "Send the text in the reply box below through Zhang Wei's WeCom" in with_owner
     assert "Write to them 1:1 on WeCom" not in with_owner
     assert owner
 
