@@ -49,6 +49,8 @@ def _channel_sentences() -> dict[str, Sentence]:
         "unlinked": (N_("{actor} unlinked the {channel} {app_id}."), N_("WeChat account unlinked")),
         "checked": (N_("{actor} checked the connection of the {channel}: {outcome}."),
                     N_("WeChat connection checked")),
+        "revealed": (N_("{actor} entered their password again and was shown the callback Token and "
+                        "EncodingAESKey of the {channel} {app_id}."), N_("WeChat callback secrets shown")),
     }
     return {f"channel.{kind}.{verb}": Sentence(text, label, {"channel": ("target", "channel")},
                                                group=f"channel.{verb}", gone=verb == "unlinked")

@@ -155,7 +155,7 @@ async def do_set_tenant_status(actor: Actor, tenant_id: int, status: str) -> Ten
 @dataclass(frozen=True)
 class ChannelView:
     """What pages and the API may see of a linked account: secrets only masked, and of the callback Token
-    only whether it is set (`channel_token` gives it to the tenant admin's channels page)."""
+    only whether it is set (`do_reveal_secrets` gives it to a tenant admin who re-enters their password)."""
 
     id: int
     kind: str
@@ -259,9 +259,15 @@ def _open_token(row: ChannelAccount) -> str:
     return box().open(row.token_encrypted, _context(tid, row.kind, "token")) if row.token_encrypted else ""
 
 
-async def channel_token(tenant_id: int, kind: str) -> str:
-    """The callback Token in clear, for the tenant admin who pastes it into the WeChat console."""
-    return _open_token(await _channel_row(tenant_id, kind))
+async def do_reveal_secrets(actor: Actor, tenant_id: int, kind: str) -> tuple[str, str]:
+    """(Token, EncodingAESKey) in clear, for the tenant admin who pastes them into the WeChat console again
+    and has just re-entered their password (the view checks it). Audited, without the values."""
+    async with db.transaction():
+        row = await _channel_row(tenant_id, kind)
+        aes_key = box().open(row.aes_key_encrypted, _context(tenant_id, kind, "aes_key"))
+        await record_audit(actor, tenant_id, f"channel.{kind}.revealed", "channel_account", row.id,
+                           {"app_id": row.app_id})
+    return _open_token(row), aes_key
 
 
 def generate_token() -> str:
@@ -279,7 +285,7 @@ def validate_channel(kind: str, data: dict[str, Any], existing: bool) -> dict[st
     """Validate a link form. When the account exists, blank secrets mean "keep the stored ones"."""
     rules = v.CHANNEL_FIELDS[kind]
     secret_field = "secret" if kind == "wecom" else "app_secret"
-    optional = ("original_id",) + ((secret_field, "aes_key") if existing else ())
+    optional = ("original_id",) + ((secret_field, "aes_key", "token") if existing else ())
     defaults = {"oa": {"mode": "safe", "oa_kind": "service"}, "mp": {"push_format": "xml"}, "wecom": {}}[kind]
     merged = {**defaults, **{k: val for k, val in data.items() if val not in (None, "")}}
     return v.validate(rules, merged, optional=optional)
@@ -302,7 +308,10 @@ async def do_link_channel(actor: Actor, tenant_id: int, kind: str, data: dict[st
         if row is None:
             row = ChannelAccount(tenant=tenant_id, kind=kind, created_at=now())
         previous_app_id = None if created else row.app_id
-        token_changed = created or _open_token(row) != clean["token"]
+        previous_mode = None if created else row.message_mode
+        previous_aes_key = None if created else b.open(row.aes_key_encrypted, _context(tenant_id, kind, "aes_key"))
+        # An existing account's Token left empty is kept, like its secrets.
+        token_changed = created or (bool(clean["token"]) and _open_token(row) != clean["token"])
         row.app_id = app_id
         if token_changed:
             row.token_encrypted = b.seal(clean["token"], _context(tenant_id, kind, "token"))
@@ -329,6 +338,12 @@ async def do_link_channel(actor: Actor, tenant_id: int, kind: str, data: dict[st
             row.last_check_at = None
             row.last_check_ok = None
             row.last_check_code = None
+        callback_changed = (app_id != previous_app_id or token_changed or row.message_mode != previous_mode
+                            or (bool(clean["aes_key"]) and clean["aes_key"] != previous_aes_key))
+        if callback_changed:
+            # New callback settings: WeChat has to check the URL with them (the console's "submit") again.
+            row.url_check_at = None
+            row.url_check_outcome = ""
         row.updated_at = now()
         await row.save()
         changes: dict[str, Any] = {"app_id": app_id, "secrets_changed": secrets_changed, "token_changed": token_changed}

@@ -53,6 +53,11 @@ class ChannelAccount(Table):
     last_check_at = Timestamptz(null=True, default=None)
     last_check_ok = Boolean(null=True, default=None)
     last_check_code = Integer(null=True, default=None)
+    # WeChat's last URL check (the GET with echostr when the admin submits the server configuration in the
+    # console), written by the gateway: when it arrived and how it went (`siyu.tenants.linking.URL_CHECK`).
+    # Cleared when the Token, key or AppID changes: WeChat must check the new ones.
+    url_check_at = Timestamptz(null=True, default=None)
+    url_check_outcome = Varchar(length=16, default="")
     created_at = Timestamptz()
     updated_at = Timestamptz()
 

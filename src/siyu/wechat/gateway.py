@@ -20,7 +20,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath
 
 from siyu.core.settings import get_settings
-from siyu.wechat import protocol, services
+from siyu.wechat import protocol, services, urlcheck
 from siyu.wechat.ingest import AccountGone, Ingestor
 from siyu.wechat.protocol import MAX_BODY, Account, CallbackRejected
 
@@ -93,10 +93,14 @@ class WeChatCallbacks(Controller):
         query = _query(request)
         try:
             protocol.check_timestamp(query.get("timestamp", ""), get_settings().callback_max_skew)
-            _, answer = await _with_fresh_retry(tenant, channel, account, lambda a: protocol.verify_url(a, query))
-            return Response(answer, media_type=TEXT)
+            account, answer = await _with_fresh_retry(tenant, channel, account,
+                                                      lambda a: protocol.verify_url(a, query))
+            # How it went is noted for the channels page after the answer is sent (never delaying it).
+            return Response(answer, media_type=TEXT, background=urlcheck.note(account, query, passed=True))
         except CallbackRejected as exc:
-            return _reject(tenant, channel, exc)
+            response = _reject(tenant, channel, exc)
+            response.background = urlcheck.note(account, query, passed=False)
+            return response
 
     @post("/{tenant:str}/{channel:str}", request_max_body_size=MAX_BODY, status_code=200)
     async def receive(self, request: Request[Any, Any, Any], tenant: FromPath[str],

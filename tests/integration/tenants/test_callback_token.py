@@ -18,7 +18,7 @@ from siyu.core.crypto import SecretBox, box
 from siyu.core.errors import ConfigurationError
 from siyu.tenants import services as svc
 from siyu.wechat import services as wechat_services
-from tests.conftest import OA, WECOM, Client, TenantFixture
+from tests.conftest import OA, PASSWORD, WECOM, Client, TenantFixture
 from tests.wechat_payloads import Sender, text
 
 NEW_SECRET_KEY = "rotated-secret-key-" + "z" * 40
@@ -71,15 +71,19 @@ async def test_the_api_says_only_whether_a_token_is_set(client: Client, acme: Te
     assert one.json()["token_set"] is True
 
 
-async def test_only_the_tenant_admin_sees_the_token_on_the_channels_page(
+async def test_the_token_is_shown_only_to_a_tenant_admin_who_enters_their_password(
         acme: TenantFixture, acme_admin: Client, acme_agent: Client, root: Client) -> None:
     await _link(acme)
     page = await acme_admin.get("/settings/channels/?step=oa")
     assert page.status_code == 200
-    assert f"<code>{OA['token']}</code>" in page.text  # to paste into the WeChat console
-    assert f'value="{OA["token"]}"' in page.text
+    assert OA["token"] not in page.text and OA["aes_key"] not in page.text  # masked until the password
+    assert 'action="/settings/channels/oa/reveal"' in page.text
+    shown = await acme_admin.form("/settings/channels/oa/reveal", {"password": PASSWORD})
+    assert shown.status_code == 200
+    assert f"<code>{OA['token']}</code>" in shown.text  # to paste into the WeChat console
 
     assert (await acme_agent.get("/settings/channels/?step=oa")).status_code == 403
+    assert (await acme_agent.form("/settings/channels/oa/reveal", {"password": PASSWORD})).status_code == 403
     for url in ("/workspace", "/inbox", "/contacts"):
         r = await acme_agent.get(url)
         assert OA["token"] not in r.text, url
