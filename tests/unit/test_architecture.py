@@ -103,9 +103,10 @@ def test_domain_services_never_import_the_web_layer() -> None:
     assert violations(("siyu.web",), DOMAIN_EDGES) == []
 
 
-# What contacts may use of wechat: the stored events (`events`) and the profile read behind enrichment
-# (`profiles`: user/info, externalcontact/get), each one narrow module of plain dicts and typed errors.
-CONTACTS_READ_FROM_WECHAT = ("siyu.wechat.events", "siyu.wechat.profiles")
+# What contacts may use of wechat: the stored events (`events`), the profile read behind enrichment
+# (`profiles`: user/info, externalcontact/get), each one narrow module of plain dicts and typed errors; the words
+# for WeChat's errors (`errors`, pure data) and the stored media of a person's messages (`media`).
+CONTACTS_READ_FROM_WECHAT = ("siyu.wechat.events", "siyu.wechat.profiles", "siyu.wechat.errors", "siyu.wechat.media")
 
 
 def test_the_gateway_knows_nothing_of_contacts_and_the_timeline() -> None:
@@ -172,7 +173,7 @@ def test_segments_sit_above_contacts_and_nothing_below_reads_them() -> None:
 # What the inbox may use of the WeChat package: stored events, reply windows, subscription consents, the
 # send-once ledger (with its runtime) and the auto-reply rules' answer. Never the gateway, the client or wechatpy.
 INBOX_USES_OF_WECHAT = ("siyu.wechat.events", "siyu.wechat.windows", "siyu.wechat.consents", "siyu.wechat.outbound",
-                        "siyu.wechat.services")
+                        "siyu.wechat.services", "siyu.wechat.errors", "siyu.wechat.media", "siyu.wechat.owner_tasks")
 
 
 def test_the_inbox_sits_above_contacts_and_talks_to_wechat_through_narrow_doors() -> None:

@@ -21,6 +21,7 @@ from siyu.core.i18n import N_
 from siyu.timeline import services as timeline
 from siyu.web.auth import tenant_staff
 from siyu.web.render import current_user, errors_for, render, tenant_scope, toast_header
+from siyu.wechat import errors
 
 TIMELINE_PAGE = 30
 KIND_LABELS = {
@@ -63,6 +64,12 @@ def _go(request: Request[Any, Any, Any], url: str, message: str | None = None) -
         headers = {"HX-Redirect": url, **(toast_header(message) if message else {})}
         return Response("", status_code=200, headers=headers)
     return Redirect(url, status_code=HTTP_303_SEE_OTHER)
+
+
+def _wechat_error(errcode: Any, reason: str = "") -> errors.Words:
+    """An errcode WeChat answered about this person, in words (the one table of WeChat's errors)."""
+    code = errcode if isinstance(errcode, int) and not isinstance(errcode, bool) else None
+    return errors.describe(code, str(reason or ""))
 
 
 class ContactsController(Controller):
@@ -125,6 +132,7 @@ class ContactsController(Controller):
             "event_channels": timeline.CHANNELS, "event_kinds": timeline.KINDS,
             "kind_labels": {k: i18n.gettext(v) for k, v in KIND_LABELS.items()},
             "scene_labels": {k: i18n.gettext(v) for k, v in SUBSCRIBE_SCENES.items()},
+            "wechat_error": _wechat_error,
             **extra,
         }, block=block, status_code=status_code, headers=headers)
 

@@ -98,15 +98,13 @@ async def _send(ctx: dict[str, Any], job: _Send, tries: int,
 
 
 def _error_of(delivery: Delivery) -> str:
-    """What the line keeps of why it was not sent: a reason the thread has words for, else WeChat's
-    errcode (the thread says "error N")."""
+    """What the line keeps of why it was not sent: WeChat's errcode when it answered one, else Siyu's reason
+    (both have their words in `siyu.wechat.errors`)."""
     if delivery.state == "sent":
         return ""
-    if delivery.reason in actions.REASON_WORDS:
-        return delivery.reason
     if delivery.errcode is not None:
         return str(delivery.errcode)
-    return delivery.reason or "unknown"
+    return delivery.reason or ("outcome_unknown" if delivery.state == "unknown" else "unknown")
 
 
 async def _settle(job: _Send, delivery: Delivery, on_sent: Callable[[], Awaitable[None]] | None = None) -> str:

@@ -33,7 +33,7 @@ from siyu.tenants.services import Actor
 from siyu.timeline import services as timeline
 from siyu.web.auth import SESSION_COOKIE, AccessWatch, client_ip, require_tenant_id, tenant_staff
 from siyu.web.render import current_user, errors_for, render, toast_header
-from siyu.wechat import consents, windows
+from siyu.wechat import consents, errors, windows
 
 CONTACT_EVENTS = 8  # timeline events in the contact panel; the contact page has them all
 
@@ -105,21 +105,26 @@ def system_text(body: str) -> str:
 
 
 def _shown(message: dict[str, Any]) -> dict[str, Any]:
-    """A message with what the thread shows beside its stored fields."""
+    """A message with what the thread shows beside its stored fields: why it did not go (in words, with what
+    to do, from the one table of WeChat's errors) and whether "Try again" can help."""
     out = dict(message)
     if message["direction"] == "system":
         out["text"] = system_text(message["body"])
     elif message["status"] in ("failed", "unknown"):
         error = message["error"] or (actions.OUTCOME_UNKNOWN if message["status"] == "unknown" else "")
-        msgid, params = actions.failure_text(error)
-        out["failure"] = _t(msgid, **params)
+        words = actions.failure(error)
+        out["failure"], out["advice"] = words.summary, words.advice
+        out["can_retry"] = actions.retry_helps(message) and not message.get("resent_as")
+    if message.get("delivery") == "not_delivered":
+        words = actions.failure(message["error"] or "")
+        out["failure"], out["advice"] = words.summary, words.advice
     return out
 
 
 def window_words(channel: str, state: windows.WindowState) -> str:
     """"3 of 5 left · closes in 31 h", or why nothing can be sent."""
     if not state.can_send:
-        return _t(actions.SEND_FAILURES.get(state.refusal or 45015, actions.GENERIC_FAILURE), code=state.refusal)
+        return errors.describe(state.refusal or 45015).summary
     rule = windows.RULES[channel]
     quota = rule.user_quota if state.slot == "user" else rule.event_quota
     if state.closes_at is None:

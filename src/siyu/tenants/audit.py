@@ -144,6 +144,9 @@ SENTENCES: dict[str, Sentence] = {
         N_("{actor} sent a message of {conversation} again, as a new message: WeChat had not answered in time, so "
            "the first one may have been delivered."),
         N_("Message sent again"), {"conversation": ("target", "conversation")}),
+    "conversation.try_again": Sentence(
+        N_("{actor} tried a message of {conversation} again, as a new message: WeChat had not taken the first one."),
+        N_("Message tried again"), {"conversation": ("target", "conversation")}),
 }
 
 
