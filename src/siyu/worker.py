@@ -54,6 +54,7 @@ FUNCTIONS = [
     func(inbox_jobs.bot_reply, name="inbox.bot_reply", max_tries=3),
     func(inbox_jobs.send_owner_task, name="inbox.send_owner_task", max_tries=5),
     func(inbox_jobs.send_template_notice, name="inbox.send_template_notice", max_tries=5),
+    func(inbox_jobs.check_owner_task, name="inbox.check_owner_task", max_tries=1),
     func(inbox_jobs.sla_check, name="inbox.sla_check", max_tries=3),
     func(inbox_jobs.drain, name="inbox.drain", max_tries=3),
     func(inbox_jobs.sweep, name="inbox.sweep", max_tries=1),

@@ -18,11 +18,12 @@ from zoneinfo import ZoneInfo
 from arq.worker import Retry
 
 from siyu.core import clock, db, effects
+from siyu.core.errors import WeChatError
 from siyu.inbox import actions, handoff, routing
 from siyu.inbox import conversations as convs
 from siyu.inbox.config import get_settings
 from siyu.timeline import services as timeline
-from siyu.wechat import outbound
+from siyu.wechat import outbound, owner_tasks
 from siyu.wechat.outbound import (
     Delivery,
     deliver_owner_task,
@@ -169,12 +170,56 @@ async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, 
         given_up = await job.deliver()
         return await _settle(job, given_up if given_up.state != "failed" else Delivery(
             given_up.outbound_id, "failed", None, actions.NOT_THEIR_CONTACT))
+    async def waiting() -> None:  # the task exists: now it waits for the rep to confirm it in WeCom
+        await db.execute("UPDATE inbox_message SET delivery = 'waiting' WHERE tenant = $1 AND id = $2 "
+                         "AND delivery = ''", tenant_id, message_id)
+
     return await _send(ctx, _Send(
         tenant_id, message_id, row["conversation"], "wecom", row["external_id"], key, "wecom_task",
         lambda: deliver_owner_task(runtime_of(ctx), tenant_id, row["staff_userid"], row["external_id"],
                                    row["body"], key),
         ("wecom", row["owner_identity"], {"msg_type": "text", "Content": row["body"], "via": "wecom_task",
-                                          "user_id": row["staff_userid"]})), SEND_TRIES)
+                                          "user_id": row["staff_userid"]})), SEND_TRIES, waiting)
+
+
+TASK_DELIVERY = {"waiting": "waiting", "sent": "delivered", "not_sent": "not_delivered"}
+
+
+async def check_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
+    """Ask WeChat what became of the WeCom task a message went out as (`owner_tasks.poll_owner_task`: waiting
+    for the rep, sent, or not sent and why) and mirror it on the message, live when it changed. Safe to run
+    twice; WeChat busy or unreachable: the sweep asks again when the next question is due."""
+    row = await db.fetchrow("SELECT conversation, delivery FROM inbox_message WHERE tenant = $1 AND id = $2 "
+                            "AND msg_type = 'wecom_task' AND status = 'sent'", tenant_id, message_id)
+    if row is None or row["delivery"] in ("delivered", "not_delivered"):
+        return "nothing to ask"
+    try:
+        result = await owner_tasks.poll_owner_task(runtime_of(ctx), tenant_id, f"inbox:task:{message_id}")
+    except WeChatError as exc:
+        log.info("task of message %s: %r; asked again when due", message_id, exc)
+        return "asked later"
+    if result is None:
+        return "no task"
+    delivery = TASK_DELIVERY[result.status]
+    async with db.transaction():
+        changed = await db.fetchrow(
+            "UPDATE inbox_message SET delivery = $3::varchar, error = CASE WHEN $3::varchar = 'not_delivered' "
+            "THEN $4 ELSE error END WHERE tenant = $1 AND id = $2 AND delivery IS DISTINCT FROM $3::varchar "
+            "AND delivery NOT IN ('delivered', 'not_delivered') RETURNING id", tenant_id, message_id, delivery,
+            result.reason)
+        if changed is not None:
+            await convs.announce(await convs.fetch_row(tenant_id, int(row["conversation"])), f"task:{message_id}")
+    return delivery
+
+
+async def sweep_owner_tasks() -> int:
+    """The inbox's WeCom tasks whose next question is due (`owner_tasks.due`): one check job each."""
+    due = await owner_tasks.due("inbox:task:")
+    for task in due:
+        message_id = int(task.key.rsplit(":", 1)[1])
+        await effects.enqueue("inbox.check_owner_task", task.tenant_id, message_id,
+                              job_id=f"inbox.task-check:{message_id}:{task.checks}")
+    return len(due)
 
 
 async def send_template_notice(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
@@ -400,7 +445,8 @@ async def sweep_sends() -> dict[str, int]:
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """Twice a minute: wake snoozed conversations that are due, send assignments past their SLA without a
     first reply to `sla_check`, drain every queue that has waiting conversations (a lost drain job must
-    not strand anyone), and look after messages still sending (`sweep_sends`)."""
+    not strand anyone), look after messages still sending (`sweep_sends`), and ask about the WeCom tasks whose
+    next question is due (`sweep_owner_tasks`)."""
     woke = 0
     for row in await db.fetch("SELECT tenant, id FROM inbox_conversation WHERE status = 'snoozed' "
                               "AND snoozed_until <= now() ORDER BY snoozed_until LIMIT 500"):
@@ -422,4 +468,5 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     drained = 0
     for row in await db.fetch("SELECT DISTINCT tenant FROM inbox_conversation WHERE status = 'queued'"):
         drained += await routing.drain(int(row["tenant"]))
-    return {"woke": woke, "sla": len(late), "assigned": drained, **await sweep_sends()}
+    return {"woke": woke, "sla": len(late), "assigned": drained, **await sweep_sends(),
+            "task_checks": await sweep_owner_tasks()}

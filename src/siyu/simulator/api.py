@@ -52,6 +52,7 @@ ERRMSG: dict[int, str] = {
     41004: "appsecret missing",
     41008: "missing code",
     41051: "welcome_code is invalid, expired or already used",
+    41063: "msgid not found",
     42001: "access_token expired",
     43001: "require GET method",
     43002: "require POST method",

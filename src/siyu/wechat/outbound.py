@@ -53,6 +53,7 @@ FINAL = ("sent", "failed", "unknown")
 SENDING_DEADLINE_SECONDS = 300  # asked WeChat and never recorded the answer → unknown
 QUEUED_DEADLINE_SECONDS = 300  # claimed and never asked WeChat → free to claim again
 RETRY_DEADLINE_SECONDS = 1800  # waiting for a retry that never came → failed
+OWNER_TASK_FIRST_CHECK = 30  # seconds: a WeCom task WeChat took is first asked about this soon (owner_tasks)
 
 
 class WeChatRuntime:
@@ -232,7 +233,11 @@ async def _finish(claim: _Claim, state: str, *, errcode: int | None = None, errm
     row = await db.fetchrow(
         "UPDATE wechat_outbound SET state = $3::varchar, errcode = $4, errmsg = $5, reason = $6, "
         "wechat_msgid = CASE WHEN $3::varchar = 'sent' THEN $7 ELSE wechat_msgid END, "
-        "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() ELSE sent_at END "
+        "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() ELSE sent_at END, "
+        # A WeCom task WeChat took waits for its member: `owner_tasks` asks what became of it from here on.
+        "task_state = CASE WHEN $3::varchar = 'sent' AND kind = 'wecom_task' AND task_state = '' THEN 'waiting' "
+        "ELSE task_state END, task_next_check_at = CASE WHEN $3::varchar = 'sent' AND kind = 'wecom_task' "
+        f"AND task_state = '' THEN now() + interval '{OWNER_TASK_FIRST_CHECK} seconds' ELSE task_next_check_at END "
         "WHERE id = $1 AND attempts = $2 AND (state IN ('queued', 'sending') "
         "OR (state = 'unknown' AND $3::varchar = 'sent')) "
         f"RETURNING {_ROW}",
