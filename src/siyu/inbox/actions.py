@@ -21,7 +21,7 @@ from siyu.inbox import routing
 from siyu.inbox.config import get_settings
 from siyu.inbox.conversations import Viewer
 from siyu.tenants.services import Actor, record_audit
-from siyu.wechat import consents, errors, windows
+from siyu.wechat import consents, errors, media, windows
 
 REPLY_MAX = 2000  # WeChat takes 2048 bytes of text per customer-service message; Chinese is 3 bytes a character
 PRESENCES = ("online", "away", "offline")
@@ -151,6 +151,22 @@ async def _queue_reply(tenant_id: int, viewer: Viewer, conv: dict[str, Any], bod
     await effects.enqueue("inbox.send_message", tenant_id, message_id, job_id=f"inbox.send:{message_id}")
     await convs.announce(dict(updated), "message")
     return message_id
+
+
+async def do_send_image(tenant_id: int, viewer: Viewer, conversation_id: int, data: bytes, filename: str = "") -> int:
+    """Send the customer a picture (JPG or PNG, within the channel's limit; a 400 naming `image` otherwise), as a
+    reply: refused before anything is kept when WeChat would refuse it (the window), then kept in the media
+    store, recorded with its message in one transaction, and sent by `inbox.send_message` (upload to WeChat,
+    then the image message). Returns the message id."""
+    conv = await convs.get_conversation(tenant_id, viewer, conversation_id)  # out of scope: 404 first
+    state = await window_for(tenant_id, conv)
+    if not state.can_send:
+        raise Conflict(errors.explain(state.refusal or 45015).summary, field="image")
+    blob = await media.put_upload(tenant_id, conv["channel"], data)
+    async with db.transaction():
+        locked = await _mine_to_act_on(tenant_id, viewer, conversation_id)
+        media_ref = await media.record_upload(tenant_id, conv["channel"], conv["external_id"], blob, filename)
+        return await _queue_reply(tenant_id, viewer, locked, "", msg_type="image", media_ref=media_ref)
 
 
 async def do_send_again(tenant_id: int, viewer: Viewer, conversation_id: int, message_id: int) -> int:

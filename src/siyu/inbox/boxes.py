@@ -236,6 +236,14 @@ async def messages(tenant_id: int, conversation_id: int, before: int | None = No
     return list(reversed(found[:limit])), earlier
 
 
+async def message_in(tenant_id: int, conversation_id: int, message_id: int) -> dict[str, Any] | None:
+    """One message of a thread (the caller has checked the conversation is in scope)."""
+    row = await db.fetchrow(
+        "SELECT id, direction, msg_type, media_ref, source_key FROM inbox_message WHERE tenant = $1 "
+        "AND conversation = $2 AND id = $3", tenant_id, conversation_id, message_id)
+    return dict(row) if row else None
+
+
 async def reps(tenant_id: int, any_role: bool = False) -> list[dict[str, Any]]:
     """Who a conversation can be given to (agents and tenant admins; `any_role`: every active person), with
     their presence, capacity and WeCom UserID."""

@@ -26,6 +26,7 @@ from siyu.timeline import services as timeline
 from siyu.wechat import outbound, owner_tasks
 from siyu.wechat.outbound import (
     Delivery,
+    deliver_image,
     deliver_owner_task,
     deliver_subscribe,
     deliver_template,
@@ -136,13 +137,20 @@ async def _settle(job: _Send, delivery: Delivery, on_sent: Callable[[], Awaitabl
 async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """Send a rep's reply once (the ledger key is the message's), then mark it sent, failed or unknown, live."""
     row = await db.fetchrow(
-        "SELECT m.id, m.body, m.status, c.id AS conversation, c.channel, c.open_kfid, c.identity, "
-        "i.external_id FROM inbox_message m JOIN inbox_conversation c ON c.tenant = m.tenant AND c.id = m.conversation "
-        "JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity WHERE m.tenant = $1 AND m.id = $2",
-        tenant_id, message_id)
+        "SELECT m.id, m.body, m.status, m.msg_type, m.media_ref, c.id AS conversation, c.channel, c.open_kfid, "
+        "c.identity, i.external_id FROM inbox_message m JOIN inbox_conversation c ON c.tenant = m.tenant "
+        "AND c.id = m.conversation JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity "
+        "WHERE m.tenant = $1 AND m.id = $2", tenant_id, message_id)
     if row is None or row["status"] != "sending":
         return "nothing to send"
     key = f"inbox:msg:{message_id}"
+    if row["msg_type"] == "image" and row["media_ref"] is not None:  # a rep's picture
+        return await _send(ctx, _Send(
+            tenant_id, message_id, row["conversation"], row["channel"], row["external_id"], key,
+            "kf" if row["channel"] == "wecom" else "custom",
+            lambda: deliver_image(runtime_of(ctx), tenant_id, row["channel"], row["external_id"], row["media_ref"],
+                                  key, open_kfid=row["open_kfid"]),
+            (row["channel"], row["identity"], {"msg_type": "image", "media": row["media_ref"]})), SEND_TRIES)
     return await _send(ctx, _Send(
         tenant_id, message_id, row["conversation"], row["channel"], row["external_id"], key,
         "kf" if row["channel"] == "wecom" else "custom",
@@ -180,6 +188,17 @@ async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, 
                                    row["body"], key),
         ("wecom", row["owner_identity"], {"msg_type": "text", "Content": row["body"], "via": "wecom_task",
                                           "user_id": row["staff_userid"]})), SEND_TRIES, waiting)
+
+
+async def media_ready(ctx: dict[str, Any], tenant_id: int, media_row_id: int, source_event: int | None = None) -> int:
+    """A picture, voice or video arrived in (or failed to reach) Siyu's store: the threads that show it refresh,
+    live. Returns how many conversations were told."""
+    rows = await db.fetch(
+        "SELECT DISTINCT conversation FROM inbox_message WHERE tenant = $1 AND (media_ref = $2 "
+        "OR ($3::bigint IS NOT NULL AND source_key = 'wechat:' || $3::bigint))", tenant_id, media_row_id, source_event)
+    for r in rows:
+        await convs.announce(await convs.fetch_row(tenant_id, int(r["conversation"])), f"media:{media_row_id}")
+    return len(rows)
 
 
 TASK_DELIVERY = {"waiting": "waiting", "sent": "delivered", "not_sent": "not_delivered"}

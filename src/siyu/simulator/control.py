@@ -10,6 +10,7 @@ from typing import Any
 from litestar import Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
+from siyu.simulator import media as sim_media
 from siyu.simulator import push as pushing
 from siyu.simulator import rules, wire
 from siyu.simulator.state import APP_MEMORY, FORMATS, KINDS, MODES, FollowInfo, SimApp, State
@@ -332,6 +333,23 @@ def control_routes(sim: State) -> list[Any]:
                     return _ok(task)
         return _bad("unknown task", 404, "unknown_task")
 
+    @get("/_sim/media/{media_id:str}")
+    async def media_bytes(media_id: FromPath[str], app_id: FromQuery[str]) -> Response[Any]:
+        """The bytes of a medium (what an OA video's `video_url` points at: WeChat's CDN, played here)."""
+        app = sim.apps.get(app_id)
+        entry = app.media.get(media_id) if app else None
+        if app is None or entry is None:
+            return _bad("unknown media", 404, "unknown_media")
+        return Response(sim_media.content(media_id, entry), media_type="video/mp4" if entry["kind"] == "video"
+                        else "application/octet-stream", status_code=200)
+
+    @get("/_sim/media/{media_id:str}/info")
+    async def media_info(media_id: FromPath[str], app_id: FromQuery[str]) -> Response[Any]:
+        """What WeChat knows of a medium (kind, origin, size, sha256 of an upload), never the bytes."""
+        app = sim.apps.get(app_id)
+        shown = sim_media.public(app, media_id) if app else None
+        return _ok(shown) if shown else _bad("unknown media", 404, "unknown_media")
+
     @post("/_sim/reset", status_code=200)
     async def reset() -> dict[str, Any]:
         sim.reset()
@@ -342,4 +360,5 @@ def control_routes(sim: State) -> list[Any]:
         return {"status": "ok", "apps": len(sim.apps), "token_calls": sim.stats.token_calls}
 
     return [register_app, list_apps, get_app, add_faults, token_action, get_clock, move_clock, stats, messages,
-            refusals, push, verify, people, seed_people, mass_jobs, tasks, confirm_task, reset, health]
+            refusals, push, verify, people, seed_people, mass_jobs, tasks, confirm_task, media_bytes, media_info, reset,
+            health]

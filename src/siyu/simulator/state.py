@@ -163,6 +163,8 @@ class SimApp:
     mass_jobs: list[dict[str, Any]] = field(default_factory=list)
     client_msg_ids: dict[str, int] = field(default_factory=dict)
     tasks: list[dict[str, Any]] = field(default_factory=list)  # WeCom add_msg_template tasks
+    # media ids WeChat knows for this app (customers' media it issued, temporary uploads): media.py
+    media: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_create_time: dict[str, int] = field(default_factory=dict)  # person → CreateTime of the last push
     follow_counter: int = 0
 
@@ -197,7 +199,7 @@ class SimApp:
 # is registered again with `keep_state`, and saved to disk with the rest (persist.py).
 APP_MEMORY = ("token_slots", "menu", "menu_id", "qrcodes", "members", "by_openid", "contacts", "by_external",
               "js_codes", "welcome_codes", "kf_log", "kf_seq", "kf_tokens", "kf_untokened_calls", "mass_jobs",
-              "client_msg_ids", "tasks", "last_create_time", "follow_counter")
+              "client_msg_ids", "tasks", "last_create_time", "follow_counter", "media")
 APP_SETTINGS = ("kind", "app_id", "secret", "ip_whitelisted", "token", "aes_key", "message_mode", "push_format",
                 "original_id", "callback_url", "open_platform", "agent_id", "open_kfids", "follow_users",
                 "backend_login_url", "backend_api_key", "task_confirm_after")

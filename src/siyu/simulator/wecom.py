@@ -8,6 +8,7 @@ from typing import Any
 
 from siyu.simulator import rules
 from siyu.simulator.api import WECOM, Call, WeChatError, content_ok, endpoint, ok
+from siyu.simulator.media import check_sendable
 from siyu.simulator.state import Contact, SimApp, State
 
 
@@ -218,6 +219,8 @@ def kf_send_msg(call: Call) -> dict[str, Any]:
         raise WeChatError(40008)
     if not content_ok(body, msgtype):
         raise WeChatError(44004)
+    if msgtype in ("image", "voice", "video", "file"):  # a media id of this corp, younger than 3 days
+        check_sendable(call, body[msgtype].get("media_id"))
     window = c.kf_windows.get(open_kfid)
     if window is None:
         raise WeChatError(rules.KF_OUT_OF_WINDOW)
