@@ -20,6 +20,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from litestar import Response
 
@@ -117,8 +118,12 @@ def _answer(media_id: str, entry: dict[str, Any]) -> Response[Any]:
     name = f"{media_id}.{EXTENSIONS.get(content_type, 'bin')}"
     if entry["kind"] == "file":
         name = entry.get("filename") or name
-    return Response(data, media_type=content_type, status_code=200,
-                    headers={"Content-disposition": f'attachment; filename="{name}"'})
+    # A file's own name may be Chinese: sent the RFC 5987 way, with an ASCII stand-in.
+    ascii_name = name if name.isascii() else f"{media_id}.{EXTENSIONS.get(content_type, 'bin')}"
+    disposition = f'attachment; filename="{ascii_name}"'
+    if ascii_name != name:
+        disposition += f"; filename*=UTF-8''{quote(name)}"
+    return Response(data, media_type=content_type, status_code=200, headers={"Content-disposition": disposition})
 
 
 def _get(call: Call) -> Response[Any] | dict[str, Any]:

@@ -231,12 +231,14 @@ def is_wechat_url(url: str) -> bool:
     return parts.scheme == "https" and any(host == d or host.endswith("." + d) for d in WECHAT_MEDIA_DOMAINS)
 
 
-_FILENAME = re.compile(r'filename\*?=(?:UTF-8\'\')?"?([^";]{1,200})"?', re.IGNORECASE)
+_FILENAME = re.compile(r'filename="?([^";]{1,200})"?', re.IGNORECASE)
+_FILENAME_UTF8 = re.compile(r"filename\*=UTF-8''([^;\s]{1,600})", re.IGNORECASE)
 
 
 def filename_of(disposition: str) -> str:
-    """The file name WeChat gives in Content-Disposition (for showing only; never used as a path)."""
-    found = _FILENAME.search(disposition or "")
+    """The file name WeChat gives in Content-Disposition (for showing only; never used as a path); the
+    RFC 5987 form (`filename*=UTF-8''…`) wins over the plain one."""
+    found = _FILENAME_UTF8.search(disposition or "") or _FILENAME.search(disposition or "")
     if not found:
         return ""
     name = unquote(found.group(1)).strip().replace("/", "_").replace("\\", "_")
@@ -491,7 +493,8 @@ class WeChatClient:
             raise transport_failure("video_url", exc, repeatable=True) from None
 
     async def _stream(self, method: str, url: str, params: dict[str, Any], max_bytes: int) -> Download:
-        async with self.http.stream(method, url, params=params, follow_redirects=False) as resp:
+        # No params: a link keeps its own query (httpx would replace it with an empty one).
+        async with self.http.stream(method, url, params=params or None, follow_redirects=False) as resp:
             content_type = resp.headers.get("content-type", "").split(";")[0].strip().lower()
             disposition = resp.headers.get("content-disposition", "")
             declared = resp.headers.get("content-length", "")
