@@ -23,6 +23,7 @@ from siyu.core.redis import JOB_SERIALIZATION, REDIS_DOWN, arq_pool, arq_setting
 from siyu.inbox import jobs as inbox_jobs
 from siyu.tenants import jobs as tenant_jobs
 from siyu.wechat import jobs as wechat_jobs
+from siyu.wechat import media as wechat_media
 from siyu.wechat import services as wechat_services
 from siyu.wechat.outbound import WeChatRuntime
 
@@ -68,6 +69,7 @@ FUNCTIONS = [
     func(wechat_jobs.sweep_inbound, name="wechat.sweep_inbound", max_tries=1),
     func(wechat_jobs.kf_sync, name="wechat.kf_sync", max_tries=5),
     func(wechat_jobs.resume_tenant, name=wechat_jobs.RESUME_JOB, max_tries=5),
+    func(wechat_media.fetch_media, name=wechat_media.FETCH_JOB, max_tries=wechat_media.FETCH_TRIES),
     func(contact_jobs.resolve_inbound, name="contacts.resolve_inbound", max_tries=contact_jobs.RESOLVE_TRIES),
     func(contact_jobs.sweep_parked, name="contacts.sweep_parked", max_tries=1),
     func(contact_jobs.enrich_identity, name="contacts.enrich_identity", max_tries=8),
@@ -77,6 +79,8 @@ FUNCTIONS = [
     func(inbox_jobs.bot_reply, name="inbox.bot_reply", max_tries=3),
     func(inbox_jobs.send_owner_task, name="inbox.send_owner_task", max_tries=5),
     func(inbox_jobs.send_template_notice, name="inbox.send_template_notice", max_tries=5),
+    func(inbox_jobs.check_owner_task, name="inbox.check_owner_task", max_tries=1),
+    func(inbox_jobs.media_ready, name="inbox.media_ready", max_tries=3),
     func(inbox_jobs.sla_check, name="inbox.sla_check", max_tries=3),
     func(inbox_jobs.drain, name="inbox.drain", max_tries=3),
     func(inbox_jobs.sweep, name="inbox.sweep", max_tries=1),

@@ -94,6 +94,8 @@ class Settings:
     # answer in time is recorded as "may not have been delivered", never sent again by itself.
     wechat_timeout_ms: int = 10_000
     wechat_connect_timeout_ms: int = 5_000
+    # Where customers' pictures, voice and videos and reps' uploads are kept (the local media store).
+    media_dir: Path = Path(".siyu/media")
 
     @property
     def is_development(self) -> bool:
@@ -199,6 +201,7 @@ def load_settings() -> Settings:
         wechat_rate_per_minute=_rates(_env("SIYU_WECHAT_RATE_PER_MINUTE")),
         wechat_timeout_ms=max(100, _env_int("SIYU_WECHAT_TIMEOUT_MS", 10_000)),
         wechat_connect_timeout_ms=max(100, _env_int("SIYU_WECHAT_CONNECT_TIMEOUT_MS", 5_000)),
+        media_dir=Path(_env("SIYU_MEDIA_DIR") or str(data_dir / "media")).expanduser().resolve(),
     )
 
 

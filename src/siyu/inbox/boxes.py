@@ -232,13 +232,22 @@ async def messages(tenant_id: int, conversation_id: int, before: int | None = No
     not the order they were written down: callbacks that arrive together are processed by jobs that may
     finish in any order."""
     rows = await db.fetch(
-        "SELECT id, direction, author, author_label, msg_type, body, status, error, resent_as, created_at, sent_at "
+        "SELECT id, direction, author, author_label, msg_type, body, status, error, resent_as, created_at, sent_at, "
+        "media_ref, delivery, source_key "
         "FROM inbox_message WHERE tenant = $1 AND conversation = $2 AND ($3::bigint IS NULL OR (created_at, id) < "
         "  (SELECT b.created_at, b.id FROM inbox_message b WHERE b.tenant = $1 AND b.conversation = $2 AND b.id = $3)) "
         "ORDER BY created_at DESC, id DESC LIMIT $4", tenant_id, conversation_id, before, limit + 1)
     found = [dict(r) for r in rows]
     earlier = found[limit - 1]["id"] if len(found) > limit else None
     return list(reversed(found[:limit])), earlier
+
+
+async def message_in(tenant_id: int, conversation_id: int, message_id: int) -> dict[str, Any] | None:
+    """One message of a thread (the caller has checked the conversation is in scope)."""
+    row = await db.fetchrow(
+        "SELECT id, direction, msg_type, media_ref, source_key FROM inbox_message WHERE tenant = $1 "
+        "AND conversation = $2 AND id = $3", tenant_id, conversation_id, message_id)
+    return dict(row) if row else None
 
 
 async def reps(tenant_id: int, any_role: bool = False) -> list[dict[str, Any]]:

@@ -18,14 +18,16 @@ from zoneinfo import ZoneInfo
 from arq.worker import Retry
 
 from siyu.core import clock, db, effects
+from siyu.core.errors import WeChatError
 from siyu.inbox import actions, handoff, routing
 from siyu.inbox import conversations as convs
 from siyu.inbox.config import get_settings
 from siyu.timeline import services as timeline
-from siyu.wechat import outbound
+from siyu.wechat import outbound, owner_tasks
 from siyu.wechat.holds import tenant_suspended, while_suspended  # a suspended tenant's sends wait
 from siyu.wechat.outbound import (
     Delivery,
+    deliver_image,
     deliver_owner_task,
     deliver_subscribe,
     deliver_template,
@@ -99,15 +101,13 @@ async def _send(ctx: dict[str, Any], job: _Send, tries: int,
 
 
 def _error_of(delivery: Delivery) -> str:
-    """What the line keeps of why it was not sent: a reason the thread has words for, else WeChat's
-    errcode (the thread says "error N")."""
+    """What the line keeps of why it was not sent: WeChat's errcode when it answered one, else Siyu's reason
+    (both have their words in `siyu.wechat.errors`)."""
     if delivery.state == "sent":
         return ""
-    if delivery.reason in actions.REASON_WORDS:
-        return delivery.reason
     if delivery.errcode is not None:
         return str(delivery.errcode)
-    return delivery.reason or "unknown"
+    return delivery.reason or ("outcome_unknown" if delivery.state == "unknown" else "unknown")
 
 
 async def _settle(job: _Send, delivery: Delivery, on_sent: Callable[[], Awaitable[None]] | None = None) -> str:
@@ -139,13 +139,20 @@ async def _settle(job: _Send, delivery: Delivery, on_sent: Callable[[], Awaitabl
 async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """Send a rep's reply once (the ledger key is the message's), then mark it sent, failed or unknown, live."""
     row = await db.fetchrow(
-        "SELECT m.id, m.body, m.status, c.id AS conversation, c.channel, c.open_kfid, c.identity, "
-        "i.external_id FROM inbox_message m JOIN inbox_conversation c ON c.tenant = m.tenant AND c.id = m.conversation "
-        "JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity WHERE m.tenant = $1 AND m.id = $2",
-        tenant_id, message_id)
+        "SELECT m.id, m.body, m.status, m.msg_type, m.media_ref, c.id AS conversation, c.channel, c.open_kfid, "
+        "c.identity, i.external_id FROM inbox_message m JOIN inbox_conversation c ON c.tenant = m.tenant "
+        "AND c.id = m.conversation JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity "
+        "WHERE m.tenant = $1 AND m.id = $2", tenant_id, message_id)
     if row is None or row["status"] != "sending":
         return "nothing to send"
     key = f"inbox:msg:{message_id}"
+    if row["msg_type"] == "image" and row["media_ref"] is not None:  # a rep's picture
+        return await _send(ctx, _Send(
+            tenant_id, message_id, row["conversation"], row["channel"], row["external_id"], key,
+            "kf" if row["channel"] == "wecom" else "custom",
+            lambda: deliver_image(runtime_of(ctx), tenant_id, row["channel"], row["external_id"], row["media_ref"],
+                                  key, open_kfid=row["open_kfid"]),
+            (row["channel"], row["identity"], {"msg_type": "image", "media": row["media_ref"]})), SEND_TRIES)
     return await _send(ctx, _Send(
         tenant_id, message_id, row["conversation"], row["channel"], row["external_id"], key,
         "kf" if row["channel"] == "wecom" else "custom",
@@ -174,12 +181,67 @@ async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, 
         given_up = await job.deliver()
         return await _settle(job, given_up if given_up.state != "failed" else Delivery(
             given_up.outbound_id, "failed", None, actions.NOT_THEIR_CONTACT))
+    async def waiting() -> None:  # the task exists: now it waits for the rep to confirm it in WeCom
+        await db.execute("UPDATE inbox_message SET delivery = 'waiting' WHERE tenant = $1 AND id = $2 "
+                         "AND delivery = ''", tenant_id, message_id)
+
     return await _send(ctx, _Send(
         tenant_id, message_id, row["conversation"], "wecom", row["external_id"], key, "wecom_task",
         lambda: deliver_owner_task(runtime_of(ctx), tenant_id, row["staff_userid"], row["external_id"],
                                    row["body"], key),
         ("wecom", row["owner_identity"], {"msg_type": "text", "Content": row["body"], "via": "wecom_task",
-                                          "user_id": row["staff_userid"]})), SEND_TRIES)
+                                          "user_id": row["staff_userid"]})), SEND_TRIES, waiting)
+
+
+async def media_ready(ctx: dict[str, Any], tenant_id: int, media_row_id: int, source_event: int | None = None) -> int:
+    """A picture, voice or video arrived in (or failed to reach) Siyu's store: the threads that show it refresh,
+    live. Returns how many conversations were told."""
+    rows = await db.fetch(
+        "SELECT DISTINCT conversation FROM inbox_message WHERE tenant = $1 AND (media_ref = $2 "
+        "OR ($3::bigint IS NOT NULL AND source_key = 'wechat:' || $3::bigint))", tenant_id, media_row_id, source_event)
+    for r in rows:
+        await convs.announce(await convs.fetch_row(tenant_id, int(r["conversation"])), f"media:{media_row_id}")
+    return len(rows)
+
+
+TASK_DELIVERY = {"waiting": "waiting", "sent": "delivered", "not_sent": "not_delivered"}
+
+
+async def check_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
+    """Ask WeChat what became of the WeCom task a message went out as (`owner_tasks.poll_owner_task`: waiting
+    for the rep, sent, or not sent and why) and mirror it on the message, live when it changed. Safe to run
+    twice; WeChat busy or unreachable: the sweep asks again when the next question is due."""
+    row = await db.fetchrow("SELECT conversation, delivery FROM inbox_message WHERE tenant = $1 AND id = $2 "
+                            "AND msg_type = 'wecom_task' AND status = 'sent'", tenant_id, message_id)
+    if row is None or row["delivery"] in ("delivered", "not_delivered"):
+        return "nothing to ask"
+    try:
+        result = await owner_tasks.poll_owner_task(runtime_of(ctx), tenant_id, f"inbox:task:{message_id}")
+    except WeChatError as exc:
+        log.info("task of message %s: %r; asked again when due", message_id, exc)
+        return "asked later"
+    if result is None:
+        return "no task"
+    delivery = TASK_DELIVERY[result.status]
+    async with db.transaction():
+        changed = await db.fetchrow(
+            "UPDATE inbox_message SET delivery = $3::varchar, error = CASE WHEN $3::varchar = 'not_delivered' "
+            "THEN $4 ELSE error END WHERE tenant = $1 AND id = $2 AND delivery IS DISTINCT FROM $3::varchar "
+            "AND delivery NOT IN ('delivered', 'not_delivered') RETURNING id", tenant_id, message_id, delivery,
+            result.reason)
+        if changed is not None:
+            await convs.announce(await convs.fetch_row(tenant_id, int(row["conversation"])), f"task:{message_id}")
+    return delivery
+
+
+async def sweep_owner_tasks() -> int:
+    """The inbox's WeCom tasks whose next question is due (`owner_tasks.due`): one check job each."""
+    due = await owner_tasks.due("inbox:task:")
+    for task in due:
+        message_id = int(task.key.rsplit(":", 1)[1])
+        await effects.enqueue("inbox.check_owner_task", task.tenant_id, message_id,
+                              job_id=f"inbox.task-check:{message_id}:{task.checks}")
+    return len(due)
 
 
 @while_suspended("inbox.send_template_notice")
@@ -411,7 +473,8 @@ async def sweep_sends() -> dict[str, int]:
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """Twice a minute: wake snoozed conversations that are due, send assignments past their SLA without a
     first reply to `sla_check`, drain every queue that has waiting conversations (a lost drain job must
-    not strand anyone), and look after messages still sending (`sweep_sends`)."""
+    not strand anyone), look after messages still sending (`sweep_sends`), and ask about the WeCom tasks whose
+    next question is due (`sweep_owner_tasks`)."""
     woke = 0
     for row in await db.fetch("SELECT tenant, id FROM inbox_conversation WHERE status = 'snoozed' "
                               "AND snoozed_until <= now() ORDER BY snoozed_until LIMIT 500"):
@@ -433,4 +496,5 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     drained = 0
     for row in await db.fetch("SELECT DISTINCT tenant FROM inbox_conversation WHERE status = 'queued'"):
         drained += await routing.drain(int(row["tenant"]))
-    return {"woke": woke, "sla": len(late), "assigned": drained, **await sweep_sends()}
+    return {"woke": woke, "sla": len(late), "assigned": drained, **await sweep_sends(),
+            "task_checks": await sweep_owner_tasks()}

@@ -155,6 +155,9 @@ SENTENCES: dict[str, Sentence] = {
     "product.replenish_days": Sentence(N_("{actor} set how many days the product {sku} lasts."),
                                        N_("Replenishment interval set"), diff=True),
     "purchases.exported": Sentence(N_("{actor} downloaded the purchases as CSV."), N_("Purchases exported")),
+    "conversation.try_again": Sentence(
+        N_("{actor} tried a message of {conversation} again, as a new message: WeChat had not taken the first one."),
+        N_("Message tried again"), {"conversation": ("target", "conversation")}),
 }
 
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from siyu.core import db
+from siyu.wechat import media
 from siyu.wechat.tables import InboundEvent
 
 
@@ -61,4 +62,6 @@ async def erase_personal_payloads(tenant_id: int, channel: str, external_id: str
         "WHERE tenant = $1 AND channel = $2 AND external_id = $3 AND state IN ('sent', 'failed', 'unknown') "
         "AND ($4::timestamptz IS NULL OR created_at <= $4) AND NOT payload ? 'erased'",
         tenant_id, channel, external_id, until)
+    # And the pictures, voice and videos they sent or were sent: rows and files.
+    await media.erase_person(tenant_id, channel, external_id, until)
     return erased

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from siyu.core.clock import now
-from siyu.wechat import consents, holds, protocol, windows
+from siyu.wechat import consents, holds, media, protocol, windows
 from siyu.wechat.outbound import runtime_of, settle_stale
 from siyu.wechat.protocol import Account
 from siyu.wechat.services import record_inbound
@@ -73,6 +73,16 @@ async def _process(ctx: dict[str, Any], event_ids: list[int]) -> int | None:
             await ctx["redis"].enqueue_job("wechat.kf_sync", row["tenant"], row["channel_account"],
                                            details.get("open_kfid", ""), details.get("sync_token", ""),
                                            _job_id=f"wechat.kf_sync:{row['id']}")
+    media_ids = [r["id"] for r in todo if r["kind"] == "message"]
+    if media_ids:  # customers' pictures, voice and videos: fetched from WeChat by their media id, once each
+        rows = await InboundEvent.select(
+            InboundEvent.id, InboundEvent.tenant, InboundEvent.channel, InboundEvent.external_id,
+            InboundEvent.msg_type, InboundEvent.payload,
+        ).where(InboundEvent.id.is_in(media_ids) & InboundEvent.msg_type.is_in(list(media.MEDIA_TYPES))).output(
+            load_json=True)
+        for tenant_id, row_id in await media.note_inbound(
+                [{**r, "details": (r["payload"] or {}).get("details") or {}} for r in rows]):
+            await media.enqueue_fetch(ctx["redis"], tenant_id, row_id)
     # Identity resolution and the timeline belong to the contacts domain: one job per batch, enqueued by
     # name so that wechat never imports it. Enqueued before the events are marked processed: if Redis
     # refuses, this job fails and is retried (or swept), instead of leaving events no contact ever sees.
@@ -146,6 +156,7 @@ async def sweep_inbound(ctx: dict[str, Any]) -> int:
     if released:
         log.info("sweeper re-enqueued %s sends held while their tenants were suspended", released)
     await settle_stale()  # sends whose run died: asked WeChat → unknown (never sent again), never asked → retry
+    await media.sweep(redis)  # media whose fetch job was lost, or that WeChat no longer keeps
     return len(rows)
 
 
