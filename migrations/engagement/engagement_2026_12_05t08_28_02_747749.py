@@ -65,6 +65,20 @@ async def forwards():
     )
 
     manager.add_table(
+        class_name="Conversion",
+        tablename="engagement_conversion",
+        schema=None,
+        columns=None,
+    )
+
+    manager.add_table(
+        class_name="MassBatch",
+        tablename="engagement_mass_batch",
+        schema=None,
+        columns=None,
+    )
+
+    manager.add_table(
         class_name="Delivery",
         tablename="engagement_delivery",
         schema=None,
@@ -79,8 +93,8 @@ async def forwards():
     )
 
     manager.add_table(
-        class_name="MassBatch",
-        tablename="engagement_mass_batch",
+        class_name="Broadcast",
+        tablename="engagement_broadcast",
         schema=None,
         columns=None,
     )
@@ -93,24 +107,485 @@ async def forwards():
     )
 
     manager.add_table(
-        class_name="Broadcast",
-        tablename="engagement_broadcast",
-        schema=None,
-        columns=None,
-    )
-
-    manager.add_table(
-        class_name="Conversion",
-        tablename="engagement_conversion",
-        schema=None,
-        columns=None,
-    )
-
-    manager.add_table(
         class_name="Journey",
         tablename="engagement_journey",
         schema=None,
         columns=None,
+    )
+
+    manager.add_column(
+        table_class_name="Conversion",
+        tablename="engagement_conversion",
+        column_name="id",
+        db_column_name="id",
+        column_class_name="BigSerial",
+        column_class=BigSerial,
+        params={
+            "null": False,
+            "primary_key": True,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Conversion",
+        tablename="engagement_conversion",
+        column_name="tenant",
+        db_column_name="tenant",
+        column_class_name="ForeignKey",
+        column_class=ForeignKey,
+        params={
+            "references": Tenant,
+            "on_delete": OnDelete.cascade,
+            "on_update": OnUpdate.cascade,
+            "target_column": None,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Conversion",
+        tablename="engagement_conversion",
+        column_name="delivery",
+        db_column_name="delivery",
+        column_class_name="BigInt",
+        column_class=BigInt,
+        params={
+            "default": 0,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Conversion",
+        tablename="engagement_conversion",
+        column_name="purchase_id",
+        db_column_name="purchase_id",
+        column_class_name="BigInt",
+        column_class=BigInt,
+        params={
+            "default": 0,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Conversion",
+        tablename="engagement_conversion",
+        column_name="contact",
+        db_column_name="contact",
+        column_class_name="ForeignKey",
+        column_class=ForeignKey,
+        params={
+            "references": Contact,
+            "on_delete": OnDelete.cascade,
+            "on_update": OnUpdate.cascade,
+            "target_column": None,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Conversion",
+        tablename="engagement_conversion",
+        column_name="amount_fen",
+        db_column_name="amount_fen",
+        column_class_name="BigInt",
+        column_class=BigInt,
+        params={
+            "default": 0,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Conversion",
+        tablename="engagement_conversion",
+        column_name="currency",
+        db_column_name="currency",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 3,
+            "default": "CNY",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Conversion",
+        tablename="engagement_conversion",
+        column_name="paid_at",
+        db_column_name="paid_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": TimestamptzNow(),
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Conversion",
+        tablename="engagement_conversion",
+        column_name="kind",
+        db_column_name="kind",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 16,
+            "default": "window",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Conversion",
+        tablename="engagement_conversion",
+        column_name="created_at",
+        db_column_name="created_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": TimestamptzNow(),
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MassBatch",
+        tablename="engagement_mass_batch",
+        column_name="id",
+        db_column_name="id",
+        column_class_name="BigSerial",
+        column_class=BigSerial,
+        params={
+            "null": False,
+            "primary_key": True,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MassBatch",
+        tablename="engagement_mass_batch",
+        column_name="tenant",
+        db_column_name="tenant",
+        column_class_name="ForeignKey",
+        column_class=ForeignKey,
+        params={
+            "references": Tenant,
+            "on_delete": OnDelete.cascade,
+            "on_update": OnUpdate.cascade,
+            "target_column": None,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MassBatch",
+        tablename="engagement_mass_batch",
+        column_name="slot_key",
+        db_column_name="slot_key",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 128,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MassBatch",
+        tablename="engagement_mass_batch",
+        column_name="state",
+        db_column_name="state",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 16,
+            "default": "collecting",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MassBatch",
+        tablename="engagement_mass_batch",
+        column_name="recipients",
+        db_column_name="recipients",
+        column_class_name="Integer",
+        column_class=Integer,
+        params={
+            "default": 0,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MassBatch",
+        tablename="engagement_mass_batch",
+        column_name="text",
+        db_column_name="text",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 2000,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MassBatch",
+        tablename="engagement_mass_batch",
+        column_name="msg_id",
+        db_column_name="msg_id",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 64,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MassBatch",
+        tablename="engagement_mass_batch",
+        column_name="closes_at",
+        db_column_name="closes_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": TimestamptzNow(),
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MassBatch",
+        tablename="engagement_mass_batch",
+        column_name="result",
+        db_column_name="result",
+        column_class_name="JSONB",
+        column_class=JSONB,
+        params={
+            "default": "{}",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MassBatch",
+        tablename="engagement_mass_batch",
+        column_name="created_at",
+        db_column_name="created_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": TimestamptzNow(),
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MassBatch",
+        tablename="engagement_mass_batch",
+        column_name="sent_at",
+        db_column_name="sent_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MassBatch",
+        tablename="engagement_mass_batch",
+        column_name="finished_at",
+        db_column_name="finished_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
     )
 
     manager.add_column(
@@ -979,414 +1454,6 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MassBatch",
-        tablename="engagement_mass_batch",
-        column_name="id",
-        db_column_name="id",
-        column_class_name="BigSerial",
-        column_class=BigSerial,
-        params={
-            "null": False,
-            "primary_key": True,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MassBatch",
-        tablename="engagement_mass_batch",
-        column_name="tenant",
-        db_column_name="tenant",
-        column_class_name="ForeignKey",
-        column_class=ForeignKey,
-        params={
-            "references": Tenant,
-            "on_delete": OnDelete.cascade,
-            "on_update": OnUpdate.cascade,
-            "target_column": None,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MassBatch",
-        tablename="engagement_mass_batch",
-        column_name="slot_key",
-        db_column_name="slot_key",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 128,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MassBatch",
-        tablename="engagement_mass_batch",
-        column_name="state",
-        db_column_name="state",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 16,
-            "default": "collecting",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MassBatch",
-        tablename="engagement_mass_batch",
-        column_name="recipients",
-        db_column_name="recipients",
-        column_class_name="Integer",
-        column_class=Integer,
-        params={
-            "default": 0,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MassBatch",
-        tablename="engagement_mass_batch",
-        column_name="text",
-        db_column_name="text",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 2000,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MassBatch",
-        tablename="engagement_mass_batch",
-        column_name="msg_id",
-        db_column_name="msg_id",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 64,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MassBatch",
-        tablename="engagement_mass_batch",
-        column_name="closes_at",
-        db_column_name="closes_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": TimestamptzNow(),
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MassBatch",
-        tablename="engagement_mass_batch",
-        column_name="result",
-        db_column_name="result",
-        column_class_name="JSONB",
-        column_class=JSONB,
-        params={
-            "default": "{}",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MassBatch",
-        tablename="engagement_mass_batch",
-        column_name="created_at",
-        db_column_name="created_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": TimestamptzNow(),
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MassBatch",
-        tablename="engagement_mass_batch",
-        column_name="sent_at",
-        db_column_name="sent_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": None,
-            "null": True,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MassBatch",
-        tablename="engagement_mass_batch",
-        column_name="finished_at",
-        db_column_name="finished_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": None,
-            "null": True,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="EngagementSettings",
-        tablename="engagement_settings",
-        column_name="tenant",
-        db_column_name="tenant",
-        column_class_name="ForeignKey",
-        column_class=ForeignKey,
-        params={
-            "references": Tenant,
-            "on_delete": OnDelete.cascade,
-            "on_update": OnUpdate.cascade,
-            "target_column": None,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="EngagementSettings",
-        tablename="engagement_settings",
-        column_name="cap_count",
-        db_column_name="cap_count",
-        column_class_name="Integer",
-        column_class=Integer,
-        params={
-            "default": 2,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="EngagementSettings",
-        tablename="engagement_settings",
-        column_name="cap_days",
-        db_column_name="cap_days",
-        column_class_name="Integer",
-        column_class=Integer,
-        params={
-            "default": 7,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="EngagementSettings",
-        tablename="engagement_settings",
-        column_name="quiet_start",
-        db_column_name="quiet_start",
-        column_class_name="Integer",
-        column_class=Integer,
-        params={
-            "default": 1260,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="EngagementSettings",
-        tablename="engagement_settings",
-        column_name="quiet_end",
-        db_column_name="quiet_end",
-        column_class_name="Integer",
-        column_class=Integer,
-        params={
-            "default": 540,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="EngagementSettings",
-        tablename="engagement_settings",
-        column_name="conversion_days",
-        db_column_name="conversion_days",
-        column_class_name="Integer",
-        column_class=Integer,
-        params={
-            "default": 7,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="EngagementSettings",
-        tablename="engagement_settings",
-        column_name="updated_at",
-        db_column_name="updated_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": TimestamptzNow(),
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
         table_class_name="Broadcast",
         tablename="engagement_broadcast",
         column_name="tenant",
@@ -1604,6 +1671,27 @@ async def forwards():
     manager.add_column(
         table_class_name="Broadcast",
         tablename="engagement_broadcast",
+        column_name="pace_next_at",
+        db_column_name="pace_next_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="Broadcast",
+        tablename="engagement_broadcast",
         column_name="targeted",
         db_column_name="targeted",
         column_class_name="Integer",
@@ -1729,28 +1817,8 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="Conversion",
-        tablename="engagement_conversion",
-        column_name="id",
-        db_column_name="id",
-        column_class_name="BigSerial",
-        column_class=BigSerial,
-        params={
-            "null": False,
-            "primary_key": True,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Conversion",
-        tablename="engagement_conversion",
+        table_class_name="EngagementSettings",
+        tablename="engagement_settings",
         column_name="tenant",
         db_column_name="tenant",
         column_class_name="ForeignKey",
@@ -1773,14 +1841,14 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="Conversion",
-        tablename="engagement_conversion",
-        column_name="delivery",
-        db_column_name="delivery",
-        column_class_name="BigInt",
-        column_class=BigInt,
+        table_class_name="EngagementSettings",
+        tablename="engagement_settings",
+        column_name="cap_count",
+        db_column_name="cap_count",
+        column_class_name="Integer",
+        column_class=Integer,
         params={
-            "default": 0,
+            "default": 2,
             "null": False,
             "primary_key": False,
             "unique": False,
@@ -1794,14 +1862,14 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="Conversion",
-        tablename="engagement_conversion",
-        column_name="purchase_id",
-        db_column_name="purchase_id",
-        column_class_name="BigInt",
-        column_class=BigInt,
+        table_class_name="EngagementSettings",
+        tablename="engagement_settings",
+        column_name="cap_days",
+        db_column_name="cap_days",
+        column_class_name="Integer",
+        column_class=Integer,
         params={
-            "default": 0,
+            "default": 7,
             "null": False,
             "primary_key": False,
             "unique": False,
@@ -1815,17 +1883,14 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="Conversion",
-        tablename="engagement_conversion",
-        column_name="contact",
-        db_column_name="contact",
-        column_class_name="ForeignKey",
-        column_class=ForeignKey,
+        table_class_name="EngagementSettings",
+        tablename="engagement_settings",
+        column_name="quiet_start",
+        db_column_name="quiet_start",
+        column_class_name="Integer",
+        column_class=Integer,
         params={
-            "references": Contact,
-            "on_delete": OnDelete.cascade,
-            "on_update": OnUpdate.cascade,
-            "target_column": None,
+            "default": 1260,
             "null": False,
             "primary_key": False,
             "unique": False,
@@ -1839,14 +1904,14 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="Conversion",
-        tablename="engagement_conversion",
-        column_name="amount_fen",
-        db_column_name="amount_fen",
-        column_class_name="BigInt",
-        column_class=BigInt,
+        table_class_name="EngagementSettings",
+        tablename="engagement_settings",
+        column_name="quiet_end",
+        db_column_name="quiet_end",
+        column_class_name="Integer",
+        column_class=Integer,
         params={
-            "default": 0,
+            "default": 540,
             "null": False,
             "primary_key": False,
             "unique": False,
@@ -1860,15 +1925,14 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="Conversion",
-        tablename="engagement_conversion",
-        column_name="currency",
-        db_column_name="currency",
-        column_class_name="Varchar",
-        column_class=Varchar,
+        table_class_name="EngagementSettings",
+        tablename="engagement_settings",
+        column_name="conversion_days",
+        db_column_name="conversion_days",
+        column_class_name="Integer",
+        column_class=Integer,
         params={
-            "length": 3,
-            "default": "CNY",
+            "default": 7,
             "null": False,
             "primary_key": False,
             "unique": False,
@@ -1882,53 +1946,10 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="Conversion",
-        tablename="engagement_conversion",
-        column_name="paid_at",
-        db_column_name="paid_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": TimestamptzNow(),
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Conversion",
-        tablename="engagement_conversion",
-        column_name="kind",
-        db_column_name="kind",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 16,
-            "default": "window",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="Conversion",
-        tablename="engagement_conversion",
-        column_name="created_at",
-        db_column_name="created_at",
+        table_class_name="EngagementSettings",
+        tablename="engagement_settings",
+        column_name="updated_at",
+        db_column_name="updated_at",
         column_class_name="Timestamptz",
         column_class=Timestamptz,
         params={

@@ -11,6 +11,7 @@ from arq.worker import func
 from siyu.contacts import jobs as contact_jobs
 from siyu.core import db, effects
 from siyu.core.redis import JOB_SERIALIZATION, arq_settings
+from siyu.engagement import jobs as engagement_jobs
 from siyu.inbox import jobs as inbox_jobs
 from siyu.tenants import jobs as tenant_jobs
 from siyu.wechat import jobs as wechat_jobs
@@ -57,6 +58,8 @@ FUNCTIONS = [
     func(inbox_jobs.sla_check, name="inbox.sla_check", max_tries=3),
     func(inbox_jobs.drain, name="inbox.drain", max_tries=3),
     func(inbox_jobs.sweep, name="inbox.sweep", max_tries=1),
+    *(func(getattr(engagement_jobs, name.split(".")[1]), name=name, max_tries=tries)
+      for name, tries in engagement_jobs.TRIES.items()),
 ]
 
 
@@ -68,6 +71,11 @@ class WorkerSettings:
         cron(wechat_jobs.sweep_inbound, name="cron:wechat.sweep_inbound", second={5}, run_at_startup=True),
         cron(contact_jobs.sweep_parked, name="cron:contacts.sweep_parked", second={40}, run_at_startup=True),
         cron(inbox_jobs.sweep, name="cron:inbox.sweep", second={20, 50}, run_at_startup=True),
+        # Every second, at most two at a time (a Redis slot each): due sends go out within about a second.
+        cron(engagement_jobs.sweep, name="cron:engagement.sweep", second=set(range(60)), run_at_startup=True,
+             timeout=70),
+        cron(engagement_jobs.evaluate, name="cron:engagement.evaluate", minute=set(range(0, 60, 5)), second={35},
+             run_at_startup=False),
     ]
     job_serializer = JOB_SERIALIZATION["job_serializer"]
     job_deserializer = JOB_SERIALIZATION["job_deserializer"]

@@ -387,9 +387,9 @@ def parse_message(raw: Any, name: str, errors: _Errors) -> Message | None:
             errors.add(f"{name}.channels", N_("WeChat forbids marketing in subscription messages and templates: "
                                               "a marketing message needs window, wecom_task or mass."))
             return None
-        if "subscribe" in channels and mp is None:
+        if purpose == "service" and "subscribe" in channels and mp is None:
             errors.add(f"{name}.template.mp", N_("The subscribe channel needs the Mini Program's template."))
-        if "template" in channels and oa is None:
+        if purpose == "service" and "template" in channels and oa is None:
             errors.add(f"{name}.template.oa", N_("The template channel needs the Official Account's template."))
     return Message(purpose, text.strip(), channels, oa, mp)
 

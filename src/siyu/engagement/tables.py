@@ -70,6 +70,7 @@ class Broadcast(Table, tablename="engagement_broadcast"):
     status = Varchar(length=16, default="draft")  # draft | scheduled | sending | paused | cancelled | done
     fanned_after = BigInt(null=True, default=None)  # contacts up to this id have their ledger row
     fanned_out = Boolean(default=False)
+    pace_next_at = Timestamptz(null=True, default=None)  # the due time of the next row the fan-out schedules
     targeted = Integer(default=0)
     created_by = Varchar(length=254, default="")
     created_at = Timestamptz()

@@ -274,6 +274,25 @@ class WeChatClient:
             "chat_type": "single", "external_userid": external_userids, "sender": sender,
             "text": {"content": text}})
 
+    async def mass_send_text(self, openids: list[str], text: str, clientmsgid: str) -> dict[str, Any]:
+        """An OA mass send of a text to 2 to 10,000 followers (`message/mass/send`). `clientmsgid` is WeChat's
+        own idempotency key: the same one again within 24 h is refused (45065) with the first send's msg_id."""
+        return await self.call("POST", "cgi-bin/message/mass/send", json={
+            "touser": openids, "msgtype": "text", "text": {"content": text}, "clientmsgid": clientmsgid,
+            "send_ignore_reprint": 0}, bulk=True)
+
+    async def get_groupmsg_task(self, msgid: str, limit: int = 1000, cursor: str = "") -> dict[str, Any]:
+        """Which WeCom members of a mass task have sent it (status 0 not yet, 2 sent)."""
+        return await self.call("POST", "cgi-bin/externalcontact/get_groupmsg_task",
+                               json={"msgid": msgid, "limit": limit, "cursor": cursor})
+
+    async def get_groupmsg_send_result(self, msgid: str, userid: str, limit: int = 1000,
+                                       cursor: str = "") -> dict[str, Any]:
+        """What became of a member's task for each customer: status 0 not sent, 1 sent, 2 not their contact
+        any more, 3 the customer already received the corp's mass messages allowed (the receive limit)."""
+        return await self.call("POST", "cgi-bin/externalcontact/get_groupmsg_send_result",
+                               json={"msgid": msgid, "userid": userid, "limit": limit, "cursor": cursor})
+
     async def kf_sync_msg(self, open_kfid: str, cursor: str, token: str = "", limit: int = 1000) -> dict[str, Any]:
         body: dict[str, Any] = {"cursor": cursor, "limit": limit, "open_kfid": open_kfid, "voice_format": 0}
         if token:

@@ -160,6 +160,66 @@ async def deliver_owner_task(runtime: WeChatRuntime, tenant_id: int, sender_user
                        tenant_id, "wecom", runtime, refused_by_answer)
 
 
+async def deliver_mass(runtime: WeChatRuntime, tenant_id: int, openids: list[str], text: str, idempotency_key: str,
+                       clientmsgid: str) -> Delivery:
+    """An OA mass send of one text to these followers, once per key. WeChat refuses a `clientmsgid` it has seen
+    within 24 h (45065): that answer means the first send went out, and is recorded as sent with its msg_id."""
+    claimed = await _claim(tenant_id, "oa", f"mass:{clientmsgid}"[:128], idempotency_key, "mass",
+                           {"text": text, "clientmsgid": clientmsgid, "recipients": len(openids)})
+    if isinstance(claimed, Delivery):
+        return claimed
+
+    async def send(client: WeChatClient) -> dict[str, Any]:
+        try:
+            return await client.mass_send_text(openids, text, clientmsgid)
+        except WeChatError as exc:
+            if exc.errcode == 45065:  # "clientmsgid exist, msg_id …": WeChat has it already
+                return {"msgid": exc.errmsg.rsplit(" ", 1)[-1] if "msg_id" in exc.errmsg else ""}
+            raise
+
+    async def with_msg_id(client: WeChatClient) -> dict[str, Any]:
+        answer = await send(client)
+        return {**answer, "msgid": str(answer.get("msg_id") or answer.get("msgid") or "")}
+
+    return await _call(claimed, with_msg_id, tenant_id, "oa", runtime)
+
+
+async def mass_msg_id(tenant_id: int, idempotency_key: str) -> str:
+    """The msg_id WeChat gave a mass send recorded under this key ("" if none)."""
+    row = await Outbound.select(Outbound.wechat_msgid).where(
+        (Outbound.tenant == tenant_id) & (Outbound.idempotency_key == idempotency_key)).first()
+    return str(row["wechat_msgid"]) if row else ""
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    status: str  # waiting | sent | not_sent
+    reason: str = ""  # for not_sent: not_their_contact | receive_limit
+    sent_at: int | None = None  # unix seconds, for sent
+
+
+async def owner_task_result(runtime: WeChatRuntime, tenant_id: int, idempotency_key: str) -> TaskResult | None:
+    """What became of a 1:1 task sent with `deliver_owner_task` under this key: still waiting for the member,
+    sent to the customer, or not sent (no longer their contact, or the customer's monthly receive limit). None
+    when the key holds no task WeChat took."""
+    row = await Outbound.select(Outbound.wechat_msgid, Outbound.external_id, Outbound.payload, Outbound.state).where(
+        (Outbound.tenant == tenant_id) & (Outbound.idempotency_key == idempotency_key)).first()
+    if row is None or row["state"] != "sent" or not row["wechat_msgid"]:
+        return None
+    payload = row["payload"] if isinstance(row["payload"], dict) else json.loads(row["payload"] or "{}")
+    client = await runtime.client(tenant_id, "wecom")
+    answer = await client.get_groupmsg_send_result(row["wechat_msgid"], str(payload.get("sender", "")))
+    for item in answer.get("send_list") or []:
+        if item.get("external_userid") != row["external_id"]:
+            continue
+        status = int(item.get("status", 0) or 0)
+        if status == 1:
+            return TaskResult("sent", sent_at=int(item.get("send_time", 0) or 0) or None)
+        if status in (2, 3):
+            return TaskResult("not_sent", "not_their_contact" if status == 2 else "receive_limit")
+    return TaskResult("waiting")
+
+
 async def _call(outbound_id: int, send: Callable[[WeChatClient], Awaitable[dict[str, Any]]], tenant_id: int,
                 channel: str, runtime: WeChatRuntime,
                 refused_by_answer: Callable[[dict[str, Any]], str] | None = None) -> Delivery:

@@ -303,6 +303,10 @@ def normalize(channel: str, data: dict[str, Any]) -> Normalized:
             details = {"session_from": _s(data.get("SessionFrom"))}
         elif kind == "location_report":
             details = {"latitude": _s(data.get("Latitude")), "longitude": _s(data.get("Longitude"))}
+        elif kind in ("mass_send_finished", "template_sent"):
+            details = {"msg_id": _s(data.get("MsgID") or data.get("MsgId")), "status": _s(data.get("Status"))[:64],
+                       **{k.lower(): _s(data.get(k))[:16] for k in ("TotalCount", "FilterCount", "SentCount",
+                                                                     "ErrorCount") if data.get(k) is not None}}
         dedup = f"evt:{sender}:{created}:{event}"
     elif msg_type in MESSAGE_TYPES:
         kind = "message"
