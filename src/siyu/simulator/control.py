@@ -13,6 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from siyu.simulator import push as pushing
 from siyu.simulator import rules, wire
 from siyu.simulator.state import APP_MEMORY, FORMATS, KINDS, MODES, FollowInfo, SimApp, State
+from siyu.simulator.wecom import confirm_task_now
 
 
 def _bad(message: str, status: int = 400, code: str = "bad_request") -> Response[dict[str, Any]]:
@@ -73,6 +74,10 @@ def build_app(data: JSONBody[dict[str, Any]]) -> SimApp | str:
         if len(api_key) > 512 or any(c in api_key for c in "\r\n"):
             return "backend.api_key must be one line of at most 512 characters"
     is_wecom = kind == "wecom"
+    confirm_after = data.get("task_confirm_after")
+    if confirm_after is not None and (not isinstance(confirm_after, int | float) or isinstance(confirm_after, bool)
+                                      or not 0 <= confirm_after <= 86400 * 30 or not is_wecom):
+        return "task_confirm_after is a number of seconds (0 to 30 days), for a WeCom app"
     return SimApp(
         kind=kind, app_id=app_id, secret=secret, ip_whitelisted=bool(data.get("ip_whitelisted", True)),
         token=str(data.get("token") or ""), aes_key=aes_key, message_mode=mode, push_format=push_format,
@@ -82,6 +87,7 @@ def build_app(data: JSONBody[dict[str, Any]]) -> SimApp | str:
         open_kfids=list(open_kfids) if open_kfids is not None else ([rules.open_kfid(app_id)] if is_wecom else []),
         follow_users=list(follow_users) if follow_users is not None else (["zhangsan", "lisi"] if is_wecom else []),
         backend_login_url=login_url, backend_api_key=api_key,
+        task_confirm_after=float(confirm_after) if confirm_after is not None else None,
     )
 
 
@@ -249,6 +255,8 @@ def control_routes(sim: State) -> list[Any]:
         for key in keys:
             if app.kind == "wecom":
                 c = sim.contact(app, key)
+                if "mass_received_this_month" in data:  # the customer's corp mass messages so far this month
+                    c.mass_received[rules.month_key(sim.now())] = int(data["mass_received_this_month"])
                 userid = str(data.get("user_id") or (app.follow_users[0] if app.follow_users else "zhangsan"))
                 if userid not in c.follow:
                     c.follow[userid] = FollowInfo(userid=userid, createtime=int(sim.now()),
@@ -277,10 +285,7 @@ def control_routes(sim: State) -> list[Any]:
                 if task["msgid"] == msgid:
                     if task["status"] != "pending":
                         return _bad("the task was already confirmed", 409, "already_confirmed")
-                    for ext in task["external_userid"]:
-                        sim.accept(app, "cgi-bin/externalcontact/add_msg_template", ext, task["payload"],
-                                   msgid=msgid, sender=task["sender"])
-                    task.update(status="sent", confirmed_at=sim.now())
+                    confirm_task_now(sim, app, task)
                     return _ok(task)
         return _bad("unknown task", 404, "unknown_task")
 

@@ -308,6 +308,8 @@ def normalize(channel: str, data: dict[str, Any]) -> Normalized:
                        **{k.lower(): _s(data.get(k))[:16] for k in ("TotalCount", "FilterCount", "SentCount",
                                                                      "ErrorCount") if data.get(k) is not None}}
         dedup = f"evt:{sender}:{created}:{event}"
+        if details.get("msg_id"):  # job results come from one system sender: their MsgID tells them apart
+            dedup += f":{details['msg_id']}"
     elif msg_type in MESSAGE_TYPES:
         kind = "message"
         details = _message_details(msg_type, data)
