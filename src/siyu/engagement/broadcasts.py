@@ -26,7 +26,7 @@ from siyu.segments import services as segments
 from siyu.tenants.services import Actor, record_audit
 
 FANOUT_JOB = "engagement.fan_out"
-PAGE = 1000
+PAGE = 500  # segments give at most 500 members a page
 _INT_MAX = 2**31 - 1
 MOVES = {"draft": ("scheduled", "cancelled"), "scheduled": ("paused", "cancelled"), "sending": ("paused", "cancelled"),
          "paused": ("sending", "cancelled"), "cancelled": (), "done": ()}

@@ -26,7 +26,7 @@ log = logging.getLogger("siyu.engagement.triggers")
 # A purchase paid longer ago than this starts no journey (history imports, a report days late): thanking
 # someone for last year's order is not re-engagement. It still counts for attribution.
 FRESH = timedelta(days=1)
-PAGE = 1000
+PAGE = 500  # segments give at most 500 members a page
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ class Clock:
         self.offset = timedelta()
         self.fixed: datetime | None = None
         monkeypatch.setattr(clock, "now", self.now)
+        monkeypatch.setattr(windows, "clock_now", self.now)  # bound at import there
 
     def now(self) -> datetime:
         return (self.fixed or datetime.now(UTC)) + self.offset
