@@ -4,7 +4,7 @@ templates, error mapping and the lifespan (database pool, Redis)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +14,7 @@ from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
@@ -43,7 +44,9 @@ from siyu.tenants.views import (
     PlatformController,
     SettingsController,
 )
-from siyu.web.auth import LOCALE_COOKIE, AuthMiddleware, NotAuthenticated
+from siyu.web.auth import LOCALE_COOKIE, AccessWatch, AuthMiddleware, NotAuthenticated
+from siyu.web.headers import add_security_headers
+from siyu.web.inputs import InputGuard
 from siyu.web.render import current_user, render, template_config
 from siyu.web.views import AuthController, HealthController
 from siyu.wechat import services as wechat_services
@@ -64,6 +67,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     app.state.wechat = WeChatRuntime(app.state.redis)
     app.state.inbox_relay = InboxRelay(app.state.redis)  # live inbox: Redis pub/sub → this process's SSE clients
     await app.state.inbox_relay.start()
+    app.state.access_watch = AccessWatch(app.state.redis)  # ends live streams whose session ended
+    await app.state.access_watch.start()
     app.state.ingestor = Ingestor(lambda ids: enqueue_batch(app.state.arq, ids))
     app.state.ingestor.start()
     listener = db.Listener([db.ACCOUNTS_CHANGED, db.AUTO_REPLIES_CHANGED], wechat_services.on_change)
@@ -72,6 +77,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         await listener.stop()
+        await app.state.access_watch.stop()
         await app.state.inbox_relay.stop()
         await app.state.ingestor.stop()
         await effects.flush()
@@ -142,7 +148,7 @@ def _server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     return _error_response(request, HTTP_500_INTERNAL_SERVER_ERROR, i18n.gettext("Something went wrong on our side."))
 
 
-async def _set_locale(request: Request[Any, Any, Any]) -> None:
+def _choose_locale(request: Request[Any, Any, Any]) -> None:
     path = request.scope["path"]
     if path.startswith(("/api/", "/wechat")):
         i18n.set_locale("en")  # machines read these answers: their messages stay in one language
@@ -153,6 +159,19 @@ async def _set_locale(request: Request[Any, Any, Any]) -> None:
     if locale not in i18n.LOCALES:
         locale = i18n.negotiate(request.headers.get("accept-language"), s.default_locale)
     i18n.set_locale(locale)
+
+
+async def _set_locale(request: Request[Any, Any, Any]) -> None:
+    _choose_locale(request)
+
+
+def _in_locale(handler: Callable[[Request[Any, Any, Any], Any], Response[Any]]) -> Callable[..., Response[Any]]:
+    """An error handler that answers in the asker's language also when a middleware refused the request
+    (the input check, CSRF) before `before_request` chose it."""
+    def answer(request: Request[Any, Any, Any], exc: Any) -> Response[Any]:
+        _choose_locale(request)
+        return handler(request, exc)
+    return answer
 
 
 def create_app() -> Litestar:
@@ -175,19 +194,26 @@ def create_app() -> Litestar:
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],
         lifespan=[lifespan],
-        middleware=[DefineMiddleware(AuthMiddleware, exclude=["^/static/", "^/healthz$", "^/readyz$", "^/wechat"])],
+        # The session first (errors answer in the person's language), then the input check, which runs before
+        # the CSRF check reads the form.
+        middleware=[DefineMiddleware(AuthMiddleware, exclude=["^/static/", "^/healthz$", "^/readyz$", "^/wechat"]),
+                    InputGuard()],
         csrf_config=csrf,
         plugins=[HTMXPlugin()],
         template_config=template_config(),
         before_request=_set_locale,
+        before_send=[add_security_headers],
         exception_handlers={
             NotAuthenticated: _not_authenticated,
             NotAuthorizedException: _not_authenticated,
-            PermissionDeniedException: _http_error,
-            SiyuError: _siyu_error,
-            HTTPException: _http_error,
-            Exception: _server_error,
+            PermissionDeniedException: _in_locale(_http_error),
+            SiyuError: _in_locale(_siyu_error),
+            HTTPException: _in_locale(_http_error),
+            Exception: _in_locale(_server_error),
         },
-        openapi_config=OpenAPIConfig(title="Siyu API", version=siyu.__version__, path="/schema"),
+        # The OpenAPI document only: the interactive viewers run inline scripts from CDNs, which the pages'
+        # Content-Security-Policy (scripts from Siyu only) refuses; any OpenAPI viewer can open the document.
+        openapi_config=OpenAPIConfig(title="Siyu API", version=siyu.__version__, path="/schema",
+                                     render_plugins=[JsonRenderPlugin(path="/openapi.json")]),
         debug=False,
     )

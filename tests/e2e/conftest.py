@@ -72,12 +72,19 @@ async def page(browser: Any, web_server: WebServer) -> AsyncIterator[Any]:
     context.set_default_timeout(10_000)
     pg = await context.new_page()
     errors: list[str] = []
+    refused: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Chromium reports what the Content-Security-Policy refused (an inline script or style, a foreign
+    # source) on the console: no page of Siyu may cause that.
+    pg.on("console", lambda msg: refused.append(f"{msg.text} at {msg.location}") if "Content Security Policy" in msg.text else None)
+    pg.csp_refusals = refused  # for tests that provoke one on purpose
     try:
         yield pg
     finally:
         await context.close()
     assert not errors, f"JavaScript errors in the page: {errors}"
+    assert not refused or getattr(pg, "csp_refusals_expected", False), \
+        f"the Content-Security-Policy refused something: {refused}"
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,9 @@ class Settings:
     login_max_failures_account: int = 5
     login_max_failures_ip: int = 30
     login_window_seconds: int = 15 * 60
+    # Failures on one account from unknown clients after which it takes one attempt per interval.
+    login_slow_after_account: int = 50
+    login_slow_interval_seconds: int = 5
     callback_max_skew: int = 300
     default_locale: str = "zh_CN"
     log_level: str = "INFO"
@@ -163,6 +166,8 @@ def load_settings() -> Settings:
         login_max_failures_account=_env_int("SIYU_LOGIN_MAX_FAILURES_ACCOUNT", 5),
         login_max_failures_ip=_env_int("SIYU_LOGIN_MAX_FAILURES_IP", 30),
         login_window_seconds=_env_int("SIYU_LOGIN_WINDOW_SECONDS", 15 * 60),
+        login_slow_after_account=_env_int("SIYU_LOGIN_SLOW_AFTER_ACCOUNT", 50),
+        login_slow_interval_seconds=max(1, _env_int("SIYU_LOGIN_SLOW_INTERVAL_SECONDS", 5)),
         callback_max_skew=_env_int("SIYU_CALLBACK_MAX_SKEW", 300),
         default_locale=_env("SIYU_DEFAULT_LOCALE", "zh_CN"),
         log_level=_env("SIYU_LOG_LEVEL", "INFO").upper(),

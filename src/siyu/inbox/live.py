@@ -210,32 +210,44 @@ class Relay:
                     log.warning("inbox relay: unsubscribe %s failed: %r", channel, exc)
 
 
-async def stream(relay: Relay, tenant_id: int, viewer: Viewer,
-                 heartbeat: float | None = None) -> AsyncIterator[tuple[str | None, str]]:
+async def stream(relay: Relay, tenant_id: int, viewer: Viewer, heartbeat: float | None = None,
+                 ended: asyncio.Event | None = None) -> AsyncIterator[tuple[str | None, str]]:
     """What one browser receives: ("ready", "{}") once subscribed, then (event, data) per change, and
-    (None, "keep-alive") comments while nothing happens (proxies close silent connections)."""
+    (None, "keep-alive") comments while nothing happens (proxies close silent connections). It ends as soon
+    as `ended` is set: the session that opened it no longer grants access (the web layer watches that)."""
     beat = HEARTBEAT_SECONDS if heartbeat is None else heartbeat
     async with relay.listen(tenant_id, viewer) as listener:
-        yield "ready", "{}"
-        beats = 0
-        while True:
-            if listener.overflowed:
-                listener.overflowed = False
-                while not listener.queue.empty():
-                    listener.queue.get_nowait()
-                yield "resync", "{}"
-                continue
-            try:
-                item = await asyncio.wait_for(listener.queue.get(), beat)
-            except TimeoutError:
-                beats += 1
-                if beats % VIEWER_REFRESH == 0:
-                    try:
-                        listener.viewer = await viewer_for(tenant_id, viewer.staff_id)
-                    except Exception:  # deactivated meanwhile, or the database is away: end the stream
-                        return
-                yield None, "keep-alive"
-                continue
-            if item is None:
-                return
-            yield item
+        waker = None
+        if ended is not None:
+            async def wake() -> None:
+                await ended.wait()
+                listener.offer(None)
+
+            waker = asyncio.create_task(wake())
+        try:
+            yield "ready", "{}"
+            beats = 0
+            while ended is None or not ended.is_set():
+                if listener.overflowed:
+                    listener.overflowed = False
+                    while not listener.queue.empty():
+                        listener.queue.get_nowait()
+                    yield "resync", "{}"
+                    continue
+                try:
+                    item = await asyncio.wait_for(listener.queue.get(), beat)
+                except TimeoutError:
+                    beats += 1
+                    if beats % VIEWER_REFRESH == 0:
+                        try:
+                            listener.viewer = await viewer_for(tenant_id, viewer.staff_id)
+                        except Exception:  # deactivated meanwhile, or the database is away: end the stream
+                            return
+                    yield None, "keep-alive"
+                    continue
+                if item is None:
+                    return
+                yield item
+        finally:
+            if waker is not None:
+                waker.cancel()

@@ -31,7 +31,7 @@ from siyu.inbox.conversations import Viewer, get_conversation, viewer_for
 from siyu.tenants import staff as staff_svc
 from siyu.tenants.services import Actor
 from siyu.timeline import services as timeline
-from siyu.web.auth import client_ip, require_tenant_id, tenant_staff
+from siyu.web.auth import SESSION_COOKIE, AccessWatch, client_ip, require_tenant_id, tenant_staff
 from siyu.web.render import current_user, errors_for, render, toast_header
 from siyu.wechat import consents, windows
 
@@ -472,13 +472,19 @@ class InboxController(Controller):
         `resync` (reload everything) and keep-alive comments every 15 s."""
         tid, viewer, _ = await _who(request)
         relay: live.Relay = request.app.state.inbox_relay
+        access: AccessWatch = request.app.state.access_watch
+        user = current_user(request)
+        assert user is not None
+        token = request.cookies.get(SESSION_COOKIE)
 
         async def events() -> Any:
-            async for name, data in live.stream(relay, tid, viewer):
-                if name is None:
-                    yield ServerSentEventMessage(comment=data, data=None)
-                else:
-                    yield ServerSentEventMessage(event=name, data=data)
+            # Signing out, a password change or deactivation ends the stream within about a second.
+            async with access.watching(token, user) as ended:
+                async for name, data in live.stream(relay, tid, viewer, ended=ended):
+                    if name is None:
+                        yield ServerSentEventMessage(comment=data, data=None)
+                    else:
+                        yield ServerSentEventMessage(event=name, data=data)
 
         return ServerSentEvent(events(), retry_duration=3000, headers={"X-Accel-Buffering": "no"})
 

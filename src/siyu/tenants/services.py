@@ -58,16 +58,6 @@ async def record_audit(
     )
 
 
-async def list_audit(tenant_id: int, before_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    query = AuditLog.select(
-        AuditLog.id, AuditLog.actor_label, AuditLog.action, AuditLog.target_type, AuditLog.target_id,
-        AuditLog.changes, AuditLog.ip, AuditLog.created_at,
-    ).where(AuditLog.tenant == tenant_id)
-    if before_id is not None:
-        query = query.where(AuditLog.id < before_id)
-    return await query.order_by(AuditLog.id, ascending=False).limit(limit).output(load_json=True)
-
-
 # --- tenants -----------------------------------------------------------------------------------
 
 async def list_tenants() -> list[dict[str, Any]]:

@@ -81,6 +81,17 @@ async def load_current_user(staff_id: int) -> CurrentUser | None:
     )
 
 
+async def working_epochs(staff_ids: list[int]) -> dict[int, int]:
+    """staff id → auth epoch, for those of `staff_ids` who may still work (active, their tenant not
+    suspended): what an open session is checked against, for many sessions in one query."""
+    if not staff_ids:
+        return {}
+    rows = await Staff.select(Staff.id, Staff.tenant, Staff.auth_epoch, Staff.is_active,
+                              Staff.tenant.status.as_alias("tenant_status")).where(Staff.id.is_in(staff_ids))
+    return {r["id"]: r["auth_epoch"] for r in rows
+            if r["is_active"] and (r["tenant"] is None or r["tenant_status"] == "active")}
+
+
 async def authenticate(email: str, password: str, ip: str = "") -> CurrentUser | None:
     email = email.strip().lower()
     row = await Staff.select(Staff.id, Staff.password_hash, Staff.is_active).where(Staff.email == email).first()

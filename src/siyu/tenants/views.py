@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import contextlib
 from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath
-from litestar.response import Redirect, Template
+from litestar.response import Redirect, Stream, Template
 
 from siyu.core import i18n
+from siyu.core.clock import now as clock_now
 from siyu.core.errors import Conflict, InvalidInput, NotFound
 from siyu.core.settings import get_settings
+from siyu.tenants import audit
 from siyu.tenants import services as svc
 from siyu.tenants import staff as staff_svc
 from siyu.tenants import validation as v
@@ -92,10 +96,23 @@ class PlatformController(Controller):
             "invitations": await staff_svc.list_invitations(tenant_id),
         })
 
+    @get("/tenants/{tenant_id:int}/suspend")
+    async def confirm_suspend(self, request: Request[Any, Any, Any], tenant_id: FromPath[int]) -> Template:
+        """What a suspension does, and the brand's slug to type before it happens."""
+        return render(request, "platform/suspend.html", {"tenant": await svc.get_tenant(tenant_id)})
+
     @post("/tenants/{tenant_id:int}/status")
-    async def set_status(self, request: Request[Any, Any, Any], tenant_id: FromPath[int]) -> Redirect:
+    async def set_status(self, request: Request[Any, Any, Any], tenant_id: FromPath[int]) -> Template | Redirect:
         form = await request.form()
-        await svc.do_set_tenant_status(_actor(request), tenant_id, str(form.get("status", "")))
+        tenant = await svc.get_tenant(tenant_id)
+        status = str(form.get("status", ""))
+        typed = str(form.get("confirm", "")).strip()
+        # Suspending signs out a whole brand: it happens only once its slug has been typed on the confirmation page.
+        if status == "suspended" and tenant.status != "suspended" and typed != tenant.slug:
+            error = InvalidInput.one("confirm", N_("Type the slug {slug} to confirm."), slug=tenant.slug)
+            return render(request, "platform/suspend.html", {"tenant": tenant, "form": {"confirm": typed},
+                                                             "errors": errors_for(error)}, status_code=400)
+        await svc.do_set_tenant_status(_actor(request), tenant_id, status)
         return Redirect(f"/platform/tenants/{tenant_id}")
 
     @post("/tenants/{tenant_id:int}/invite-admin")
@@ -324,16 +341,43 @@ class SettingsController(Controller):
 
     @get("/audit")
     async def audit(self, request: Request[Any, Any, Any]) -> Template:
-        before = request.query_params.get("before")
-        if before is not None and not (before.isascii() and before.isdigit()):
-            raise InvalidInput.one("before", N_("Enter a whole number."))
-        # Ids are 32-bit: a larger cursor means "before every entry" (and must not reach the database).
-        before_id = min(int(before), 2**31 - 1) if before else None
+        tid = _tid(request)
+        filters = audit.parse_filters(request.query_params)
+        before = audit.parse_cursor(request.query_params.get("before"))
+        tenant = await svc.get_tenant(tid)
         # One more than a page tells whether anything older is left to load.
-        entries = await svc.list_audit(_tid(request), before_id, limit=51)
+        rows = await audit.list_entries(tid, tenant.timezone, filters, before, limit=audit.PAGE + 1)
+        page = rows[:audit.PAGE]
+        names = await audit.names_for(tid, page)
+        query = filters.query()
+        more = None
+        if len(rows) > audit.PAGE:
+            more = "/settings/audit?" + urlencode({**query, "before": audit.cursor_of(page[-1])})
+        entries = [{"id": e["id"], "when": audit.local_time(e["created_at"], tenant.timezone), "ip": e["ip"],
+                    "code": e["action"], "said": audit.describe(e, names)} for e in page]
+        # A "load more" asks for rows only; a change of filters (htmx) for the table; a visit for the page.
+        block = "rows" if before else ("results" if request.headers.get("hx-request") else None)
+        headers = {"Vary": "HX-Request"}
+        if block == "results":  # the address bar shows the filters, without the empty ones
+            headers["HX-Push-Url"] = "/settings/audit" + ("?" + urlencode(query) if query else "")
         return render(request, "settings/audit.html", {
-            "entries": entries[:50], "next_before": entries[49]["id"] if len(entries) > 50 else None,
-        }, block="rows" if before else None)
+            "entries": entries, "more": more, "filters": filters, "timezone": tenant.timezone,
+            "people": await audit.people(tid), "groups": audit.action_groups(),
+            "export": "/settings/audit/export.csv" + ("?" + urlencode(query) if query else ""),
+        }, block=block, headers=headers)
+
+    @get("/audit/export.csv")
+    async def audit_csv(self, request: Request[Any, Any, Any]) -> Stream:
+        """The whole log under the same filters, as CSV in the reader's language, read page by page as it
+        is sent, so a long log never sits in memory."""
+        tid = _tid(request)
+        filters = audit.parse_filters(request.query_params)
+        tenant = await svc.get_tenant(tid)
+        stamp = clock_now().astimezone(ZoneInfo(tenant.timezone)).strftime("%Y%m%d-%H%M")
+        return Stream(audit.csv_lines(tid, tenant.timezone, filters, i18n.get_locale()),
+                      media_type="text/csv",
+                      headers={"Content-Disposition": f'attachment; filename="audit-log-{tenant.slug}-{stamp}.csv"',
+                               "Cache-Control": "no-store"})
 
 
 # --- accepting an invitation (public, the token is the credential) ------------------------------

@@ -17,6 +17,8 @@ from siyu.core.settings import get_settings
 from siyu.tenants import staff as staff_svc
 from siyu.tenants.validation import N_
 from siyu.web.auth import (
+    DEVICE_COOKIE,
+    DEVICE_MAX_AGE,
     LOCALE_COOKIE,
     SESSION_COOKIE,
     LoginThrottle,
@@ -80,31 +82,42 @@ class AuthController(Controller):
         redis: Redis = request.app.state.redis
         throttle = LoginThrottle(redis)
         ip = client_ip(request)
+        device = request.cookies.get(DEVICE_COOKIE)
         ctx: dict[str, Any] = {"form": {"email": email}, "next": next_url}
-        try:
-            await throttle.check(email, ip)
-        except TooManyRequests as exc:
-            ctx["error"] = i18n.gettext(N_("Too many failed sign-in attempts. Try again in {minutes} minutes.")).format(
-                minutes=max(1, exc.retry_after // 60))
-            return render(request, "auth/login.html", ctx, status_code=429,
-                          headers={"Retry-After": str(exc.retry_after)})
         if not email or not password:
             ctx["error"] = i18n.gettext(N_("Enter your email and password."))
             return render(request, "auth/login.html", ctx, status_code=400)
         try:
+            await throttle.admit(email, ip, device)  # counted before the password is looked at
+        except TooManyRequests as exc:
+            wait = exc.retry_after
+            ctx["error"] = (
+                i18n.gettext(N_("Too many sign-in attempts. Try again in {seconds} seconds.")).format(seconds=wait)
+                if wait < 60 else
+                i18n.gettext(N_("Too many failed sign-in attempts. Try again in {minutes} minutes.")).format(
+                    minutes=max(1, wait // 60)))
+            return render(request, "auth/login.html", ctx, status_code=429, headers={"Retry-After": str(wait)})
+        try:
             user = await staff_svc.authenticate(email, password, ip)
         except Forbidden as exc:
+            await throttle.give_back(email, ip, device, succeeded=True)  # the password was right
             ctx["error"] = i18n.gettext(exc.message)
             return render(request, "auth/login.html", ctx, status_code=403)
+        except Exception:
+            await throttle.give_back(email, ip, device, succeeded=False)  # not a wrong password: a fault
+            raise
         if user is None:
-            await throttle.failed(email, ip)
             ctx["error"] = i18n.gettext(N_("Wrong email or password."))
             return render(request, "auth/login.html", ctx, status_code=401)
-        await throttle.succeeded(email)
+        await throttle.give_back(email, ip, device, succeeded=True)
         token = await create_session(redis, user)
         target = next_url if next_url != "/" else home_for(user)
         response = Redirect(target)
         response.cookies.append(_session_cookie(token, get_settings().session_max_age))
+        if throttle.known_device(email, device) is None:
+            response.cookies.append(Cookie(key=DEVICE_COOKIE, value=throttle.device_cookie_value(email),
+                                           max_age=DEVICE_MAX_AGE, httponly=True, samesite="lax",
+                                           secure=get_settings().cookie_secure, path="/"))
         if user.locale:
             response.cookies.append(Cookie(key=LOCALE_COOKIE, value=user.locale, max_age=365 * 86400, samesite="lax"))
         return response

@@ -9,6 +9,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from asyncpg.exceptions import UniqueViolationError
+
 from siyu.core import db
 from siyu.core.clock import now
 from siyu.core.crypto import box
@@ -191,8 +193,15 @@ def _validate_rule(data: dict[str, Any]) -> dict[str, str]:
             errors.append(FieldError("keyword", N_("Use at most 64 characters.")))
     if trigger == "click" and not clean["menu_key"]:
         errors.append(FieldError("menu_key", N_("This field is required.")))
-    if len(clean["scene"]) > 64 or len(clean["menu_key"]) > 128:
-        errors.append(FieldError("scene" if len(clean["scene"]) > 64 else "menu_key", N_("This value is too long.")))
+    # Only the chosen trigger's fields count: the page hides the others, so an error there could not be seen.
+    if trigger == "welcome" and len(clean["scene"]) > 64:
+        errors.append(FieldError("scene", N_("This value is too long.")))
+    if trigger == "click" and len(clean["menu_key"]) > 128:
+        errors.append(FieldError("menu_key", N_("This value is too long.")))
+    relevant = {"keyword": ("keyword",), "welcome": ("scene",), "click": ("menu_key",)}.get(trigger, ())
+    for name in (*relevant, "reply"):
+        if "\x00" in clean[name]:  # PostgreSQL text cannot hold it
+            errors.append(FieldError(name, N_("Remove the invisible NUL character.")))
     if not clean["reply"]:
         errors.append(FieldError("reply", N_("This field is required.")))
     elif len(clean["reply"].encode()) > MAX_REPLY_BYTES:
@@ -213,36 +222,91 @@ async def list_rules(tenant_id: int) -> list[dict[str, Any]]:
         AutoReply.id)
 
 
+async def get_rule(tenant_id: int, rule_id: int) -> dict[str, Any]:
+    row = await AutoReply.select().where((AutoReply.tenant == tenant_id) & (AutoReply.id == rule_id)).first()
+    if row is None:
+        raise NotFound()
+    return row
+
+
+RULE_KEYS = ("trigger", "match_type", "keyword", "scene", "menu_key")
+_TAKEN = N_("A rule for this already exists; edit it instead.")
+
+
+def _what(rule: dict[str, Any]) -> dict[str, str]:
+    """What a rule answers, for the audit log (its sentence names the rule by it)."""
+    return {k: str(rule[k]) for k in RULE_KEYS if rule.get(k) and (k != "match_type" or rule["trigger"] == "keyword")}
+
+
+def _taken_field(clean: dict[str, str]) -> str:
+    return {"welcome": "scene", "click": "menu_key", "keyword": "keyword"}[clean["trigger"]]
+
+
+async def _check_free(tenant_id: int, clean: dict[str, str], rule_id: int | None = None) -> None:
+    """One welcome per scene, one reply per menu key, one rule per keyword and match (unique indexes
+    say the same; this names the field before they would refuse)."""
+    same = ((AutoReply.tenant == tenant_id) & (AutoReply.trigger == clean["trigger"])
+            & (AutoReply.scene == clean["scene"]) & (AutoReply.menu_key == clean["menu_key"])
+            & (AutoReply.match_type == clean["match_type"])
+            & (AutoReply.keyword_norm == normalize_text(clean["keyword"])))
+    if rule_id is not None:
+        same = same & (AutoReply.id != rule_id)
+    if await AutoReply.exists().where(same):
+        raise InvalidInput.one(_taken_field(clean), _TAKEN)
+
+
 async def do_create_rule(actor: Actor, tenant_id: int, data: dict[str, Any]) -> int:
     clean = _validate_rule(data)
     async with db.transaction():
-        duplicate = await AutoReply.exists().where(
-            (AutoReply.tenant == tenant_id) & (AutoReply.trigger == clean["trigger"])
-            & (AutoReply.scene == clean["scene"]) & (AutoReply.menu_key == clean["menu_key"])
-            & (AutoReply.match_type == clean["match_type"])
-            & (AutoReply.keyword_norm == normalize_text(clean["keyword"]))
-        )
-        if duplicate:
-            field_name = {"welcome": "scene", "click": "menu_key", "keyword": "keyword"}[clean["trigger"]]
-            raise InvalidInput.one(field_name, N_("A rule for this already exists; edit it instead."))
+        await _check_free(tenant_id, clean)
         rule = AutoReply(tenant=tenant_id, keyword_norm=normalize_text(clean["keyword"]), enabled=True,
                          created_at=now(), updated_at=now(), **clean)
-        await rule.save()
+        try:
+            await rule.save()
+        except UniqueViolationError:  # the same rule added by another request since the check
+            raise InvalidInput.one(_taken_field(clean), _TAKEN) from None
         await record_audit(actor, tenant_id, "auto_reply.created", "auto_reply", rule.id,
-                           {k: v for k, v in clean.items() if v})
+                           {k: v for k, v in clean.items() if v and (k != "match_type" or clean["trigger"] == "keyword")})
         await db.notify(db.AUTO_REPLIES_CHANGED, str(tenant_id))
     forget_rules(tenant_id)
     return int(rule.id)
 
 
+async def do_update_rule(actor: Actor, tenant_id: int, rule_id: int, data: dict[str, Any]) -> None:
+    """Change what a rule answers and its reply (its hits and on/off state stay). The audit entry names the
+    rule as it is now and lists what changed."""
+    await get_rule(tenant_id, rule_id)  # another tenant's rule is a 404 before the input is judged
+    clean = _validate_rule(data)
+    async with db.transaction():
+        before = await db.fetchrow("SELECT trigger, match_type, keyword, scene, menu_key, reply FROM wechat_auto_reply "
+                                   "WHERE tenant = $1 AND id = $2 FOR UPDATE", tenant_id, rule_id)
+        if before is None:
+            raise NotFound()
+        await _check_free(tenant_id, clean, rule_id)
+        try:
+            await AutoReply.update({**{getattr(AutoReply, k): v for k, v in clean.items()},
+                                    AutoReply.keyword_norm: normalize_text(clean["keyword"]),
+                                    AutoReply.updated_at: now()}).where(
+                (AutoReply.tenant == tenant_id) & (AutoReply.id == rule_id))
+        except UniqueViolationError:
+            raise InvalidInput.one(_taken_field(clean), _TAKEN) from None
+        changed: dict[str, Any] = {k: [before[k], clean[k]] for k in clean if before[k] != clean[k]}
+        if changed:
+            await record_audit(actor, tenant_id, "auto_reply.updated", "auto_reply", rule_id,
+                               {"rule": _what(clean), **changed})
+            await db.notify(db.AUTO_REPLIES_CHANGED, str(tenant_id))
+    forget_rules(tenant_id)
+
+
 async def do_set_rule_enabled(actor: Actor, tenant_id: int, rule_id: int, enabled: bool) -> None:
     async with db.transaction():
         changed = await AutoReply.update({AutoReply.enabled: enabled, AutoReply.updated_at: now()}).where(
-            (AutoReply.id == rule_id) & (AutoReply.tenant == tenant_id)).returning(AutoReply.id)
+            (AutoReply.id == rule_id) & (AutoReply.tenant == tenant_id)).returning(*[
+                getattr(AutoReply, k) for k in RULE_KEYS])
         if not changed:
             raise NotFound()
         await record_audit(actor, tenant_id, "auto_reply.enabled" if enabled else "auto_reply.disabled",
-                           "auto_reply", rule_id)
+                           "auto_reply", rule_id, _what(changed[0]))
         await db.notify(db.AUTO_REPLIES_CHANGED, str(tenant_id))
     forget_rules(tenant_id)
 
@@ -250,10 +314,12 @@ async def do_set_rule_enabled(actor: Actor, tenant_id: int, rule_id: int, enable
 async def do_delete_rule(actor: Actor, tenant_id: int, rule_id: int) -> None:
     async with db.transaction():
         deleted = await AutoReply.delete().where(
-            (AutoReply.id == rule_id) & (AutoReply.tenant == tenant_id)).returning(AutoReply.id)
+            (AutoReply.id == rule_id) & (AutoReply.tenant == tenant_id)).returning(
+                *[getattr(AutoReply, k) for k in RULE_KEYS], AutoReply.reply)
         if not deleted:
             raise NotFound()
-        await record_audit(actor, tenant_id, "auto_reply.deleted", "auto_reply", rule_id)
+        await record_audit(actor, tenant_id, "auto_reply.deleted", "auto_reply", rule_id,
+                           {**_what(deleted[0]), "reply": deleted[0]["reply"]})
         await db.notify(db.AUTO_REPLIES_CHANGED, str(tenant_id))
     forget_rules(tenant_id)
 

@@ -47,6 +47,27 @@ class AutoRepliesController(Controller):
             return await self._page(request, block="rules", status_code=400, form=data, errors=errors_for(exc))
         return await self._page(request, block="rules", headers=toast_header(i18n.gettext(N_("Saved."))))
 
+    @get("/auto-replies/{rule_id:int}")
+    async def edit(self, request: Request[Any, Any, Any], rule_id: FromPath[int]) -> Template:
+        """The page with this rule in the form, to change it (htmx: the rules and the form only)."""
+        tid, _ = tenant_scope(request)
+        rule = await svc.get_rule(tid, rule_id)
+        return await self._page(request, block="rules", editing=rule, form=rule)
+
+    @post("/auto-replies/{rule_id:int}")
+    async def update(self, request: Request[Any, Any, Any], rule_id: FromPath[int]) -> Template:
+        tid, actor = tenant_scope(request)
+        rule = await svc.get_rule(tid, rule_id)  # another tenant's rule: 404 before the input is judged
+        form = await request.form()
+        data = {k: form.get(k) for k in form}
+        try:
+            await svc.do_update_rule(actor, tid, rule_id, data)
+        except InvalidInput as exc:
+            return await self._page(request, block="rules", status_code=400, editing=rule, form=data,
+                                    errors=errors_for(exc))
+        return await self._page(request, block="rules", headers={
+            **toast_header(i18n.gettext(N_("Saved."))), "HX-Push-Url": "/settings/auto-replies"})
+
     @post("/auto-replies/{rule_id:int}/toggle")
     async def toggle(self, request: Request[Any, Any, Any], rule_id: FromPath[int]) -> Template:
         tid, actor = tenant_scope(request)

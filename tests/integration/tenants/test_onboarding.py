@@ -113,7 +113,7 @@ async def test_first_admin_email_already_in_use_is_named_and_no_tenant_is_left_b
 
 async def test_tenant_pages_are_for_platform_admins_only(acme_admin: Client, acme: TenantFixture) -> None:
     assert (await acme_admin.get("/platform/tenants")).status_code == 403
-    r = await acme_admin.form(f"/platform/tenants/{acme.id}/status", {"status": "suspended"})
+    r = await acme_admin.form(f"/platform/tenants/{acme.id}/status", {"status": "suspended", "confirm": acme.slug})
     assert r.status_code == 403
     assert (await Tenant.select(Tenant.status).first())["status"] == "active"
     r = await acme_admin.form("/platform/tenants", NEW_BRAND)
@@ -201,7 +201,7 @@ async def test_suspending_a_tenant_signs_out_its_staff_and_stops_its_api_keys(
     r = await acme_admin.form("/settings/staff/invite", {"email": "new@acme.test", "role": "agent"}, htmx=True)
     pending = INVITE_LINK.search(r.text).group(1)  # type: ignore[union-attr]
 
-    r = await root.form(f"/platform/tenants/{acme.id}/status", {"status": "suspended"})
+    r = await root.form(f"/platform/tenants/{acme.id}/status", {"status": "suspended", "confirm": acme.slug})
     assert r.status_code == 302
     assert r.headers["location"] == f"/platform/tenants/{acme.id}"
     assert "Reactivate tenant" in (await root.get(f"/platform/tenants/{acme.id}")).text
@@ -227,6 +227,36 @@ async def test_suspending_a_tenant_signs_out_its_staff_and_stops_its_api_keys(
     assert (await root.form(f"/platform/tenants/{acme.id}/status", {"status": "active"})).status_code == 302
     assert (await api.get("/api/v1/tenant", headers=auth)).status_code == 200
     await signed_in(client_factory, acme.admin_email)
+
+
+async def test_suspending_asks_for_the_slug_first(root: Client, acme_admin: Client, acme: TenantFixture) -> None:
+    """One click on the tenant's page used to suspend a whole brand; now the button opens a page that says
+    what happens and takes effect only once the tenant's slug is typed."""
+    detail = (await root.get(f"/platform/tenants/{acme.id}")).text
+    assert f'href="/platform/tenants/{acme.id}/suspend"' in detail
+    assert 'name="status" value="suspended"' not in detail  # no one-click suspension
+    confirm = await root.get(f"/platform/tenants/{acme.id}/suspend")
+    assert confirm.status_code == 200
+    assert "Suspend Acme?" in confirm.text and "its API keys stop working" in confirm.text
+    assert f"Type the slug {acme.slug} to confirm" in confirm.text
+    assert (await Tenant.select(Tenant.status).first())["status"] == "active"  # looking changes nothing
+
+    for typed in (None, "", "ACME ", "globex", "acme\x00"):
+        data = {"status": "suspended", **({"confirm": typed} if typed is not None else {})}
+        r = await root.form(f"/platform/tenants/{acme.id}/status", data)
+        assert r.status_code == 400, typed
+        assert f"Type the slug {acme.slug} to confirm." in r.text and 'id="msg-confirm"' in r.text
+        assert (await Tenant.select(Tenant.status).first())["status"] == "active"
+        assert (await acme_admin.get("/settings/general")).status_code == 200  # its people still work
+    assert not await AuditLog.exists().where(AuditLog.action == "tenant.suspended")
+
+    r = await root.form(f"/platform/tenants/{acme.id}/status", {"status": "suspended", "confirm": " acme "})
+    assert r.status_code == 302
+    assert (await Tenant.select(Tenant.status).first())["status"] == "suspended"
+    # Reactivating needs no ceremony; the suspended tenant's page says so instead of asking again.
+    assert "already suspended" in (await root.get(f"/platform/tenants/{acme.id}/suspend")).text
+    assert (await root.form(f"/platform/tenants/{acme.id}/status", {"status": "active"})).status_code == 302
+    assert (await Tenant.select(Tenant.status).first())["status"] == "active"
 
 
 # --- linking accounts -----------------------------------------------------------------------------

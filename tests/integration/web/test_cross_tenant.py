@@ -177,6 +177,8 @@ ID_ROUTES = [
     ("POST", "/settings/invitations/{id}/revoke", "invitation", {}),
     ("POST", "/settings/teams/{id}/delete", "team", {}),
     ("POST", "/settings/api-keys/{id}/revoke", "api_key", {}),
+    ("GET", "/settings/auto-replies/{id}", "auto_reply", None),
+    ("POST", "/settings/auto-replies/{id}", "auto_reply", {"trigger": "keyword", "keyword": "x", "reply": "Taken over"}),
     ("POST", "/settings/auto-replies/{id}/toggle", "auto_reply", {"enabled": "0"}),
     ("POST", "/settings/auto-replies/{id}/delete", "auto_reply", {}),
     ("GET", "/contacts/{id}", "contact", None),
@@ -360,7 +362,8 @@ PLATFORM_ROUTES = [
     ("GET", "/platform/tenants", None),
     ("POST", "/platform/tenants", {"slug": "evil", "name": "Evil", "admin_email": "evil@evil.test"}),
     ("GET", "/platform/tenants/{id}", None),
-    ("POST", "/platform/tenants/{id}/status", {"status": "suspended"}),
+    ("GET", "/platform/tenants/{id}/suspend", None),
+    ("POST", "/platform/tenants/{id}/status", {"status": "suspended", "confirm": "globex"}),
     ("POST", "/platform/tenants/{id}/invite-admin", {"email": "evil@evil.test"}),
 ]
 

@@ -3,6 +3,7 @@ answered as passive replies (encrypted in safe mode); configured by the tenant a
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -182,3 +183,105 @@ async def test_a_callback_signed_for_one_tenant_is_refused_at_another_tenants_ur
     r = await client.post(cb.url.replace("/wechat/acme/", "/wechat/globex/"), content=cb.body)
     assert r.status_code == 403
     assert await InboundEvent.count() == 0
+
+
+# --- editing a rule ---------------------------------------------------------------------------------
+
+async def test_admin_edits_a_rule_and_the_bot_answers_with_it_at_once(
+        acme_admin: Client, client: Client, oa: Sender, acme: TenantFixture) -> None:
+    from siyu.tenants.tables import AuditLog
+
+    rule_id = await rule(acme, trigger="keyword", match_type="exact", keyword="价格", reply="旧价目表")
+    assert await ask(client, oa, text("o1", "价格", 1)) == "旧价目表"  # the rules are now kept in memory
+    await AutoReply.update({AutoReply.hits: 5}).where(AutoReply.id == rule_id)
+
+    page = await acme_admin.get(f"/settings/auto-replies/{rule_id}")
+    assert page.status_code == 200 and page.text.lstrip().lower().startswith("<!doctype html>")
+    assert f'<form id="rule-form" method="post" action="/settings/auto-replies/{rule_id}"' in page.text
+    assert 'value="价格"' in page.text and ">旧价目表</textarea>" in page.text
+    assert "Change the rule" in page.text and "Save changes" in page.text
+    fragment = await acme_admin.hx_get(f"/settings/auto-replies/{rule_id}")
+    assert fragment.text.lstrip().startswith('<div id="rules">') and "<html" not in fragment.text
+
+    r = await acme_admin.form(f"/settings/auto-replies/{rule_id}", {
+        "trigger": "keyword", "match_type": "contains", "keyword": "价格表", "reply": "2026 新价目表",
+        "scene": "ignored", "menu_key": "ignored"}, htmx=True)
+    assert r.status_code == 200, r.text
+    assert "2026 新价目表" in r.text and "旧价目表" not in r.text
+    assert r.headers["HX-Push-Url"] == "/settings/auto-replies"
+    assert "Add a rule" in r.text  # the form is back to adding
+    row = await AutoReply.select().where(AutoReply.id == rule_id).first()
+    assert (row["trigger"], row["match_type"], row["keyword"], row["keyword_norm"], row["scene"], row["menu_key"],
+            row["reply"], row["hits"], row["enabled"]) == ("keyword", "contains", "价格表", "价格表", "", "",
+                                                           "2026 新价目表", 5, True)
+    assert await AutoReply.count() == 1
+    # Every process forgets its kept rules: the next message gets the new reply.
+    assert await ask(client, oa, text("o1", "请发价格表给我", 2)) == "2026 新价目表"
+    entry = await AuditLog.select().where(AuditLog.action == "auto_reply.updated").first().output(load_json=True)
+    assert entry["target_id"] == str(rule_id) and entry["actor_label"] == acme.admin_email
+    assert entry["changes"] == {"rule": {"trigger": "keyword", "match_type": "contains", "keyword": "价格表"},
+                                "match_type": ["exact", "contains"], "keyword": ["价格", "价格表"],
+                                "reply": ["旧价目表", "2026 新价目表"]}
+    audit_page = await acme_admin.get("/settings/audit")
+    assert (f'changed the auto-reply <a href="/settings/auto-replies/{rule_id}">for the keyword “价格表”</a>.'
+            in audit_page.text)
+    assert "Keyword</span> 价格 → 价格表" in audit_page.text
+
+
+async def test_a_rule_can_change_its_trigger(acme_admin: Client, acme: TenantFixture) -> None:
+    rule_id = await rule(acme, trigger="keyword", keyword="hi", reply="Hello!")
+    r = await acme_admin.form(f"/settings/auto-replies/{rule_id}", {
+        "trigger": "click", "match_type": "contains", "keyword": "hi", "menu_key": "MENU_HELLO", "reply": "Hello!"})
+    assert r.status_code == 200
+    row = await AutoReply.select().where(AutoReply.id == rule_id).first()
+    assert (row["trigger"], row["keyword"], row["keyword_norm"], row["match_type"], row["menu_key"]) == (
+        "click", "", "", "exact", "MENU_HELLO")
+
+
+async def test_an_edit_that_repeats_another_rule_or_is_invalid_changes_nothing(
+        acme_admin: Client, acme: TenantFixture) -> None:
+    await rule(acme, trigger="welcome", reply="Hi")
+    other = await rule(acme, trigger="welcome", scene="fair", reply="Hi from the fair")
+    kw = await rule(acme, trigger="keyword", keyword="price", reply="Prices")
+    cases = [
+        (other, {"trigger": "welcome", "scene": "", "reply": "x"}, "scene", "already exists"),
+        (kw, {"trigger": "keyword", "match_type": "exact", "keyword": "", "reply": "x"}, "keyword", "required"),
+        (kw, {"trigger": "keyword", "match_type": "fuzzy", "keyword": "p", "reply": "x"}, "match_type", "Choose one"),
+        (kw, {"trigger": "keyword", "keyword": "p\x00", "reply": "x"}, "keyword", "NUL"),
+        (kw, {"trigger": "keyword", "keyword": "p", "reply": "a\x00b"}, "reply", "NUL"),
+        (kw, {"trigger": "click", "menu_key": "K" * 129, "reply": "x"}, "menu_key", "too long"),
+    ]
+    before = await AutoReply.select().order_by(AutoReply.id)
+    for rule_id, data, field_name, message in cases:
+        r = await acme_admin.form(f"/settings/auto-replies/{rule_id}", data, htmx=True)
+        assert r.status_code == 400, (data, r.text[:300])
+        assert message in r.text and f'id="msg-{field_name}"' in r.text, data
+        assert f'action="/settings/auto-replies/{rule_id}"' in r.text  # still editing that rule
+    assert await AutoReply.select().order_by(AutoReply.id) == before
+    # A long value in a field the chosen trigger does not use is not an error: the page hides that field.
+    ok = await acme_admin.form(f"/settings/auto-replies/{kw}", {"trigger": "keyword", "keyword": "price",
+                                                                "scene": "s" * 500, "reply": "Prices!"})
+    assert ok.status_code == 200
+
+
+async def test_another_tenants_rule_cannot_be_opened_or_edited(acme_admin: Client, globex: TenantFixture) -> None:
+    theirs = await rule(globex, trigger="keyword", keyword="secret", reply="globex-only")
+    missing = theirs + 1000
+    for rule_id in (theirs, missing):
+        assert (await acme_admin.get(f"/settings/auto-replies/{rule_id}")).status_code == 404
+        r = await acme_admin.form(f"/settings/auto-replies/{rule_id}", {"trigger": "keyword", "keyword": "x",
+                                                                        "reply": "taken over"})
+        assert r.status_code == 404
+    assert (await AutoReply.select(AutoReply.reply).where(AutoReply.id == theirs).first())["reply"] == "globex-only"
+
+
+async def test_the_form_marks_the_fields_of_each_trigger(acme_admin: Client) -> None:
+    """Without JavaScript every field shows (with its "… only" help); ui.js hides the blocks whose
+    data-show-for does not list the chosen trigger (tests/e2e checks it in the browser)."""
+    page = (await acme_admin.get("/settings/auto-replies")).text
+    assert '<select id="f-trigger" name="trigger" data-reveal' in page
+    form = page[page.index('<form id="rule-form"'):page.index('id="f-reply"')]
+    pieces = re.split(r'data-show-for="(\w+)"', form)
+    fields = {trigger: re.findall(r'name="(\w+)"', body) for trigger, body in zip(pieces[1::2], pieces[2::2], strict=True)}
+    assert fields == {"keyword": ["match_type", "keyword"], "welcome": ["scene"], "click": ["menu_key"]}
+    assert '<script src="/static/ui.js" defer></script>' in page
