@@ -199,3 +199,51 @@ async def figures(tenant_id: int, source_kind: str, source_id: int) -> dict[str,
         if r["kind"] == "last_touch":
             f.last_touch += int(r["n"])
     return dict(out)
+
+
+@dataclass
+class Summary:
+    """A journey's or broadcast's figures at a glance (all steps together)."""
+
+    targeted: int = 0
+    states: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    sent_by_channel: Counter[str] = field(default_factory=Counter)
+    conversions: int = 0
+    revenue_fen: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"targeted": self.targeted, "states": dict(self.states), "reasons": dict(self.reasons),
+                "sent_by_channel": dict(self.sent_by_channel), "conversions": self.conversions,
+                "revenue_fen": self.revenue_fen}
+
+
+async def summaries(tenant_id: int, source_kind: str, source_ids: list[int]) -> dict[int, Summary]:
+    out: dict[int, Summary] = {i: Summary() for i in source_ids}
+    if not source_ids:
+        return out
+    for r in await db.fetch(
+            "SELECT source_id, state, channel, reason, count(*) AS n FROM engagement_delivery WHERE tenant = $1 "
+            "AND source_kind = $2 AND source_id = ANY($3::bigint[]) AND step <> 'test' "
+            "GROUP BY source_id, state, channel, reason", tenant_id, source_kind, source_ids):
+        s, n = out[int(r["source_id"])], int(r["n"])
+        s.targeted += n
+        s.states[r["state"]] += n
+        if r["reason"]:
+            s.reasons[f"{r['state']}:{r['reason']}"] += n
+        if r["state"] == "sent":
+            s.sent_by_channel[r["channel"]] += n
+    for r in await db.fetch(
+            "SELECT d.source_id, count(*) AS n, COALESCE(sum(c.amount_fen), 0) AS fen FROM engagement_conversion c "
+            "JOIN engagement_delivery d ON d.tenant = c.tenant AND d.id = c.delivery WHERE c.tenant = $1 "
+            "AND d.source_kind = $2 AND d.source_id = ANY($3::bigint[]) AND d.state = 'sent' AND d.step <> 'test' "
+            "GROUP BY d.source_id", tenant_id, source_kind, source_ids):
+        s = out[int(r["source_id"])]
+        s.conversions, s.revenue_fen = int(r["n"]), int(r["fen"])
+    return out
+
+
+async def entered(tenant_id: int, journey_ids: list[int]) -> dict[int, int]:
+    rows = await db.fetch("SELECT journey, count(*) AS n FROM engagement_entry WHERE tenant = $1 "
+                          "AND journey = ANY($2::int[]) GROUP BY journey", tenant_id, journey_ids)
+    return {int(r["journey"]): int(r["n"]) for r in rows}

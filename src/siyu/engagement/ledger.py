@@ -288,3 +288,12 @@ async def skip_entry(tenant_id: int, entry_id: int, reason: str, now: datetime) 
         "UPDATE engagement_delivery SET state = 'skipped', reason = $3, settled_at = $4 WHERE tenant = $1 "
         "AND entry = $2 AND state = 'scheduled'", tenant_id, entry_id, reason, now)
     return int(done.split()[-1])
+
+
+async def page(tenant_id: int, source_kind: str, source_id: int, before_id: int | None, limit: int) -> list[Row]:
+    """A source's rows, newest first, in keyset pages by id."""
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM engagement_delivery WHERE tenant = $1 AND source_kind = $2 AND source_id = $3 "
+        "AND ($4::bigint IS NULL OR id < $4) ORDER BY id DESC LIMIT $5", tenant_id, source_kind, source_id,
+        before_id, limit)
+    return [_row(r) for r in rows]
