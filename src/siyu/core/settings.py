@@ -59,6 +59,9 @@ class Settings:
     # The worker's CPU niceness: background jobs yield to the web process, which must answer WeChat's
     # callbacks within 5 s and reps' clicks at once (0 = same priority; 19 = lowest).
     worker_nice: int = 5
+    # Re-engagement: a claimed delivery not settled within this many seconds is taken back by the sweeper
+    # (its worker died); the send-once ledger keeps a second run from sending it twice.
+    engagement_lease_seconds: int = 120
     session_max_age: int = 8 * 3600
     login_max_failures_account: int = 5
     login_max_failures_ip: int = 30
@@ -162,6 +165,7 @@ def load_settings() -> Settings:
         previous_secret_keys=previous,
         web_workers=_env_int("SIYU_WEB_WORKERS", 1),
         worker_nice=max(0, min(19, _env_int("SIYU_WORKER_NICE", 5))),
+        engagement_lease_seconds=max(1, _env_int("SIYU_ENGAGEMENT_LEASE_SECONDS", 120)),
         session_max_age=_env_int("SIYU_SESSION_MAX_AGE", 8 * 3600),
         login_max_failures_account=_env_int("SIYU_LOGIN_MAX_FAILURES_ACCOUNT", 5),
         login_max_failures_ip=_env_int("SIYU_LOGIN_MAX_FAILURES_IP", 30),

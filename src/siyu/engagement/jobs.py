@@ -25,6 +25,7 @@ from arq.worker import Retry
 
 from siyu.contacts.resolve import resolve
 from siyu.core import clock
+from siyu.core.settings import get_settings as get_app_settings
 from siyu.engagement import broadcasts, ledger, mass, sender, tasks, triggers
 from siyu.engagement import journeys as journeys_svc
 from siyu.engagement.rules import Settings, get_settings, quiet_until
@@ -42,11 +43,11 @@ EVALUATE = "engagement.evaluate"
 TRIES = {SEND_DUE: 3, SWEEP: 1, FAN_OUT: 5, SEND_MASS: 5, HANDLE_INBOUND: 5, EVALUATE: 1}
 
 CHUNK = 200  # rows claimed at once
-LEASE_SECONDS = 120.0  # a claimed row not settled by then is taken back
 SWEEPERS = 2
 SWEEP_BUDGET = 50.0  # seconds a sweep keeps going while there is work (jobs time out at 60)
 IDLE_EXIT = 2.0
 EVALUATE_EVERY = timedelta(minutes=10)
+HOUSEKEEPING_EVERY = 5  # seconds between two rounds of mass batches, fan-outs, task results, finished broadcasts
 
 
 class Holds:
@@ -75,11 +76,12 @@ async def send_due(ctx: dict[str, Any], tenant_id: int, delivery_ids: list[int],
 
 
 async def sweep_once(runtime: WeChatRuntime, budget: float = SWEEP_BUDGET, idle_exit: float = IDLE_EXIT,
-                     chunk: int = CHUNK, lease: float = LEASE_SECONDS) -> Counter[str]:
+                     chunk: int = CHUNK, lease: float | None = None) -> Counter[str]:
     """Claim and send due rows (and rows whose run died) until nothing has been due for `idle_exit` seconds
     or `budget` is spent."""
     done: Counter[str] = Counter()
     holds = Holds()
+    lease = lease if lease is not None else float(get_app_settings().engagement_lease_seconds)
     start = last_work = time.monotonic()
     while time.monotonic() - start < budget:
         now = clock.now()
@@ -120,7 +122,8 @@ async def sweep(ctx: dict[str, Any]) -> str:
     if slot is None:
         return "enough sweepers"
     try:
-        await housekeeping(ctx)
+        if await redis.set("siyu:engagement:housekeeping", "1", nx=True, ex=HOUSEKEEPING_EVERY):
+            await housekeeping(ctx)
         done = await sweep_once(runtime_of(ctx))
         return ", ".join(f"{k} {v}" for k, v in sorted(done.items()) if v) or "idle"
     finally:
