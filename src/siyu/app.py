@@ -31,6 +31,7 @@ from siyu.core.i18n import N_
 from siyu.core.logs import configure_logging
 from siyu.core.settings import FRONTEND_DIR, get_settings
 from siyu.engagement.api import BroadcastsApi, JourneysApi
+from siyu.engagement.views import EngagementController
 from siyu.inbox.api import InboxApi
 from siyu.inbox.live import Relay as InboxRelay
 from siyu.inbox.manager_views import InboxManagerController
@@ -190,7 +191,7 @@ def create_app() -> Litestar:
         route_handlers=[
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
             InvitationController, TenantApi, ContactsApi, WeChatCallbacks, AutoRepliesController, ContactsController,
-            SegmentsController, SegmentsApi, JourneysApi, BroadcastsApi, InboxManagerController, InboxApi, InboxController, InboxSettingsController,
+            SegmentsController, SegmentsApi, EngagementController, JourneysApi, BroadcastsApi, InboxManagerController, InboxApi, InboxController, InboxSettingsController,
             *([bare_endpoint] if s.bench_bare_endpoint else []),
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],

@@ -91,7 +91,7 @@ async def by_ids(tenant_id: int, ids: set[int]) -> dict[int, BroadcastRow]:
 
 
 async def list_broadcasts(tenant_id: int, limit: int = 100) -> list[BroadcastRow]:
-    rows = await db.fetch(f"SELECT {_COLUMNS} FROM engagement_broadcast WHERE tenant = $1 ORDER BY id DESC LIMIT $2",
+    rows = await db.fetch(f"SELECT {_COLUMNS} FROM engagement_broadcast WHERE tenant = $1 AND segment_id <> 0 ORDER BY id DESC LIMIT $2",
                           tenant_id, limit)
     return [_broadcast(r) for r in rows]
 
@@ -260,3 +260,25 @@ async def finish_done(now: datetime) -> int:
         "WHERE d.tenant = b.tenant AND d.source_kind = 'broadcast' AND d.source_id = b.id "
         "AND d.state IN ('scheduled', 'due', 'sending')) RETURNING id", now)
     return len(rows)
+
+
+async def do_test_send(tenant_id: int, contact_id: int, message: Message, actor: Actor) -> int:
+    """A test of a message to one contact: a finished broadcast of its own (so the row carries this message),
+    one ledger row due now, sent by the worker at once through the same ladder; quiet hours and the frequency
+    cap do not apply to a test (step "test", left out of every figure). Returns the ledger row's id."""
+    now = clock.now()
+    async with db.transaction():
+        row = await db.fetchrow(
+            "INSERT INTO engagement_broadcast (tenant, name, segment_id, message, holdout_percent, status, fanned_out, "
+            "targeted, created_by, created_at, updated_at, started_at, finished_at) VALUES ($1, $2, 0, $3::jsonb, 0, "
+            "'done', true, 1, $4, $5, $5, $5, $5) RETURNING id", tenant_id, f"Test {now:%Y-%m-%d %H:%M:%S}",
+            json.dumps(message.as_json(), ensure_ascii=False), actor.label[:254], now)
+        broadcast_id = int(row["id"])
+        [(delivery_id, _)] = await ledger.schedule([ledger.New(tenant_id, "broadcast", broadcast_id, "test", contact_id,
+                                                               "test", now, message.purpose)], now)
+        await record_audit(actor, tenant_id, "broadcast.test", "broadcast", broadcast_id, {"contact": contact_id})
+        await effects.enqueue(TEST_JOB, tenant_id, [delivery_id], True, job_id=f"engagement:test:{delivery_id}")
+    return delivery_id
+
+
+TEST_JOB = "engagement.send_due"

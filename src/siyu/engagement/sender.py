@@ -460,3 +460,43 @@ async def _fail(batch: Batch, row: Row, reason: str, errcode: int | None, now: d
 def _text(batch: Batch, row: Row) -> str:
     message = _message(batch, row)
     return message.text if message else ""
+
+
+# --- before sending: who could be reached now -----------------------------------------------------------------
+
+@dataclass
+class Reachability:
+    total: int = 0
+    carriers: Counter[str] = field(default_factory=Counter)  # the channel each person would get it on now
+    passed_over: Counter[str] = field(default_factory=Counter)  # "window: window_closed", … (every step passed)
+    unreachable: Counter[str] = field(default_factory=Counter)  # why a person would get nothing (the last reason)
+
+
+async def reachability(tenant_id: int, contact_ids: list[int], message: Message) -> Reachability:
+    """What the ladder would do for each of these people now, without asking WeChat or writing anything (the
+    frequency cap and WeChat's monthly mass cap are checked when it goes)."""
+    out = Reachability()
+    reach = await reach_of(tenant_id, contact_ids)
+    identity_ids = [i.id for r in reach.values() for i in r.identities if i.channel == "wecom"]
+    batch = Batch(tenant_id, await get_settings(tenant_id), reach, set(), {}, {}, {},
+                  await inbox_reach.kf_accounts(tenant_id, identity_ids) if identity_ids else {})
+    now = clock.now()
+    probe = Row(0, tenant_id, "broadcast", 0, "preview", 0, "", None, message.purpose, False, now, now, "due", "", [],
+                "", None, "", "", "", None, 0, None, None, None, None, None, now)
+    for contact_id in contact_ids:
+        out.total += 1
+        person = reach.get(contact_id)
+        if person is None or person.erased:
+            out.unreachable["erased"] += 1
+            continue
+        last = "no_channel"
+        for step in message.channels:
+            choice = await _choose(batch, probe, message, person, step, now)
+            if not choice.reason:
+                out.carriers[choice.carrier] += 1
+                break
+            out.passed_over[f"{step}: {choice.reason}"] += 1
+            last = f"{step}: {choice.reason}"
+        else:
+            out.unreachable[last] += 1
+    return out
