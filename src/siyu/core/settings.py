@@ -75,6 +75,10 @@ class Settings:
     bench_bare_endpoint: bool = False  # POST /wechat-bare, the baseline of `make bench-ingest`
     # Requests per minute per (tenant, account); WeChat's documented WeCom limit, Siyu's choice for OA/MP.
     wechat_rate_per_minute: tuple[tuple[str, int], ...] = (("oa", 6000), ("mp", 6000), ("wecom", 10000))
+    # How long a WeChat API call may wait for its answer, and for its connection. A send without an
+    # answer in time is recorded as "may not have been delivered", never sent again by itself.
+    wechat_timeout_ms: int = 10_000
+    wechat_connect_timeout_ms: int = 5_000
 
     @property
     def is_development(self) -> bool:
@@ -177,6 +181,8 @@ def load_settings() -> Settings:
         log_level=_env("SIYU_LOG_LEVEL", "INFO").upper(),
         bench_bare_endpoint=_env_bool("SIYU_BENCH_BARE_ENDPOINT", False),
         wechat_rate_per_minute=_rates(_env("SIYU_WECHAT_RATE_PER_MINUTE")),
+        wechat_timeout_ms=max(100, _env_int("SIYU_WECHAT_TIMEOUT_MS", 10_000)),
+        wechat_connect_timeout_ms=max(100, _env_int("SIYU_WECHAT_CONNECT_TIMEOUT_MS", 5_000)),
     )
 
 

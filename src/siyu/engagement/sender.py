@@ -431,6 +431,9 @@ async def settle(batch: Batch, row: Row, delivery: outbound.Delivery) -> str:
         return "unknown"
     if state == "retry":
         if row.attempts >= MAX_ATTEMPTS:
+            # Final in the send-once ledger too, so no later run can send it.
+            await outbound.give_up(batch.tenant_id, WECHAT_CHANNEL.get(row.channel, "oa"), "", row.outbound_key,
+                                   "custom", f"engagement gave up after {row.attempts} attempts")
             return await _fail(batch, row, "gave_up", delivery.errcode, now)
         wait = max(getattr(delivery, "retry_after", 0) or 0, min(300, 5 * 2 ** max(row.attempts, 1)))
         await ledger.transition(row, "sending", "sending", now, next_attempt_at=now + timedelta(seconds=wait))

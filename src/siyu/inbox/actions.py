@@ -3,7 +3,9 @@
 Each `do_*` runs in one transaction, scoped by the viewer (out of scope answers like missing), and leaves
 its side effects (the send job, live updates) for after commit. A reply is recorded as `sending` and sent
 by the `inbox.send_message` job through the send-once ledger, so a double click or a re-run job never
-sends it twice; its status turns `sent` or `failed` (with the reason in words) live.
+sends it twice; its status turns `sent`, `failed` (with the reason in words) or `unknown` (WeChat may have
+delivered it) live. Only a person sends an `unknown` message again (`do_send_again`): a new message
+under a new ledger key, audited.
 """
 
 from __future__ import annotations
@@ -36,17 +38,25 @@ SEND_FAILURES = {
 }
 GENERIC_FAILURE = N_("WeChat did not accept the message (error {code}).")
 NOT_THEIR_CONTACT = "not_their_contact"  # stored as a failed WeCom task's error
-TASK_FAILURES = {
+OUTCOME_UNKNOWN = "outcome_unknown"
+# Why a send did not go (or may not have), by the reason the send-once ledger gives.
+REASON_WORDS = {
     NOT_THEIR_CONTACT: N_("WeCom says this customer is not (or no longer) a contact of that rep."),
     "no_template": N_("The notice template was removed from the inbox settings before the message went out."),
     "41054": N_("WeCom's monthly limit of messages to this customer is reached."),
+    OUTCOME_UNKNOWN: N_("WeChat did not answer in time, so the customer may or may not have received it. Siyu "
+                        "does not send it again by itself."),
+    "unreachable": N_("WeChat could not be reached; nothing was delivered."),
+    "token_unavailable": N_("Siyu could not get an access token from WeChat; nothing was delivered."),
+    "gave_up": N_("WeChat did not take it in time; nothing was delivered."),
+    "not_linked": N_("The WeChat account is no longer linked to Siyu; nothing was delivered."),
 }
 
 
 def failure_text(error: str) -> tuple[str, dict[str, Any]]:
-    """A failed message's stored errcode → the msgid that says why, with its parameters."""
-    if error in TASK_FAILURES:
-        return TASK_FAILURES[error], {}
+    """A message's stored error (a reason or WeChat's errcode) → the msgid that says why, with its parameters."""
+    if error in REASON_WORDS:
+        return REASON_WORDS[error], {}
     code = int(error) if error.lstrip("-").isdigit() else None
     if code in SEND_FAILURES:
         return SEND_FAILURES[code], {}
@@ -69,24 +79,26 @@ def _require_holder(conv: dict[str, Any], viewer: Viewer) -> None:
 
 
 async def _outgoing(tenant_id: int, conversation_id: int, viewer: Viewer, msg_type: str, body: str,
-                    author_label: str | None = None, at: datetime | None = None) -> int:
+                    author_label: str | None = None, at: datetime | None = None, via_owner: int | None = None) -> int:
     """A message to the customer in the thread, `sending` until its job settles it; returns its id."""
     row = await db.fetchrow(
         "INSERT INTO inbox_message (tenant, conversation, direction, author, author_label, msg_type, body, "
-        "status, source_key, created_at) VALUES ($1, $2, 'out', $3, $4, $5::varchar, $6, 'sending', "
-        "$5::varchar || ':' || gen_random_uuid()::text, COALESCE($7, now())) RETURNING id",
-        tenant_id, conversation_id, viewer.staff_id, author_label or viewer.name, msg_type, body, at)
+        "status, source_key, created_at, via_owner) VALUES ($1, $2, 'out', $3, $4, $5::varchar, $6, 'sending', "
+        "$5::varchar || ':' || gen_random_uuid()::text, COALESCE($7, now()), $8) RETURNING id",
+        tenant_id, conversation_id, viewer.staff_id, author_label or viewer.name, msg_type, body, at, via_owner)
     return int(row["id"])
 
 
 async def _queue_alternative(tenant_id: int, viewer: Viewer, locked: dict[str, Any], msg_type: str, body: str,
-                             author_label: str, audit: dict[str, Any], job: str, *job_args: Any) -> int:
+                             author_label: str, audit: dict[str, Any], job: str,
+                             via_owner: int | None = None) -> int:
     """One of the alternatives to a reply (held conversation, already checked): the message in the thread,
     the audit entry, and its send job after commit, once."""
-    message_id = await _outgoing(tenant_id, locked["id"], viewer, msg_type, body, author_label)
+    message_id = await _outgoing(tenant_id, locked["id"], viewer, msg_type, body, author_label,
+                                 via_owner=via_owner)
     await record_audit(Actor(viewer.staff_id, viewer.name), tenant_id, f"conversation.{msg_type}", "conversation",
                        locked["id"], {**audit, "message": message_id})
-    await effects.enqueue(job, tenant_id, message_id, *job_args, job_id=f"{job}:{message_id}")
+    await effects.enqueue(job, tenant_id, message_id, job_id=f"{job}:{message_id}")
     await convs.announce(locked, "message")
     return message_id
 
@@ -124,31 +136,91 @@ async def do_reply(tenant_id: int, viewer: Viewer, conversation_id: int, text: s
     body = _text(text)
     async with db.transaction():
         conv = await _mine_to_act_on(tenant_id, viewer, conversation_id)
-        if conv["status"] in ("bot", "queued", "resolved"):
-            # Writing to a waiting or closed conversation takes it (one owner at a time).
-            await routing.hold_seats(tenant_id, viewer.staff_id, conv["assignee"])
-            if conv["status"] == "resolved":
-                conv = await convs.transition(conv, "bot", actor_label=viewer.name)
-            conv = await convs.transition(conv, "assigned", assignee=viewer.staff_id, rule="manual",
-                                          actor_label=viewer.name)
+        return await _queue_reply(tenant_id, viewer, conv, body)
+
+
+async def _queue_reply(tenant_id: int, viewer: Viewer, conv: dict[str, Any], body: str) -> int:
+    """A reply in the locked conversation (taking it when it waits or was closed): the message, the
+    conversation's times, and the send job after commit."""
+    conversation_id = conv["id"]
+    if conv["status"] in ("bot", "queued", "resolved"):
+        # Writing to a waiting or closed conversation takes it (one owner at a time).
+        await routing.hold_seats(tenant_id, viewer.staff_id, conv["assignee"])
+        if conv["status"] == "resolved":
+            conv = await convs.transition(conv, "bot", actor_label=viewer.name)
+        conv = await convs.transition(conv, "assigned", assignee=viewer.staff_id, rule="manual",
+                                      actor_label=viewer.name)
+    else:
+        _require_holder(conv, viewer)
+    state = await window_for(tenant_id, conv)
+    if not state.can_send:
+        raise Conflict(SEND_FAILURES.get(state.refusal or 45015, GENERIC_FAILURE), field="text")
+    now = clock.now()
+    message_id = await _outgoing(tenant_id, conversation_id, viewer, "text", body, at=now)
+    updated = await db.fetchrow(
+        "UPDATE inbox_conversation SET last_message_at = $3, preview = $4, unread = 0, "
+        "first_response_at = CASE WHEN status = 'assigned' THEN COALESCE(first_response_at, $3) END, "
+        "status = CASE WHEN status = 'snoozed' THEN 'assigned' ELSE status END, "
+        "snoozed_until = NULL, updated_at = now() WHERE tenant = $1 AND id = $2 RETURNING *",
+        tenant_id, conversation_id, now, body[:convs.PREVIEW_MAX])
+    await db.execute("UPDATE inbox_assignment SET first_response_at = COALESCE(first_response_at, $3) "
+                     "WHERE tenant = $1 AND conversation = $2 AND ended_at IS NULL", tenant_id, conversation_id, now)
+    await effects.enqueue("inbox.send_message", tenant_id, message_id, job_id=f"inbox.send:{message_id}")
+    await convs.announce(dict(updated), "message")
+    return message_id
+
+
+async def do_send_again(tenant_id: int, viewer: Viewer, conversation_id: int, message_id: int) -> int:
+    """Send a message whose outcome is unknown once more, because the rep chose to (Siyu never does by
+    itself): a new message, so a new ledger key, with the same words and the same way (reply, service
+    notice, WeCom task), under today's rules (the window, a consent, the owner). Audited; the old message
+    points at the new one, so it is sent again once however often the button is pressed. Returns the new
+    message's id."""
+    async with db.transaction():
+        conv = await _mine_to_act_on(tenant_id, viewer, conversation_id)
+        old = await db.fetchrow(
+            "SELECT id, msg_type, body, status, resent_as, via_owner FROM inbox_message "
+            "WHERE tenant = $1 AND conversation = $2 AND id = $3 AND direction = 'out' FOR UPDATE",
+            tenant_id, conversation_id, message_id)
+        if old is None:
+            raise NotFound()
+        if old["status"] != "unknown":
+            raise Conflict(N_("Only a message that may not have been delivered can be sent again."))
+        if old["resent_as"] is not None:
+            raise Conflict(N_("This message was sent again already."))
+        if old["msg_type"] == "text":
+            new_id = await _queue_reply(tenant_id, viewer, conv, old["body"])
         else:
             _require_holder(conv, viewer)
-        state = await window_for(tenant_id, conv)
-        if not state.can_send:
-            raise Conflict(SEND_FAILURES.get(state.refusal or 45015, GENERIC_FAILURE), field="text")
-        now = clock.now()
-        message_id = await _outgoing(tenant_id, conversation_id, viewer, "text", body, at=now)
-        updated = await db.fetchrow(
-            "UPDATE inbox_conversation SET last_message_at = $3, preview = $4, unread = 0, "
-            "first_response_at = CASE WHEN status = 'assigned' THEN COALESCE(first_response_at, $3) END, "
-            "status = CASE WHEN status = 'snoozed' THEN 'assigned' ELSE status END, "
-            "snoozed_until = NULL, updated_at = now() WHERE tenant = $1 AND id = $2 RETURNING *",
-            tenant_id, conversation_id, now, body[:convs.PREVIEW_MAX])
-        await db.execute("UPDATE inbox_assignment SET first_response_at = COALESCE(first_response_at, $3) "
-                         "WHERE tenant = $1 AND conversation = $2 AND ended_at IS NULL", tenant_id, conversation_id, now)
-        await effects.enqueue("inbox.send_message", tenant_id, message_id, job_id=f"inbox.send:{message_id}")
-        await convs.announce(dict(updated), "message")
-    return message_id
+            new_id = await _queue_same_way(tenant_id, viewer, conv, dict(old))
+        await db.execute("UPDATE inbox_message SET resent_as = $3 WHERE tenant = $1 AND id = $2",
+                         tenant_id, message_id, new_id)
+        await record_audit(Actor(viewer.staff_id, viewer.name), tenant_id, "conversation.send_again", "conversation",
+                           conversation_id, {"message": message_id, "new": new_id, "type": old["msg_type"]})
+    return new_id
+
+
+async def _queue_same_way(tenant_id: int, viewer: Viewer, conv: dict[str, Any], old: dict[str, Any]) -> int:
+    """A service notice or a WeCom task once more, checked as the first one was."""
+    if old["msg_type"] == "wecom_task":
+        view = await convs.get_conversation(tenant_id, viewer, conv["id"])
+        owner = next((o for o in await wecom_owners(tenant_id, int(view["contact"])) if o["id"] == old["via_owner"]),
+                     None)
+        if owner is None:
+            raise Conflict(N_("The WeCom rep it went through is no longer this customer's contact."))
+        return await _queue_alternative(tenant_id, viewer, conv, "wecom_task", old["body"], owner["label"],
+                                        {"owner": owner["staff_userid"]}, "inbox.send_owner_task",
+                                        via_owner=owner["id"])
+    notice = (await get_settings(tenant_id)).notice_for(conv["channel"])
+    if notice is None or notice.kind != old["msg_type"]:
+        raise Conflict(N_("No service-notice template yet: a tenant admin sets it in the inbox settings."))
+    if notice.kind == "subscribe":
+        external_id = (await convs.get_conversation(tenant_id, viewer, conv["id"]))["external_id"]
+        if not await consents.remaining(tenant_id, conv["channel"], external_id, notice.template_id):
+            raise Conflict(N_("This customer has no consent left for the subscription message: they give one "
+                              "each time they allow it in the Mini Program."))
+    return await _queue_alternative(tenant_id, viewer, conv, notice.kind, old["body"], viewer.name,
+                                    {"template_id": notice.template_id}, "inbox.send_template_notice")
 
 
 async def do_note(tenant_id: int, viewer: Viewer, conversation_id: int, text: str) -> int:
@@ -191,7 +263,8 @@ async def do_send_via_owner(tenant_id: int, viewer: Viewer, conversation_id: int
         if owner is None:
             raise InvalidInput.one("owner", N_("Choose a WeCom rep who added this customer."))
         return await _queue_alternative(tenant_id, viewer, locked, "wecom_task", body, owner["label"],
-                                        {"owner": owner["staff_userid"]}, "inbox.send_owner_task", owner_id)
+                                        {"owner": owner["staff_userid"]}, "inbox.send_owner_task",
+                                        via_owner=owner_id)
 
 
 async def do_send_template_notice(tenant_id: int, viewer: Viewer, conversation_id: int, text: str) -> int:

@@ -227,7 +227,7 @@ async def messages(tenant_id: int, conversation_id: int, before: int | None = No
     """The newest `limit` messages of a thread (before message id `before`), oldest first, and the id to
     continue from when there are earlier ones. The caller has checked the conversation is in scope."""
     rows = await db.fetch(
-        "SELECT id, direction, author, author_label, msg_type, body, status, error, created_at, sent_at "
+        "SELECT id, direction, author, author_label, msg_type, body, status, error, resent_as, created_at, sent_at "
         "FROM inbox_message WHERE tenant = $1 AND conversation = $2 AND ($3::bigint IS NULL OR id < $3) "
         "ORDER BY id DESC LIMIT $4", tenant_id, conversation_id, before, limit + 1)
     found = [dict(r) for r in rows]

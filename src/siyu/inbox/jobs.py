@@ -1,9 +1,17 @@
 """Jobs of the inbox. They take ids, are registered by name, and are safe to run twice: sends go through the
-send-once ledger under the message's own key, transitions re-check the state under the row lock."""
+send-once ledger under the message's own key, transitions re-check the state under the row lock.
+
+Every message to a customer (a rep's reply, a service notice, a WeCom task, the bot's answer, a notice of
+what happens next) is a thread line in `sending` before WeChat is asked, and ends as its ledger row ends:
+`sent`, `failed` (the reason in words) or `unknown` (WeChat may have delivered it: never sent again
+automatically; the rep may send it again). Only what WeChat certainly did not take is retried; after the
+last try it fails. The sweep looks after lines still `sending` whose job was lost or died."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,6 +22,7 @@ from siyu.inbox import actions, handoff, routing
 from siyu.inbox import conversations as convs
 from siyu.inbox.config import get_settings
 from siyu.timeline import services as timeline
+from siyu.wechat import outbound
 from siyu.wechat.outbound import (
     Delivery,
     deliver_owner_task,
@@ -27,7 +36,11 @@ from siyu.wechat.services import count_hit, keyword_rule
 log = logging.getLogger("siyu.inbox.jobs")
 
 NOTICE_MIN_ROOM = 3  # tell the customer only when the window keeps this many replies for the rep
-
+SEND_TRIES = 5  # inbox.send_message, inbox.send_owner_task, inbox.send_template_notice
+BOT_TRIES = 3  # inbox.bot_reply, inbox.notify_customer
+MAX_DEFER = 120  # seconds; WeChat asking for longer (45009: tomorrow) fails the message with the reason
+SWEEP_SENDING_AFTER = 120  # a line still sending this long: its job is looked after
+SWEEP_GIVE_UP_AFTER = 1800  # a line never sent this long after it was written fails (nothing went out)
 
 
 def _retry(ctx: dict[str, Any], what: str, exc: Exception) -> Retry:
@@ -46,8 +59,83 @@ async def handle_inbound(ctx: dict[str, Any], event_ids: list[int]) -> int:
         raise _retry(ctx, f"inbox events {event_ids[:5]}", exc) from exc
 
 
+@dataclass(frozen=True)
+class _Send:
+    """One thread line's send: the ledger key and recipient (to give up on it), how to send it, and what
+    the timeline records once it is sent."""
+
+    tenant_id: int
+    message_id: int
+    conversation_id: int
+    channel: str
+    external_id: str
+    key: str
+    kind: str  # the ledger's: custom | kf | template | subscribe | wecom_task
+    deliver: Callable[[], Awaitable[Delivery]]
+    timeline_event: tuple[str, int, dict[str, Any]] | None = None  # channel, identity, payload
+    timeline_key: str = ""
+
+
+async def _send(ctx: dict[str, Any], job: _Send, tries: int,
+                on_sent: Callable[[], Awaitable[None]] | None = None) -> str:
+    """Send once through the ledger and settle the line. WeChat certainly did not take it: tried again
+    later while tries remain (not before WeChat's own `retry_after`), else it fails for good."""
+    delivery = await job.deliver()
+    if delivery.state == "retry":
+        job_try = int(ctx.get("job_try", tries))
+        if job_try < tries and delivery.retry_after <= MAX_DEFER:
+            log.info("send %s not taken (%s %s); try %s of %s", job.key, delivery.reason, delivery.errcode,
+                     job_try, tries)
+            raise Retry(defer=max(min(60, 2 ** job_try), delivery.retry_after))
+        given_up = await outbound.give_up(job.tenant_id, job.channel, job.external_id, job.key, job.kind,
+                                          f"gave up after {job_try} tries")
+        # The line shows the last reason WeChat gave (busy, rate limited, unreachable) when there is one.
+        delivery = given_up if given_up.state != "failed" else Delivery(
+            given_up.outbound_id, "failed", delivery.errcode, delivery.reason or "gave_up")
+    if delivery.state == "pending":  # another run is sending it right now; that run settles it
+        return "pending"
+    return await _settle(job, delivery, on_sent)
+
+
+def _error_of(delivery: Delivery) -> str:
+    """What the line keeps of why it was not sent: a reason the thread has words for, else WeChat's
+    errcode (the thread says "error N")."""
+    if delivery.state == "sent":
+        return ""
+    if delivery.reason in actions.REASON_WORDS:
+        return delivery.reason
+    if delivery.errcode is not None:
+        return str(delivery.errcode)
+    return delivery.reason or "unknown"
+
+
+async def _settle(job: _Send, delivery: Delivery, on_sent: Callable[[], Awaitable[None]] | None = None) -> str:
+    """The line takes its send's final state (sent, failed with the reason, unknown), with the timeline
+    event when sent, and the thread updates live. Once: a line already settled is left alone."""
+    status = delivery.state if delivery.state in outbound.FINAL else "failed"
+    async with db.transaction():
+        done = await db.fetchrow(
+            "UPDATE inbox_message SET status = $3::varchar, error = $4, outbound_id = $5, "
+            "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() END WHERE tenant = $1 AND id = $2 "
+            "AND status = 'sending' RETURNING created_at", job.tenant_id, job.message_id, status,
+            _error_of(delivery), delivery.outbound_id or None)
+        if done is None:
+            return "settled before"
+        if status == "sent":
+            if job.timeline_event is not None:
+                channel, identity_id, payload = job.timeline_event
+                await timeline.append(job.tenant_id, None, "message_out", channel, done["created_at"],
+                                      {**payload, "conversation": job.conversation_id},
+                                      job.timeline_key or f"inbox:msg:{job.message_id}", identity_id=identity_id)
+            if on_sent is not None:
+                await on_sent()
+        conv = await convs.fetch_row(job.tenant_id, job.conversation_id)
+        await convs.announce(conv, f"{status}:{job.message_id}")
+    return status
+
+
 async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
-    """Send a rep's reply once (the ledger key is the message's), then mark it sent or failed, live."""
+    """Send a rep's reply once (the ledger key is the message's), then mark it sent, failed or unknown, live."""
     row = await db.fetchrow(
         "SELECT m.id, m.body, m.status, c.id AS conversation, c.channel, c.open_kfid, c.identity, "
         "i.external_id FROM inbox_message m JOIN inbox_conversation c ON c.tenant = m.tenant AND c.id = m.conversation "
@@ -55,33 +143,46 @@ async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> 
         tenant_id, message_id)
     if row is None or row["status"] != "sending":
         return "nothing to send"
-    delivery = await deliver_text(runtime_of(ctx), tenant_id, row["channel"], row["external_id"], row["body"],
-                                  f"inbox:msg:{message_id}", open_kfid=row["open_kfid"])
-    return await _settle(ctx, tenant_id, message_id, row["conversation"], delivery,
-                         timeline_event=(row["channel"], row["identity"], {"msg_type": "text", "Content": row["body"]}))
+    key = f"inbox:msg:{message_id}"
+    return await _send(ctx, _Send(
+        tenant_id, message_id, row["conversation"], row["channel"], row["external_id"], key,
+        "kf" if row["channel"] == "wecom" else "custom",
+        lambda: deliver_text(runtime_of(ctx), tenant_id, row["channel"], row["external_id"], row["body"], key,
+                             open_kfid=row["open_kfid"]),
+        (row["channel"], row["identity"], {"msg_type": "text", "Content": row["body"]})), SEND_TRIES)
 
 
-async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, owner_id: int) -> str:
+async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, owner_id: int | None = None) -> str:
     """Create the WeCom 1:1 task for a rep's message (`actions.do_send_via_owner`) once, then mark the
-    message sent (the task exists; the member confirms it in WeCom) or failed with the reason, live."""
+    message sent (the task exists; the member confirms it in WeCom), failed with the reason, or unknown,
+    live. The owner is the message's own (`via_owner`); `owner_id` is for jobs queued before it was kept."""
     row = await db.fetchrow(
         "SELECT m.body, m.status, m.created_at, m.conversation, o.staff_userid, i.external_id, "
         "i.id AS owner_identity FROM inbox_message m "
-        "JOIN owner o ON o.tenant = m.tenant AND o.id = $3 JOIN identity i ON i.tenant = o.tenant AND i.id = o.identity "
+        "LEFT JOIN owner o ON o.tenant = m.tenant AND o.id = COALESCE(m.via_owner, $3) "
+        "LEFT JOIN identity i ON i.tenant = o.tenant AND i.id = o.identity "
         "WHERE m.tenant = $1 AND m.id = $2 AND m.msg_type = 'wecom_task'", tenant_id, message_id, owner_id)
     if row is None or row["status"] != "sending":
         return "nothing to send"
-    delivery = await deliver_owner_task(runtime_of(ctx), tenant_id, row["staff_userid"], row["external_id"],
-                                        row["body"], f"inbox:task:{message_id}")
-    return await _settle(ctx, tenant_id, message_id, row["conversation"], delivery, timeline_event=(
-        "wecom", row["owner_identity"], {"msg_type": "text", "Content": row["body"], "via": "wecom_task",
-                                         "user_id": row["staff_userid"]}))
+    key = f"inbox:task:{message_id}"
+    if row["staff_userid"] is None:  # the owner row is gone: nobody to send it through
+        job = _Send(tenant_id, message_id, row["conversation"], "wecom", "", key, "wecom_task",
+                    lambda: outbound.give_up(tenant_id, "wecom", "", key, "wecom_task", "the WeCom owner is gone"))
+        given_up = await job.deliver()
+        return await _settle(job, given_up if given_up.state != "failed" else Delivery(
+            given_up.outbound_id, "failed", None, actions.NOT_THEIR_CONTACT))
+    return await _send(ctx, _Send(
+        tenant_id, message_id, row["conversation"], "wecom", row["external_id"], key, "wecom_task",
+        lambda: deliver_owner_task(runtime_of(ctx), tenant_id, row["staff_userid"], row["external_id"],
+                                   row["body"], key),
+        ("wecom", row["owner_identity"], {"msg_type": "text", "Content": row["body"], "via": "wecom_task",
+                                          "user_id": row["staff_userid"]})), SEND_TRIES)
 
 
 async def send_template_notice(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """Send a rep's service notice (`actions.do_send_template_notice`) once, as the tenant's template for
     the channel (an OA template message, or an MP subscription message using one of the customer's
-    consents); then mark the message sent or failed with the reason, live."""
+    consents); then mark the message sent, failed with the reason, or unknown, live."""
     row = await db.fetchrow(
         "SELECT m.body, m.status, m.msg_type, m.created_at, m.conversation, c.identity, c.channel, i.external_id, "
         "t.timezone FROM inbox_message m JOIN tenant t ON t.id = m.tenant "
@@ -90,58 +191,36 @@ async def send_template_notice(ctx: dict[str, Any], tenant_id: int, message_id: 
         "WHERE m.tenant = $1 AND m.id = $2 AND m.msg_type IN ('template', 'subscribe')", tenant_id, message_id)
     if row is None or row["status"] != "sending":
         return "nothing to send"
+    key = f"inbox:template:{message_id}"
     notice = (await get_settings(tenant_id)).notice_for(row["channel"])
     if notice is None or notice.kind != row["msg_type"]:  # the admin removed the template meanwhile
-        delivery = Delivery(0, "refused", None, "no_template")
-        return await _settle(ctx, tenant_id, message_id, row["conversation"], delivery, ("", 0, {}))
+        job = _Send(tenant_id, message_id, row["conversation"], row["channel"], row["external_id"], key,
+                    row["msg_type"], lambda: outbound.give_up(tenant_id, row["channel"], row["external_id"], key,
+                                                              row["msg_type"], "the notice template was removed"))
+        given_up = await job.deliver()
+        return await _settle(job, given_up if given_up.state != "failed" else Delivery(
+            given_up.outbound_id, "failed", None, "no_template"))
     data = {notice.text_key: row["body"]}
     if notice.time_key:
         data[notice.time_key] = f"{row['created_at'].astimezone(ZoneInfo(row['timezone'])):%Y-%m-%d %H:%M}"
-    key = f"inbox:template:{message_id}"
-    if notice.kind == "subscribe":
-        delivery = await deliver_subscribe(runtime_of(ctx), tenant_id, row["channel"], row["external_id"],
-                                           notice.template_id, data, key)
-    else:
-        delivery = await deliver_template(runtime_of(ctx), tenant_id, row["external_id"], notice.template_id, data,
-                                          key)
-    return await _settle(ctx, tenant_id, message_id, row["conversation"], delivery, timeline_event=(
-        row["channel"], row["identity"], {"msg_type": notice.kind, "Content": row["body"],
-                                          "template_id": notice.template_id}))
 
+    def deliver() -> Awaitable[Delivery]:
+        if notice.kind == "subscribe":
+            return deliver_subscribe(runtime_of(ctx), tenant_id, row["channel"], row["external_id"],
+                                     notice.template_id, data, key)
+        return deliver_template(runtime_of(ctx), tenant_id, row["external_id"], notice.template_id, data, key)
 
-async def _settle(ctx: dict[str, Any], tenant_id: int, message_id: int, conversation_id: int, delivery: Delivery,
-                  timeline_event: tuple[str, int, dict[str, Any]]) -> str:
-    """A rep's message after its one send: retried later when WeChat was busy, else marked sent (with its
-    timeline event) or failed with the reason, and the thread updated live."""
-    if delivery.state == "retryable" and int(ctx.get("job_try", 5)) < 5:
-        raise Retry(defer=min(60, 2 ** int(ctx.get("job_try", 1))))
-    if delivery.state == "pending":  # another run is sending it right now; that run settles it
-        return "pending"
-    sent = delivery.state == "sent"
-    error = "" if sent else (delivery.reason if delivery.reason in actions.TASK_FAILURES
-                             else str(delivery.errcode if delivery.errcode is not None else "unknown"))
-    async with db.transaction():
-        done = await db.fetchrow(
-            "UPDATE inbox_message SET status = $3::varchar, error = $4, outbound_id = $5, "
-            "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() END WHERE tenant = $1 AND id = $2 AND status = 'sending' "
-            "RETURNING created_at", tenant_id, message_id, "sent" if sent else "failed", error,
-            delivery.outbound_id or None)
-        if done is None:
-            return "settled before"
-        if sent:
-            channel, identity_id, payload = timeline_event
-            await timeline.append(tenant_id, None, "message_out", channel, done["created_at"],
-                                  {**payload, "conversation": conversation_id}, f"inbox:msg:{message_id}",
-                                  identity_id=identity_id)
-        conv = await convs.fetch_row(tenant_id, conversation_id)
-        await convs.announce(conv, f"sent:{message_id}" if sent else f"failed:{message_id}")
-    return delivery.state
+    return await _send(ctx, _Send(
+        tenant_id, message_id, row["conversation"], row["channel"], row["external_id"], key, notice.kind, deliver,
+        (row["channel"], row["identity"], {"msg_type": notice.kind, "Content": row["body"],
+                                           "template_id": notice.template_id})), SEND_TRIES)
 
 
 async def bot_reply(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """The bot answers a customer's message on the Mini Program or WeCom 微信客服 with its keyword rule's
     reply (a customer-service message: those channels have no passive replies). Once: the ledger key is
-    the customer message's; nothing is sent when a person has taken the conversation meanwhile."""
+    the customer message's; nothing is sent when a person has taken the conversation before the bot's
+    line was written."""
     row = await db.fetchrow(
         "SELECT m.body, m.direction, c.id AS conversation, c.status, c.channel, c.open_kfid, "
         "c.identity, i.external_id FROM inbox_message m JOIN inbox_conversation c ON c.tenant = m.tenant "
@@ -149,31 +228,34 @@ async def bot_reply(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str
         "WHERE m.tenant = $1 AND m.id = $2", tenant_id, message_id)
     if row is None or row["direction"] != "in":
         return "nothing to answer"
-    if row["status"] != "bot":
-        return "a person has it"
-    rule = await keyword_rule(tenant_id, row["body"])
-    if rule is None:
-        return "no rule"
-    reply = str(rule["reply"])
-    delivery = await deliver_text(runtime_of(ctx), tenant_id, row["channel"], row["external_id"], reply,
-                                  f"inbox:bot:{message_id}", open_kfid=row["open_kfid"])
-    if delivery.state == "retryable" and int(ctx.get("job_try", 3)) < 3:
-        raise Retry(defer=min(60, 2 ** int(ctx.get("job_try", 1))))
-    if delivery.state != "sent":
-        log.info("the bot's answer to message %s was not sent: %s %s", message_id, delivery.state, delivery.reason)
-        return delivery.state
-    async with db.transaction():  # a re-run after a crash here records what was sent, once
-        if not await _bot_line(tenant_id, row["conversation"], reply, f"bot:{message_id}", delivery.outbound_id):
-            return "recorded before"
-        await timeline.append(tenant_id, None, "message_out", row["channel"], clock.now(),
-                              {"msg_type": "text", "Content": reply, "conversation": row["conversation"], "by": "bot"},
-                              f"inbox:bot:{message_id}", identity_id=row["identity"])
-        conv = await db.fetchrow(
-            "UPDATE inbox_conversation SET last_message_at = GREATEST(last_message_at, now()), updated_at = now() "
-            "WHERE tenant = $1 AND id = $2 RETURNING *", tenant_id, row["conversation"])
-        await count_hit(tenant_id, int(rule["id"]))
-        await convs.announce(dict(conv), "message")
-    return "sent"
+    line = await _line(tenant_id, f"bot:{message_id}")
+    rule: dict[str, Any] | None = None
+    if line is None:
+        if row["status"] != "bot":
+            return "a person has it"
+        rule = await keyword_rule(tenant_id, row["body"])
+        if rule is None:
+            return "no rule"
+        line = await _bot_line(tenant_id, row["conversation"], str(rule["reply"]), f"bot:{message_id}")
+    if line["status"] != "sending":
+        return "recorded before"
+    reply = str(line["body"])
+    key = f"inbox:bot:{message_id}"
+
+    async def sent() -> None:
+        await db.execute("UPDATE inbox_conversation SET last_message_at = GREATEST(last_message_at, now()), "
+                         "updated_at = now() WHERE tenant = $1 AND id = $2", tenant_id, row["conversation"])
+        hit = rule or await keyword_rule(tenant_id, row["body"])  # a re-run: the rule that answers it now
+        if hit is not None:
+            await count_hit(tenant_id, int(hit["id"]))
+
+    return await _send(ctx, _Send(
+        tenant_id, int(line["id"]), row["conversation"], row["channel"], row["external_id"], key,
+        "kf" if row["channel"] == "wecom" else "custom",
+        lambda: deliver_text(runtime_of(ctx), tenant_id, row["channel"], row["external_id"], reply, key,
+                             open_kfid=row["open_kfid"]),
+        (row["channel"], row["identity"], {"msg_type": "text", "Content": reply, "by": "bot"}), key),
+        BOT_TRIES, sent)
 
 
 NOTICES = {
@@ -187,38 +269,51 @@ NOTICES = {
 async def notify_customer(ctx: dict[str, Any], tenant_id: int, conversation_id: int, ref: str) -> str:
     """Tell the customer what happens next (queue place or the rep's name), once per handoff or
     assignment, and only when the reply window keeps enough room for the rep's own replies."""
-    settings = await get_settings(tenant_id)
-    if not settings.notify_customer:
-        return "off"
+    line = await _line(tenant_id, f"notice:{conversation_id}:{ref}")
     conv = await convs.get_conversation(tenant_id, None, conversation_id)
-    if conv["status"] not in ("queued", "assigned"):
-        return "not waiting"
-    window = await actions.window_for(tenant_id, conv)
-    if not window.can_send or window.remaining < NOTICE_MIN_ROOM:
-        return "no room"
-    lang = "en" if (conv["language"] or "").startswith("en") else "zh_CN"
-    if conv["status"] == "queued":
-        ahead = await routing.queue_position(tenant_id, conv)
-        text = NOTICES["queued"][lang].format(n=ahead)
-    else:
-        text = NOTICES["assigned"][lang].format(name=conv["assignee_name"] or conv["assignee_email"].split("@")[0])
-    delivery = await deliver_text(runtime_of(ctx), tenant_id, conv["channel"], conv["external_id"], text,
-                                  f"inbox:notice:{conversation_id}:{ref}", open_kfid=conv["open_kfid"])
-    # Recorded whenever it went out (also by a re-run after a crash between the send and this line), once.
-    if delivery.state == "sent" and await _bot_line(tenant_id, conversation_id, text,
-                                                    f"notice:{conversation_id}:{ref}", delivery.outbound_id):
-        await convs.announce(await convs.fetch_row(tenant_id, conversation_id), "message")
-    return delivery.state
+    if line is None:
+        settings = await get_settings(tenant_id)
+        if not settings.notify_customer:
+            return "off"
+        if conv["status"] not in ("queued", "assigned"):
+            return "not waiting"
+        window = await actions.window_for(tenant_id, conv)
+        if not window.can_send or window.remaining < NOTICE_MIN_ROOM:
+            return "no room"
+        lang = "en" if (conv["language"] or "").startswith("en") else "zh_CN"
+        if conv["status"] == "queued":
+            ahead = await routing.queue_position(tenant_id, conv)
+            text = NOTICES["queued"][lang].format(n=ahead)
+        else:
+            text = NOTICES["assigned"][lang].format(
+                name=conv["assignee_name"] or conv["assignee_email"].split("@")[0])
+        line = await _bot_line(tenant_id, conversation_id, text, f"notice:{conversation_id}:{ref}")
+    if line["status"] != "sending":
+        return "recorded before"
+    text, key = str(line["body"]), f"inbox:notice:{conversation_id}:{ref}"
+    return await _send(ctx, _Send(
+        tenant_id, int(line["id"]), conversation_id, conv["channel"], conv["external_id"], key,
+        "kf" if conv["channel"] == "wecom" else "custom",
+        lambda: deliver_text(runtime_of(ctx), tenant_id, conv["channel"], conv["external_id"], text, key,
+                             open_kfid=conv["open_kfid"])), BOT_TRIES)
 
 
-async def _bot_line(tenant_id: int, conversation_id: int, text: str, source_key: str, outbound_id: int) -> bool:
-    """What the bot sent, in the thread; False when it was recorded before (the key is the send's)."""
-    added = await db.fetchrow(
+async def _line(tenant_id: int, source_key: str) -> dict[str, Any] | None:
+    row = await db.fetchrow("SELECT id, status, body FROM inbox_message WHERE tenant = $1 AND source_key = $2",
+                            tenant_id, source_key)
+    return dict(row) if row else None
+
+
+async def _bot_line(tenant_id: int, conversation_id: int, text: str, source_key: str) -> dict[str, Any]:
+    """What the bot is sending, in the thread before WeChat is asked (`sending`), once per key: a re-run
+    finds the line and settles it, whatever happened to it."""
+    await db.execute(
         "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, status, "
-        "source_key, created_at, sent_at, outbound_id) VALUES ($1, $2, 'out', 'bot', 'text', $3, 'sent', $4, "
-        "now(), now(), $5) ON CONFLICT (tenant, source_key) DO NOTHING RETURNING id",
-        tenant_id, conversation_id, text, source_key, outbound_id)
-    return added is not None
+        "source_key, created_at) VALUES ($1, $2, 'out', 'bot', 'text', $3, 'sending', $4, now()) "
+        "ON CONFLICT (tenant, source_key) DO NOTHING", tenant_id, conversation_id, text, source_key)
+    line = await _line(tenant_id, source_key)
+    assert line is not None
+    return line
 
 
 async def sla_check(ctx: dict[str, Any], tenant_id: int, assignment_id: int) -> str:
@@ -249,10 +344,65 @@ async def drain(ctx: dict[str, Any], tenant_id: int) -> int:
     return await routing.drain(tenant_id)
 
 
+def _send_of(m: dict[str, Any]) -> tuple[str, str, str, tuple[Any, ...]]:
+    """A thread line's ledger key and kind, and the job (with its arguments) that sends and settles it."""
+    tenant, source, text_kind = m["tenant"], str(m["source_key"]), "kf" if m["channel"] == "wecom" else "custom"
+    if source.startswith("bot:"):
+        customer_message = int(source.split(":", 1)[1])
+        return f"inbox:{source}", text_kind, "inbox.bot_reply", (tenant, customer_message)
+    if source.startswith("notice:"):
+        _, conversation, ref = source.split(":", 2)
+        return f"inbox:{source}", text_kind, "inbox.notify_customer", (tenant, int(conversation), ref)
+    if m["msg_type"] == "wecom_task":
+        return f"inbox:task:{m['id']}", "wecom_task", "inbox.send_owner_task", (tenant, m["id"])
+    if m["msg_type"] in ("template", "subscribe"):
+        return f"inbox:template:{m['id']}", m["msg_type"], "inbox.send_template_notice", (tenant, m["id"])
+    return f"inbox:msg:{m['id']}", text_kind, "inbox.send_message", (tenant, m["id"])
+
+
+async def sweep_sends() -> dict[str, int]:
+    """Lines still `sending` well after they were written: their job was lost (Redis) or died. Stale ledger
+    rows are settled first (asked WeChat → unknown; never asked → free again). A line whose send is final
+    gets its job again, which settles it; one never sent is sent by that job, or, past the deadline, fails
+    for good first (nothing went out). A send a run holds right now is left to it."""
+    await outbound.settle_stale()
+    rows = await db.fetch(
+        "SELECT m.tenant, m.id, m.msg_type, m.source_key, c.channel, i.external_id, "
+        "m.created_at < now() - make_interval(secs => $2) AS overdue FROM inbox_message m "
+        "JOIN inbox_conversation c ON c.tenant = m.tenant AND c.id = m.conversation "
+        "JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity "
+        "WHERE m.status = 'sending' AND m.created_at < now() - make_interval(secs => $1) "
+        "ORDER BY m.created_at LIMIT 500", SWEEP_SENDING_AFTER, SWEEP_GIVE_UP_AFTER)
+    by_tenant: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_tenant.setdefault(int(r["tenant"]), []).append(dict(r))
+    minute = int(clock.now().timestamp()) // 60
+    queued = failed = 0
+    for tenant_id, lines in by_tenant.items():
+        sends = {id(m): _send_of(m) for m in lines}
+        ledger = await outbound.ledger_rows(tenant_id, [key for key, *_ in sends.values()])
+        for m in lines:
+            key, kind, job, args = sends[id(m)]
+            held = ledger.get(key)
+            if held is not None and held.state in ("queued", "sending"):
+                continue
+            if m["overdue"] and (held is None or held.state == "retry"):
+                external_id = "" if kind == "wecom_task" else m["external_id"]
+                channel = "wecom" if kind == "wecom_task" else m["channel"]
+                await outbound.give_up(tenant_id, channel, external_id, key, kind,
+                                       f"not sent within {SWEEP_GIVE_UP_AFTER // 60} minutes of being written")
+                failed += 1
+            await effects.enqueue(job, *args, job_id=f"inbox.sweep-send:{m['id']}:{minute}")
+            queued += 1
+    if queued:
+        log.warning("%s messages were still sending; their jobs run again (%s given up)", queued, failed)
+    return {"sends": queued, "sends_given_up": failed}
+
+
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """Twice a minute: wake snoozed conversations that are due, send assignments past their SLA without a
-    first reply to `sla_check`, and drain every queue that has waiting conversations (a lost drain job must
-    not strand anyone)."""
+    first reply to `sla_check`, drain every queue that has waiting conversations (a lost drain job must
+    not strand anyone), and look after messages still sending (`sweep_sends`)."""
     woke = 0
     for row in await db.fetch("SELECT tenant, id FROM inbox_conversation WHERE status = 'snoozed' "
                               "AND snoozed_until <= now() ORDER BY snoozed_until LIMIT 500"):
@@ -274,4 +424,4 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     drained = 0
     for row in await db.fetch("SELECT DISTINCT tenant FROM inbox_conversation WHERE status = 'queued'"):
         drained += await routing.drain(int(row["tenant"]))
-    return {"woke": woke, "sla": len(late), "assigned": drained}
+    return {"woke": woke, "sla": len(late), "assigned": drained, **await sweep_sends()}

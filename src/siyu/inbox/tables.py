@@ -117,9 +117,13 @@ class Message(Table, tablename="inbox_message"):
     author_label = Varchar(length=120, default="")  # a rep's name, "bot", a WeCom servicer
     msg_type = Varchar(length=16, default="text")
     body = Text(default="")
-    status = Varchar(length=10, default="received")  # received | sending | sent | failed | noted
+    # received | noted | sending, then as its send-once ledger row settles: sent | failed | unknown (WeChat
+    # may or may not have delivered it; a person may send it again, as a new message)
+    status = Varchar(length=10, default="received")
     outbound_id = BigInt(null=True, default=None)  # the send-once ledger row (wechat_outbound)
-    error = Text(default="")  # why WeChat did not take it, in words
+    error = Text(default="")  # why WeChat did not take it: an errcode or a reason key (words in actions)
+    resent_as = BigInt(null=True, default=None)  # the message a rep sent again in its place
+    via_owner = BigInt(null=True, default=None)  # a 1:1 WeCom task: the contact's owner row it goes through
     source_key = Varchar(length=200)
     created_at = Timestamptz()
     sent_at = Timestamptz(null=True, default=None)

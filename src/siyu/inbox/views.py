@@ -109,8 +109,9 @@ def _shown(message: dict[str, Any]) -> dict[str, Any]:
     out = dict(message)
     if message["direction"] == "system":
         out["text"] = system_text(message["body"])
-    elif message["status"] == "failed":
-        msgid, params = actions.failure_text(message["error"])
+    elif message["status"] in ("failed", "unknown"):
+        error = message["error"] or (actions.OUTCOME_UNKNOWN if message["status"] == "unknown" else "")
+        msgid, params = actions.failure_text(error)
         out["failure"] = _t(msgid, **params)
     return out
 
@@ -402,6 +403,14 @@ class InboxController(Controller):
         tid, viewer, _ = await _who(request)
         form = await _form(request)
         await actions.do_send_template_notice(tid, viewer, conversation_id, str(form.get("text") or ""))
+        return await _after_send(request, tid, viewer, conversation_id)
+
+    @post("/conversations/{conversation_id:int}/messages/{message_id:int}/send-again")
+    async def send_again(self, request: Request[Any, Any, Any], conversation_id: FromPath[int],
+                         message_id: FromPath[int]) -> Template | Response[Any]:
+        """Send a message that may not have been delivered once more (the rep's choice; a new message)."""
+        tid, viewer, _ = await _who(request)
+        await actions.do_send_again(tid, viewer, conversation_id, message_id)
         return await _after_send(request, tid, viewer, conversation_id)
 
     @post("/conversations/{conversation_id:int}/take")

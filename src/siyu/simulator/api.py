@@ -7,6 +7,7 @@ with WeChat's rules live in `oa_mp.py` and `wecom.py`.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import secrets
@@ -123,6 +124,7 @@ class Endpoint:
 
 
 ENDPOINTS: dict[str, dict[str, Endpoint]] = {"wechat-api": {}, "wecom-api": {}}
+TOKEN_PATHS = ("cgi-bin/token", "cgi-bin/stable_token", "cgi-bin/gettoken")
 OA, MP, OA_MP, WECOM = ("oa",), ("mp",), ("oa", "mp"), ("wecom",)
 
 
@@ -180,10 +182,20 @@ async def dispatch(sim: State, root: str, request: Request[Any, Any, Any], path:
             _count(sim, app_id, path)
             payload = {k: v for k, v in call.body.items() if k != "secret"} or _public_query(call.query)
             sim.refuse(app_id, path, call.to or _recipient(call), payload, exc.errcode, exc.errmsg)
+        await _late_answer(call)
         return Response(error_body(exc.errcode, exc.errmsg), status_code=200)
     if call.app is not None:
         _count(sim, call.app.app_id, path)
+    await _late_answer(call)
     return Response(result, status_code=200)
+
+
+async def _late_answer(call: Call) -> None:
+    """The endpoint's injected latency, after its work is done: whoever stops waiting cannot tell
+    whether it was carried out (as with WeChat)."""
+    ms = call.app.endpoint_latency_ms.get(call.path, 0) if call.app is not None else 0
+    if ms > 0:
+        await asyncio.sleep(ms / 1000)
 
 
 def _count(sim: State, app_id: str, path: str) -> None:
@@ -233,6 +245,11 @@ async def check_credentials(call: Call, kinds: tuple[str, ...], app_id: str, sec
     call.app = app
     if not secret:
         raise WeChatError(41004, "appsecret missing" if "wecom" not in kinds else "corpsecret missing")
+    if call.path in TOKEN_PATHS and app.token_timeouts > 0:
+        # The token endpoint does not answer in time: nothing is issued.
+        app.token_timeouts -= 1
+        await asyncio.sleep(app.token_timeout_ms / 1000)
+        raise WeChatError(-1, "system error (the token endpoint timed out)")
     await call.sim.delay(app)
     fault = app.pop_fault()
     if fault is not None:

@@ -91,6 +91,30 @@ def build_app(data: JSONBody[dict[str, Any]]) -> SimApp | str:
     )
 
 
+def _endpoint_latency(raw: Any) -> dict[str, int] | str:
+    """`{"cgi-bin/message/custom/send": 11000}` (0 removes one), or what is wrong with it."""
+    problem = "endpoint_latency_ms must map API paths to milliseconds between 0 and 60000"
+    if not isinstance(raw, dict) or len(raw) > 50:
+        return problem
+    out: dict[str, int] = {}
+    for path, ms in raw.items():
+        clean = str(path).strip("/")
+        if not clean or len(clean) > 200 or isinstance(ms, bool) or not isinstance(ms, int) or not 0 <= ms <= 60_000:
+            return problem
+        out[clean] = ms
+    return out
+
+
+def _bounded_int(data: dict[str, Any], name: str, low: int, high: int) -> int | str | None:
+    """The field as an int within [low, high], None when absent, or what is wrong with it."""
+    if name not in data:
+        return None
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return f"{name} must be a whole number between {low} and {high}"
+    return value
+
+
 def keep_memory(old: SimApp, new: SimApp) -> None:
     for name in APP_MEMORY:
         setattr(new, name, getattr(old, name))
@@ -157,10 +181,29 @@ def control_routes(sim: State) -> list[Any]:
             return _bad("errcodes must be integers and latency_ms a number of milliseconds")
         if not 0 <= latency <= 60_000:
             return _bad("latency_ms must be between 0 and 60000")
+        slow = _endpoint_latency(data.get("endpoint_latency_ms", {}))
+        if isinstance(slow, str):
+            return _bad(slow)
+        hangs = _bounded_int(data, "token_timeouts", 0, 1000)
+        hang_ms = _bounded_int(data, "token_timeout_ms", 0, 60_000)
+        for value in (hangs, hang_ms):
+            if isinstance(value, str):
+                return _bad(value)
         if data.get("clear"):
             app.faults.clear()
+            app.endpoint_latency_ms.clear()
+            app.token_timeouts = 0
         app.faults.extend(codes)
         app.latency_ms = latency
+        for path, ms in slow.items():
+            if ms:
+                app.endpoint_latency_ms[path] = ms
+            else:
+                app.endpoint_latency_ms.pop(path, None)
+        if isinstance(hangs, int):
+            app.token_timeouts = hangs
+        if isinstance(hang_ms, int):
+            app.token_timeout_ms = hang_ms
         if "ip_whitelisted" in data:
             app.ip_whitelisted = bool(data["ip_whitelisted"])
         return _ok(app.public())

@@ -139,7 +139,12 @@ class SimApp:
     task_confirm_after: float | None = None
     # injected behaviour
     faults: list[int] = field(default_factory=list)
-    latency_ms: int = 0
+    latency_ms: int = 0  # before every call
+    # Per endpoint ("cgi-bin/message/custom/send"): the endpoint does its work, then its answer is this
+    # late (a client that stops waiting does not know whether it was carried out).
+    endpoint_latency_ms: dict[str, int] = field(default_factory=dict)
+    token_timeouts: int = 0  # the next N token-endpoint calls hang `token_timeout_ms`, issue nothing, answer -1
+    token_timeout_ms: int = 30_000
     # WeChat's state for this app
     token_slots: dict[str, str] = field(default_factory=dict)
     menu: dict[str, Any] | None = None
@@ -168,7 +173,8 @@ class SimApp:
                 "callback_url": self.callback_url, "open_platform": self.open_platform,
                 "agent_id": self.agent_id, "open_kfids": list(self.open_kfids),
                 "follow_users": list(self.follow_users), "faults": list(self.faults),
-                "latency_ms": self.latency_ms,
+                "latency_ms": self.latency_ms, "endpoint_latency_ms": dict(self.endpoint_latency_ms),
+                "token_timeouts": self.token_timeouts, "token_timeout_ms": self.token_timeout_ms,
                 "backend": {"login_url": self.backend_login_url, "api_key_set": bool(self.backend_api_key)}
                 if self.backend_login_url else None, "task_confirm_after": self.task_confirm_after}
 

@@ -140,6 +140,10 @@ SENTENCES: dict[str, Sentence] = {
     "conversation.wecom_task": Sentence(
         N_("{actor} asked the WeCom rep {owner} to write to the customer of {conversation}."),
         N_("WeCom task created"), {"conversation": ("target", "conversation")}),
+    "conversation.send_again": Sentence(
+        N_("{actor} sent a message of {conversation} again, as a new message: WeChat had not answered in time, so "
+           "the first one may have been delivered."),
+        N_("Message sent again"), {"conversation": ("target", "conversation")}),
 }
 
 
@@ -181,7 +185,7 @@ FIELD_LABELS = {
     "mp_notice_template_id": N_("Subscription template ID"), "channels": N_("Channels"),
     "languages": N_("Languages"), "tag_ids": N_("Tags"), "managers": N_("Managers"), "presence": N_("Presence"),
     "shortcut": N_("Shortcut"), "scope": N_("For"), "message": N_("Message"), "template_id": N_("Template ID"),
-    "owner": N_("WeCom rep"),
+    "owner": N_("WeCom rep"), "new": N_("New message"), "type": N_("Kind of message"),
 }
 
 VALUE_LABELS = {

@@ -5,6 +5,10 @@
   lock, `stable_token` for OA/MP, compare-and-delete invalidation on 40001/40014/42001 and one retry.
 - WeChat's errcodes become typed exceptions: busy (retried with backoff), rate limited (retry later),
   not allowed now (never retried), configuration problems (shown to the tenant admin).
+- Transport failures are told apart by whether the request can have reached WeChat: refused or timed-out
+  connections, a full pool and a failed token step are `WeChatUnreachable` / `WeChatTokenUnavailable`
+  (safe to repeat); a read timeout, a reset or a broken answer after the request left is, for a send,
+  `WeChatOutcomeUnknown` (never repeated: WeChat may have delivered it). Reads may always be repeated.
 - Every call passes the (tenant, account) token bucket first.
 """
 
@@ -14,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,12 +46,45 @@ class WeChatBusy(WeChatError):
     """`-1`: WeChat is busy. Retried with backoff inside the client; raised when it stays busy."""
 
     retryable = True
+    reason = "busy"
+
+
+class WeChatUnreachable(WeChatBusy):
+    """The request never reached WeChat (connection refused or timed out, no free connection): repeating
+    it cannot deliver anything twice."""
+
+    reason = "unreachable"
+
+    def __init__(self, errmsg: str) -> None:
+        super().__init__(-1, errmsg)
+
+
+class WeChatTokenUnavailable(WeChatBusy):
+    """The access token could not be had (the token endpoint timed out, was unreachable or answered
+    garbage): the call itself was never made, so it may be repeated."""
+
+    reason = "token_unavailable"
+
+    def __init__(self, errmsg: str) -> None:
+        super().__init__(-1, errmsg)
+
+
+class WeChatOutcomeUnknown(WeChatError):
+    """A send left for WeChat and no readable answer came back (read timeout, reset, protocol error, an
+    answer that is not WeChat's JSON). WeChat may have delivered it: never repeated automatically."""
+
+    retryable = False
+    reason = "outcome_unknown"
+
+    def __init__(self, errmsg: str) -> None:
+        super().__init__(-1, errmsg)
 
 
 class WeChatRateLimited(WeChatError):
     """45009 (daily quota) / 45011 (minute quota): try again after `retry_after` seconds."""
 
     retryable = True
+    reason = "rate_limited"
 
     def __init__(self, errcode: int, errmsg: str = "", retry_after: int = 60) -> None:
         super().__init__(errcode, errmsg)
@@ -70,6 +108,7 @@ class WeChatConfigProblem(WeChatError):
     """40164 IP not whitelisted, 48001 not authorised, wrong AppID/secret: the tenant admin must act."""
 
     retryable = False
+    reason = "config_problem"
 
 
 def error_for(errcode: int, errmsg: str) -> WeChatError:
@@ -101,6 +140,23 @@ class ApiAccount:
 
     def __repr__(self) -> str:
         return f"ApiAccount(tenant_id={self.tenant_id}, channel={self.channel!r}, app_id={self.app_id!r})"
+
+
+# Raised before a byte of the request left: nothing can have reached WeChat.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol, httpx.ProxyError)
+OnSend = Callable[[], Awaitable[None]]
+
+
+def transport_failure(path: str, exc: httpx.HTTPError, repeatable: bool) -> WeChatError:
+    """What a failed HTTP exchange means for the caller: the request never left (repeatable), or it may
+    have been carried out (unknown for a send; a read is simply asked again)."""
+    what = f"{path}: {type(exc).__name__}"
+    if isinstance(exc, NOT_SENT):
+        return WeChatUnreachable(f"{what}: WeChat was not reached")
+    if repeatable:
+        return WeChatBusy(-1, f"{what}: no answer")
+    return WeChatOutcomeUnknown(f"{what}: the request was sent and no answer came back; WeChat may have "
+                                "carried it out")
 
 
 async def request_token(http: httpx.AsyncClient, channel: str, app_id: str, secret: str,
@@ -160,7 +216,7 @@ class WeChatClient:
             token = await self._cached()
             if token and token != stale:
                 return token
-        raise WeChatBusy(-1, "timed out waiting for another process to refresh the access token")
+        raise WeChatTokenUnavailable("timed out waiting for another process to refresh the access token")
 
     async def _cached(self) -> str | None:
         raw = await self.redis.get(self.token_key)
@@ -171,7 +227,12 @@ class WeChatClient:
 
     async def _fetch(self, force: bool) -> tuple[str, int]:
         a = self.account
-        body = self._json(await request_token(self.http, a.channel, a.app_id, a.secret, force=force))
+        try:
+            resp = await request_token(self.http, a.channel, a.app_id, a.secret, force=force)
+            body = self._json(resp)
+        except (httpx.HTTPError, WeChatBusy) as exc:
+            # Whatever happened to the token request, the call it was for has not been made.
+            raise WeChatTokenUnavailable(f"access token: {type(exc).__name__}: {exc}") from None
         errcode = int(body.get("errcode", 0) or 0)
         if errcode or not body.get("access_token"):
             raise error_for(errcode or -1, str(body.get("errmsg", "no access_token in the answer")))
@@ -182,23 +243,34 @@ class WeChatClient:
     # --- calls -----------------------------------------------------------------------------------
 
     @staticmethod
-    def _json(resp: httpx.Response) -> dict[str, Any]:
+    def _json(resp: httpx.Response, repeatable: bool = True) -> dict[str, Any]:
         try:
             data = resp.json()
         except ValueError:
-            raise WeChatBusy(-1, f"WeChat answered HTTP {resp.status_code} without JSON") from None
-        if not isinstance(data, dict):
-            raise WeChatBusy(-1, "WeChat answered JSON that is not an object")
-        return data
+            data = None
+        if isinstance(data, dict):
+            return data
+        what = f"WeChat answered HTTP {resp.status_code} without a JSON object"
+        # Something between us and WeChat may have answered after WeChat carried the send out.
+        raise WeChatBusy(-1, what) if repeatable else WeChatOutcomeUnknown(what)
 
     async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                   json: dict[str, Any] | None = None, bulk: bool = False, with_token: bool = True) -> dict[str, Any]:
-        """One API call with the token, the rate limits and WeChat's error policy applied."""
+                   json: dict[str, Any] | None = None, bulk: bool = False, with_token: bool = True,
+                   repeatable: bool = True, on_send: OnSend | None = None) -> dict[str, Any]:
+        """One API call with the token, the rate limits and WeChat's error policy applied.
+
+        A send passes `repeatable=False`: once its request may have reached WeChat, a failure without an
+        answer is `WeChatOutcomeUnknown`. `on_send` runs right before each request leaves (after the
+        rate limit and the token step), so the caller can record that WeChat is being asked."""
         left = await self.limiter.count_daily(self.account.app_id, path)
         if left == -1:
             raise WeChatRateLimited(45009, f"daily quota of {path} used (counted by Siyu)",
                                     retry_after=seconds_to_beijing_midnight())
-        await self.limiter.acquire(self.account.tenant_id, self.account.channel, self.account.app_id, bulk=bulk)
+        try:
+            await self.limiter.acquire(self.account.tenant_id, self.account.channel, self.account.app_id,
+                                       bulk=bulk)
+        except TimeoutError as exc:
+            raise WeChatRateLimited(45011, f"{exc} (counted by Siyu)", retry_after=60) from None
         token: str | None = None
         refreshed = False
         busy_tries = 0
@@ -207,13 +279,13 @@ class WeChatClient:
             if with_token:
                 token = await self.access_token()
                 query["access_token"] = token
+            if on_send is not None:
+                await on_send()
             try:
                 resp = await self.http.request(method, f"{self.base}/{path}", params=query, json=json)
-            except httpx.TimeoutException:
-                raise WeChatBusy(-1, f"{path} timed out") from None
             except httpx.HTTPError as exc:
-                raise WeChatBusy(-1, f"{path} unreachable: {type(exc).__name__}") from None
-            body = self._json(resp)
+                raise transport_failure(path, exc, repeatable) from None
+            body = self._json(resp, repeatable)
             errcode = int(body.get("errcode", 0) or 0)
             if errcode == 0:
                 return body
@@ -232,12 +304,14 @@ class WeChatClient:
     # --- the endpoints Siyu uses (thin, named wrappers) --------------------------------------------
 
     async def send_custom_message(self, openid: str, msgtype: str, content: dict[str, Any],
-                                  bulk: bool = False) -> dict[str, Any]:
+                                  bulk: bool = False, on_send: OnSend | None = None) -> dict[str, Any]:
         return await self.call("POST", "cgi-bin/message/custom/send",
-                               json={"touser": openid, "msgtype": msgtype, msgtype: content}, bulk=bulk)
+                               json={"touser": openid, "msgtype": msgtype, msgtype: content}, bulk=bulk,
+                               repeatable=False, on_send=on_send)
 
-    async def send_text(self, openid: str, text: str, bulk: bool = False) -> dict[str, Any]:
-        return await self.send_custom_message(openid, "text", {"content": text}, bulk=bulk)
+    async def send_text(self, openid: str, text: str, bulk: bool = False,
+                        on_send: OnSend | None = None) -> dict[str, Any]:
+        return await self.send_custom_message(openid, "text", {"content": text}, bulk=bulk, on_send=on_send)
 
     async def user_info(self, openid: str, lang: str = "zh_CN") -> dict[str, Any]:
         return await self.call("GET", "cgi-bin/user/info", params={"openid": openid, "lang": lang})
@@ -251,35 +325,39 @@ class WeChatClient:
     async def external_contact(self, external_userid: str) -> dict[str, Any]:
         return await self.call("GET", "cgi-bin/externalcontact/get", params={"external_userid": external_userid})
 
-    async def send_template(self, openid: str, template_id: str, data: dict[str, str]) -> dict[str, Any]:
+    async def send_template(self, openid: str, template_id: str, data: dict[str, str],
+                            on_send: OnSend | None = None) -> dict[str, Any]:
         """An Official Account template message (a service notice: no reply window, the template's own
         rules). `data` maps each keyword to its value."""
         return await self.call("POST", "cgi-bin/message/template/send", json={
             "touser": openid, "template_id": template_id,
-            "data": {key: {"value": value} for key, value in data.items()}})
+            "data": {key: {"value": value} for key, value in data.items()}}, repeatable=False, on_send=on_send)
 
-    async def send_subscribe(self, openid: str, template_id: str, data: dict[str, str]) -> dict[str, Any]:
+    async def send_subscribe(self, openid: str, template_id: str, data: dict[str, str],
+                             on_send: OnSend | None = None) -> dict[str, Any]:
         """A one-time subscription message: `message/subscribe/send` on a Mini Program, `subscribe/bizsend`
         on an Official Account. It uses one of the person's consents to that template."""
         path = "cgi-bin/message/subscribe/send" if self.account.channel == "mp" \
             else "cgi-bin/message/subscribe/bizsend"
         return await self.call("POST", path, json={
             "touser": openid, "template_id": template_id,
-            "data": {key: {"value": value} for key, value in data.items()}})
+            "data": {key: {"value": value} for key, value in data.items()}}, repeatable=False, on_send=on_send)
 
-    async def add_msg_template(self, sender: str, external_userids: list[str], text: str) -> dict[str, Any]:
+    async def add_msg_template(self, sender: str, external_userids: list[str], text: str,
+                               on_send: OnSend | None = None) -> dict[str, Any]:
         """A 1:1 message task for a WeCom member: it reaches the customer once the member confirms it in the
         WeCom client. Answers the task's msgid and the customers it cannot reach (`fail_list`)."""
         return await self.call("POST", "cgi-bin/externalcontact/add_msg_template", json={
             "chat_type": "single", "external_userid": external_userids, "sender": sender,
-            "text": {"content": text}})
+            "text": {"content": text}}, repeatable=False, on_send=on_send)
 
-    async def mass_send_text(self, openids: list[str], text: str, clientmsgid: str) -> dict[str, Any]:
+    async def mass_send_text(self, openids: list[str], text: str, clientmsgid: str,
+                             on_send: OnSend | None = None) -> dict[str, Any]:
         """An OA mass send of a text to 2 to 10,000 followers (`message/mass/send`). `clientmsgid` is WeChat's
         own idempotency key: the same one again within 24 h is refused (45065) with the first send's msg_id."""
         return await self.call("POST", "cgi-bin/message/mass/send", json={
             "touser": openids, "msgtype": "text", "text": {"content": text}, "clientmsgid": clientmsgid,
-            "send_ignore_reprint": 0}, bulk=True)
+            "send_ignore_reprint": 0}, bulk=True, repeatable=False, on_send=on_send)
 
     async def get_groupmsg_task(self, msgid: str, limit: int = 1000, cursor: str = "") -> dict[str, Any]:
         """Which WeCom members of a mass task have sent it (status 0 not yet, 2 sent)."""
@@ -299,9 +377,10 @@ class WeChatClient:
             body["token"] = token
         return await self.call("POST", "cgi-bin/kf/sync_msg", json=body)
 
-    async def kf_send_text(self, external_userid: str, open_kfid: str, text: str, msgid: str = "") -> dict[str, Any]:
+    async def kf_send_text(self, external_userid: str, open_kfid: str, text: str, msgid: str = "",
+                           on_send: OnSend | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"touser": external_userid, "open_kfid": open_kfid, "msgtype": "text",
                                 "text": {"content": text}}
         if msgid:
             body["msgid"] = msgid  # WeChat's own idempotency key for 微信客服
-        return await self.call("POST", "cgi-bin/kf/send_msg", json=body)
+        return await self.call("POST", "cgi-bin/kf/send_msg", json=body, repeatable=False, on_send=on_send)

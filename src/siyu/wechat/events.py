@@ -57,7 +57,7 @@ async def erase_personal_payloads(tenant_id: int, channel: str, external_id: str
     await db.execute(
         "UPDATE wechat_outbound SET payload = jsonb_strip_nulls(jsonb_build_object('erased', true, "
         "'open_kfid', payload->'open_kfid')) "
-        "WHERE tenant = $1 AND channel = $2 AND external_id = $3 AND state IN ('sent', 'refused', 'unknown') "
+        "WHERE tenant = $1 AND channel = $2 AND external_id = $3 AND state IN ('sent', 'failed', 'unknown') "
         "AND ($4::timestamptz IS NULL OR created_at <= $4) AND NOT payload ? 'erased'",
         tenant_id, channel, external_id, until)
     return erased

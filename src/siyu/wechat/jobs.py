@@ -8,7 +8,7 @@ from typing import Any
 
 from siyu.core.clock import now
 from siyu.wechat import consents, protocol, windows
-from siyu.wechat.outbound import mark_stale_pending_unknown, runtime_of
+from siyu.wechat.outbound import runtime_of, settle_stale
 from siyu.wechat.protocol import Account
 from siyu.wechat.services import record_inbound
 from siyu.wechat.tables import InboundEvent, KfCursor
@@ -134,7 +134,5 @@ async def sweep_inbound(ctx: dict[str, Any]) -> int:
         await redis.enqueue_job("wechat.process_inbound", r["id"], _job_id=f"wechat.inbound:{r['id']}")
     if rows:
         log.info("sweeper re-enqueued %s inbound events", len(rows))
-    unknown = await mark_stale_pending_unknown()
-    if unknown:
-        log.warning("%s outbound messages died mid-send; marked unknown, not resent", unknown)
+    await settle_stale()  # sends whose run died: asked WeChat → unknown (never sent again), never asked → retry
     return len(rows)

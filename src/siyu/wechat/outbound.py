@@ -1,10 +1,20 @@
 """Sending to a person, at most once per idempotency key, inside WeChat's windows.
 
-`deliver_text` is what the inbox and the re-engagement jobs call. It records the message in the
-`wechat_outbound` ledger before calling WeChat (unique on the caller's key), reserves a slot in the reply
-window (so Siyu knows before WeChat whether it will be accepted), then calls WeChat once. A job that
-runs twice finds the ledger row and does not send again; a send whose outcome is unknown (the process
-died mid-call) is never repeated automatically.
+Every send (`deliver_text`, `deliver_template`, `deliver_subscribe`, `deliver_owner_task`) is a row of the
+`wechat_outbound` ledger, unique on the caller's key, claimed before WeChat is called. Its states:
+
+    queued   a run holds it and has not asked WeChat yet
+    sending  the request is leaving, or has left, for WeChat (recorded right before it leaves)
+    retry    WeChat certainly did not take it (never reached; -1; 45009/45011; the token step failed):
+             a later run of the caller may claim it again
+    sent     WeChat took it                                                                    (final)
+    failed   WeChat refused it, Siyu knew it would, or Siyu gave up; `errmsg` says why in words (final)
+    unknown  the request left and no answer came back: WeChat may have delivered it. Never sent
+             again automatically; a person may choose to send it again under a new key          (final)
+
+Each claim bumps `attempts`, and a run's later writes name its attempt: a run that lost its claim (the
+sweeper moved the row on, another run took it) can no longer change the row or send. `settle_stale`
+settles the rows whose run died: sending → unknown, queued → retry, retry left alone → failed.
 """
 
 from __future__ import annotations
@@ -18,14 +28,31 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from siyu.core.clock import now
+from siyu.core import db
+from siyu.core.errors import NotFound
+from siyu.core.settings import get_settings
 from siyu.tenants.services import channel_credentials
 from siyu.wechat import consents, windows
-from siyu.wechat.client import ApiAccount, WeChatClient, WeChatError, WeChatNotAllowed
+from siyu.wechat.client import (
+    ApiAccount,
+    OnSend,
+    WeChatClient,
+    WeChatError,
+    WeChatNotAllowed,
+    WeChatOutcomeUnknown,
+    WeChatRateLimited,
+    WeChatTokenUnavailable,
+    WeChatUnreachable,
+)
 from siyu.wechat.ratelimit import RateLimiter
-from siyu.wechat.tables import Outbound
 
 log = logging.getLogger("siyu.wechat.outbound")
+
+FINAL = ("sent", "failed", "unknown")
+# A run holds its row for one job at most (jobs time out after 60 s); well past that, it has died.
+SENDING_DEADLINE_SECONDS = 300  # asked WeChat and never recorded the answer → unknown
+QUEUED_DEADLINE_SECONDS = 300  # claimed and never asked WeChat → free to claim again
+RETRY_DEADLINE_SECONDS = 1800  # waiting for a retry that never came → failed
 
 
 class WeChatRuntime:
@@ -33,8 +60,10 @@ class WeChatRuntime:
 
     def __init__(self, redis: Redis, http: httpx.AsyncClient | None = None) -> None:
         self.redis = redis
-        self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0),
-                                              limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+        s = get_settings()
+        self.http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(s.wechat_timeout_ms / 1000, connect=s.wechat_connect_timeout_ms / 1000),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
         self.limiter = RateLimiter(redis)
 
     async def client(self, tenant_id: int, channel: str) -> WeChatClient:
@@ -58,10 +87,21 @@ def runtime_of(ctx: dict[str, Any]) -> WeChatRuntime:
 @dataclass(frozen=True)
 class Delivery:
     outbound_id: int
-    state: str  # sent | refused | retryable | unknown | pending
+    state: str  # sent | failed | unknown | retry | pending (another run holds the key right now)
     errcode: int | None = None
-    reason: str = ""
+    reason: str = ""  # a short key for the words: window_closed, outcome_unknown, unreachable, …
     duplicate: bool = False  # this key had been handled before: nothing was sent now
+    retry_after: int = 0  # for `retry`: seconds WeChat asked to wait (45011: a minute)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    outbound_id: int
+    attempt: int
+
+
+class _ClaimLost(Exception):
+    """This run's claim was taken over: it must not ask WeChat."""
 
 
 async def deliver_text(runtime: WeChatRuntime, tenant_id: int, channel: str, external_id: str, text: str,
@@ -72,44 +112,24 @@ async def deliver_text(runtime: WeChatRuntime, tenant_id: int, channel: str, ext
     claimed = await _claim(tenant_id, channel, external_id, idempotency_key, kind, payload)
     if isinstance(claimed, Delivery):
         return claimed
-    outbound_id = claimed
 
     slot = await windows.reserve(tenant_id, channel, external_id)
     if isinstance(slot, int):  # Siyu knows WeChat would refuse: do not call it
         reason = WeChatNotAllowed.REASONS.get(slot, "not_allowed")
-        await _finish(outbound_id, "refused", errcode=slot, errmsg=f"{reason} (checked by Siyu before sending)")
-        return Delivery(outbound_id, "refused", slot, reason)
+        return await _finish(claimed, "failed", errcode=slot, reason=reason,
+                             errmsg=f"{reason} (checked by Siyu before sending)")
+    await db.execute("UPDATE wechat_outbound SET window_slot = $2 WHERE id = $1", claimed.outbound_id, slot)
 
-    await Outbound.update({Outbound.window_slot: slot}).where(Outbound.id == outbound_id)
-
-    async def send(client: WeChatClient) -> dict[str, Any]:
+    def send(client: WeChatClient, on_send: OnSend) -> Awaitable[dict[str, Any]]:
         if channel == "wecom":
-            return await client.kf_send_text(external_id, open_kfid, text, msgid=f"siyu{outbound_id}")
-        return await client.send_text(external_id, text, bulk=bulk)
+            return client.kf_send_text(external_id, open_kfid, text, msgid=f"siyu{claimed.outbound_id}",
+                                       on_send=on_send)
+        return client.send_text(external_id, text, bulk=bulk, on_send=on_send)
 
-    delivery = await _call(outbound_id, send, tenant_id, channel, runtime)
-    if delivery.state != "sent":  # WeChat did not take it: the reserved place in the window is free again
+    delivery = await _call(claimed, send, tenant_id, channel, runtime)
+    if delivery.state not in ("sent", "unknown"):  # WeChat did not take it: the reserved place is free again
         await windows.release(tenant_id, channel, external_id, slot)
     return delivery
-
-
-async def _claim(tenant_id: int, channel: str, external_id: str, idempotency_key: str, kind: str,
-                 payload: dict[str, Any]) -> int | Delivery:
-    """Claim a send in the ledger: the new row's id, or the Delivery of the key's earlier claim (sent,
-    refused, pending elsewhere, unknown). A retryable earlier attempt is claimed again."""
-    claimed = await Outbound.raw(
-        "INSERT INTO wechat_outbound (tenant, channel, external_id, idempotency_key, kind, payload, state, "
-        "window_slot, errmsg, wechat_msgid, attempts, created_at, claimed_at) "
-        "VALUES ({}, {}, {}, {}, {}, {}::jsonb, 'pending', '', '', '', 1, now(), now()) "
-        "ON CONFLICT (tenant, idempotency_key) DO UPDATE SET state = 'pending', claimed_at = now(), "
-        "attempts = wechat_outbound.attempts + 1 WHERE wechat_outbound.state = 'retryable' RETURNING id",
-        tenant_id, channel, external_id, idempotency_key, kind, json.dumps(payload, ensure_ascii=False))
-    if not claimed:
-        row = await Outbound.select(Outbound.id, Outbound.state, Outbound.errcode).where(
-            (Outbound.tenant == tenant_id) & (Outbound.idempotency_key == idempotency_key)).first()
-        assert row is not None
-        return Delivery(row["id"], row["state"], row["errcode"], duplicate=True)
-    return int(claimed[0]["id"])
 
 
 async def deliver_template(runtime: WeChatRuntime, tenant_id: int, openid: str, template_id: str,
@@ -120,8 +140,9 @@ async def deliver_template(runtime: WeChatRuntime, tenant_id: int, openid: str, 
                            {"template_id": template_id, "data": data})
     if isinstance(claimed, Delivery):
         return claimed
-    return await _call(claimed, lambda client: client.send_template(openid, template_id, data), tenant_id, "oa",
-                       runtime)
+    return await _call(claimed, lambda client, on_send: client.send_template(openid, template_id, data,
+                                                                             on_send=on_send),
+                       tenant_id, "oa", runtime)
 
 
 async def deliver_subscribe(runtime: WeChatRuntime, tenant_id: int, channel: str, openid: str, template_id: str,
@@ -133,13 +154,14 @@ async def deliver_subscribe(runtime: WeChatRuntime, tenant_id: int, channel: str
     if isinstance(claimed, Delivery):
         return claimed
     if not await consents.reserve(tenant_id, channel, openid, template_id):
-        await _finish(claimed, "refused", errcode=43101, errmsg="no_consent (checked by Siyu before sending)")
-        return Delivery(claimed, "refused", 43101, "no_consent")
-    delivery = await _call(claimed, lambda client: client.send_subscribe(openid, template_id, data), tenant_id,
-                           channel, runtime)
+        return await _finish(claimed, "failed", errcode=43101, reason="no_consent",
+                             errmsg="no_consent (checked by Siyu before sending)")
+    delivery = await _call(claimed, lambda client, on_send: client.send_subscribe(openid, template_id, data,
+                                                                                  on_send=on_send),
+                           tenant_id, channel, runtime)
     if delivery.errcode == 43101:  # WeChat knows better than the count: none left
         await consents.clear(tenant_id, channel, openid, template_id)
-    elif delivery.state != "sent":
+    elif delivery.state not in ("sent", "unknown"):  # WeChat did not use the consent
         await consents.release(tenant_id, channel, openid, template_id)
     return delivery
 
@@ -153,11 +175,12 @@ async def deliver_owner_task(runtime: WeChatRuntime, tenant_id: int, sender_user
                            {"text": text, "sender": sender_userid})
     if isinstance(claimed, Delivery):
         return claimed
+
     def refused_by_answer(answer: dict[str, Any]) -> str:
         return "not_their_contact" if external_userid in (answer.get("fail_list") or []) else ""
 
-    return await _call(claimed, lambda client: client.add_msg_template(sender_userid, [external_userid], text),
-                       tenant_id, "wecom", runtime, refused_by_answer)
+    return await _call(claimed, lambda client, on_send: client.add_msg_template(
+        sender_userid, [external_userid], text, on_send=on_send), tenant_id, "wecom", runtime, refused_by_answer)
 
 
 async def deliver_mass(runtime: WeChatRuntime, tenant_id: int, openids: list[str], text: str, idempotency_key: str,
@@ -169,25 +192,22 @@ async def deliver_mass(runtime: WeChatRuntime, tenant_id: int, openids: list[str
     if isinstance(claimed, Delivery):
         return claimed
 
-    async def send(client: WeChatClient) -> dict[str, Any]:
+    async def send(client: WeChatClient, on_send: OnSend) -> dict[str, Any]:
         try:
-            return await client.mass_send_text(openids, text, clientmsgid)
+            answer = await client.mass_send_text(openids, text, clientmsgid, on_send=on_send)
         except WeChatError as exc:
-            if exc.errcode == 45065:  # "clientmsgid exist, msg_id …": WeChat has it already
-                return {"msgid": exc.errmsg.rsplit(" ", 1)[-1] if "msg_id" in exc.errmsg else ""}
-            raise
+            if exc.errcode != 45065:
+                raise
+            answer = {"msg_id": exc.errmsg.rsplit(" ", 1)[-1] if "msg_id" in exc.errmsg else ""}
+        return {**answer, "msgid": str(answer.get("msg_id") or "")}
 
-    async def with_msg_id(client: WeChatClient) -> dict[str, Any]:
-        answer = await send(client)
-        return {**answer, "msgid": str(answer.get("msg_id") or answer.get("msgid") or "")}
-
-    return await _call(claimed, with_msg_id, tenant_id, "oa", runtime)
+    return await _call(claimed, send, tenant_id, "oa", runtime)
 
 
 async def mass_msg_id(tenant_id: int, idempotency_key: str) -> str:
     """The msg_id WeChat gave a mass send recorded under this key ("" if none)."""
-    row = await Outbound.select(Outbound.wechat_msgid).where(
-        (Outbound.tenant == tenant_id) & (Outbound.idempotency_key == idempotency_key)).first()
+    row = await db.fetchrow("SELECT wechat_msgid FROM wechat_outbound WHERE tenant = $1 AND idempotency_key = $2",
+                            tenant_id, idempotency_key)
     return str(row["wechat_msgid"]) if row else ""
 
 
@@ -202,13 +222,14 @@ async def owner_task_result(runtime: WeChatRuntime, tenant_id: int, idempotency_
     """What became of a 1:1 task sent with `deliver_owner_task` under this key: still waiting for the member,
     sent to the customer, or not sent (no longer their contact, or the customer's monthly receive limit). None
     when the key holds no task WeChat took."""
-    row = await Outbound.select(Outbound.wechat_msgid, Outbound.external_id, Outbound.payload, Outbound.state).where(
-        (Outbound.tenant == tenant_id) & (Outbound.idempotency_key == idempotency_key)).first()
+    row = await db.fetchrow(
+        "SELECT wechat_msgid, external_id, payload::text AS payload, state FROM wechat_outbound WHERE tenant = $1 "
+        "AND idempotency_key = $2", tenant_id, idempotency_key)
     if row is None or row["state"] != "sent" or not row["wechat_msgid"]:
         return None
-    payload = row["payload"] if isinstance(row["payload"], dict) else json.loads(row["payload"] or "{}")
+    sender = str(json.loads(row["payload"] or "{}").get("sender", ""))
     client = await runtime.client(tenant_id, "wecom")
-    answer = await client.get_groupmsg_send_result(row["wechat_msgid"], str(payload.get("sender", "")))
+    answer = await client.get_groupmsg_send_result(row["wechat_msgid"], sender)
     for item in answer.get("send_list") or []:
         if item.get("external_userid") != row["external_id"]:
             continue
@@ -220,41 +241,173 @@ async def owner_task_result(runtime: WeChatRuntime, tenant_id: int, idempotency_
     return TaskResult("waiting")
 
 
-async def _call(outbound_id: int, send: Callable[[WeChatClient], Awaitable[dict[str, Any]]], tenant_id: int,
-                channel: str, runtime: WeChatRuntime,
+# --- the ledger's one writer ---------------------------------------------------------------------------
+
+_ROW = "id, state, errcode, reason"
+
+
+def _delivery(row: Any, duplicate: bool) -> Delivery:
+    state = row["state"] if row["state"] in FINAL else ("retry" if row["state"] == "retry" else "pending")
+    return Delivery(int(row["id"]), state, row["errcode"], row["reason"], duplicate=duplicate)
+
+
+async def _claim(tenant_id: int, channel: str, external_id: str, idempotency_key: str, kind: str,
+                 payload: dict[str, Any]) -> _Claim | Delivery:
+    """Claim a send: this run's attempt, or the Delivery of the key as it stands (final, or held by
+    another run). A send left for `retry` is claimed again."""
+    claimed = await db.fetchrow(
+        "INSERT INTO wechat_outbound (tenant, channel, external_id, idempotency_key, kind, payload, state, "
+        "window_slot, reason, errmsg, wechat_msgid, attempts, created_at, claimed_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, 'queued', '', '', '', '', 1, now(), now()) "
+        "ON CONFLICT (tenant, idempotency_key) DO UPDATE SET state = 'queued', claimed_at = now(), "
+        "window_slot = '', attempts = wechat_outbound.attempts + 1 WHERE wechat_outbound.state = 'retry' "
+        "RETURNING id, attempts",
+        tenant_id, channel, external_id, idempotency_key, kind, json.dumps(payload, ensure_ascii=False))
+    if claimed is not None:
+        return _Claim(int(claimed["id"]), int(claimed["attempts"]))
+    row = await db.fetchrow(f"SELECT {_ROW} FROM wechat_outbound WHERE tenant = $1 AND idempotency_key = $2",
+                            tenant_id, idempotency_key)
+    if row is None:  # settled and erased between the two statements: treat as handled
+        raise NotFound()
+    return _delivery(row, duplicate=True)
+
+
+async def _mark_sending(claim: _Claim) -> None:
+    """Right before the request leaves: from here on, a run that dies leaves a row the sweeper makes
+    `unknown`. Refuses (and so stops the send) when this run no longer holds the claim."""
+    held = await db.fetchrow(
+        "UPDATE wechat_outbound SET state = 'sending', attempted_at = now() "
+        "WHERE id = $1 AND attempts = $2 AND state IN ('queued', 'sending') RETURNING id",
+        claim.outbound_id, claim.attempt)
+    if held is None:
+        raise _ClaimLost()
+
+
+async def _finish(claim: _Claim, state: str, *, errcode: int | None = None, errmsg: str = "", reason: str = "",
+                  msgid: str = "", retry_after: int = 0) -> Delivery:
+    """Settle this run's attempt. A row the sweeper declared `unknown` meanwhile still learns that it was
+    sent; nothing else moves a row this run no longer holds (its Delivery says where the row stands)."""
+    row = await db.fetchrow(
+        "UPDATE wechat_outbound SET state = $3::varchar, errcode = $4, errmsg = $5, reason = $6, "
+        "wechat_msgid = CASE WHEN $3::varchar = 'sent' THEN $7 ELSE wechat_msgid END, "
+        "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() ELSE sent_at END "
+        "WHERE id = $1 AND attempts = $2 AND (state IN ('queued', 'sending') "
+        "OR (state = 'unknown' AND $3::varchar = 'sent')) "
+        f"RETURNING {_ROW}",
+        claim.outbound_id, claim.attempt, state, errcode, errmsg[:500], reason[:32], msgid)
+    if row is None:
+        row = await db.fetchrow(f"SELECT {_ROW} FROM wechat_outbound WHERE id = $1", claim.outbound_id)
+        return _delivery(row, duplicate=True)
+    return Delivery(claim.outbound_id, state, errcode, reason, retry_after=retry_after)
+
+
+Send = Callable[[WeChatClient, OnSend], Awaitable[dict[str, Any]]]
+
+
+async def _call(claim: _Claim, send: Send, tenant_id: int, channel: str, runtime: WeChatRuntime,
                 refused_by_answer: Callable[[dict[str, Any]], str] | None = None) -> Delivery:
-    """Make a claimed send's one call to WeChat and settle its ledger row by the answer."""
+    """Make a claimed send's one call to WeChat and settle its ledger row by what is known of it."""
     try:
-        answer = await send(await runtime.client(tenant_id, channel))
+        client = await runtime.client(tenant_id, channel)
+    except NotFound:
+        return await _finish(claim, "failed", reason="not_linked",
+                             errmsg=f"no {channel} account is linked (nothing was sent)")
+    try:
+        answer = await send(client, lambda: _mark_sending(claim))
+    except _ClaimLost:
+        log.warning("outbound %s: another run took the send over; this one stopped", claim.outbound_id)
+        row = await db.fetchrow(f"SELECT {_ROW} FROM wechat_outbound WHERE id = $1", claim.outbound_id)
+        return _delivery(row, duplicate=True)
+    except WeChatOutcomeUnknown as exc:
+        log.warning("outbound %s: %s", claim.outbound_id, exc.errmsg)
+        return await _finish(claim, "unknown", reason=exc.reason, errmsg=exc.errmsg)
     except WeChatNotAllowed as exc:
-        await _finish(outbound_id, "refused", errcode=exc.errcode, errmsg=exc.errmsg)
-        return Delivery(outbound_id, "refused", exc.errcode, exc.reason)
+        return await _finish(claim, "failed", errcode=exc.errcode, reason=exc.reason, errmsg=exc.errmsg)
     except WeChatError as exc:
-        state = "retryable" if getattr(exc, "retryable", False) else "refused"
-        await _finish(outbound_id, state, errcode=exc.errcode, errmsg=exc.errmsg)
-        return Delivery(outbound_id, state, exc.errcode, type(exc).__name__)
-    reason = refused_by_answer(answer) if refused_by_answer else ""
-    if reason:
-        await _finish(outbound_id, "refused", errmsg=f"{reason} (in WeChat's answer)")
-        return Delivery(outbound_id, "refused", None, reason)
-    await _finish(outbound_id, "sent", msgid=str(answer.get("msgid", "")))
-    return Delivery(outbound_id, "sent")
+        reason = str(getattr(exc, "reason", ""))
+        # A transport failure carries no errcode of WeChat's; its words are in errmsg.
+        errcode = None if isinstance(exc, (WeChatUnreachable, WeChatTokenUnavailable)) else exc.errcode
+        if getattr(exc, "retryable", False):
+            retry_after = exc.retry_after if isinstance(exc, WeChatRateLimited) else 0
+            return await _finish(claim, "retry", errcode=errcode, reason=reason, errmsg=exc.errmsg,
+                                 retry_after=retry_after)
+        return await _finish(claim, "failed", errcode=errcode, reason=reason, errmsg=exc.errmsg)
+    refused = refused_by_answer(answer) if refused_by_answer else ""
+    if refused:
+        return await _finish(claim, "failed", reason=refused, errmsg=f"{refused} (in WeChat's answer)")
+    return await _finish(claim, "sent", msgid=str(answer.get("msgid", "")))
 
 
-async def _finish(outbound_id: int, state: str, errcode: int | None = None, errmsg: str = "",
-                  msgid: str = "") -> None:
-    values: dict[Any, Any] = {Outbound.state: state, Outbound.errcode: errcode, Outbound.errmsg: errmsg[:500]}
-    if state == "sent":
-        values[Outbound.sent_at] = now()
-        values[Outbound.wechat_msgid] = msgid
-    await Outbound.update(values).where(Outbound.id == outbound_id)
+# --- for callers and the sweepers -----------------------------------------------------------------------
+
+async def give_up(tenant_id: int, channel: str, external_id: str, idempotency_key: str, kind: str,
+                  errmsg: str) -> Delivery:
+    """Make a send that never reached WeChat final: `failed` (reason `gave_up`), so no later run sends it.
+    A key never claimed gets its failed row now; a key waiting for `retry` fails; a key another run holds
+    or that is final already is left as it is. Returns where the key stands."""
+    row = await db.fetchrow(
+        "INSERT INTO wechat_outbound (tenant, channel, external_id, idempotency_key, kind, payload, state, "
+        "window_slot, reason, errmsg, wechat_msgid, attempts, created_at, claimed_at) "
+        "VALUES ($1, $2, $3, $4, $5, '{}'::jsonb, 'failed', '', 'gave_up', $6, '', 0, now(), now()) "
+        "ON CONFLICT (tenant, idempotency_key) DO UPDATE SET state = 'failed', reason = 'gave_up', "
+        "errmsg = left(EXCLUDED.errmsg || ' (last: ' || wechat_outbound.errmsg || ')', 500) "
+        f"WHERE wechat_outbound.state = 'retry' RETURNING {_ROW}",
+        tenant_id, channel, external_id, idempotency_key, kind, errmsg[:400])
+    if row is None:
+        row = await db.fetchrow(f"SELECT {_ROW} FROM wechat_outbound WHERE tenant = $1 AND idempotency_key = $2",
+                                tenant_id, idempotency_key)
+    return _delivery(row, duplicate=False)
 
 
-async def mark_stale_pending_unknown(older_than_seconds: int = 600) -> int:
-    """A row still pending long after its call began: the process died mid-send. WeChat may or may not
-    have delivered it, so it is marked unknown and never sent again automatically."""
-    rows = await Outbound.raw(
-        "UPDATE wechat_outbound SET state = 'unknown', errmsg = 'the sending process stopped mid-call' "
-        "WHERE state = 'pending' AND claimed_at < now() - make_interval(secs => {}) RETURNING id",
-        older_than_seconds)
-    return len(rows)
+@dataclass(frozen=True)
+class Stale:
+    unknown: int  # asked WeChat, then the run died: may have been delivered
+    freed: int  # claimed, never asked: free to claim again
+    failed: int  # waited for a retry that never came
+
+
+async def settle_stale(sending_after: int = SENDING_DEADLINE_SECONDS, queued_after: int = QUEUED_DEADLINE_SECONDS,
+                       retry_after: int = RETRY_DEADLINE_SECONDS) -> Stale:
+    """Settle the sends whose run died. One asked WeChat (`sending`): it may have been delivered, so it is
+    `unknown` and never sent again automatically. One claimed but never asked (`queued`): free for the
+    caller's next run (`retry`). One left waiting for a retry: `failed`, with the last reason kept."""
+    unknown = await db.fetch(
+        "UPDATE wechat_outbound SET state = 'unknown', reason = 'outcome_unknown', errmsg = left("
+        "'the sending process stopped after asking WeChat; it may have been delivered', 500) "
+        "WHERE state = 'sending' AND attempted_at < now() - make_interval(secs => $1) RETURNING id", sending_after)
+    freed = await db.fetch(
+        "UPDATE wechat_outbound SET state = 'retry', reason = 'stopped', claimed_at = now(), "
+        "errmsg = 'the sending process stopped before asking WeChat' "
+        "WHERE state = 'queued' AND claimed_at < now() - make_interval(secs => $1) RETURNING id", queued_after)
+    failed = await db.fetch(
+        "UPDATE wechat_outbound SET state = 'failed', reason = 'gave_up', errmsg = left("
+        "'not sent: no retry came (last: ' || errmsg || ')', 500) "
+        "WHERE state = 'retry' AND claimed_at < now() - make_interval(secs => $1) RETURNING id", retry_after)
+    if unknown:
+        log.warning("%s outbound messages died mid-send; marked unknown, not sent again", len(unknown))
+    return Stale(len(unknown), len(freed), len(failed))
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    outbound_id: int
+    state: str
+    errcode: int | None
+    reason: str
+    errmsg: str
+    payload: dict[str, Any]
+
+
+async def ledger_rows(tenant_id: int, keys: list[str]) -> dict[str, LedgerRow]:
+    """Where each of these keys stands (keys never claimed are absent)."""
+    rows = await db.fetch(
+        "SELECT idempotency_key, id, state, errcode, reason, errmsg, payload FROM wechat_outbound "
+        "WHERE tenant = $1 AND idempotency_key = ANY($2::text[])", tenant_id, keys)
+    return {r["idempotency_key"]: LedgerRow(int(r["id"]), r["state"], r["errcode"], r["reason"], r["errmsg"],
+                                             _json(r["payload"])) for r in rows}
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        value = json.loads(value)
+    return value if isinstance(value, dict) else {}

@@ -112,21 +112,25 @@ class ConsentGrant(Table, tablename="wechat_consent_grant"):
 
 
 class Outbound(Table, tablename="wechat_outbound"):
-    """Every message Siyu sends, keyed by the caller's idempotency key: a key is sent at most once."""
+    """Every message Siyu sends, keyed by the caller's idempotency key: a key is sent at most once. The
+    states and their one writer are in `siyu.wechat.outbound`."""
 
     id: BigSerial
     tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
     channel = Varchar(length=8)
     external_id = Varchar(length=128)
     idempotency_key = Varchar(length=200)
-    kind = Varchar(length=16, default="custom")  # custom | kf | template | subscribe
+    kind = Varchar(length=16, default="custom")  # custom | kf | template | subscribe | wecom_task
     payload = JSONB(default={})
-    state = Varchar(length=16, default="pending")  # pending | sent | refused | retryable | unknown
+    # queued | sending | retry, then one of the final: sent | failed | unknown
+    state = Varchar(length=16, default="queued")
     window_slot = Varchar(length=16, default="")  # user | event | event+user
-    errcode = Integer(null=True, default=None)
-    errmsg = Text(default="")
+    errcode = Integer(null=True, default=None)  # WeChat's, when it answered one
+    reason = Varchar(length=32, default="")  # why, as a key: window_closed, outcome_unknown, unreachable, …
+    errmsg = Text(default="")  # why, in words
     wechat_msgid = Varchar(length=128, default="")
-    attempts = Integer(default=0)
+    attempts = Integer(default=0)  # claims so far; a run's writes name its own
     created_at = Timestamptz()
-    claimed_at = Timestamptz()  # when the current attempt began
+    claimed_at = Timestamptz()  # when the current attempt was claimed
+    attempted_at = Timestamptz(null=True, default=None)  # when its request last left for WeChat
     sent_at = Timestamptz(null=True, default=None)

@@ -82,7 +82,7 @@ async def test_kill_9_and_flushall_in_the_middle_of_a_broadcast(world: World, re
 
         await wait_for(settled, 90, "the rest of the broadcast", log)
         # A send the kill interrupted mid-call is settled by the send-once ledger (unknown, never repeated).
-        await outbound.mark_stale_pending_unknown(0)
+        await outbound.settle_stale(sending_after=0, queued_after=0)
         await jobs.sweep_once(runtime, budget=10, idle_exit=0, lease=0)
     finally:
         for proc in (first, second):

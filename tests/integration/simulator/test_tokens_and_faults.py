@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
+
+import pytest
 
 from tests.integration.simulator.conftest import CORP_ID, MP_ID, OA_ID, SECRET, Sim
 
@@ -112,6 +116,66 @@ async def test_latency_is_added_until_reset(simc: Sim) -> None:
     t0 = time.monotonic()
     await simc.call(OA_ID, "cgi-bin/menu/delete")
     assert time.monotonic() - t0 < 0.25
+
+
+async def test_one_endpoint_answers_late_after_doing_its_work(simc: Sim) -> None:
+    """A late answer, as when WeChat delivers and the caller stops waiting: the message is recorded at once,
+    the answer comes `endpoint_latency_ms` later; other endpoints are not slowed."""
+    await simc.register("oa", OA_ID)
+    await simc.token(OA_ID)
+    openid = (await simc.push(OA_ID, "amy", "follow"))["openid"]
+    await simc.push(OA_ID, "amy", "text", text="hi")
+    r = await simc.http.post(f"/_sim/apps/{OA_ID}/faults",
+                             json={"endpoint_latency_ms": {"cgi-bin/message/custom/send": 400}})
+    assert r.json()["endpoint_latency_ms"] == {"cgi-bin/message/custom/send": 400}
+    t0 = time.monotonic()
+    await simc.call(OA_ID, "cgi-bin/menu/delete")
+    assert time.monotonic() - t0 < 0.3
+    send = asyncio.create_task(simc.text(OA_ID, openid, "late"))
+    await asyncio.sleep(0.2)
+    assert not send.done()
+    recorded = await simc.get("/_sim/messages", app_id=OA_ID, endpoint="cgi-bin/message/custom/send")
+    assert [m["payload"]["text"]["content"] for m in recorded] == ["late"]  # carried out before the answer
+    assert await send == 0
+    assert time.monotonic() - t0 >= 0.4
+    await simc.http.post(f"/_sim/apps/{OA_ID}/faults", json={"endpoint_latency_ms": {"cgi-bin/message/custom/send": 0}})
+    t0 = time.monotonic()
+    assert await simc.text(OA_ID, openid, "fast") == 0
+    assert time.monotonic() - t0 < 0.3
+
+
+async def test_the_token_endpoint_times_out_as_often_as_asked(simc: Sim) -> None:
+    await simc.register("mp", MP_ID)
+    r = await simc.http.post(f"/_sim/apps/{MP_ID}/faults", json={"token_timeouts": 1, "token_timeout_ms": 300})
+    assert r.json()["token_timeouts"] == 1
+    body = {"grant_type": "client_credential", "appid": MP_ID, "secret": SECRET}
+    t0 = time.monotonic()
+    hung = (await simc.http.post("/wechat-api/cgi-bin/stable_token", json=body)).json()
+    assert time.monotonic() - t0 >= 0.3 and hung["errcode"] == -1 and "access_token" not in hung
+    assert (await simc.get("/_sim/stats"))["token_fetches"].get(MP_ID, 0) == 0  # nothing was issued
+    t0 = time.monotonic()
+    assert "access_token" in (await simc.http.post("/wechat-api/cgi-bin/stable_token", json=body)).json()
+    assert time.monotonic() - t0 < 0.25
+    await simc.http.post(f"/_sim/apps/{MP_ID}/faults", json={"token_timeouts": 5})
+    await simc.http.post(f"/_sim/apps/{MP_ID}/faults", json={"clear": True})
+    assert (await simc.get(f"/_sim/apps/{MP_ID}"))["token_timeouts"] == 0
+
+
+@pytest.mark.parametrize("body", [
+    {"endpoint_latency_ms": {"cgi-bin/message/custom/send": 60_001}},
+    {"endpoint_latency_ms": {"cgi-bin/message/custom/send": "11000"}},
+    {"endpoint_latency_ms": {"": 10}},
+    {"endpoint_latency_ms": ["cgi-bin/message/custom/send"]},
+    {"endpoint_latency_ms": {f"p{i}": 1 for i in range(51)}},
+    {"token_timeouts": -1}, {"token_timeouts": True}, {"token_timeouts": 1001},
+    {"token_timeout_ms": 60_001}, {"token_timeout_ms": 1.5},
+])
+async def test_fault_controls_are_validated(simc: Sim, body: dict[str, Any]) -> None:
+    await simc.register("oa", OA_ID)
+    r = await simc.http.post(f"/_sim/apps/{OA_ID}/faults", json=body)
+    assert r.status_code == 400 and next(iter(body)) in r.json()["error"]
+    app = await simc.get(f"/_sim/apps/{OA_ID}")
+    assert app["endpoint_latency_ms"] == {} and app["token_timeouts"] == 0  # nothing half-applied
 
 
 async def test_endpoints_check_the_account_kind_and_method(simc: Sim) -> None:

@@ -421,6 +421,8 @@ COVERED = ({(m, t.split("?")[0].replace("{id}", "{}")) for m, t, _, _ in ID_ROUT
            | {("POST", "/contacts/{}/tags/{}/delete")}
            # Data-subject requests: tests/integration/contacts/test_privacy.py compares foreign and missing ids.
            | {("GET", "/contacts/{}/export"), ("POST", "/contacts/{}/erase")}
+           # Two ids (conversation, message): tests/integration/inbox/test_send_outcomes.py crosses each of them.
+           | {("POST", "/inbox/conversations/{}/messages/{}/send-again")}
            # Inbox settings: tests/integration/inbox/test_settings_page.py compares foreign and missing ids.
            | {("POST", "/settings/inbox/teams/{}"), ("POST", "/settings/inbox/people/{}")}
            # Bearer-key routes: tests/integration/contacts/test_api.py compares another tenant's contact with

@@ -247,8 +247,6 @@ async def test_an_edit_that_repeats_another_rule_or_is_invalid_changes_nothing(
         (other, {"trigger": "welcome", "scene": "", "reply": "x"}, "scene", "already exists"),
         (kw, {"trigger": "keyword", "match_type": "exact", "keyword": "", "reply": "x"}, "keyword", "required"),
         (kw, {"trigger": "keyword", "match_type": "fuzzy", "keyword": "p", "reply": "x"}, "match_type", "Choose one"),
-        (kw, {"trigger": "keyword", "keyword": "p\x00", "reply": "x"}, "keyword", "NUL"),
-        (kw, {"trigger": "keyword", "keyword": "p", "reply": "a\x00b"}, "reply", "NUL"),
         (kw, {"trigger": "click", "menu_key": "K" * 129, "reply": "x"}, "menu_key", "too long"),
     ]
     before = await AutoReply.select().order_by(AutoReply.id)

@@ -150,7 +150,7 @@ async def test_deliver_sends_once_per_key_and_knows_the_window_before_wechat(run
     for i in range(2, 6):
         assert (await deliver_text(runtime, oa.id, "oa", openid, f"#{i}", f"reply:{i}")).state == "sent"
     sixth = await deliver_text(runtime, oa.id, "oa", openid, "#6", "reply:6")
-    assert sixth.state == "refused" and sixth.errcode == 45047
+    assert sixth.state == "failed" and sixth.errcode == 45047
     assert sim.refusals(app_id=OA["app_id"]) == []  # Siyu knew: WeChat was never asked
     assert await Outbound.count() == 6
 
@@ -158,7 +158,7 @@ async def test_deliver_sends_once_per_key_and_knows_the_window_before_wechat(run
 async def test_deliver_to_someone_who_never_wrote_is_refused_without_calling_wechat(
         runtime: Any, oa: TenantFixture, sim: Simulator) -> None:
     r = await deliver_text(runtime, oa.id, "oa", "oNeverWrote", "hello?", "cold:1")
-    assert r.state == "refused" and r.errcode == 45015 and r.reason == "window_closed"
+    assert r.state == "failed" and r.errcode == 45015 and r.reason == "window_closed"
     assert sim.stats()["calls"].get("wechat-api/cgi-bin/message/custom/send", 0) == 0
 
 
@@ -172,7 +172,7 @@ async def test_busy_leaves_the_message_retryable_and_the_retry_sends_it_once(run
     await client.access_token()
     sim.faults(OA["app_id"], -1, -1, -1)
     first = await deliver_text(runtime, oa.id, "oa", openid, "重要通知", "notice:1")
-    assert first.state == "retryable"
+    assert first.state == "retry"
     assert (await windows.state(oa.id, "oa", openid)).remaining == 5  # the slot was given back
     second = await deliver_text(runtime, oa.id, "oa", openid, "重要通知", "notice:1")
     assert second.state == "sent" and not second.duplicate
