@@ -158,3 +158,37 @@ async def test_each_errcode_moves_on_waits_or_fails(world: World, runtime: WeCha
         assert not world.received(fay, TASK)
     assert len([m for m in world.received(fay) if m["endpoint"] == CUSTOM]) <= 1
     assert MP  # the Mini Program is linked but fay is not on it
+
+
+async def test_an_unknown_outcome_is_final_and_never_sent_again(world: World, redis: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """WeChat answers too late: the message may have been delivered. The row is `unknown`, the next channel is
+    not tried, and no later sweep or re-run asks WeChat again."""
+    from siyu.core.settings import reset_settings
+    from siyu.wechat.outbound import WeChatRuntime
+
+    monkeypatch.setenv("SIYU_WECHAT_TIMEOUT_MS", "2000")
+    reset_settings()
+    runtime = WeChatRuntime(redis)
+    try:
+        tid = world.tenant.id
+        await make_journey(tid, journey(["window", "wecom_task"], purpose="service"))
+        gil = await world.person("gil", window=True, rep="zhangsan")
+        world.sim.faults(OA["app_id"], endpoint_latency_ms={CUSTOM: 3500})
+        await enter(world, gil)
+        await sweep(runtime)
+        [row] = await rows(tid)
+        assert (row.state, row.channel, row.reason) == ("unknown", "oa_window", "outcome_unknown")
+        world.sim.faults(OA["app_id"], clear=True, endpoint_latency_ms={})
+        await db.execute("UPDATE engagement_delivery SET claimed_at = now() - interval '1 hour'")
+        await sweep(runtime)
+        assert (await rows(tid))[0].state == "unknown"
+        assert not world.sim._get("/_sim/wecom/tasks", app_id=WECOM["corp_id"])  # no second channel either
+        import asyncio
+
+        await asyncio.sleep(2)  # the late answer arrives at the simulator: one message, never two
+        assert len(world.received(gil, CUSTOM)) <= 1
+    finally:
+        await runtime.close()
+        monkeypatch.delenv("SIYU_WECHAT_TIMEOUT_MS")
+        reset_settings()
