@@ -167,3 +167,22 @@ async def test_the_contact_timeline_shows_engagement_messages_and_skips(acme_adm
 
 def _unused(x: Any) -> None:
     return None
+
+
+async def test_a_thread_shows_which_message_the_customer_is_answering(acme_admin: Client, world: World,
+                                                                     runtime: WeChatRuntime) -> None:
+    from siyu.core import db
+    from siyu.inbox.handoff import do_handoff
+
+    tid = world.tenant.id
+    await make_journey(tid, welcome(steps=[{"id": "hi", "send": {"purpose": "marketing", "text": "会员日八折"}}]))
+    kay = await world.person("kay", window=True)
+    await triggers.on_follow(tid, kay.contact_id, "oa", 1, clock.now())
+    await sweep(runtime)
+    ident = await db.fetchrow("SELECT id FROM identity WHERE contact = $1 AND channel = 'oa'", kay.contact_id)
+    conv = await do_handoff(tid, int(ident["id"]))
+    await db.execute("UPDATE inbox_conversation SET last_inbound_at = now() + interval '1 minute' WHERE id = $1",
+                     conv["id"])
+    page = await acme_admin.get(f"/inbox/conversations/{conv['id']}")
+    assert page.status_code == 200
+    assert "Answering a re-engagement message" in page.text and "会员日八折" in page.text
