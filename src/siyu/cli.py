@@ -271,19 +271,22 @@ def web(host: str | None, port: int | None, workers: int | None) -> None:
 
 @main.command()
 @click.option("--burst", is_flag=True, help="Run queued jobs, then exit")
-def worker(burst: bool) -> None:
+@click.option("--lane", type=click.Choice(["main", "engagement"]), default="main", show_default=True,
+              help="engagement: re-engagement's sends only (with SIYU_ENGAGEMENT_LANE=1), niced further")
+def worker(burst: bool, lane: str) -> None:
     """Run the arq worker."""
     from arq.worker import run_worker
 
     from siyu.core.embedded import database_url
     from siyu.core.settings import get_settings
-    from siyu.worker import WorkerSettings, redis_settings
+    from siyu.worker import EngagementWorkerSettings, WorkerSettings, redis_settings
 
     database_url()
-    nice = get_settings().worker_nice
+    nice = get_settings().worker_nice + (5 if lane == "engagement" else 0)
     if nice:
         os.nice(nice)  # jobs yield the CPU to the web process (answers to WeChat and to reps come first)
-    run_worker(WorkerSettings, redis_settings=redis_settings(), burst=burst)  # type: ignore[arg-type]
+    settings = EngagementWorkerSettings if lane == "engagement" else WorkerSettings
+    run_worker(settings, redis_settings=redis_settings(), burst=burst)  # type: ignore[arg-type]
 
 
 @main.command()

@@ -294,8 +294,10 @@ def main() -> None:
             if not wait_http(f"{sim_base}/_sim/health", 20, children):
                 raise SystemExit("the WeChat simulator did not start")
             register_demo_apps(sim_base, s.port, seeded["api_key"], keep_state=not seeded["created"])
-        say("starting the worker…")
+        say("starting the workers (jobs, and re-engagement's sends in their own lane)…")
+        env["SIYU_ENGAGEMENT_LANE"] = "1"
         children.append(subprocess.Popen([py, "-m", "siyu", "worker"], env=env))
+        children.append(subprocess.Popen([py, "-m", "siyu", "worker", "--lane", "engagement"], env=env))
         say("starting the web server (granian)…")
         children.append(subprocess.Popen([py, "-m", "siyu", "web"], env=env))
         base = f"http://{s.host}:{s.port}"

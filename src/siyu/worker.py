@@ -11,7 +11,9 @@ from arq.worker import func
 from siyu.contacts import jobs as contact_jobs
 from siyu.core import db, effects
 from siyu.core.redis import JOB_SERIALIZATION, arq_settings
+from siyu.core.settings import get_settings
 from siyu.engagement import jobs as engagement_jobs
+from siyu.engagement.lane import QUEUE as ENGAGEMENT_QUEUE
 from siyu.inbox import jobs as inbox_jobs
 from siyu.tenants import jobs as tenant_jobs
 from siyu.wechat import jobs as wechat_jobs
@@ -40,6 +42,15 @@ def redis_settings() -> RedisSettings:
     return arq_settings()
 
 
+ENGAGEMENT_FUNCTIONS = [func(getattr(engagement_jobs, name.split(".")[1]), name=name, max_tries=tries)
+                        for name, tries in engagement_jobs.TRIES.items()]
+ENGAGEMENT_CRONS = [
+    # Every second, at most two at a time (a Redis slot each): due sends go out within about a second.
+    cron(engagement_jobs.sweep, name="cron:engagement.sweep", second=set(range(60)), run_at_startup=True, timeout=70),
+    cron(engagement_jobs.evaluate, name="cron:engagement.evaluate", minute=set(range(0, 60, 5)), second={35},
+         run_at_startup=False),
+]
+
 FUNCTIONS = [
     func(tenant_jobs.purge_expired_invitations, name="tenants.purge_expired_invitations", max_tries=3),
     func(wechat_jobs.process_inbound, name="wechat.process_inbound", max_tries=5),
@@ -58,8 +69,7 @@ FUNCTIONS = [
     func(inbox_jobs.sla_check, name="inbox.sla_check", max_tries=3),
     func(inbox_jobs.drain, name="inbox.drain", max_tries=3),
     func(inbox_jobs.sweep, name="inbox.sweep", max_tries=1),
-    *(func(getattr(engagement_jobs, name.split(".")[1]), name=name, max_tries=tries)
-      for name, tries in engagement_jobs.TRIES.items()),
+    *ENGAGEMENT_FUNCTIONS,
 ]
 
 
@@ -71,11 +81,7 @@ class WorkerSettings:
         cron(wechat_jobs.sweep_inbound, name="cron:wechat.sweep_inbound", second={5}, run_at_startup=True),
         cron(contact_jobs.sweep_parked, name="cron:contacts.sweep_parked", second={40}, run_at_startup=True),
         cron(inbox_jobs.sweep, name="cron:inbox.sweep", second={20, 50}, run_at_startup=True),
-        # Every second, at most two at a time (a Redis slot each): due sends go out within about a second.
-        cron(engagement_jobs.sweep, name="cron:engagement.sweep", second=set(range(60)), run_at_startup=True,
-             timeout=70),
-        cron(engagement_jobs.evaluate, name="cron:engagement.evaluate", minute=set(range(0, 60, 5)), second={35},
-             run_at_startup=False),
+        *([] if get_settings().engagement_lane else ENGAGEMENT_CRONS),
     ]
     job_serializer = JOB_SERIALIZATION["job_serializer"]
     job_deserializer = JOB_SERIALIZATION["job_deserializer"]
@@ -85,3 +91,12 @@ class WorkerSettings:
     job_timeout = 60
     keep_result = 3600
     # redis_settings is filled in by `siyu worker` (it depends on the environment).
+
+
+class EngagementWorkerSettings(WorkerSettings):
+    """`siyu worker --lane engagement`: re-engagement's sends on a queue of their own (SIYU_ENGAGEMENT_LANE=1),
+    in a process niced further than the main worker, so broadcasts never take the CPU a rep's reply needs."""
+
+    queue_name = ENGAGEMENT_QUEUE
+    functions = ENGAGEMENT_FUNCTIONS
+    cron_jobs = ENGAGEMENT_CRONS

@@ -62,6 +62,9 @@ class Settings:
     # Re-engagement: a claimed delivery not settled within this many seconds is taken back by the sweeper
     # (its worker died); the send-once ledger keeps a second run from sending it twice.
     engagement_lease_seconds: int = 120
+    # Re-engagement's sends run in a lane of their own (an arq queue served by `siyu worker --lane engagement`,
+    # niced further), so a broadcast never takes the CPU a rep's reply needs. Off: one worker does everything.
+    engagement_lane: bool = False
     session_max_age: int = 8 * 3600
     login_max_failures_account: int = 5
     login_max_failures_ip: int = 30
@@ -170,6 +173,7 @@ def load_settings() -> Settings:
         web_workers=_env_int("SIYU_WEB_WORKERS", 1),
         worker_nice=max(0, min(19, _env_int("SIYU_WORKER_NICE", 5))),
         engagement_lease_seconds=max(1, _env_int("SIYU_ENGAGEMENT_LEASE_SECONDS", 120)),
+        engagement_lane=_env_bool("SIYU_ENGAGEMENT_LANE", False),
         session_max_age=_env_int("SIYU_SESSION_MAX_AGE", 8 * 3600),
         login_max_failures_account=_env_int("SIYU_LOGIN_MAX_FAILURES_ACCOUNT", 5),
         login_max_failures_ip=_env_int("SIYU_LOGIN_MAX_FAILURES_IP", 30),

@@ -18,7 +18,7 @@ from typing import Any
 from siyu.core import clock, db, effects
 from siyu.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from siyu.core.i18n import N_
-from siyu.engagement import ledger
+from siyu.engagement import lane, ledger
 from siyu.engagement.definition import Message, clean_name, parse_message
 from siyu.engagement.definition import _Errors as Errors
 from siyu.engagement.rules import held_out
@@ -167,7 +167,8 @@ async def do_create_broadcast(tenant_id: int, raw: dict[str, Any], actor: Actor,
 
 async def _kick(tenant_id: int, broadcast_id: int, send_at: datetime, now: datetime) -> None:
     await effects.enqueue(FANOUT_JOB, tenant_id, broadcast_id, job_id=f"engagement:fanout:{broadcast_id}:"
-                          f"{int(send_at.timestamp())}", defer_by=max(0.0, (send_at - now).total_seconds()))
+                          f"{int(send_at.timestamp())}", defer_by=max(0.0, (send_at - now).total_seconds()),
+                          queue=lane.queue())
 
 
 async def do_set_status(tenant_id: int, broadcast_id: int, status: str, actor: Actor) -> BroadcastRow:
@@ -277,7 +278,8 @@ async def do_test_send(tenant_id: int, contact_id: int, message: Message, actor:
         [(delivery_id, _)] = await ledger.schedule([ledger.New(tenant_id, "broadcast", broadcast_id, "test", contact_id,
                                                                "test", now, message.purpose)], now)
         await record_audit(actor, tenant_id, "broadcast.test", "broadcast", broadcast_id, {"contact": contact_id})
-        await effects.enqueue(TEST_JOB, tenant_id, [delivery_id], True, job_id=f"engagement:test:{delivery_id}")
+        await effects.enqueue(TEST_JOB, tenant_id, [delivery_id], True, job_id=f"engagement:test:{delivery_id}",
+                              queue=lane.queue())
     return delivery_id
 
 

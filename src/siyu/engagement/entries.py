@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from siyu.core import clock, db, effects
-from siyu.engagement import ledger
+from siyu.engagement import lane, ledger
 from siyu.engagement.journeys import JourneyRow
 from siyu.engagement.rules import held_out
 
@@ -110,7 +110,7 @@ async def kick(tenant_id: int, inserted: Sequence[tuple[int, datetime]], now: da
     for delivery_id, due in inserted:
         if due - now <= NEAR:
             await effects.enqueue(SEND_JOB, tenant_id, [delivery_id], job_id=f"engagement:send:{delivery_id}",
-                                  defer_by=max(0.0, (due - now).total_seconds()))
+                                  defer_by=max(0.0, (due - now).total_seconds()), queue=lane.queue())
 
 
 async def get_entries(tenant_id: int, entry_ids: Sequence[int]) -> dict[int, EntryRow]:

@@ -26,7 +26,7 @@ from arq.worker import Retry
 from siyu.contacts.resolve import resolve
 from siyu.core import clock
 from siyu.core.settings import get_settings as get_app_settings
-from siyu.engagement import broadcasts, ledger, mass, sender, tasks, triggers
+from siyu.engagement import broadcasts, lane, ledger, mass, sender, tasks, triggers
 from siyu.engagement import journeys as journeys_svc
 from siyu.engagement.rules import Settings, get_settings, quiet_until
 from siyu.wechat.events import load_normalized
@@ -106,7 +106,7 @@ async def housekeeping(ctx: dict[str, Any]) -> None:
     redis = ctx.get("redis")
     if redis is not None:
         for tenant_id, broadcast_id in await broadcasts.due_fan_outs(now):
-            await redis.enqueue_job(FAN_OUT, tenant_id, broadcast_id,
+            await redis.enqueue_job(FAN_OUT, tenant_id, broadcast_id, _queue_name=lane.queue(),
                                     _job_id=f"engagement:fanout:{broadcast_id}:{int(now.timestamp()) // 60}")
     await tasks.poll(runtime)
     await broadcasts.finish_done(now)
@@ -133,7 +133,8 @@ async def sweep(ctx: dict[str, Any]) -> str:
 async def fan_out(ctx: dict[str, Any], tenant_id: int, broadcast_id: int) -> int:
     added = await broadcasts.fan_out(tenant_id, broadcast_id)
     if added and ctx.get("redis") is not None:
-        await ctx["redis"].enqueue_job(SWEEP, _job_id=f"engagement:sweep:after-fanout:{broadcast_id}:{time.time():.0f}")
+        await ctx["redis"].enqueue_job(SWEEP, _job_id=f"engagement:sweep:after-fanout:{broadcast_id}:{time.time():.0f}",
+                                       _queue_name=lane.queue())
     return added
 
 

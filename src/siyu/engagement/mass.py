@@ -14,7 +14,7 @@ from typing import Any
 
 from siyu.contacts.reach import reach_of
 from siyu.core import clock, db, effects
-from siyu.engagement import ledger
+from siyu.engagement import lane, ledger
 from siyu.engagement.ledger import Row
 from siyu.timeline import services as timeline
 from siyu.wechat import outbound
@@ -47,7 +47,7 @@ async def join(tenant_id: int, row: Row, text: str, now: datetime) -> int:
         if got is not None:
             if got["created"]:
                 await effects.enqueue(SEND_JOB, tenant_id, int(got["id"]), job_id=f"engagement:mass:{got['id']}",
-                                      defer_by=max(0.0, (closes - now).total_seconds()) + 1)
+                                      defer_by=max(0.0, (closes - now).total_seconds()) + 1, queue=lane.queue())
             return int(got["id"])
     raise RuntimeError(f"no open mass batch for {slot}")
 
@@ -98,7 +98,7 @@ async def send(runtime: outbound.WeChatRuntime, tenant_id: int, batch_id: int) -
         return "sent"
     if state == "retry":
         await effects.enqueue(SEND_JOB, tenant_id, batch_id, job_id=f"engagement:mass:{batch_id}:{int(now.timestamp())}",
-                              defer_by=max(60, getattr(delivery, "retry_after", 0) or 0))
+                              defer_by=max(60, getattr(delivery, "retry_after", 0) or 0), queue=lane.queue())
         return "retry"
     if state == "pending":
         return "pending"

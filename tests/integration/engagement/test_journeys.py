@@ -224,3 +224,27 @@ async def test_bad_definitions_are_refused_naming_the_field(world: World) -> Non
     with pytest.raises(InvalidInput) as bad:
         await journeys.do_create_journey(tid, welcome(name="same"), ACTOR)
     assert bad.value.errors[0].field == "name"
+
+
+async def test_with_a_lane_the_sends_go_to_its_own_queue(world: World, redis: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIYU_ENGAGEMENT_LANE=1: what re-engagement starts waits on its own queue, for `siyu worker --lane
+    engagement` (niced further), never on the queue the reps' replies use."""
+    from siyu import worker as worker_root
+    from siyu.core.settings import reset_settings
+    from siyu.engagement import lane
+
+    monkeypatch.setenv("SIYU_ENGAGEMENT_LANE", "1")
+    reset_settings()
+    try:
+        await make_journey(world.tenant.id, welcome())
+        await triggers.on_follow(world.tenant.id, (await world.person()).contact_id, "oa", 1, clock.now())
+        from siyu.core import effects
+
+        await effects.flush()
+        assert await redis.zcard(lane.QUEUE) == 1 and await redis.zcard("arq:queue") == 0
+        assert worker_root.EngagementWorkerSettings.queue_name == lane.QUEUE
+        assert {f.name for f in worker_root.EngagementWorkerSettings.functions} >= {"engagement.send_due",
+                                                                                     "engagement.sweep"}
+    finally:
+        monkeypatch.delenv("SIYU_ENGAGEMENT_LANE")
+        reset_settings()
