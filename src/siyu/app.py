@@ -21,12 +21,16 @@ from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 import siyu
+from siyu.commerce import purchases as commerce_purchases
+from siyu.commerce.api import PurchasesApi
+from siyu.commerce.notify import PayNotifications
+from siyu.commerce.views import PaySettingsController, ProductsController, PurchasesController
 from siyu.contacts.api import ContactsApi
 from siyu.contacts.views import ContactsController
 from siyu.core import db, effects, i18n
 from siyu.core import redis as redis_mod
 from siyu.core.crypto import derive_key
-from siyu.core.errors import InvalidInput, SiyuError, TooManyRequests
+from siyu.core.errors import Conflict, InvalidInput, SiyuError, TooManyRequests
 from siyu.core.i18n import N_
 from siyu.core.logs import configure_logging
 from siyu.core.settings import FRONTEND_DIR, get_settings
@@ -121,6 +125,8 @@ def _siyu_error(request: Request[Any, Any, Any], exc: SiyuError) -> Response[Any
     if exc.status_code >= 500:
         log.error("unhandled %s: %s", type(exc).__name__, exc.message)
     message = exc.message or {404: N_("Not found"), 403: N_("Forbidden"), 409: N_("Conflict")}.get(exc.status_code, "Error")
+    if isinstance(exc, Conflict) and exc.field:  # a 409 that names the field in conflict
+        return _error_response(request, 409, i18n.gettext(message), {exc.field: i18n.gettext(message)})
     return _error_response(request, exc.status_code, i18n.gettext(message))
 
 
@@ -179,6 +185,7 @@ def _in_locale(handler: Callable[[Request[Any, Any, Any], Any], Response[Any]]) 
 def create_app() -> Litestar:
     s = get_settings()
     configure_logging(s.log_level)
+    commerce_purchases.install()  # merges carry purchases in this process
     csrf = CSRFConfig(
         secret=derive_key(s.secret_key, "csrf").hex(),
         cookie_name="siyu_csrf",
@@ -190,8 +197,10 @@ def create_app() -> Litestar:
     return Litestar(
         route_handlers=[
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
-            InvitationController, TenantApi, ContactsApi, WeChatCallbacks, AutoRepliesController, ContactsController,
-            SegmentsController, SegmentsApi, EngagementController, JourneysApi, BroadcastsApi, InboxManagerController, InboxApi, InboxController, InboxSettingsController,
+            InvitationController, TenantApi, ContactsApi, PurchasesApi, PayNotifications, PaySettingsController,
+            PurchasesController, ProductsController, WeChatCallbacks, AutoRepliesController, ContactsController,
+            SegmentsController, SegmentsApi, EngagementController, JourneysApi, BroadcastsApi,
+            InboxManagerController, InboxApi, InboxController, InboxSettingsController,
             *([bare_endpoint] if s.bench_bare_endpoint else []),
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],

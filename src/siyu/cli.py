@@ -45,6 +45,9 @@ def main() -> None:
     except ConfigurationError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(2)
+    from siyu.commerce import purchases
+
+    purchases.install()  # merges made by a command carry purchases too
 
 
 # --- tenants ---------------------------------------------------------------------------------------
@@ -145,6 +148,45 @@ def link_wecom(slug: str, corp_id: str, agent_id: str, secret: str, token: str, 
                           "aes_key": aes_key, "kf_enabled": "1" if kf else ""})
 
 
+PAY_FIELD_OPTIONS = {"public_key": "public_key_file", "platform_cert": "platform_cert_file"}
+
+
+@tenant.command("link-pay")
+@click.argument("slug")
+@click.option("--mch-id", required=True, help="WeChat Pay merchant number (mchid)")
+@click.option("--app-id", required=True, help="The AppID the payments are made in (the Mini Program's)")
+@click.option("--api-v3-key", default="", help="The merchant's APIv3 key (32 characters); omit to keep the saved one")
+@click.option("--public-key-file", type=click.File("r"), default=None, help="WeChat Pay public key, pub_key.pem")
+@click.option("--public-key-id", default="", help="Its id, PUB_KEY_ID_…")
+@click.option("--platform-cert-file", type=click.File("r"), default=None,
+              help="A WeChat Pay platform certificate (older merchants; its serial is read from it)")
+def link_pay(slug: str, mch_id: str, app_id: str, api_v3_key: str, public_key_file: Any, public_key_id: str,
+             platform_cert_file: Any) -> None:
+    """Link (or change) the tenant's WeChat Pay merchant; the keys given are added to those already live."""
+    from siyu.commerce import merchants
+    from siyu.core.errors import FieldError
+    from siyu.core.settings import get_settings
+    from siyu.tenants import services as svc
+
+    data = {"mch_id": mch_id, "app_id": app_id, "api_v3_key": api_v3_key, "public_key_id": public_key_id,
+            "public_key": public_key_file.read() if public_key_file else "",
+            "platform_cert": platform_cert_file.read() if platform_cert_file else ""}
+
+    async def go() -> Any:
+        t = await svc.get_tenant_by_slug(slug)
+        try:
+            return await merchants.do_link_pay(svc.Actor.cli(), t.id, data)
+        except InvalidInput as exc:  # name the options the person typed
+            raise InvalidInput([FieldError(PAY_FIELD_OPTIONS.get(e.field, e.field), e.message, e.params)
+                                for e in exc.errors]) from None
+
+    status = run(go)
+    click.echo(f"linked WeChat Pay merchant {status.mchid} (app {status.app_id}) to {slug}")
+    for k in status.keys:
+        click.echo(f"key:        {k.key_id} ({k.kind.replace('_', ' ')})")
+    click.echo(f"notify_url: {merchants.notify_url(get_settings().public_base_url, slug)}")
+
+
 # --- users and API keys ------------------------------------------------------------------------------
 
 @main.group()
@@ -222,6 +264,10 @@ def secrets_rotate() -> None:
         reset_settings()
     rotated, current = run(svc.do_rotate_secrets)
     click.echo(f"re-encrypted {rotated} account(s); {current} already under the current key")
+    from siyu.commerce import merchants
+
+    rotated, current = run(merchants.do_rotate_secrets)
+    click.echo(f"re-encrypted {rotated} WeChat Pay APIv3 key(s); {current} already under the current key")
 
 
 def _rotate_dev_key(data_dir: Any) -> None:

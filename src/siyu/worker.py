@@ -8,6 +8,8 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
 
+from siyu.commerce import jobs as commerce_jobs
+from siyu.commerce import purchases as commerce_purchases
 from siyu.contacts import jobs as contact_jobs
 from siyu.core import db, effects
 from siyu.core.redis import JOB_SERIALIZATION, arq_settings
@@ -26,6 +28,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
     configure_logging(get_settings().log_level)
     await db.start_pool(min_size=1, max_size=5)
+    commerce_purchases.install()  # merges carry purchases in this process
     ctx["wechat"] = WeChatRuntime(ctx["redis"])
     effects.install(ctx["redis"])
 
@@ -69,6 +72,9 @@ FUNCTIONS = [
     func(inbox_jobs.sla_check, name="inbox.sla_check", max_tries=3),
     func(inbox_jobs.drain, name="inbox.drain", max_tries=3),
     func(inbox_jobs.sweep, name="inbox.sweep", max_tries=1),
+    func(commerce_jobs.process_pay_notification, name=commerce_jobs.PROCESS_PAY,
+         max_tries=commerce_jobs.PROCESS_PAY_TRIES),
+    func(commerce_jobs.sweep, name=commerce_jobs.SWEEP, max_tries=1),
     *ENGAGEMENT_FUNCTIONS,
 ]
 
@@ -81,6 +87,7 @@ class WorkerSettings:
         cron(wechat_jobs.sweep_inbound, name="cron:wechat.sweep_inbound", second={5}, run_at_startup=True),
         cron(contact_jobs.sweep_parked, name="cron:contacts.sweep_parked", second={40}, run_at_startup=True),
         cron(inbox_jobs.sweep, name="cron:inbox.sweep", second={20, 50}, run_at_startup=True),
+        cron(commerce_jobs.sweep, name=f"cron:{commerce_jobs.SWEEP}", second={35}, run_at_startup=True),
         *([] if get_settings().engagement_lane else ENGAGEMENT_CRONS),
     ]
     job_serializer = JOB_SERIALIZATION["job_serializer"]

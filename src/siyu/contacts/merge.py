@@ -1,6 +1,7 @@
 """Merging two contacts and undoing it, each in one transaction: nothing half-merged is ever visible.
 
-A merge moves the merged contact's identities, timeline events, tags and owners to the survivor, fills
+A merge moves the merged contact's identities, timeline events, tags, owners and the rows of registered
+carriers (other domains' per-contact rows, such as purchases: see `Carrier`) to the survivor, fills
 the survivor's empty profile fields from the merged one (the survivor's value wins when both are set; the
 earliest first sight, the latest interaction), marks the merged contact `merged_into` the survivor and
 logs a `contact_merge` row whose snapshot names every moved row and every survivor field it changed. The
@@ -11,6 +12,8 @@ since), tags and owners return, and survivor fields the merge filled are restore
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +28,34 @@ SYSTEM = Actor(None, "system")
 REASONS = ("unionid", "manual")
 PROFILE_FIELDS = ("display_name", "avatar_url", "phone", "remark", "language")
 TIME_FIELDS = ("first_seen_at", "last_interaction_at", "last_purchase_at", "erased_at")
+
+
+@dataclass(frozen=True)
+class Carrier:
+    """Rows a domain above contacts keeps per contact (purchases, …) that must move with the person through
+    merges like the contact's own history, without this module naming their tables. A domain registers one
+    with `carry`; the composition roots make sure it is registered in every process that can merge.
+
+    `move(tenant, merged, survivor)` moves every row of the merged contact to the survivor and returns their
+    ids (kept in the merge's snapshot under `name`); `move_back(tenant, survivor, merged, ids, identities)`
+    undoes it: the rows that moved and those that arrived since through the identities going back. Both run
+    inside the merge's transaction, with both contacts locked."""
+
+    name: str
+    move: Callable[[int, int, int], Awaitable[list[int]]]
+    move_back: Callable[[int, int, int, Sequence[int], Sequence[int]], Awaitable[list[int]]]
+
+
+_carriers: dict[str, Carrier] = {}
+
+
+def carry(carrier: Carrier) -> None:
+    """Register a carrier (again under the same name: replaced, so registering twice is harmless)."""
+    _carriers[carrier.name] = carrier
+
+
+def carriers() -> list[Carrier]:
+    return list(_carriers.values())
 
 
 def _plain(value: Any) -> Any:
@@ -87,6 +118,7 @@ async def merge_locked(tenant_id: int, survivor_id: int, merged_id: int, reason:
         tenant_id, merged_id, survivor_id)
     owners = await db.fetch("UPDATE owner SET contact = $3 WHERE tenant = $1 AND contact = $2 RETURNING id",
                             tenant_id, merged_id, survivor_id)
+    carried = {c.name: await c.move(tenant_id, merged_id, survivor_id) for c in carriers()}
     # Out of the unionid index first, so the survivor can take the unionid over.
     await db.execute("UPDATE contact SET merged_into = $3, updated_at = now() WHERE tenant = $1 AND id = $2",
                      tenant_id, merged_id, survivor_id)
@@ -99,6 +131,7 @@ async def merge_locked(tenant_id: int, survivor_id: int, merged_id: int, reason:
         "tags_dropped": [{"id": int(r["id"]), "tag": int(r["tag"]), "created_at": r["created_at"].isoformat()}
                          for r in dropped],
         "owners": sorted(int(r["id"]) for r in owners),
+        "carried": carried,
         "survivor": {k: [_plain(before), _plain(after)] for k, (before, after) in changes.items()},
     }
     row = await db.fetchrow(
@@ -172,6 +205,12 @@ async def do_unmerge(tenant_id: int, merge_id: int, actor: Actor) -> None:
                 tenant_id, tag["id"], merged_id, tag["tag"], datetime.fromisoformat(tag["created_at"]))
         await db.execute("UPDATE owner SET contact = $3 WHERE tenant = $1 AND contact = $2 AND identity = ANY($4::int[])",
                          tenant_id, survivor_id, merged_id, identities)
+        carried = snap.get("carried", {})
+        unknown = sorted(set(carried) - set(_carriers))
+        if unknown:  # a process that cannot move these rows back must not half-undo the merge
+            raise RuntimeError(f"cannot undo merge {merge_id}: no carrier registered for {', '.join(unknown)}")
+        for c in carriers():  # a merge made before a carrier existed still takes back what came through identities
+            await c.move_back(tenant_id, survivor_id, merged_id, [int(i) for i in carried.get(c.name, [])], identities)
         done = await db.fetchrow(
             "UPDATE contact_merge SET undone_at = now(), undone_by = $3 WHERE tenant = $1 AND id = $2 "
             "RETURNING undone_at", tenant_id, merge_id, actor.label)

@@ -12,6 +12,7 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
+from siyu.commerce.stats import summary as purchase_summary
 from siyu.contacts import privacy
 from siyu.contacts import search as finder
 from siyu.contacts import services as svc
@@ -30,7 +31,7 @@ KIND_LABELS = {
     "wecom_removed": N_("Removed by a sales rep"), "handoff": N_("Handed to an agent"), "assignment": N_("Assigned"),
     "resolution": N_("Resolved"), "broadcast_sent": N_("Broadcast sent"), "broadcast_skipped": N_("Broadcast skipped"),
     "broadcast_failed": N_("Broadcast failed"), "note": N_("Note"), "merged": N_("Merged"),
-    "unmerged": N_("Merge undone"),
+    "unmerged": N_("Merge undone"), "refund": N_("Refund"),
 }
 # How a follower came to the Official Account (user/info `subscribe_scene`).
 SUBSCRIBE_SCENES = {
@@ -125,6 +126,7 @@ class ContactsController(Controller):
             "event_channels": timeline.CHANNELS, "event_kinds": timeline.KINDS,
             "kind_labels": {k: i18n.gettext(v) for k, v in KIND_LABELS.items()},
             "scene_labels": {k: i18n.gettext(v) for k, v in SUBSCRIBE_SCENES.items()},
+            "purchases": await purchase_summary(tid, contact_id) if block is None or not _is_htmx(request) else None,
             **extra,
         }, block=block, status_code=status_code, headers=headers)
 

@@ -8,11 +8,17 @@ A definition is strict JSON (the API and the stored row use the same canonical s
      "owner": {"op": "any" | "none"} | {"op": "is", "userid": "zhangsan"} | null,
      "last_interaction": {"op": "within" | "more_than" | "not_within", "days": 30} | {"op": "never"} | null,
      "last_purchase": (the same as last_interaction),
-     "include_erased": false}
+     "include_erased": false,
+     "spent": {"at_least": 10000, "at_most": null} | null,   # fen, net of refunds (CNY)
+     "orders": {"at_least": 2, "at_most": null} | null,      # purchases not wholly refunded
+     "bought": {"skus": ["TEA-01"], "match": "any" | "all"} | null,
+     "not_bought": ["CUP-1"],
+     "first_purchase": (the same as last_interaction)}
 
 Parsing names the field of every mistake ("tags", "owner.userid", "last_purchase.days", …). Compiling gives
 one WHERE over the tenant's live contacts (alias `c`), EXISTS subqueries for tags, identities and owners,
-and every user value as a `$n` parameter: the SQL text depends only on which filters are set.
+and every user value as a `$n` parameter: the SQL text depends only on which filters are set. The purchase
+filters are conditions commerce writes over its own per-contact figures (`siyu.commerce.stats.segment_*`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from siyu.commerce import stats as purchase_stats
 from siyu.core.errors import FieldError, InvalidInput
 from siyu.core.i18n import N_
 
@@ -32,7 +39,13 @@ RECENCIES = ("last_interaction", "last_purchase")
 MAX_TAGS = 50
 MAX_DAYS = 3650
 USERID_MAX = 64
-KEYS = ("tags", "exclude_tags", "channels", "owner", *RECENCIES, "include_erased")
+MAX_SKUS = 50
+SKU_MAX = 64
+MAX_FEN = 10**12
+MAX_ORDERS = 1_000_000
+BOUNDS = {"spent": MAX_FEN, "orders": MAX_ORDERS}  # the largest number each bounded filter takes
+KEYS = ("tags", "exclude_tags", "channels", "owner", *RECENCIES, "include_erased", *BOUNDS, "bought", "not_bought",
+        "first_purchase")
 _INT_MAX = 2**31 - 1
 
 # The contact column behind each recency filter: fixed names, never user input.
@@ -58,6 +71,15 @@ class OwnerRule:
 
 
 @dataclass(frozen=True)
+class Bounds:
+    at_least: int | None = None
+    at_most: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"at_least": self.at_least, "at_most": self.at_most}
+
+
+@dataclass(frozen=True)
 class Definition:
     tags: tuple[int, ...] = ()
     tag_match: str = "any"
@@ -67,6 +89,12 @@ class Definition:
     last_interaction: Recency | None = None
     last_purchase: Recency | None = None
     include_erased: bool = False
+    spent: Bounds | None = None
+    orders: Bounds | None = None
+    bought: tuple[str, ...] = ()
+    bought_match: str = "any"
+    not_bought: tuple[str, ...] = ()
+    first_purchase: Recency | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +105,11 @@ class Definition:
             "last_interaction": self.last_interaction.as_json() if self.last_interaction else None,
             "last_purchase": self.last_purchase.as_json() if self.last_purchase else None,
             "include_erased": self.include_erased,
+            "spent": self.spent.as_json() if self.spent else None,
+            "orders": self.orders.as_json() if self.orders else None,
+            "bought": {"skus": list(self.bought), "match": self.bought_match} if self.bought else None,
+            "not_bought": list(self.not_bought),
+            "first_purchase": self.first_purchase.as_json() if self.first_purchase else None,
         }
 
     def tag_ids(self) -> set[int]:
@@ -168,6 +201,40 @@ def _owner(value: Any, errors: _Errors) -> OwnerRule | None:
     return OwnerRule("is", userid)
 
 
+def _bounds(value: Any, name: str, maximum: int, errors: _Errors) -> Bounds | None:
+    if value is None:
+        return None
+    obj = _object(value, name, ("at_least", "at_most"), errors)
+    if obj is None:
+        return None
+    found: dict[str, int | None] = {}
+    for key in ("at_least", "at_most"):
+        v = obj.get(key)
+        if v is not None and (not _is_int(v) or not 0 <= v <= maximum):
+            errors.add(f"{name}.{key}", N_("Enter a whole number from 0 to {max}."), max=maximum)
+            return None
+        found[key] = v
+    if found["at_least"] is None and found["at_most"] is None:
+        errors.add(name, N_("Give at least one bound: at_least or at_most."))
+        return None
+    if found["at_least"] is not None and found["at_most"] is not None and found["at_least"] > found["at_most"]:
+        errors.add(f"{name}.at_most", N_("The upper bound is below the lower one."))
+        return None
+    return Bounds(found["at_least"], found["at_most"])
+
+
+def _skus(value: Any, name: str, errors: _Errors) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and 1 <= len(v.strip()) <= SKU_MAX and v.isprintable() for v in value):
+        errors.add(name, N_("Give a list of SKUs (1 to {max} printable characters each)."), max=SKU_MAX)
+        return ()
+    unique = tuple(dict.fromkeys(v.strip() for v in value))
+    if len(unique) > MAX_SKUS:
+        errors.add(name, N_("Choose at most {max} SKUs."), max=MAX_SKUS)
+        return ()
+    return unique
+
+
 def parse(raw: Any) -> Definition:
     """The definition `raw` describes, or InvalidInput naming each wrong field. Checks the shape only:
     whether the tags exist is for the services to say (they know the tenant)."""
@@ -206,11 +273,32 @@ def parse(raw: Any) -> Definition:
         errors.add("include_erased", N_("Use true or false."))
         include_erased = False
 
+    bounds = {name: _bounds(raw.get(name), name, maximum, errors) for name, maximum in BOUNDS.items()}
+    bought: tuple[str, ...] = ()
+    bought_match = "any"
+    if raw.get("bought") is not None:
+        obj = _object(raw["bought"], "bought", ("skus", "match"), errors)
+        if obj is not None:
+            bought = _skus(obj.get("skus", []), "bought.skus", errors)
+            if not bought and "bought.skus" not in {e.field for e in errors.found}:
+                errors.add("bought.skus", N_("Give at least one SKU."))
+            bought_match = obj.get("match", "any")
+            if bought_match not in TAG_MATCHES:
+                errors.add("bought.match", N_("Choose one of: {choices}."), choices=", ".join(TAG_MATCHES))
+                bought_match = "any"
+    not_bought = _skus(raw.get("not_bought") or [], "not_bought", errors)
+    if set(bought) & set(not_bought):
+        errors.add("not_bought", N_("A SKU cannot be both bought and not bought."))
+    first_purchase = _recency(raw.get("first_purchase"), "first_purchase", errors)
+
     if errors.found:
         raise InvalidInput(errors.found)
     return Definition(tags=tags, tag_match=match if tags else "any", exclude_tags=exclude, channels=channels,
                       owner=owner, last_interaction=recencies["last_interaction"],
-                      last_purchase=recencies["last_purchase"], include_erased=include_erased)
+                      last_purchase=recencies["last_purchase"], include_erased=include_erased,
+                      spent=bounds["spent"], orders=bounds["orders"], bought=bought,
+                      bought_match=bought_match if bought else "any", not_bought=not_bought,
+                      first_purchase=first_purchase)
 
 
 # --- SQL ---------------------------------------------------------------------------------------------------
@@ -276,4 +364,16 @@ def where(definition: Definition, params: Params, tenant_sql: str, now: datetime
             clauses.append(f"{column} < {cutoff}")
         else:  # not_within: older than the window, or never
             clauses.append(f"({column} IS NULL OR {column} < {cutoff})")
+    if d.spent is not None:
+        clauses.append(purchase_stats.segment_spent(params.add, d.spent.at_least, d.spent.at_most))
+    if d.orders is not None:
+        clauses.append(purchase_stats.segment_orders(params.add, d.orders.at_least, d.orders.at_most))
+    if d.bought:
+        clauses.append(purchase_stats.segment_bought(params.add, list(d.bought), d.bought_match == "all"))
+    if d.not_bought:
+        clauses.append(purchase_stats.segment_not_bought(params.add, list(d.not_bought)))
+    if d.first_purchase is not None:
+        rule = d.first_purchase
+        cutoff_at = None if rule.days is None else now - timedelta(days=rule.days)
+        clauses.append(purchase_stats.segment_first_purchase(params.add, rule.op, cutoff_at))
     return " AND ".join(clauses)

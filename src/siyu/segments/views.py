@@ -6,6 +6,8 @@ Every form works without JavaScript: "Preview" posts the form and gets the whole
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -30,7 +32,12 @@ FIELD_LABELS = {
     "owner.userid": N_("Sales rep"), "last_interaction": N_("Last interaction"),
     "last_interaction.days": N_("Last interaction"), "last_purchase": N_("Last purchase"),
     "last_purchase.days": N_("Last purchase"), "include_erased": N_("Erased contacts"),
+    "spent": N_("Spent"), "spent.at_least": N_("Spent at least"), "spent.at_most": N_("Spent at most"),
+    "orders": N_("Orders"), "orders.at_least": N_("At least … orders"), "orders.at_most": N_("At most … orders"),
+    "bought": N_("Bought"), "bought.skus": N_("Bought"), "bought.match": N_("Bought"), "not_bought": N_("Never bought"),
+    "first_purchase": N_("First purchase"), "first_purchase.days": N_("First purchase"),
 }
+YUAN_RE = re.compile(r"^[0-9]{1,10}(?:\.[0-9]{1,2})?$")
 
 
 
@@ -50,6 +57,27 @@ def _number(raw: str, digits: int = 9) -> int | str:
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= digits else raw
 
 
+def _fen(raw: str) -> int | str:
+    """Yuan as typed ("128", "12.5") in fen; anything else stays text, for the definition's check to name."""
+    raw = raw.strip()
+    return int(Decimal(raw) * 100) if YUAN_RE.match(raw) else raw
+
+
+def _yuan(fen: Any) -> str:
+    return "" if fen is None else f"{fen / 100:.2f}".removesuffix(".00") if isinstance(fen, int) else str(fen)
+
+
+def _sku_list(raw: str) -> list[str]:
+    return [part.strip() for part in re.split(r"[,，\s]+", raw) if part.strip()]
+
+
+def _bounds_from_form(form: Any, name: str, convert: Any) -> dict[str, Any] | None:
+    values = {k: str(form.get(f"{name}.{k}") or "").strip() for k in ("at_least", "at_most")}
+    if not any(values.values()):
+        return None
+    return {k: (convert(v) if v else None) for k, v in values.items()}
+
+
 def definition_from_form(form: Any) -> dict[str, Any]:
     """The editor's fields as a definition in the API's JSON shape (checked by the services, not here)."""
     tags = [_number(v) for v in form.getall("tags", []) if str(v).strip()]
@@ -65,7 +93,7 @@ def definition_from_form(form: Any) -> dict[str, Any]:
         raw["owner"] = {"op": "is", "userid": str(form.get("owner.userid") or "")}
     elif owner:
         raw["owner"] = {"op": owner}
-    for name in RECENCIES:
+    for name in (*RECENCIES, "first_purchase"):
         op = str(form.get(name) or "")
         if not op:
             raw[name] = None
@@ -73,6 +101,11 @@ def definition_from_form(form: Any) -> dict[str, Any]:
             raw[name] = {"op": "never"}
         else:
             raw[name] = {"op": op, "days": _number(str(form.get(f"{name}.days") or ""), digits=6)}
+    raw["spent"] = _bounds_from_form(form, "spent", _fen)
+    raw["orders"] = _bounds_from_form(form, "orders", lambda v: _number(v, digits=7))
+    bought = _sku_list(str(form.get("bought") or ""))
+    raw["bought"] = {"skus": bought, "match": str(form.get("bought.match") or "any")} if bought else None
+    raw["not_bought"] = _sku_list(str(form.get("not_bought") or ""))
     return raw
 
 
@@ -89,10 +122,18 @@ def form_fields(definition: dict[str, Any] | Definition, name: str = "", descrip
         "owner": owner.get("op", ""), "owner.userid": owner.get("userid", "") or "",
         "include_erased": bool(d.get("include_erased")),
     }
-    for recency in RECENCIES:
+    for recency in (*RECENCIES, "first_purchase"):
         rule = d.get(recency) or {}
         fields[recency] = rule.get("op", "")
         fields[f"{recency}.days"] = "" if rule.get("days") is None else str(rule["days"])
+    spent, orders, bought = d.get("spent") or {}, d.get("orders") or {}, d.get("bought") or {}
+    fields.update({
+        "spent.at_least": _yuan(spent.get("at_least")), "spent.at_most": _yuan(spent.get("at_most")),
+        "orders.at_least": "" if orders.get("at_least") is None else str(orders["at_least"]),
+        "orders.at_most": "" if orders.get("at_most") is None else str(orders["at_most"]),
+        "bought": ", ".join(str(v) for v in bought.get("skus", [])), "bought.match": bought.get("match", "any"),
+        "not_bought": ", ".join(str(v) for v in d.get("not_bought") or []),
+    })
     return fields
 
 

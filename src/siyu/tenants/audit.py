@@ -144,6 +144,15 @@ SENTENCES: dict[str, Sentence] = {
         N_("{actor} sent a message of {conversation} again, as a new message: WeChat had not answered in time, so "
            "the first one may have been delivered."),
         N_("Message sent again"), {"conversation": ("target", "conversation")}),
+    # commerce: the WeChat Pay merchant, products, purchases
+    "pay.linked": Sentence(N_("{actor} linked the WeChat Pay merchant {mchid}."), N_("WeChat Pay linked")),
+    "pay.updated": Sentence(N_("{actor} changed the WeChat Pay merchant {mchid}."), N_("WeChat Pay changed")),
+    "pay.key_removed": Sentence(N_("{actor} removed the WeChat Pay key {key_id}."), N_("WeChat Pay key removed")),
+    "pay.unlinked": Sentence(N_("{actor} unlinked the WeChat Pay merchant {mchid}."), N_("WeChat Pay unlinked"),
+                             gone=True),
+    "product.replenish_days": Sentence(N_("{actor} set how many days the product {sku} lasts."),
+                                       N_("Replenishment interval set"), diff=True),
+    "purchases.exported": Sentence(N_("{actor} downloaded the purchases as CSV."), N_("Purchases exported")),
 }
 
 
@@ -186,6 +195,9 @@ FIELD_LABELS = {
     "languages": N_("Languages"), "tag_ids": N_("Tags"), "managers": N_("Managers"), "presence": N_("Presence"),
     "shortcut": N_("Shortcut"), "scope": N_("For"), "message": N_("Message"), "template_id": N_("Template ID"),
     "owner": N_("WeCom rep"), "new": N_("New message"), "type": N_("Kind of message"),
+    "mchid": N_("Merchant number (mchid)"), "api_v3_key_changed": N_("APIv3 key replaced"),
+    "keys_added": N_("Keys added"), "key_id": N_("Key"), "sku": N_("SKU"),
+    "replenish_days": N_("Runs out after (days)"), "filters": N_("Filters"),
 }
 
 VALUE_LABELS = {

@@ -15,6 +15,7 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath
 from litestar.response import Redirect, Stream, Template
 
+from siyu.commerce.merchants import panel as pay_panel
 from siyu.core import i18n
 from siyu.core.clock import now as clock_now
 from siyu.core.errors import Conflict, InvalidInput, NotFound
@@ -160,7 +161,7 @@ class ChannelsController(Controller):
             "callback_urls": {k: _channel_context(k, user.tenant_slug)["callback_url"] for k in STEPS},
             "suggested_token": svc.generate_token(),
             "suggested_aes_key": svc.generate_aes_key(),
-            "forms": forms, **extra,
+            "forms": forms, "pay": await pay_panel(tid, user.tenant_slug), **extra,
         }
         return render(request, "settings/channels.html", ctx, block=block, status_code=status_code, headers=headers)
 

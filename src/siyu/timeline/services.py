@@ -22,7 +22,7 @@ from siyu.core.i18n import N_
 
 KINDS = ("followed", "unfollowed", "message_in", "message_out", "menu_click", "scan", "mp_login", "purchase",
          "wecom_added", "wecom_removed", "handoff", "assignment", "resolution", "broadcast_sent",
-         "broadcast_skipped", "broadcast_failed", "note", "merged", "unmerged")
+         "broadcast_skipped", "broadcast_failed", "note", "merged", "unmerged", "refund")
 CHANNELS = ("oa", "mp", "wecom", "siyu")  # siyu: made inside the CRM (notes, merges, assignments)
 # What the person did (not what was done to them): these move the contact's last interaction.
 INTERACTIONS = frozenset({"followed", "message_in", "menu_click", "scan", "mp_login", "purchase", "wecom_added"})
@@ -94,6 +94,17 @@ async def insert_locked(tenant_id: int, contact_id: int, kind: str, channel: str
                                   identity_id)
     row = await db.fetchrow(sql, *args)
     return int(row["id"]) if row else None
+
+
+async def revise_payload(tenant_id: int, source_key: str, payload: dict[str, Any]) -> bool:
+    """Replace the payload of the event with this source key, when its source learned more about what
+    happened (a purchase's items reported after its payment). For callers that hold the event's contact
+    lock. An erased payload stays erased. Returns whether anything changed."""
+    status = await db.execute(
+        "UPDATE timeline_event SET payload = $3::jsonb WHERE tenant = $1 AND source_key = $2 "
+        "AND NOT payload ? 'erased' AND payload IS DISTINCT FROM $3::jsonb",
+        tenant_id, source_key, json.dumps(payload, ensure_ascii=False))
+    return status.split()[-1] != "0"
 
 
 def insert_locked_sql(first_param: int, tenant_id: int, contact_id: int, kind: str, channel: str,

@@ -126,7 +126,8 @@ async def test_create_from_the_form(acme_agent: Client, acme: TenantFixture, sho
     segment = await svc.get_segment(acme.id, sid)
     assert segment.definition.as_json() == {
         "tags": {"ids": [shop["vip"]], "match": "all"}, "exclude_tags": [], "channels": ["oa"], "owner": None,
-        "last_interaction": {"op": "within", "days": 30}, "last_purchase": None, "include_erased": False}
+        "last_interaction": {"op": "within", "days": 30}, "last_purchase": None, "include_erased": False,
+        "spent": None, "orders": None, "bought": None, "not_bought": [], "first_purchase": None}
     assert segment.created_by == "agent@acme.test"
     page = await acme_agent.get(r.headers["location"])
     assert big_count(page.text) == 3

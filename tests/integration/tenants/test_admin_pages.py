@@ -44,10 +44,11 @@ async def test_settings_pages_sit_under_one_menu(acme_admin: Client, acme_agent:
         assert re.findall(r'<a href="([^"]+)" aria-current="page"', menu.group(1)) == [path]
         top = page[page.index('<nav class="mainnav"'):page.index("</nav>")]
         top_links = re.findall(r'<a href="([^"]+)"', top.replace(menu.group(0), ""))
-        assert top_links == ["/workspace", "/inbox", "/contacts", "/segments"], path
+        assert top_links == ["/workspace", "/inbox", "/contacts", "/segments", "/purchases"], path
     other = (await acme_admin.get("/contacts")).text
     assert '<details class="navmenu">' in other and 'aria-current="page">' in other
     assert "navmenu" not in (await acme_agent.get("/inbox")).text  # reps have no settings
+    assert 'href="/purchases"' not in (await acme_agent.get("/inbox")).text  # nor the brand's order book
 
 
 async def test_pages_carry_the_favicon(client: Client, acme_admin: Client) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from siyu.commerce import buyers as commerce_buyers
+from siyu.commerce import purchases as commerce_purchases
 from siyu.contacts import services as contacts_svc
 from siyu.contacts.tables import Contact, ContactMerge, ContactTag, Identity
 from siyu.core import clock, db
@@ -58,13 +60,14 @@ class Seeded:
     resolved_conversation_id: int = 0
     canned_id: int = 0  # a tenant-wide canned reply
     owner_id: int = 0  # a WeCom rep who added the conversation's customer
+    product_id: int = 0  # learned from the tenant's one purchase
 
     def object_id(self, kind: str) -> int:
         return {"staff": self.tenant.admin_id, "team": self.team_id, "invitation": self.invitation_id,
                 "api_key": self.api_key_id, "auto_reply": self.auto_reply_id, "contact": self.contact_id,
                 "merge": self.merge_id, "segment": self.segment_id,
                 "conversation": self.conversation_id, "resolved_conversation": self.resolved_conversation_id,
-                "canned": self.canned_id}[kind]
+                "canned": self.canned_id, "product": self.product_id}[kind]
 
 
 async def seed(t: TenantFixture, name: str, channels: dict[str, dict[str, str]]) -> Seeded:
@@ -88,7 +91,18 @@ async def seed(t: TenantFixture, name: str, channels: dict[str, dict[str, str]])
     seeded.segment_id = await segments_svc.do_create_segment(
         t.id, f"{name} VIP segment", {"tags": {"ids": [vip], "match": "any"}}, actor)
     await seed_inbox(seeded)
+    await seed_purchase(seeded, name)
     return seeded
+
+
+async def seed_purchase(seeded: Seeded, name: str) -> None:
+    """One purchase of the seeded contact (and so one product), as the brand's backend reports it."""
+    buyer = await commerce_buyers.by_contact_id(seeded.tenant.id, seeded.contact_id)
+    await commerce_purchases.do_record_payment(seeded.tenant.id, commerce_purchases.Payment(
+        source="api", order_id=f"{name}-ORDER-1", amount_fen=8800, currency="CNY", paid_at=clock.now(),
+        items=[{"sku": f"{name.upper()}-SKU", "name": f"{name} tea", "quantity": 1, "unit_price_fen": 8800}]), buyer)
+    seeded.product_id = int((await db.fetchrow("SELECT id FROM commerce_product WHERE tenant = $1",
+                                               seeded.tenant.id))["id"])
 
 
 async def seed_inbox(seeded: Seeded) -> None:
@@ -153,6 +167,12 @@ async def tenant_state(tenant_id: int) -> dict[str, Any]:
         "messages": await Message.select().where(Message.tenant == tenant_id).order_by(Message.id),
         "canned": await CannedReply.select().where(CannedReply.tenant == tenant_id).order_by(CannedReply.id),
         "audit": await AuditLog.count(),
+        "purchases": [dict(r) for r in await db.fetch("SELECT * FROM commerce_purchase WHERE tenant = $1 ORDER BY id",
+                                                      tenant_id)],
+        "products": [dict(r) for r in await db.fetch("SELECT * FROM commerce_product WHERE tenant = $1 ORDER BY id",
+                                                     tenant_id)],
+        "pay_merchant": [dict(r) for r in await db.fetch("SELECT * FROM commerce_pay_merchant WHERE tenant = $1",
+                                                         tenant_id)],
     }
 
 
@@ -206,6 +226,7 @@ ID_ROUTES = [
     ("GET", "/inbox/canned/{id}", "canned", None),
     ("POST", "/inbox/canned/{id}", "canned", {"shortcut": "hi", "body": "Taken over"}),
     ("POST", "/inbox/canned/{id}/delete", "canned", {}),
+    ("POST", "/products/{id}", "product", {"replenish_days": "30"}),
 ]
 
 
@@ -325,6 +346,11 @@ LIST_PAGES = [
     ("/api/v1/tenant", "api_key", OA["app_id"]),
     ("/segments", "agent", "Acme VIP segment"),
     ("/api/v1/segments", "api_key", "Acme VIP segment"),
+    ("/purchases", "admin", "Acme-ORDER-1"),
+    ("/purchases/export.csv", "admin", "Acme-ORDER-1"),
+    ("/products", "admin", "ACME-SKU"),
+    ("/api/v1/purchases", "api_key", "Acme-ORDER-1"),
+    ("/settings/pay", "admin", "/wechat/acme/pay"),
 ]
 
 
@@ -412,6 +438,9 @@ ROUTES_WITHOUT_TENANT_OBJECT_IDS = {
     # WeChat's callbacks name the tenant by slug and prove it with that tenant's signature;
     # tests/integration/wechat covers a callback signed for one tenant sent to another's URL.
     ("GET", "/wechat/{tenant}/{channel}"), ("POST", "/wechat/{tenant}/{channel}"),
+    # WeChat Pay's notifications: the same, proven by the merchant's keys; tests/integration/commerce covers one
+    # tenant's notification sent to another's URL.
+    ("POST", "/wechat/{tenant}/pay"),
 }
 COVERED = ({(m, t.split("?")[0].replace("{id}", "{}")) for m, t, _, _ in ID_ROUTES}
            | {(m, t.replace("{id}", "{}")) for m, t, _ in PLATFORM_ROUTES if "{id}" in t}
@@ -434,6 +463,8 @@ COVERED = ({(m, t.split("?")[0].replace("{id}", "{}")) for m, t, _, _ in ID_ROUT
            # tests/integration/inbox/test_api.py compares another tenant's conversation with a missing one, byte
            # for byte.
            | {("GET", "/api/v1/conversations/{}")}
+           # tests/integration/commerce/test_api.py compares another tenant's order with a missing one, byte for byte.
+           | {("GET", "/api/v1/purchases/{}"), ("POST", "/api/v1/purchases/{}/refunds")}
            # Re-engagement: tests/integration/engagement/test_pages.py and test_api.py compare another tenant's
            # journey and broadcast with missing ones (pages and API).
            | {("GET", "/engagement/journeys/{}"), ("GET", "/engagement/journeys/{}/edit"),

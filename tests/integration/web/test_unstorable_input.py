@@ -25,8 +25,10 @@ from siyu.tenants import services as svc
 from siyu.tenants import staff as staff_svc
 from tests.conftest import OA, PASSWORD, Client
 from tests.integration.web.test_cross_tenant import Seeded, acme_seeded  # noqa: F401 (a fixture)
+from tests.pay_payloads import new_rsa_key, public_pem
 
 NUL = "\x00"
+PAY_PEM = public_pem(new_rsa_key())  # a WeChat Pay public key for the merchant form
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,18 @@ OK = frozenset({200, 302, 303})
 SEGMENT_FORM = {"name": "Gold buyers", "description": "Bought twice", "channels": "oa", "tags": "{tag}",
                 "tags.match": "any", "exclude_tags": "", "owner": "is", "owner.userid": "seedrep",
                 "last_interaction": "within", "last_interaction.days": "30", "last_purchase": "",
-                "last_purchase.days": "", "include_erased": ""}
+                "last_purchase.days": "", "include_erased": "", "spent.at_least": "100", "bought": "ACME-SKU"}
 INBOX_SETTINGS = {"handoff_keywords": "human, agent", "handoff_menu_keys": "HUMAN", "unanswered_limit": "3",
                   "sla_minutes": "5", "recent_days": "30", "vip_tag_ids": "{tag}", "notice_template_id": "TPL_acme_notice",
                   "notice_text_key": "thing1", "notice_time_key": "", "mp_notice_template_id": "",
                   "mp_notice_text_key": "", "mp_notice_time_key": "", "notify_customer": "1"}
 QUERY_KEEP = {"box": "mine", "status": "", "q": ""}
+PURCHASE_FILTERS = {"q": "Acme", "from": "2020-01-01", "to": "2099-12-31", "min": "1", "max": "1000", "source": "api",
+                    "refunded": "no", "flagged": "", "cursor": ""}
+PURCHASE = {"order_id": "SO-SWEEP-1", "paid_at": "2026-11-20T10:00:00+08:00", "amount_fen": 100, "currency": "CNY",
+            "items": [{"sku": "S1", "name": "Tea", "quantity": 1}], "buyer": {"openid": "oSeedContact01", "app_id": OA["app_id"]},
+            "attach": "sweep"}
+CREATED = frozenset({200, 201})
 MISSING = frozenset({404})
 JOURNEY_FORM = {"name": "Probe", "trigger.kind": "follow", "steps[0].kind": "send", "steps[0].purpose": "service",
                 "steps[0].text": "hi", "holdout_percent": "0", "reentry_days": ""}
@@ -189,6 +197,19 @@ ROUTES = [
     Route("GET", "/segments/{segment}/count", "agent"),
     Route("GET", "/segments/{segment}/delete", "agent"),
     Route("POST", "/segments/{segment}/delete", "agent"),
+    # --- commerce ----------------------------------------------------------------------------------------------
+    Route("GET", "/settings/pay", "admin"),
+    Route("POST", "/settings/pay", "admin", {"mch_id": "1900000109", "app_id": OA["app_id"],
+                                             "api_v3_key": "0123456789abcdefghijABCDEFGHIJkl", "public_key": "{pay_pem}",
+                                             "public_key_id": "PUB_KEY_ID_0119000001092024090100000001",
+                                             "platform_cert": ""}),
+    Route("POST", "/settings/pay/keys/remove", "admin", {"key_id": "PUB_KEY_ID_0119000001092024090100000001"},
+          control=frozenset({404})),  # acme links no merchant: the control is the key not found
+    Route("POST", "/settings/pay/unlink", "admin", control=frozenset({404})),
+    Route("GET", "/purchases", "admin", PURCHASE_FILTERS),
+    Route("GET", "/purchases/export.csv", "admin", PURCHASE_FILTERS),
+    Route("GET", "/products", "admin", {"q": "ACME", "after": ""}),
+    Route("POST", "/products/{product}", "admin", {"replenish_days": "30"}),
     # --- the inbox -----------------------------------------------------------------------------------------------
     Route("GET", "/inbox", "agent", {**QUERY_KEEP, "cursor": "", "current": ""}),
     Route("GET", "/inbox/counts", "agent", QUERY_KEEP),
@@ -203,6 +224,8 @@ ROUTES = [
     Route("POST", "/inbox/conversations/{conversation}/reply", "agent", {"text": "Hello", "note": "1"}),
     Route("POST", "/inbox/conversations/{conversation}/notice", "agent", {"text": "Shipped"}),
     Route("POST", "/inbox/conversations/{conversation}/wecom-task", "agent", {"owner": "{owner}", "text": "Via WeCom"}),
+    Route("POST", "/inbox/conversations/{conversation}/messages/999999/send-again", "agent",
+          control=frozenset({404})),  # no such message: the probes still must not answer 500
     Route("POST", "/inbox/conversations/{conversation}/take", "admin"),
     Route("POST", "/inbox/conversations/{conversation}/transfer", "admin", {"to": "team:{team}"}),
     Route("POST", "/inbox/conversations/{conversation}/snooze", "agent", {"until": "1h"}),
@@ -231,6 +254,12 @@ ROUTES = [
     Route("GET", "/api/v1/conversations", "api", {"status": "assigned", "limit": "10", "cursor": ""}),
     Route("GET", "/api/v1/conversations/{path}", "api", path_param=("conversation_id", "{conversation}")),
     Route("POST", "/api/v1/conversations/handoff", "api", {"identity": "oSeedContact01"}, json=True),
+    Route("GET", "/api/v1/purchases", "api", {"contact_id": "{contact}", "limit": "10", "cursor": ""}),
+    Route("GET", "/api/v1/purchases/{path}", "api", path_param=("order_id", "Acme-ORDER-1")),
+    Route("POST", "/api/v1/purchases", "api", PURCHASE, json=True, control=CREATED),
+    Route("POST", "/api/v1/purchases/{path}/refunds", "api", {"refund_id": "RF-SWEEP", "amount_fen": 100,
+                                                              "refunded_at": "2026-11-21T09:00:00+08:00"},
+          json=True, path_param=("order_id", "Acme-ORDER-1"), control=CREATED),
     # --- re-engagement: pages (ids that name nothing answer 404 in the control) and the JSON API ---------------------
     *ENGAGEMENT_ROUTES,
 ]
@@ -266,7 +295,7 @@ async def world(acme_seeded: Seeded, client_factory: Any) -> World:  # noqa: F81
            "resolved": str(acme_seeded.resolved_conversation_id), "canned": str(acme_seeded.canned_id),
            "team": str(acme_seeded.team_id), "invitation": str(acme_seeded.invitation_id),
            "api_key": str(acme_seeded.api_key_id), "auto_reply": str(acme_seeded.auto_reply_id),
-           "owner": str(acme_seeded.owner_id), "missing": "999999"}
+           "owner": str(acme_seeded.owner_id), "product": str(acme_seeded.product_id), "pay_pem": PAY_PEM, "missing": "999999"}
     api = client_factory()
     api.headers["Authorization"] = f"Bearer {acme_seeded.api_key}"
     clients = {"admin": await signed_in(client_factory, t.admin_email),
@@ -358,12 +387,15 @@ def test_the_sweep_counts_its_probes() -> None:
 NOT_SWEPT = {
     # WeChat's callbacks: verified (signature) before parsed, by the gateway; tests/integration/wechat.
     ("GET", "/wechat/{}/{}"), ("POST", "/wechat/{}/{}"),
+    # WeChat Pay's notifications: the same (signature, then decryption); tests/integration/commerce.
+    ("POST", "/wechat/{}/pay"),
 }
 
 
 def test_every_route_is_swept(app: Any) -> None:
     def normal(path: str) -> str:
-        return re.sub(r"\{[^}]*\}", "{}", path.split("?")[0]).rstrip("/") or "/"
+        path = re.sub(r"/\d+(?=/|$)", "/{}", path.split("?")[0])  # a literal id stands for any
+        return re.sub(r"\{[^}]*\}", "{}", path).rstrip("/") or "/"
 
     swept = {(r.method, normal(r.url)) for r in ROUTES}
     found = set()

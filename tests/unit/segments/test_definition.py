@@ -31,7 +31,9 @@ def test_the_empty_definition_selects_every_live_contact() -> None:
     empty = parse({})
     assert empty.is_empty() and empty == Definition()
     assert empty.as_json() == {"tags": None, "exclude_tags": [], "channels": [], "owner": None,
-                               "last_interaction": None, "last_purchase": None, "include_erased": False}
+                               "last_interaction": None, "last_purchase": None, "include_erased": False,
+                               "spent": None, "orders": None, "bought": None, "not_bought": [],
+                               "first_purchase": None}
     # Nulls and empty lists mean "no filter", as the API returns them.
     assert parse(empty.as_json()) == empty
     assert parse({"tags": {"ids": [], "match": "all"}}).is_empty()
