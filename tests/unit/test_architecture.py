@@ -209,6 +209,12 @@ def test_engagement_sits_on_top_and_reaches_its_siblings_through_narrow_doors() 
     assert wide == []
     assert "siyu.wechat.outbound" in MODULES["siyu.engagement.sender"]  # the test can fail: it does send
     assert "siyu.contacts.reach" in MODULES["siyu.engagement.sender"]
+    # Commerce is read in one module (`siyu.engagement.purchases`); purchases arrive by job name after commit.
+    into_commerce = sorted(f"{mod} imports {name}" for mod, names in MODULES.items()
+                           if within(mod, ("siyu.engagement",)) and mod != "siyu.engagement.purchases"
+                           for name in names if within(name, ("siyu.commerce",)))
+    assert into_commerce == []
+    assert violations(("siyu.commerce",), ("siyu.engagement",)) == []
     # The doors stay narrow: they read their own domain's rows and nothing above core.
     for door in ("siyu.inbox.reach", "siyu.contacts.reach"):
         assert all(within(n, ("siyu.core",)) for n in MODULES[door] if within(n, ("siyu",)))

@@ -204,7 +204,7 @@ async def do_set_status(tenant_id: int, broadcast_id: int, status: str, actor: A
                              tenant_id, broadcast_id, send_at)
             await _kick(tenant_id, broadcast_id, send_at, now)
         await record_audit(actor, tenant_id, "broadcast.status", "broadcast", broadcast_id,
-                           {"status": [current.status, status]})
+                           {"name": current.name, "status": [current.status, status]})
     return await get_broadcast(tenant_id, broadcast_id)
 
 

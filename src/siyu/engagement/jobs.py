@@ -40,7 +40,10 @@ FAN_OUT = broadcasts.FANOUT_JOB
 SEND_MASS = mass.SEND_JOB
 HANDLE_INBOUND = "engagement.handle_inbound"
 EVALUATE = "engagement.evaluate"
-TRIES = {SEND_DUE: 3, SWEEP: 1, FAN_OUT: 5, SEND_MASS: 5, HANDLE_INBOUND: 5, EVALUATE: 1}
+ON_PURCHASE = "engagement.on_purchase"
+ON_REFUND = "engagement.on_refund"
+TRIES = {SEND_DUE: 3, SWEEP: 1, FAN_OUT: 5, SEND_MASS: 5, HANDLE_INBOUND: 5, EVALUATE: 1, ON_PURCHASE: 5,
+         ON_REFUND: 5}
 
 CHUNK = 200  # rows claimed at once
 SWEEPERS = 2
@@ -166,6 +169,41 @@ async def handle_inbound(ctx: dict[str, Any], event_ids: list[int]) -> int:
         log.warning("engagement inbound %s failed (try %s): %r", event_ids[:5], tries, exc)
         raise Retry(defer=min(60, 2 ** tries)) from exc
     return handled
+
+
+def _retry(ctx: dict[str, Any], what: str, exc: Exception) -> Retry:
+    tries = int(ctx.get("job_try") or 1)
+    log.warning("%s failed (try %s): %r", what, tries, exc)
+    return Retry(defer=min(60, 2 ** tries))
+
+
+async def on_purchase(ctx: dict[str, Any], tenant_id: int, purchase_id: int) -> int:
+    """A purchase commerce has committed: conversions, then the purchase and replenishment journeys."""
+    from siyu.engagement import purchases
+
+    try:
+        p = await purchases.facts(tenant_id, purchase_id)
+        return await triggers.on_purchase(tenant_id, p) if p is not None else 0
+    except Exception as exc:
+        if "job_try" not in ctx:
+            raise
+        raise _retry(ctx, f"engagement purchase {purchase_id}", exc) from exc
+
+
+async def on_refund(ctx: dict[str, Any], tenant_id: int, purchase_id: int, refund_row_id: int) -> int:
+    """A refund commerce has committed (successful): the order's entries leave, refund journeys start."""
+    from siyu.engagement import purchases
+
+    try:
+        r = await purchases.refund_facts(tenant_id, purchase_id, refund_row_id)
+        if r is None or r.status != "success":
+            return 0
+        return await triggers.on_refund(tenant_id, r.contact_id, r.order_id, r.refund_id, r.skus,
+                                        r.at or clock.now())
+    except Exception as exc:
+        if "job_try" not in ctx:
+            raise
+        raise _retry(ctx, f"engagement refund {refund_row_id}", exc) from exc
 
 
 async def evaluate(ctx: dict[str, Any]) -> int:

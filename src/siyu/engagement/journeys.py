@@ -161,7 +161,8 @@ async def do_update_journey(tenant_id: int, journey_id: int, raw: Any, actor: Ac
             skipped += await ledger.skip_source(tenant_id, "journey", journey_id, "step_removed", now, step=step)
         await _apply_status(tenant_id, journey_id, before.status, journey.status, now)
         await record_audit(actor, tenant_id, "journey.updated", "journey", journey_id,
-                           {"version": before.version + 1, "steps_removed": removed, "skipped": skipped,
+                           {"name": journey.name, "version": before.version + 1, "steps_removed": removed,
+                            "skipped": skipped,
                             **({"status": [before.status, journey.status]} if journey.status != before.status else {})})
     return await get_journey(tenant_id, journey_id)
 
@@ -183,7 +184,8 @@ async def do_set_status(tenant_id: int, journey_id: int, status: str, actor: Act
         if moved is None:
             raise Conflict(N_("The journey changed meanwhile; reload the page."), field="status")
         await _apply_status(tenant_id, journey_id, current.status, status, now)
-        await record_audit(actor, tenant_id, "journey.status", "journey", journey_id, {"status": [current.status, status]})
+        await record_audit(actor, tenant_id, "journey.status", "journey", journey_id,
+                           {"name": current.name, "status": [current.status, status]})
     return await get_journey(tenant_id, journey_id)
 
 
