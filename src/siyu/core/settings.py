@@ -31,6 +31,19 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from exc
+    if not 0 < value < 3600:
+        raise ConfigurationError(f"{name} must be between 0 and 3600 seconds, got {raw!r}")
+    return value
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = _env(name).lower()
     if not raw:
@@ -66,6 +79,11 @@ class Settings:
     # niced further), so a broadcast never takes the CPU a rep's reply needs. Off: one worker does everything.
     engagement_lane: bool = False
     session_max_age: int = 8 * 3600
+    # Seconds to connect to Redis and to wait for each answer: a Redis that hangs makes a page answer with an
+    # error (and /readyz with 503) instead of holding every request.
+    redis_timeout: float = 2.0
+    # Seconds a job may run. A worker that dies mid-job leaves its claim for this + 10 s; then another runs it.
+    job_timeout: int = 60
     login_max_failures_account: int = 5
     login_max_failures_ip: int = 30
     login_window_seconds: int = 15 * 60
@@ -118,7 +136,7 @@ def _dev_secret_key(data_dir: Path) -> str:
     path = data_dir / "secret_key"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_urlsafe(48)
     # Created with 0600 so other local users cannot read it.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -175,6 +193,8 @@ def load_settings() -> Settings:
         engagement_lease_seconds=max(1, _env_int("SIYU_ENGAGEMENT_LEASE_SECONDS", 120)),
         engagement_lane=_env_bool("SIYU_ENGAGEMENT_LANE", False),
         session_max_age=_env_int("SIYU_SESSION_MAX_AGE", 8 * 3600),
+        redis_timeout=_env_float("SIYU_REDIS_TIMEOUT", 2.0),
+        job_timeout=max(1, _env_int("SIYU_JOB_TIMEOUT", 60)),
         login_max_failures_account=_env_int("SIYU_LOGIN_MAX_FAILURES_ACCOUNT", 5),
         login_max_failures_ip=_env_int("SIYU_LOGIN_MAX_FAILURES_IP", 30),
         login_window_seconds=_env_int("SIYU_LOGIN_WINDOW_SECONDS", 15 * 60),

@@ -186,7 +186,8 @@ def action_groups() -> dict[str, tuple[str, list[str]]]:
 FIELD_LABELS = {
     "name": N_("Name"), "slug": N_("Slug"), "timezone": N_("Time zone"), "locale": N_("Language"),
     "open_platform_bound": N_("Bound to the Open Platform"), "status": N_("Status"),
-    "app_id": N_("AppID / CorpID"), "secrets_changed": N_("Secrets replaced"), "oa_kind": N_("Account type"),
+    "app_id": N_("AppID / CorpID"), "secrets_changed": N_("Secrets replaced"),
+    "token_changed": N_("Callback Token replaced"), "oa_kind": N_("Account type"),
     "message_mode": N_("Message encryption"), "push_format": N_("Push format"), "original_id": N_("Original ID"),
     "agent_id": N_("AgentId"), "kf_enabled": N_("WeChat customer service (微信客服)"), "ok": N_("Connected"),
     "errcode": N_("WeChat error code"), "accounts": N_("Accounts"), "prefix": N_("Key"), "email": N_("Email"),

@@ -148,7 +148,8 @@ async def do_set_tenant_status(actor: Actor, tenant_id: int, status: str) -> Ten
 
 @dataclass(frozen=True)
 class ChannelView:
-    """What pages and the API may see of a linked account: secrets only masked."""
+    """What pages and the API may see of a linked account: secrets only masked, and of the callback Token
+    only whether it is set (`channel_token` gives it to the tenant admin's channels page)."""
 
     id: int
     kind: str
@@ -159,7 +160,7 @@ class ChannelView:
     original_id: str | None
     agent_id: str | None
     kf_enabled: bool
-    callback_token: str
+    token_set: bool
     secret_masked: str
     aes_key_masked: str
     last_check_at: datetime | None
@@ -207,7 +208,7 @@ def _view(row: ChannelAccount) -> ChannelView:
     return ChannelView(
         id=row.id, kind=row.kind, app_id=row.app_id, oa_kind=row.oa_kind, message_mode=row.message_mode,
         push_format=row.push_format, original_id=row.original_id, agent_id=row.agent_id,
-        kf_enabled=row.kf_enabled, callback_token=row.callback_token,
+        kf_enabled=row.kf_enabled, token_set=bool(row.token_encrypted),
         secret_masked=_masked_secret(row), aes_key_masked="•" * 8,
         last_check_at=row.last_check_at, last_check_ok=row.last_check_ok, last_check_code=row.last_check_code,
         updated_at=row.updated_at,
@@ -241,10 +242,20 @@ async def channel_credentials(tenant_id: int, kind: str) -> ChannelCredentials:
     return ChannelCredentials(
         tenant_id=tenant_id, kind=kind, app_id=row.app_id,
         secret=b.open(row.secret_encrypted, _context(tenant_id, kind, "secret")),
-        token=row.callback_token,
+        token=_open_token(row),
         aes_key=b.open(row.aes_key_encrypted, _context(tenant_id, kind, "aes_key")),
         message_mode=row.message_mode, push_format=row.push_format, agent_id=row.agent_id,
     )
+
+
+def _open_token(row: ChannelAccount) -> str:
+    tid = row.tenant if isinstance(row.tenant, int) else row.tenant.id
+    return box().open(row.token_encrypted, _context(tid, row.kind, "token")) if row.token_encrypted else ""
+
+
+async def channel_token(tenant_id: int, kind: str) -> str:
+    """The callback Token in clear, for the tenant admin who pastes it into the WeChat console."""
+    return _open_token(await _channel_row(tenant_id, kind))
 
 
 def generate_token() -> str:
@@ -285,8 +296,10 @@ async def do_link_channel(actor: Actor, tenant_id: int, kind: str, data: dict[st
         if row is None:
             row = ChannelAccount(tenant=tenant_id, kind=kind, created_at=now())
         previous_app_id = None if created else row.app_id
+        token_changed = created or _open_token(row) != clean["token"]
         row.app_id = app_id
-        row.callback_token = clean["token"]
+        if token_changed:
+            row.token_encrypted = b.seal(clean["token"], _context(tenant_id, kind, "token"))
         if kind == "oa":
             row.oa_kind = clean["oa_kind"]
             row.message_mode = clean["mode"]
@@ -312,7 +325,7 @@ async def do_link_channel(actor: Actor, tenant_id: int, kind: str, data: dict[st
             row.last_check_code = None
         row.updated_at = now()
         await row.save()
-        changes: dict[str, Any] = {"app_id": app_id, "secrets_changed": secrets_changed}
+        changes: dict[str, Any] = {"app_id": app_id, "secrets_changed": secrets_changed, "token_changed": token_changed}
         for key in ("oa_kind", "message_mode", "push_format", "original_id", "agent_id", "kf_enabled"):
             changes[key] = getattr(row, key)
         await record_audit(actor, tenant_id, f"channel.{kind}.{'linked' if created else 'updated'}",
@@ -349,6 +362,9 @@ def callback_url(public_base_url: str, slug: str, kind: str) -> str:
 
 # --- secrets rotation ------------------------------------------------------------------------------
 
+SEALED_COLUMNS = ("secret", "aes_key", "token")  # `<column>_encrypted` on channel_account
+
+
 async def do_rotate_secrets() -> tuple[int, int]:
     """Re-seal every stored secret under the current key. Returns (rotated, already current)."""
     b = box()
@@ -358,15 +374,16 @@ async def do_rotate_secrets() -> tuple[int, int]:
         for row in rows:
             tid = row.tenant if isinstance(row.tenant, int) else row.tenant.id
             changed = False
-            for column in ("secret", "aes_key"):
+            for column in SEALED_COLUMNS:
                 attr = f"{column}_encrypted"
                 sealed = getattr(row, attr)
-                if b.needs_rotation(sealed):
+                if sealed and b.needs_rotation(sealed):
                     ctx = _context(tid, row.kind, column)
                     setattr(row, attr, b.seal(b.open(sealed, ctx), ctx))
                     changed = True
             if changed:
-                await row.save([ChannelAccount.secret_encrypted, ChannelAccount.aes_key_encrypted])
+                await row.save([ChannelAccount.secret_encrypted, ChannelAccount.aes_key_encrypted,
+                                ChannelAccount.token_encrypted])
                 rotated += 1
             else:
                 current += 1

@@ -45,7 +45,9 @@ class ChannelAccount(Table):
     original_id = Varchar(length=32, null=True)  # gh_… (OA/MP)
     agent_id = Varchar(length=16, null=True)  # WeCom self-built app AgentID
     kf_enabled = Boolean(default=False)  # WeCom 微信客服
-    callback_token = Varchar(length=32)
+    # The callback Token signs WeChat's pushes: whoever knows it can forge plain-mode callbacks, so it is
+    # sealed like the other secrets.
+    token_encrypted = Text(default="")
     secret_encrypted = Text()  # AppSecret / app Secret, sealed by siyu.core.crypto
     aes_key_encrypted = Text()  # EncodingAESKey, sealed
     last_check_at = Timestamptz(null=True, default=None)

@@ -158,6 +158,9 @@ class ChannelsController(Controller):
         forms = extra.pop("forms", {})
         ctx = {
             "tenant": tenant, "channels": channels, "step": step, "steps": STEPS,
+            # The Token in clear is for this page alone (tenant admins): the API and other pages say only
+            # whether it is set.
+            "current_token": await svc.channel_token(tid, step) if step in channels else "",
             "callback_urls": {k: _channel_context(k, user.tenant_slug)["callback_url"] for k in STEPS},
             "suggested_token": svc.generate_token(),
             "suggested_aes_key": svc.generate_aes_key(),

@@ -42,7 +42,7 @@ async def callback_account(slug: str, channel: str, fresh: bool = False) -> Acco
         if hit and hit[0] > time.monotonic():
             return hit[1]
     rows = await InboundEvent.raw(
-        "SELECT c.id, c.tenant, c.app_id, c.callback_token, c.secret_encrypted, c.aes_key_encrypted, "
+        "SELECT c.id, c.tenant, c.app_id, c.token_encrypted, c.secret_encrypted, c.aes_key_encrypted, "
         "c.message_mode, c.push_format FROM channel_account c JOIN tenant t ON t.id = c.tenant "
         "WHERE t.slug = {} AND c.kind = {}", slug, channel,
     )
@@ -51,8 +51,9 @@ async def callback_account(slug: str, channel: str, fresh: bool = False) -> Acco
         return None
     r = rows[0]
     aes_key = box().open(r["aes_key_encrypted"], f"channel_account:{r['tenant']}:{channel}:aes_key")
+    token = box().open(r["token_encrypted"], f"channel_account:{r['tenant']}:{channel}:token")
     account = Account(tenant_id=r["tenant"], account_id=r["id"], channel=channel, app_id=r["app_id"],
-                      token=r["callback_token"], aes_key=aes_key, mode=r["message_mode"], push_format=r["push_format"],
+                      token=token, aes_key=aes_key, mode=r["message_mode"], push_format=r["push_format"],
                       slug=slug)
     _accounts[key] = (time.monotonic() + ACCOUNT_TTL, account)
     return account

@@ -284,11 +284,11 @@ async def test_linking_the_official_account_full_page(acme_admin: Client, acme: 
     assert "Save changes" in r.text and "Check connection" in r.text
     assert "••••••••4567" in r.text  # the masked AppSecret, nothing more
     row = await ChannelAccount.objects().where(ChannelAccount.tenant == acme.id).first()
-    assert (row.kind, row.app_id, row.callback_token, row.oa_kind, row.message_mode) == (
-        "oa", OA["app_id"], "AcmeToken123", "service", "safe")
+    assert (row.kind, row.app_id, row.oa_kind, row.message_mode) == ("oa", OA["app_id"], "service", "safe")
+    assert "AcmeToken123" not in row.token_encrypted  # sealed at rest
     assert row.last_check_ok is None
     creds = await svc.channel_credentials(acme.id, "oa")
-    assert (creds.secret, creds.aes_key) == (OA["app_secret"], OA["aes_key"])
+    assert (creds.secret, creds.aes_key, creds.token) == (OA["app_secret"], OA["aes_key"], "AcmeToken123")
 
 
 async def test_linking_mini_program_and_wecom_over_htmx(acme_admin: Client, acme: TenantFixture) -> None:
