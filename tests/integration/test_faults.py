@@ -83,9 +83,10 @@ class Stack:
         if sig == signal.SIGKILL:
             proc.wait(timeout=10)
 
-    def output(self, name: str) -> str:
+    def output(self, name: str, whole: bool = False) -> str:
         path = self.logs.get(name)
-        return path.read_text(errors="replace")[-6000:] if path and path.exists() else ""
+        text = path.read_text(errors="replace") if path and path.exists() else ""
+        return text if whole else text[-6000:]
 
     def redis(self) -> Redis:
         return Redis.from_url(self.redis_url, socket_timeout=5)
@@ -272,7 +273,7 @@ async def test_the_worker_rides_out_a_redis_outage_without_restarting(
 
     await _until(both_answered, 45, "both customers answered by the same worker", stack)
     assert worker.poll() is None
-    log = stack.output("worker")
+    log = stack.output("worker", whole=True)
     assert "Redis does not answer" in log and "Redis answers again" in log
 
 
