@@ -192,6 +192,12 @@ class AuthController(Controller):
 
 
 class HealthController(Controller):
+    @get("/favicon.ico", sync_to_thread=False, include_in_schema=False)
+    def favicon(self) -> Redirect:
+        """Browsers ask for /favicon.ico by themselves wherever no page names the icon (JSON, files,
+        proxies' error pages): send them to the one icon there is, for a day."""
+        return Redirect("/static/favicon.svg", status_code=301, headers={"cache-control": "public, max-age=86400"})
+
     @get("/healthz", sync_to_thread=False, include_in_schema=True, tags=["health"])
     def healthz(self) -> dict[str, str]:
         """200 while the process runs."""

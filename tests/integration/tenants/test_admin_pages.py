@@ -59,3 +59,12 @@ async def test_pages_carry_the_favicon(client: Client, acme_admin: Client) -> No
     assert icon.status_code == 200
     assert icon.headers["content-type"].startswith("image/svg+xml")
     assert icon.text.startswith("<svg")
+
+
+async def test_favicon_ico_leads_browsers_to_the_icon(client: Client) -> None:
+    # Browsers ask for /favicon.ico by themselves (a JSON response, a PDF, an error page: no <link> to
+    # read); it answers for everyone, signed in or not, with a lasting redirect to the SVG.
+    r = await client.get("/favicon.ico")
+    assert r.status_code == 301
+    assert r.headers["location"] == "/static/favicon.svg"
+    assert "max-age=" in r.headers.get("cache-control", "")
