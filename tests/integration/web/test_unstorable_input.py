@@ -125,6 +125,7 @@ ROUTES = [
     Route("POST", "/invite/{path}", "anon", {"name": "New Person", "password": PASSWORD,
                                               "confirm_password": PASSWORD}, path_param=("token", "{token}")),
     Route("GET", "/healthz", "anon"),
+    Route("GET", "/favicon.ico", "anon", control=frozenset({301})),
     Route("GET", "/readyz", "anon"),
     Route("GET", "/static/{path}", "anon", path_param=("file_path", "app.js")),
     # --- platform -----------------------------------------------------------------------------------------
