@@ -250,6 +250,11 @@ def main() -> None:
     env = dict(os.environ)
 
     def stop(*_: Any) -> None:
+        # A second Ctrl-C while stopping (people press it again when stopping takes seconds) must not cut the
+        # stop short: the children would outlive this process, PostgreSQL would stop under them, and `siyu run`
+        # would end in a traceback with status 1, which make reports as an error.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *a: say("still stopping…"))
         say("stopping…")
         sup.stop()
         say("stopped")

@@ -130,3 +130,55 @@ def test_siyu_run_restarts_a_child_that_dies_and_ctrl_c_stops_all(siyu_run: Any)
     gone, alive = psutil.wait_procs(everything, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
     assert not postmaster.exists() or not psutil.pid_exists(int(postmaster.read_text().split()[0]))
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_ctrl_c_on_make_run_ends_without_make_reporting_an_error(tmp_path: Path,
+                                                                 subprocess_env: dict[str, str]) -> None:
+    """`make run` in a terminal, stopped with Ctrl-C, twice as impatient people do while it stops: the
+    terminal sends SIGINT to the whole foreground process group (make, `siyu run`, its children). Everything
+    stops all the same, `siyu run` ends with status 0, and make has nothing to report: no
+    "make: *** [Makefile:…: run] Interrupt" or "Error" line. (GNU make then ends itself by the same signal,
+    on purpose, as every program interrupted from a terminal does: the shell's $? is 130 and says nothing.)"""
+    port, sim_port = _free_port(), _free_port()
+    env = {k: v for k, v in subprocess_env.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "WECHAT_API_BASE", "WECOM_API_BASE", "MAKEFLAGS", "MAKELEVEL")}
+    env.update({"SIYU_DATA_DIR": str(tmp_path / "data"), "SIYU_HOST": "127.0.0.1", "SIYU_PORT": str(port),
+                "SIYU_SIMULATOR_PORT": str(sim_port), "SIYU_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"})
+    venv = Path(sys.prefix)  # the virtualenv running these tests, in place of the Makefile's .venv
+    assert (venv / "bin" / "siyu").exists(), venv
+    log = tmp_path / "make.log"
+    with open(log, "wb") as out:
+        # -o: installing is not what is tested here (and needs no network this way).
+        make = subprocess.Popen(["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed", "run"],
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    everything: list[psutil.Process] = []
+    try:
+        _wait_for(log, READY, 240, make)
+        [run] = [p for p in psutil.Process(make.pid).children() if "run" in p.cmdline()]
+        everything.extend([run, *run.children(recursive=True)])
+        postmaster = tmp_path / "data" / "postgres" / "postmaster.pid"
+        postgres = psutil.Process(int(postmaster.read_text().split()[0]))
+        everything.append(postgres)
+
+        os.killpg(make.pid, signal.SIGINT)
+        _wait_for(log, "[siyu] stopping", 30, make)
+        os.killpg(make.pid, signal.SIGINT)  # again, while it stops
+        make.wait(timeout=90)
+        text = log.read_text(errors="replace")
+        assert make.returncode in (0, -signal.SIGINT), text[-3000:]
+        assert "make: ***" not in text, text[-3000:]
+        stopping = text[text.index("[siyu] stopping"):]
+        # A clean stop: the web server and the workers go while Redis and PostgreSQL still answer them.
+        assert "Traceback" not in stopping and " ERROR " not in stopping and "Aborted" not in stopping, stopping
+        assert "[siyu] stopped" in stopping
+        gone, alive = psutil.wait_procs(everything, timeout=30)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+        for p in everything:
+            if p.is_running():
+                p.kill()
