@@ -154,6 +154,18 @@ def _reach_problems() -> list[dict[str, Any]]:
             for p in linking.reach_problems(get_settings().public_base_url)]
 
 
+async def _next_step(tenant_id: int, channels: dict[str, Any]) -> str:
+    """The account to show when the page opens: the first one not yet linked and working. Saved is not yet
+    working: an admin who reloads while WeChat's URL check is awaited (or failed) stays on that account."""
+    for kind in STEPS:
+        if kind not in channels:
+            return kind
+        check = await linking.url_check(tenant_id, kind)
+        if not (channels[kind].last_check_ok or (check is not None and check.ok)):
+            return kind
+    return STEPS[0]
+
+
 class ChannelsController(Controller):
     """Linking an account takes, in this order: saving its credentials, Token and EncodingAESKey here,
     pasting the same into the WeChat console and submitting, and WeChat's URL check, which the page shows
@@ -171,7 +183,7 @@ class ChannelsController(Controller):
         tenant = await svc.get_tenant(tid)
         channels = await svc.list_channels(tid)
         if step not in STEPS:
-            step = next((k for k in STEPS if k not in channels), "oa")
+            step = await _next_step(tid, channels)
         forms = extra.pop("forms", {})
         # Until the account is saved, the same suggestions on every visit (what the admin may already have
         # pasted somewhere stays right).

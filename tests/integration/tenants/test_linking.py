@@ -263,3 +263,23 @@ async def test_the_page_flags_a_public_base_url_wechat_cannot_reach(
             assert words in html.unescape(page.text)
     else:
         assert 'id="reach-warning"' not in page.text
+
+
+# --- the account the page opens on ------------------------------------------------------------------------
+
+def _selected(page: str) -> str:
+    [kind] = re.findall(r'href="/settings/channels\?step=(\w+)"[^>]*aria-selected="true"', page)
+    return kind
+
+
+async def test_the_page_stays_on_a_saved_account_until_it_works(
+        client: Client, acme: TenantFixture, acme_admin: Client) -> None:
+    assert _selected((await acme_admin.get("/settings/channels")).text) == "oa"
+    await link(acme)
+    # Saved, WeChat's check not yet arrived: a reload must not move the admin away from it.
+    assert _selected((await acme_admin.get("/settings/channels")).text) == "oa"
+    assert (await url_check_get(client, "TheConsolesToken9")).status_code == 403
+    assert _selected((await acme_admin.get("/settings/channels")).text) == "oa"  # failed: still to fix
+    assert (await url_check_get(client, OA["token"])).status_code == 200
+    assert _selected((await acme_admin.get("/settings/channels")).text) == "mp"  # works: on to the next one
+    assert _selected((await acme_admin.get("/settings/channels?step=oa")).text) == "oa"
