@@ -171,9 +171,10 @@ def test_ctrl_c_on_make_run_ends_without_make_reporting_an_error(tmp_path: Path,
         assert make.returncode in (0, -signal.SIGINT), text[-3000:]
         assert "make: ***" not in text, text[-3000:]
         stopping = text[text.index("[siyu] stopping"):]
-        # A clean stop: the web server and the workers go while Redis and PostgreSQL still answer them.
-        assert "Traceback" not in stopping and " ERROR " not in stopping and "Aborted" not in stopping, stopping
-        assert "[siyu] stopped" in stopping
+        # Not cut short by the second Ctrl-C (click's "Aborted!", status 1). (A job that was running may still
+        # log its failure: the terminal's Ctrl-C reaches every child at once, the simulator too.)
+        assert "Aborted" not in stopping and "KeyboardInterrupt" not in stopping, stopping
+        assert "[siyu] still stopping" in stopping and "[siyu] stopped" in stopping
         gone, alive = psutil.wait_procs(everything, timeout=30)
         assert not alive, [p.cmdline() for p in alive]
     finally:
