@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 HTMX_VERSION := 2.0.11
 HTMX := frontend/static/vendor/htmx.min.js
+SWAGGER_UI_VERSION := 5.35.0
+SWAGGER_UI := frontend/static/vendor/swagger-ui/swagger-ui-bundle.js
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-fast check lint migrate i18n-extract i18n-check bench-ingest bench-identity bench-inbox clean
@@ -27,7 +29,10 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 $(HTMX):
 	@bash infra/fetch-htmx.sh $(HTMX_VERSION) $(HTMX)
 
-install: $(VENV)/.installed $(HTMX) ## Create .venv and install Siyu (editable) with test tools
+$(SWAGGER_UI):
+	@bash infra/fetch-swagger-ui.sh $(SWAGGER_UI_VERSION) $(dir $(SWAGGER_UI))
+
+install: $(VENV)/.installed $(HTMX) $(SWAGGER_UI) ## Create .venv and install Siyu (editable) with test tools
 
 run: install ## Start Siyu with embedded PostgreSQL + Redis, the demo brand and the WeChat simulator
 	@$(VENV)/bin/siyu run

@@ -10,10 +10,14 @@ from arq.worker import func
 
 from siyu.commerce import jobs as commerce_jobs
 from siyu.commerce import purchases as commerce_purchases
+from siyu.contacts import audience as contact_audience
+from siyu.contacts import bulk as contact_bulk
 from siyu.contacts import jobs as contact_jobs
 from siyu.core import db, effects
 from siyu.core.redis import JOB_SERIALIZATION, arq_settings
 from siyu.inbox import jobs as inbox_jobs
+from siyu.inbox.scope import contact_scope
+from siyu.segments import audience as segment_audience
 from siyu.tenants import jobs as tenant_jobs
 from siyu.wechat import jobs as wechat_jobs
 from siyu.wechat.outbound import WeChatRuntime
@@ -26,6 +30,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(get_settings().log_level)
     await db.start_pool(min_size=1, max_size=5)
     commerce_purchases.install()  # merges carry purchases in this process
+    contact_audience.install(segment_audience.COMPILER, contact_scope)  # bulk tagging: filters and scopes
     ctx["wechat"] = WeChatRuntime(ctx["redis"])
     effects.install(ctx["redis"])
 
@@ -51,6 +56,8 @@ FUNCTIONS = [
     func(contact_jobs.resolve_inbound, name="contacts.resolve_inbound", max_tries=contact_jobs.RESOLVE_TRIES),
     func(contact_jobs.sweep_parked, name="contacts.sweep_parked", max_tries=1),
     func(contact_jobs.enrich_identity, name="contacts.enrich_identity", max_tries=8),
+    func(contact_jobs.bulk_tag, name=contact_bulk.JOB, max_tries=contact_bulk.JOB_TRIES),
+    func(contact_jobs.sweep_bulk, name=contact_bulk.SWEEP, max_tries=1),
     func(inbox_jobs.handle_inbound, name="inbox.handle_inbound", max_tries=5),
     func(inbox_jobs.send_message, name="inbox.send_message", max_tries=5),
     func(inbox_jobs.notify_customer, name="inbox.notify_customer", max_tries=3),
@@ -73,6 +80,7 @@ class WorkerSettings:
              hour={3}, minute={17}, run_at_startup=False),
         cron(wechat_jobs.sweep_inbound, name="cron:wechat.sweep_inbound", second={5}, run_at_startup=True),
         cron(contact_jobs.sweep_parked, name="cron:contacts.sweep_parked", second={40}, run_at_startup=True),
+        cron(contact_jobs.sweep_bulk, name=f"cron:{contact_bulk.SWEEP}", second={45}, run_at_startup=True),
         cron(inbox_jobs.sweep, name="cron:inbox.sweep", second={20, 50}, run_at_startup=True),
         cron(commerce_jobs.sweep, name=f"cron:{commerce_jobs.SWEEP}", second={35}, run_at_startup=True),
     ]

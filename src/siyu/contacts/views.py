@@ -9,24 +9,27 @@ is judged. A contact in scope is shown whole, timeline included."""
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
-from litestar.response import Redirect, Template
+from litestar.response import Redirect, Stream, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from siyu.commerce.stats import summary as purchase_summary
-from siyu.contacts import privacy
+from siyu.contacts import bulk, listing, privacy
 from siyu.contacts import scope as scoping
 from siyu.contacts import search as finder
 from siyu.contacts import services as svc
 from siyu.contacts.scope import Scope
-from siyu.core import i18n
+from siyu.core import clock, i18n
 from siyu.core.errors import Forbidden, InvalidInput, NotFound
 from siyu.core.i18n import N_
+from siyu.tenants.services import get_tenant
 from siyu.timeline import services as timeline
 from siyu.web.auth import tenant_staff
 from siyu.web.render import current_user, errors_for, render, tenant_scope, toast_header
@@ -51,6 +54,13 @@ SUBSCRIBE_SCENES = {
     "ADD_SCENE_CHANNELS": N_("WeChat Channels"), "ADD_SCENE_WXA": N_("Mini Program"), "ADD_SCENE_OTHERS": N_("Other"),
 }
 
+
+# The list's filters, as the bulk form carries them (hidden fields).
+LIST_FIELDS = ("q", "channel", "tag", "owner", "seen", "bought", "spent_min", "spent_max")
+SEEN_LABELS = {"within:7": N_("In the last 7 days"), "within:30": N_("In the last 30 days"),
+               "within:90": N_("In the last 90 days"), "more_than:30": N_("More than 30 days ago"),
+               "more_than:90": N_("More than 90 days ago"), "more_than:365": N_("More than a year ago"),
+               "never": N_("Never")}
 
 
 def _int_param(request: Request[Any, Any, Any], name: str) -> int | None:
@@ -84,17 +94,72 @@ class ContactsController(Controller):
     @get("/")
     async def index(self, request: Request[Any, Any, Any], contact_scope: NamedDependency[Scope]) -> Template:
         tid, _ = tenant_scope(request)
-        filters = {"q": request.query_params.get("q") or "", "channel": request.query_params.get("channel") or "",
-                   "tag": request.query_params.get("tag") or ""}
+        filters = listing.parse_filters(request.query_params)
         cursor = request.query_params.get("cursor") or None
-        page = await finder.search(tid, filters["q"], filters["channel"] or None, _int_param(request, "tag"),
-                                   cursor, scope=contact_scope)
-        shown = {k: v for k, v in filters.items() if v}
+        page = await finder.search(tid, filters.q, cursor=cursor, scope=contact_scope,
+                                   audience=await listing.audience_of(tid, filters))
+        shown = filters.as_query()
         more_url = f"/contacts?{urlencode({**shown, 'cursor': page.next_cursor})}" if page.next_cursor else None
         # A "load more" asks for the next rows only; a search or filter change replaces the results.
         return render(request, "contacts/list.html", {
-            "page": page, "filters": filters, "more_url": more_url, "tags": await svc.list_tags(tid),
+            "page": page, "filters": filters, "shown": shown, "more_url": more_url,
+            "tags": await svc.list_tags(tid), "owners": await listing.owner_choices(tid),
+            "seen_choices": SEEN_LABELS, "export_url": "/contacts/export.csv" + (f"?{urlencode(shown)}" if shown else ""),
+            "can_export": _is_admin(request), "request_key": secrets.token_urlsafe(16),
         }, block="rows" if cursor else "results")
+
+    @get("/export.csv")
+    async def export_csv(self, request: Request[Any, Any, Any], contact_scope: NamedDependency[Scope]) -> Stream:
+        """Every contact the list shows under the same filters, as CSV (tenant admins; audited)."""
+        tid, actor = tenant_scope(request)
+        _admin_only(request, N_("Only the brand's administrators can export the contact list."))
+        filters = listing.parse_filters(request.query_params)
+        found = await listing.audience_of(tid, filters)
+        tenant = await get_tenant(tid)
+        await listing.do_record_export(tid, filters, actor)
+        stamp = clock.now().astimezone(ZoneInfo(tenant.timezone)).strftime("%Y%m%d-%H%M")
+        return Stream(listing.export_csv(tid, filters, found, tenant.timezone, contact_scope),
+                      media_type="text/csv; charset=utf-8",
+                      headers={"Content-Disposition": f'attachment; filename="contacts-{tenant.slug}-{stamp}.csv"',
+                               "Cache-Control": "no-store"})
+
+    @post("/bulk")
+    async def bulk_action(self, request: Request[Any, Any, Any],
+                          contact_scope: NamedDependency[Scope]) -> Template | Response[Any]:
+        """Tag or untag the ticked contacts now, or every contact the filters select as a job (its progress
+        page next). A rep reaches only the contacts in their scope."""
+        tid, actor = tenant_scope(request)
+        form = await request.form()
+        filters = listing.parse_filters({k: str(form.get(k) or "") for k in LIST_FIELDS})
+        back = "/contacts" + (f"?{urlencode(filters.as_query())}" if filters.as_query() else "")
+        action = str(form.get("action") or "")
+        name = str(form.get("name") or "")
+        raw_tag = str(form.get("tag_id") or "")
+        tag_id = int(raw_tag) if raw_tag.isascii() and raw_tag.isdigit() and len(raw_tag) < 11 else None
+        if str(form.get("target") or "") == "all":
+            user = current_user(request)
+            assert user is not None
+            action_id = await bulk.do_start(tid, filters, action, name, tag_id, str(form.get("request_key") or ""),
+                                            actor, user.id, contact_scope)
+            return _go(request, f"/contacts/bulk/{action_id}")
+        ids = [int(v) for v in form.getall("contact") if isinstance(v, str) and v.isascii() and v.isdigit()
+               and len(v) < 11]
+        done = await bulk.do_tag_selected(tid, ids, action, name, tag_id, actor, contact_scope)
+        message = (N_("Tag added to {n} contacts.") if action == "tag" else N_("Tag removed from {n} contacts."))
+        return _go(request, back, i18n.gettext(message).format(n=done.matched))
+
+    @get("/bulk/{action_id:int}")
+    async def bulk_progress(self, request: Request[Any, Any, Any], action_id: FromPath[int]) -> Template:
+        """An action on every matching contact: how far it got (refreshed while it runs). Its starter and the
+        brand's administrators see it; anyone else gets a 404, as for a missing one."""
+        tid, _ = tenant_scope(request)
+        user = current_user(request)
+        assert user is not None
+        found = await bulk.get_action(tid, action_id, None if _is_admin(request) else user.id)
+        back = "/contacts" + (f"?{urlencode(found['filters'])}" if found["filters"] else "")
+        return render(request, "contacts/bulk.html", {"action": found, "back": back,
+                                                      "running": found["state"] in ("queued", "running")},
+                      block="progress")
 
     @get("/pick")
     async def pick(self, request: Request[Any, Any, Any], contact_scope: NamedDependency[Scope]) -> Template:
@@ -257,7 +322,12 @@ class ContactsController(Controller):
         return _go(request, f"/contacts/{contact_id}", i18n.gettext(N_("Personal information erased.")))
 
 
-def _admin_only(request: Request[Any, Any, Any]) -> None:
+def _is_admin(request: Request[Any, Any, Any]) -> bool:
     user = current_user(request)
-    if user is None or user.role != "tenant_admin":
-        raise Forbidden(N_("Only the brand's administrators can export or erase a person's data."))
+    return user is not None and user.role == "tenant_admin"
+
+
+def _admin_only(request: Request[Any, Any, Any],
+                message: str = N_("Only the brand's administrators can export or erase a person's data.")) -> None:
+    if not _is_admin(request):
+        raise Forbidden(message)
