@@ -208,14 +208,14 @@ async def run_batch(tenant_id: int, action_id: int, batch: int = BATCH) -> bool:
         return False
     person = await load_current_user(int(a["staff"])) if a["staff"] is not None else None
     if person is None or person.tenant_id != tenant_id:
-        await _fail(tenant_id, action_id, "stopped: the person who started it can no longer work in Siyu")
+        await _fail(tenant_id, action_id, N_("The person who started it can no longer work in Siyu."))
         return False
     scope = await audiences.scope_for(tenant_id, person.id, person.role)
     definition = json.loads(a["definition"])
     try:
         found = await audiences.compiler().definition(tenant_id, definition) if definition else None
     except InvalidInput:
-        await _fail(tenant_id, action_id, "stopped: its filters name a tag that was deleted")
+        await _fail(tenant_id, action_id, N_("Its filters name a tag that was deleted."))
         return False
     now = clock.now()
     async with db.transaction():

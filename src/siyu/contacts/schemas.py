@@ -20,12 +20,10 @@ Details = Annotated[dict[str, Any], Meta(
                 "(and `msg_type`), menu_click its `key`, scan its `scene`, wecom_added / wecom_removed the rep's "
                 "`user_id` and `state`, purchase and refund the order (`order_id`, `amount_fen`, …), note its "
                 "`text` and `by`, assignment and resolution the conversation and the rep; an erased person's "
-                "events keep only the keys that say nothing about them",
-    extra_json_schema={"additionalProperties": True})]
+                "events keep only the keys that say nothing about them")]
 Profile = Annotated[dict[str, Any], Meta(
     description="What the channel said about the person (the Official Account's user/info, the Mini "
-                "Program login, WeCom's externalcontact/get), as WeChat sent it; {} once erased",
-    extra_json_schema={"additionalProperties": True})]
+                "Program login, WeCom's externalcontact/get), as WeChat sent it; {} once erased")]
 
 
 class TagRef(Struct):
@@ -147,10 +145,10 @@ class ExportIdentity(Struct):
 
 
 class OwnerTag(Struct, omit_defaults=True):
-    """A tag the rep gave the customer in WeCom."""
+    """A tag the rep gave the customer in WeCom (its group, name, type and id, as WeCom gave them)."""
 
-    group: str
-    name: str
+    group: str | None = None
+    name: str | None = None
     type: int | str | None = None
     id: str | None = None
 

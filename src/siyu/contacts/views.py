@@ -100,10 +100,13 @@ class ContactsController(Controller):
                                    audience=await listing.audience_of(tid, filters))
         shown = filters.as_query()
         more_url = f"/contacts?{urlencode({**shown, 'cursor': page.next_cursor})}" if page.next_cursor else None
-        # A "load more" asks for the next rows only; a search or filter change replaces the results.
+        # A "load more" asks for the next rows only; a search or filter change replaces the results. Only the
+        # whole page has the filter and bulk forms, and so needs the tags and reps to choose from.
+        whole = not _is_htmx(request)
         return render(request, "contacts/list.html", {
             "page": page, "filters": filters, "shown": shown, "more_url": more_url,
-            "tags": await svc.list_tags(tid), "owners": await listing.owner_choices(tid),
+            "tags": await svc.list_tags(tid) if whole else [],
+            "owners": await listing.owner_choices(tid) if whole else [],
             "seen_choices": SEEN_LABELS, "export_url": "/contacts/export.csv" + (f"?{urlencode(shown)}" if shown else ""),
             "can_export": _is_admin(request), "request_key": secrets.token_urlsafe(16),
         }, block="rows" if cursor else "results")

@@ -24,8 +24,9 @@ from siyu.web.auth import ApiPrincipal, client_ip
 INT4_MAX = 2**31 - 1  # serial ids
 MAX_BODY = 64 * 1024  # the JSON bodies of these routes are small: a reason, a login, a handoff
 
-# A time as the API writes it: ISO 8601 with its offset (what `iso` makes).
-IsoTime = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
+# A time as the API writes it: ISO 8601 with its offset (what `iso` makes). Litestar reads `extra` into the
+# OpenAPI schema of the field.
+IsoTime = Annotated[str, Meta(extra_json_schema={"format": "date-time", "extra": {"format": "date-time"}})]
 
 
 class ErrorBody(Struct):
