@@ -448,6 +448,9 @@ COVERED = ({(m, t.split("?")[0].replace("{id}", "{}")) for m, t, _, _ in ID_ROUT
               ("POST", "/settings/channels/{}/unlink")}
            # Two ids (contact, tag): tests/integration/contacts/test_pages.py crosses each of them.
            | {("POST", "/contacts/{}/tags/{}/delete")}
+           # A bulk tagging action: tests/integration/contacts/test_bulk.py compares another tenant's with a
+           # missing one.
+           | {("GET", "/contacts/bulk/{}")}
            # Data-subject requests: tests/integration/contacts/test_privacy.py compares foreign and missing ids.
            | {("GET", "/contacts/{}/export"), ("POST", "/contacts/{}/erase")}
            # Two ids (conversation, message): tests/integration/inbox/test_send_outcomes.py crosses each of them.
