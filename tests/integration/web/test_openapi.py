@@ -1,11 +1,15 @@
-"""The OpenAPI document describes every JSON route an integrator can call: each operation under /api names its
-request body and every response body as a typed model (a named schema with properties), never a free-form
-object; data whose keys others decide (WeChat's profiles, an event's details) is an object that says in words
-what it holds. Every operation declares the Bearer key it needs."""
+"""The OpenAPI document describes every JSON route an integrator can call: each operation (the API under /api and
+the health probes) names its request body and every response body as a typed model (a named schema with
+properties), never a free-form object; data whose keys others decide (WeChat's profiles, an event's details) is
+an object that says in words what it holds. Every operation under /api declares the Bearer key it needs, and
+every route of the app that answers JSON from a model or a mapping is in the document."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from litestar.response import Stream, Template
+from msgspec import Struct
 
 from tests.conftest import Client
 
@@ -59,13 +63,11 @@ def untyped(doc: dict[str, Any], schema: Any, where: str, seen: set[str] | None 
 def problems(doc: dict[str, Any]) -> list[str]:
     found: list[str] = []
     for path, operations in doc["paths"].items():
-        if not path.startswith("/api/"):
-            continue
         for method, op in operations.items():
             if method not in METHODS:
                 continue
             where = f"{method.upper()} {path}"
-            if not op.get("security"):
+            if path.startswith("/api/") and not op.get("security"):
                 found.append(f"{where}: no security requirement (the Bearer key)")
             if method in BODY_METHODS:
                 body = (op.get("requestBody") or {}).get("content", {}).get("application/json", {}).get("schema")
@@ -94,12 +96,54 @@ def problems(doc: dict[str, Any]) -> list[str]:
     return found
 
 
-async def test_every_api_operation_has_typed_bodies(client: Client) -> None:
+class Out(Struct):
+    """(For test_the_route_check_catches_hidden_json_routes: handlers' annotations resolve at module level.)"""
+
+    id: int
+
+
+def _answers_json(annotation: Any) -> bool:
+    """Whether a handler's return annotation is a JSON body: a model, a mapping or a list (inside Response[…] or
+    a union too). Pages (Template, Redirect), files and streams are not."""
+    import typing
+
+    from msgspec import Struct
+
+    origin = typing.get_origin(annotation)
+    if origin is not None and origin not in (dict, list):
+        return any(_answers_json(a) for a in typing.get_args(annotation))
+    if origin in (dict, list) or annotation in (dict, list):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, Struct)
+
+
+def undocumented_json_routes(app: Any, doc: dict[str, Any]) -> list[str]:
+    """Routes of `app` that answer JSON (every route under /api, and any route returning a model or a mapping)
+    but are missing from the OpenAPI document."""
+    from litestar.handlers import HTTPRouteHandler
+
+    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops if m in METHODS}
+    found: list[str] = []
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            if not isinstance(handler, HTTPRouteHandler) or handler.http_methods == {"OPTIONS"}:
+                continue
+            path = route.path_format
+            if not (path.startswith("/api/") or _answers_json(handler.parsed_fn_signature.return_type.annotation)):
+                continue
+            for method in sorted(handler.http_methods - {"OPTIONS", "HEAD"}):
+                if (method.lower(), path) not in documented:
+                    found.append(f"{method} {path}")
+    return found
+
+
+async def test_every_json_operation_has_typed_bodies(client: Client) -> None:
     doc = (await client.get("/schema/openapi.json")).json()
-    operations = [(m, p) for p, ops in doc["paths"].items() if p.startswith("/api/") for m in ops if m in METHODS]
-    # The walk reaches the whole API (the test can fail: see the next one).
+    operations = [(m, p) for p, ops in doc["paths"].items() for m in ops if m in METHODS]
+    # The walk reaches the whole API and the probes (the test can fail: see test_the_check_catches_…).
     assert ("get", "/api/v1/contacts") in operations and ("post", "/api/v1/mp/login") in operations
-    assert len(operations) >= 19
+    assert ("get", "/healthz") in operations and ("get", "/readyz") in operations
+    assert len([o for o in operations if o[1].startswith("/api/")]) >= 19
     assert problems(doc) == []
     assert doc["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
 
@@ -127,6 +171,42 @@ def test_the_check_catches_free_form_bodies() -> None:
     assert any(p.startswith("POST /api/v1/b 200") and "extra" in p for p in found)
     assert not any(p.startswith("GET /api/v1/c") for p in found)
     assert "GET /api/v1/d: no security requirement (the Bearer key)" in found
+
+
+async def test_every_json_route_of_the_app_is_in_the_document(app: Any, client: Client) -> None:
+    doc = (await client.get("/schema/openapi.json")).json()
+    assert undocumented_json_routes(app, doc) == []
+
+
+def test_the_route_check_catches_hidden_json_routes() -> None:
+    """A route hidden from the document under /api, one returning a mapping elsewhere, and a model's route left
+    out; an HTML page and a file stream are not JSON routes."""
+    from litestar import Litestar, get, post
+
+    @get("/api/v1/hidden", include_in_schema=False, sync_to_thread=False)
+    def hidden() -> Out:
+        return Out(1)
+
+    @get("/status", sync_to_thread=False)
+    def status() -> dict[str, str]:
+        return {}
+
+    @post("/internal", include_in_schema=False, sync_to_thread=False)
+    def internal() -> Out | None:
+        return None
+
+    @get("/page", include_in_schema=False, sync_to_thread=False)
+    def page() -> Template:
+        raise AssertionError
+
+    @get("/file.csv", include_in_schema=False, sync_to_thread=False)
+    def file() -> Stream:
+        raise AssertionError
+
+    tiny = Litestar([hidden, status, internal, page, file])
+    doc = tiny.openapi_schema.to_schema()
+    assert sorted(undocumented_json_routes(tiny, doc)) == ["GET /api/v1/hidden", "POST /internal"]
+    assert problems(doc) and all(p.startswith("GET /status") for p in problems(doc))
 
 
 async def test_the_documented_parameters_of_the_contact_list(client: Client) -> None:
