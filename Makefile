@@ -7,7 +7,9 @@ PIP := $(VENV)/bin/pip
 HTMX_VERSION := 2.0.11
 HTMX := frontend/static/vendor/htmx.min.js
 SWAGGER_UI_VERSION := 5.35.0
-SWAGGER_UI := frontend/static/vendor/swagger-ui/swagger-ui-bundle.js
+SWAGGER_UI_DIR := frontend/static/vendor/swagger-ui
+# A marker named by the version: changing SWAGGER_UI_VERSION fetches again on the next `make install`.
+SWAGGER_UI := $(SWAGGER_UI_DIR)/.version-$(SWAGGER_UI_VERSION)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-fast check lint migrate i18n-extract i18n-check bench-ingest bench-identity bench-inbox clean
@@ -30,7 +32,7 @@ $(HTMX):
 	@bash infra/fetch-htmx.sh $(HTMX_VERSION) $(HTMX)
 
 $(SWAGGER_UI):
-	@bash infra/fetch-swagger-ui.sh $(SWAGGER_UI_VERSION) $(dir $(SWAGGER_UI))
+	@bash infra/fetch-swagger-ui.sh $(SWAGGER_UI_VERSION) $(SWAGGER_UI_DIR)
 
 install: $(VENV)/.installed $(HTMX) $(SWAGGER_UI) ## Create .venv and install Siyu (editable) with test tools
 
