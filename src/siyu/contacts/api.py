@@ -132,15 +132,18 @@ class ContactsApi(Controller):
                                            "(one page; the other parameters do not apply)")] = None,
         cursor: Annotated[str | None, _q("`next_cursor` of the previous page")] = None,
         limit: Annotated[str | None, _q(f"1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})")] = None,
-        updated_since: Annotated[str | None, _q("Only contacts changed (profile, unionid, merge, erasure) at or "
-                                                "after this time, RFC 3339 with an offset")] = None,
+        updated_since: Annotated[str | None, _q(
+            "Only contacts changed (profile, unionid, a merge into them or its undo, erasure; not their tags) at "
+            "or after this time, RFC 3339 with an offset. A change is stamped when its transaction began: ask "
+            "again from a minute before the newest `updated_at` you saw")] = None,
         tag: Annotated[str | None, _q("Only contacts carrying this tag (its id, see /api/v1/tags)")] = None,
         segment: Annotated[str | None, _q("Only the contacts this saved segment selects now (its id)")] = None,
     ) -> ContactPage:
         """The brand's live contacts, oldest change first (`updated_at`, then id), in keyset pages: pass
         `next_cursor` back as `cursor` until it is null. To keep a copy in sync, remember the last page's
-        newest `updated_at` and ask again with `updated_since`. With `identity`: the contacts holding that
-        WeChat id instead."""
+        newest `updated_at` and ask again with `updated_since`. A contact merged into another leaves the
+        list (`GET /api/v1/contacts/{id}` answers its `merged_into`) and the one it went into is listed again.
+        With `identity`: the contacts holding that WeChat id instead."""
         tid = api_tenant_id(request)
         if identity is not None:
             ids = await find_by_identity(tid, identity)

@@ -232,8 +232,8 @@ async def run_batch(tenant_id: int, action_id: int, batch: int = BATCH) -> bool:
         changed = await _apply(tenant_id, a["action"], int(a["tag"]), ids)
         more = len(ids) == batch
         row = await db.fetchrow(
-            "UPDATE contact_bulk_action SET state = $3, after_id = $4, done = done + $5, changed = changed + $6, "
-            "updated_at = now(), finished_at = CASE WHEN $3 = 'done' THEN now() END "
+            "UPDATE contact_bulk_action SET state = $3::text, after_id = $4, done = done + $5, "
+            "changed = changed + $6, updated_at = now(), finished_at = CASE WHEN $3::text = 'done' THEN now() END "
             "WHERE tenant = $1 AND id = $2 RETURNING done, changed",
             tenant_id, action_id, "running" if more else "done", ids[-1] if ids else int(again["after_id"]),
             len(ids), changed)

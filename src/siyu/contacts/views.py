@@ -145,7 +145,7 @@ class ContactsController(Controller):
             action_id = await bulk.do_start(tid, filters, action, name, tag_id, str(form.get("request_key") or ""),
                                             actor, user.id, contact_scope)
             return _go(request, f"/contacts/bulk/{action_id}")
-        ids = [int(v) for v in form.getall("contact") if isinstance(v, str) and v.isascii() and v.isdigit()
+        ids = [int(v) for v in form.getall("contact", []) if isinstance(v, str) and v.isascii() and v.isdigit()
                and len(v) < 11]
         done = await bulk.do_tag_selected(tid, ids, action, name, tag_id, actor, contact_scope)
         message = (N_("Tag added to {n} contacts.") if action == "tag" else N_("Tag removed from {n} contacts."))
