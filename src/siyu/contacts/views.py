@@ -84,6 +84,26 @@ def _go(request: Request[Any, Any, Any], url: str, message: str | None = None) -
     return Redirect(url, status_code=HTTP_303_SEE_OTHER)
 
 
+async def _list(request: Request[Any, Any, Any], tid: int, filters: listing.ListFilters, cursor: str | None,
+                scope: Scope, bulk_done: bool = False, headers: dict[str, str] | None = None) -> Template:
+    """The list under these filters: the whole page, its results (a search, a filter, after a bulk action:
+    then with the bulk form's tag choices out of band) or, with a cursor, the next rows."""
+    page = await finder.search(tid, filters.q, cursor=cursor, scope=scope,
+                               audience=await listing.audience_of(tid, filters))
+    shown = filters.as_query()
+    more_url = f"/contacts?{urlencode({**shown, 'cursor': page.next_cursor})}" if page.next_cursor else None
+    # A "load more" asks for the next rows only; a search or filter change replaces the results. Only the
+    # whole page has the filter and bulk forms, and so needs the tags and reps to choose from.
+    whole = not _is_htmx(request)
+    return render(request, "contacts/list.html", {
+        "page": page, "filters": filters, "shown": shown, "more_url": more_url,
+        "tags": await svc.list_tags(tid) if whole or bulk_done else [],
+        "owners": await listing.owner_choices(tid) if whole else [],
+        "seen_choices": SEEN_LABELS, "export_url": "/contacts/export.csv" + (f"?{urlencode(shown)}" if shown else ""),
+        "can_export": _is_admin(request), "request_key": secrets.token_urlsafe(16), "bulk_done": bulk_done,
+    }, block="rows" if cursor else "results", headers=headers)
+
+
 class ContactsController(Controller):
     path = "/contacts"
     guards = [tenant_staff]
@@ -96,20 +116,7 @@ class ContactsController(Controller):
         tid, _ = tenant_scope(request)
         filters = listing.parse_filters(request.query_params)
         cursor = request.query_params.get("cursor") or None
-        page = await finder.search(tid, filters.q, cursor=cursor, scope=contact_scope,
-                                   audience=await listing.audience_of(tid, filters))
-        shown = filters.as_query()
-        more_url = f"/contacts?{urlencode({**shown, 'cursor': page.next_cursor})}" if page.next_cursor else None
-        # A "load more" asks for the next rows only; a search or filter change replaces the results. Only the
-        # whole page has the filter and bulk forms, and so needs the tags and reps to choose from.
-        whole = not _is_htmx(request)
-        return render(request, "contacts/list.html", {
-            "page": page, "filters": filters, "shown": shown, "more_url": more_url,
-            "tags": await svc.list_tags(tid) if whole else [],
-            "owners": await listing.owner_choices(tid) if whole else [],
-            "seen_choices": SEEN_LABELS, "export_url": "/contacts/export.csv" + (f"?{urlencode(shown)}" if shown else ""),
-            "can_export": _is_admin(request), "request_key": secrets.token_urlsafe(16),
-        }, block="rows" if cursor else "results")
+        return await _list(request, tid, filters, cursor, contact_scope)
 
     @get("/export.csv")
     async def export_csv(self, request: Request[Any, Any, Any], contact_scope: NamedDependency[Scope]) -> Stream:
@@ -148,8 +155,12 @@ class ContactsController(Controller):
         ids = [int(v) for v in form.getall("contact", []) if isinstance(v, str) and v.isascii() and v.isdigit()
                and len(v) < 11]
         done = await bulk.do_tag_selected(tid, ids, action, name, tag_id, actor, contact_scope)
-        message = (N_("Tag added to {n} contacts.") if action == "tag" else N_("Tag removed from {n} contacts."))
-        return _go(request, back, i18n.gettext(message).format(n=done.matched))
+        message = i18n.gettext(N_("Tag added to {n} contacts.") if action == "tag"
+                               else N_("Tag removed from {n} contacts.")).format(n=done.matched)
+        if _is_htmx(request):  # the list again in place (its tags changed), the boxes cleared, and a toast
+            return await _list(request, tid, filters, None, contact_scope, bulk_done=True,
+                               headers=toast_header(message))
+        return _go(request, back, message)
 
     @get("/bulk/{action_id:int}")
     async def bulk_progress(self, request: Request[Any, Any, Any], action_id: FromPath[int]) -> Template:
