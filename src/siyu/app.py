@@ -21,6 +21,8 @@ from litestar.plugins.htmx import HTMXPlugin
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import siyu
 from siyu.commerce import purchases as commerce_purchases
@@ -38,6 +40,8 @@ from siyu.core.errors import Conflict, InvalidInput, SiyuError, TooManyRequests
 from siyu.core.i18n import N_
 from siyu.core.logs import configure_logging
 from siyu.core.settings import FRONTEND_DIR, get_settings
+from siyu.engagement.api import BroadcastsApi, JourneysApi
+from siyu.engagement.views import EngagementController
 from siyu.inbox.api import InboxApi
 from siyu.inbox.live import Relay as InboxRelay
 from siyu.inbox.manager_views import InboxManagerController
@@ -156,6 +160,18 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return _error_response(request, status, message)
 
 
+def _redis_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Redis is down or hangs (its client gives up within SIYU_REDIS_TIMEOUT): a clear 503, not a 500, and
+    nothing else is held. WeChat's callbacks do not need Redis and keep being stored."""
+    log.warning("Redis did not answer on %s %s: %r", request.method, request.url.path, exc)
+    resp = _error_response(request, 503, i18n.gettext(REDIS_UNAVAILABLE))
+    resp.headers["Retry-After"] = "30"
+    return resp
+
+
+REDIS_UNAVAILABLE = N_("Siyu cannot reach Redis (sign-in, queues, live updates) right now. Try again in a minute.")
+
+
 def _server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _error_response(request, HTTP_500_INTERNAL_SERVER_ERROR, i18n.gettext("Something went wrong on our side."))
@@ -213,7 +229,8 @@ def create_app() -> Litestar:
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
             InvitationController, TenantApi, ContactsApi, PurchasesApi, PayNotifications, PaySettingsController,
             PurchasesController, ProductsController, WeChatCallbacks, AutoRepliesController, ContactsController,
-            SegmentsController, SegmentsApi, InboxManagerController, InboxApi, InboxController, InboxSettingsController,
+            SegmentsController, SegmentsApi, EngagementController, JourneysApi, BroadcastsApi,
+            InboxManagerController, InboxApi, InboxController, InboxSettingsController,
             *([bare_endpoint] if s.bench_bare_endpoint else []),
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],
@@ -234,6 +251,8 @@ def create_app() -> Litestar:
             PermissionDeniedException: _in_locale(_http_error),
             SiyuError: _in_locale(_siyu_error),
             HTTPException: _in_locale(_http_error),
+            RedisConnectionError: _in_locale(_redis_unavailable),
+            RedisTimeoutError: _in_locale(_redis_unavailable),
             Exception: _in_locale(_server_error),
         },
         # The document, and at /schema Swagger UI from Siyu's own static files (see siyu.web.apidocs): Litestar's

@@ -1,7 +1,8 @@
-"""`make run`: start everything a developer needs and stop all of it on Ctrl-C.
+"""`make run`: start everything a developer needs, keep it running, and stop all of it on Ctrl-C.
 
 Embedded PostgreSQL and Valkey keep their data under SIYU_DATA_DIR unless DATABASE_URL / REDIS_URL are
-set; the WeChat simulator plays WeChat's API; web (granian) and worker (arq) run as child processes.
+set; the WeChat simulator plays WeChat's API; web (granian) and worker (arq) run as child processes. A
+child that dies is started again (see `siyu.core.processes.Supervisor`), and says so.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from siyu.core.processes import stop_processes, wait_http
+from siyu.core.processes import Supervisor, stop_processes, wait_http
 from siyu.core.settings import get_settings
 from siyu.tenants.demo import DEMO_ACCOUNTS, DEMO_SLUG
 
@@ -112,6 +114,37 @@ async def _seed_demo_inbox(slug: str) -> None:
         await canned.do_create_canned(tenant.id, viewer, {**reply, "scope": "tenant"}, actor)
 
 
+# The demo's re-engagement: a post-purchase journey (thanks at once, a care tip a few minutes later, a
+# reminder when the product runs out) and a win-back for customers who have not bought for 60 days, both
+# with a holdout so their results compare like with like. Quiet hours are off in the demo, so the scene's
+# messages go whatever the hour of `make run`.
+DEMO_JOURNEYS: list[dict[str, Any]] = [
+    {"name": "下单后关怀", "status": "active", "holdout_percent": 10, "trigger": {"kind": "purchase"},
+     "steps": [{"id": "thanks", "send": {"purpose": "service", "text": "感谢您的订单！我们会尽快为您发货。"}},
+               {"id": "w1", "wait": "PT3M"},
+               {"id": "tip", "send": {"purpose": "marketing", "text": "使用小贴士：新包首次使用前请先用软布擦拭，避免阳光直晒。"}},
+               {"id": "w2", "wait": "replenishment"},
+               {"id": "again", "send": {"purpose": "marketing", "text": "您上次购买的商品快用完了吗？在小程序里一键回购。"}}]},
+    {"name": "老客唤回", "status": "active", "holdout_percent": 20,
+     "trigger": {"kind": "inactivity", "days": 60, "since": "purchase"},
+     "steps": [{"id": "miss", "send": {"purpose": "marketing", "text": "好久不见！送您一张 50 元回归券，7 天内有效。"}},
+               {"id": "w1", "wait": "P6D"},
+               {"id": "last", "send": {"purpose": "marketing", "text": "您的 50 元回归券明天到期，别错过。"}}]},
+]
+
+
+async def _seed_demo_engagement(slug: str) -> None:
+    from siyu.engagement import journeys, rules
+    from siyu.tenants import services as tenants
+
+    tenant = await tenants.get_tenant_by_slug(slug)
+    actor = tenants.Actor(None, "demo-seed")
+    await rules.do_update_settings(tenant.id, {"cap_count": "3", "cap_days": "7", "quiet_start": "00:00",
+                                               "quiet_end": "00:00", "conversion_days": "7"}, actor)
+    for journey in DEMO_JOURNEYS:
+        await journeys.do_create_journey(tenant.id, journey, actor)
+
+
 async def seed_demo_brand(data_dir: Path) -> dict[str, Any]:
     """The demo brand and what its features need: people, accounts, auto-replies, reps with WeCom UserIDs,
     canned replies, notice templates and the Mini Program backend's API key. Only a new brand is filled,
@@ -123,6 +156,7 @@ async def seed_demo_brand(data_dir: Path) -> dict[str, Any]:
     if seeded["created"]:
         await _seed_demo_replies(seeded["tenant_slug"])
         await _seed_demo_inbox(seeded["tenant_slug"])
+        await _seed_demo_engagement(seeded["tenant_slug"])
     return seeded
 
 
@@ -210,31 +244,44 @@ def _lock_data_dir(data_dir: Any) -> Any:
 
 def main() -> None:
     s = get_settings()
-    s.data_dir.mkdir(parents=True, exist_ok=True)
+    s.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _lock = _lock_data_dir(s.data_dir)  # noqa: F841 (kept open: the lock lasts as long as this process)
-    children: list[subprocess.Popen[Any]] = []
-    valkey_proc = None
+    sup = Supervisor(say)
     env = dict(os.environ)
 
     def stop(*_: Any) -> None:
         say("stopping…")
-        stop_processes([*([valkey_proc] if valkey_proc else []), *children])
+        sup.stop()
         say("stopped")
 
-    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C (or SIGTERM) stops everything, also when this process was started with SIGINT ignored (as a
+    # background job of a script): the children, in the same process group, stop on it too, and must not be
+    # taken for crashed ones.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         if not env.get("DATABASE_URL"):
-            say(f"starting embedded PostgreSQL (data in {s.data_dir / 'postgres'})…")
-            from siyu.core.embedded import start_postgres
+            pgdata = s.data_dir / "postgres"
+            say(f"starting embedded PostgreSQL (data in {pgdata})…")
+            from siyu.core.embedded import postgres_running, restart_postgres, start_postgres
 
-            env["DATABASE_URL"] = start_postgres(s.data_dir / "postgres", cleanup_mode="stop")
+            env["DATABASE_URL"] = start_postgres(pgdata, cleanup_mode="stop")
+            # The library runs the server (not a child of ours): watched through its pid file, restarted
+            # through the library. Web and worker reconnect on their own.
+            sup.add("PostgreSQL", lambda: restart_postgres(pgdata), alive=lambda: postgres_running(pgdata))
         else:
             say("using DATABASE_URL")
         if not env.get("REDIS_URL"):
-            say(f"starting embedded Redis-compatible server (Valkey, data in {s.data_dir / 'valkey'})…")
-            from siyu.core.embedded import start_redis
+            valkey_dir = s.data_dir / "valkey"
+            say(f"starting embedded Redis-compatible server (Valkey, data in {valkey_dir})…")
+            from siyu.core.embedded import port_is_open, start_redis
 
-            env["REDIS_URL"], valkey_proc = start_redis(s.data_dir / "valkey")
+            env["REDIS_URL"], valkey_proc = start_redis(valkey_dir)
+            valkey_port = urlsplit(env["REDIS_URL"]).port
+            # Started again on its port, so every child's REDIS_URL stays right; its append-only file keeps
+            # the queue.
+            sup.add("Valkey", lambda: start_redis(valkey_dir, port=valkey_port)[1], proc=valkey_proc,
+                    alive=None if valkey_proc else lambda: port_is_open(valkey_port or 0))
         else:
             say("using REDIS_URL")
         os.environ.update({"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"]})
@@ -257,17 +304,36 @@ def main() -> None:
         py = sys.executable
         if use_simulator:
             say(f"starting the WeChat simulator on {sim_base}…")
-            children.append(subprocess.Popen([py, "-m", "siyu", "simulator", "--port", str(sim_port),
-                                              "--state-dir", str(s.data_dir / "simulator")], env=env))
-            if not wait_http(f"{sim_base}/_sim/health", 20, children):
-                raise SystemExit("the WeChat simulator did not start")
-            register_demo_apps(sim_base, s.port, seeded["api_key"], keep_state=not seeded["created"])
-        say("starting the worker…")
-        children.append(subprocess.Popen([py, "-m", "siyu", "worker"], env=env))
+            # A new demo brand starts a new WeChat; otherwise (a second `make run`, or the simulator started
+            # again after it died) it keeps the customers it reads back from its state directory.
+            keep_state = [not seeded["created"]]
+
+            def simulator() -> subprocess.Popen[Any]:
+                proc = subprocess.Popen([py, "-m", "siyu", "simulator", "--port", str(sim_port),
+                                         "--state-dir", str(s.data_dir / "simulator")], env=env)
+                try:
+                    if not wait_http(f"{sim_base}/_sim/health", 20, [proc]):
+                        raise RuntimeError("the WeChat simulator did not start")
+                    register_demo_apps(sim_base, s.port, seeded["api_key"], keep_state=keep_state[0])
+                except BaseException:
+                    stop_processes([proc])
+                    raise
+                keep_state[0] = True
+                return proc
+
+            try:
+                sup.add("the WeChat simulator", simulator)
+            except RuntimeError as exc:
+                raise SystemExit(str(exc)) from None
+        say("starting the workers (jobs, and re-engagement's sends in their own lane)…")
+        env["SIYU_ENGAGEMENT_LANE"] = "1"
+        sup.add("the worker", lambda: subprocess.Popen([py, "-m", "siyu", "worker"], env=env))
+        sup.add("the re-engagement worker",
+                lambda: subprocess.Popen([py, "-m", "siyu", "worker", "--lane", "engagement"], env=env))
         say("starting the web server (granian)…")
-        children.append(subprocess.Popen([py, "-m", "siyu", "web"], env=env))
+        sup.add("the web server", lambda: subprocess.Popen([py, "-m", "siyu", "web"], env=env))
         base = f"http://{s.host}:{s.port}"
-        if not wait_http(f"{base}/healthz", 30, children):
+        if not wait_http(f"{base}/healthz", 30, sup.procs()):
             raise SystemExit("the web server did not start; see the messages above")
 
         if use_simulator and seeded["created"]:
@@ -294,10 +360,10 @@ def main() -> None:
         if s.public_base_url != f"http://{s.host}:{s.port}":
             print(f"WeChat reaches it at {s.public_base_url}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
+        # A child that ends is started again (with a growing pause while it keeps failing): one failing
+        # part never stops the others. Only Ctrl-C (or SIGTERM) stops everything.
         while True:
-            for p in children:
-                if p.poll() is not None:
-                    raise SystemExit(f"a child process exited with code {p.returncode}; stopping")
+            sup.check()
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -15,9 +15,9 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "siyu"
 
 COMPOSITION_ROOTS = ("siyu.app", "siyu.cli", "siyu.worker", "siyu.runner", "siyu.__main__")
 DOMAINS = ("siyu.tenants", "siyu.contacts", "siyu.timeline", "siyu.wechat", "siyu.web", "siyu.simulator",
-           "siyu.segments", "siyu.inbox", "siyu.commerce")
+           "siyu.segments", "siyu.inbox", "siyu.commerce", "siyu.engagement")
 ABOVE_CORE = ("siyu.tenants", "siyu.contacts", "siyu.timeline", "siyu.web", "siyu.wechat", "siyu.simulator", "siyu.inbox",
-              "siyu.segments", "siyu.inbox", "siyu.commerce",
+              "siyu.segments", "siyu.inbox", "siyu.commerce", "siyu.engagement",
               *COMPOSITION_ROOTS)
 # Only these may speak HTTP or use WeChat's SDK.
 OUTSIDE_WORLD = {"httpx": ("siyu.wechat", "siyu.simulator", "siyu.runner"),
@@ -91,7 +91,8 @@ def test_domains_never_import_composition_roots() -> None:
 # A domain's HTTP edge (its pages and JSON API) sits on top of siyu.web; the rest of the domain below it.
 DOMAIN_EDGES = ("siyu.tenants.views", "siyu.tenants.api", "siyu.contacts.views", "siyu.contacts.api",
                 "siyu.contacts.schemas",
-                "siyu.segments.views", "siyu.segments.api", "siyu.commerce.views", "siyu.commerce.api")
+                "siyu.segments.views", "siyu.segments.api", "siyu.commerce.views", "siyu.commerce.api",
+                "siyu.engagement.views", "siyu.engagement.api")
 
 
 def test_domain_services_never_import_the_web_layer() -> None:
@@ -104,9 +105,10 @@ def test_domain_services_never_import_the_web_layer() -> None:
     assert violations(("siyu.web",), DOMAIN_EDGES) == []
 
 
-# What contacts may use of wechat: the stored events (`events`) and the profile read behind enrichment
-# (`profiles`: user/info, externalcontact/get), each one narrow module of plain dicts and typed errors.
-CONTACTS_READ_FROM_WECHAT = ("siyu.wechat.events", "siyu.wechat.profiles")
+# What contacts may use of wechat: the stored events (`events`), the profile read behind enrichment
+# (`profiles`: user/info, externalcontact/get), each one narrow module of plain dicts and typed errors; the words
+# for WeChat's errors (`errors`, pure data) and the stored media of a person's messages (`media`).
+CONTACTS_READ_FROM_WECHAT = ("siyu.wechat.events", "siyu.wechat.profiles", "siyu.wechat.errors", "siyu.wechat.media")
 
 
 def test_the_gateway_knows_nothing_of_contacts_and_the_timeline() -> None:
@@ -125,7 +127,8 @@ def test_the_gateway_knows_nothing_of_contacts_and_the_timeline() -> None:
     # The narrow modules stay narrow: events reads (and, for erasures, rewrites) the gateway's tables and
     # nothing else of Siyu; profiles uses the outbound client and its runtime (and core's errors), nothing
     # of the gateway.
-    assert all(within(n, ("siyu.wechat.tables", "siyu.core.db")) or n == "siyu.core"
+    # (and, erasing a person, their stored media through `siyu.wechat.media`)
+    assert all(within(n, ("siyu.wechat.tables", "siyu.core.db", "siyu.wechat.media")) or n in ("siyu.core", "siyu.wechat")
                for n in MODULES["siyu.wechat.events"] if within(n, ("siyu",)))
     assert all(within(n, ("siyu.wechat.client", "siyu.wechat.outbound", "siyu.core.errors"))
                for n in MODULES["siyu.wechat.profiles"] if within(n, ("siyu",)) and n != "siyu.core")
@@ -171,9 +174,11 @@ def test_segments_sit_above_contacts_and_nothing_below_reads_them() -> None:
 
 
 # What the inbox may use of the WeChat package: stored events, reply windows, subscription consents, the
-# send-once ledger (with its runtime) and the auto-reply rules' answer. Never the gateway, the client or wechatpy.
+# send-once ledger (with its runtime), the auto-reply rules' answer and the hold on a suspended tenant's sends.
+# Never the gateway, the client or wechatpy.
 INBOX_USES_OF_WECHAT = ("siyu.wechat.events", "siyu.wechat.windows", "siyu.wechat.consents", "siyu.wechat.outbound",
-                        "siyu.wechat.services")
+                        "siyu.wechat.services", "siyu.wechat.holds", "siyu.wechat.errors", "siyu.wechat.media",
+                        "siyu.wechat.owner_tasks")
 
 
 def test_the_inbox_sits_above_contacts_and_talks_to_wechat_through_narrow_doors() -> None:
@@ -184,6 +189,43 @@ def test_the_inbox_sits_above_contacts_and_talks_to_wechat_through_narrow_doors(
                   and name != "siyu.wechat")
     assert wide == []
     assert "siyu.wechat.outbound" in MODULES["siyu.inbox.jobs"]  # the test can fail: the inbox does send
+
+
+# What re-engagement may use of its siblings: the inbox tells who is talking with a person (`reach`); WeChat is
+# reached through the send-once ledger and the window, consent and stored-event reads.
+ENGAGEMENT_USES_OF_WECHAT = ("siyu.wechat.events", "siyu.wechat.windows", "siyu.wechat.consents",
+                             "siyu.wechat.outbound")
+
+
+def test_engagement_sits_on_top_and_reaches_its_siblings_through_narrow_doors() -> None:
+    """Nothing below re-engagement imports it (contacts hands it events by job name); it reads the inbox only
+    through `siyu.inbox.reach`, people through `siyu.contacts.reach`, and WeChat through the send-once ledger.
+    Only its pages and API sit on the web layer."""
+    below = ("siyu.tenants", "siyu.contacts", "siyu.timeline", "siyu.wechat", "siyu.web", "siyu.core", "siyu.inbox",
+             "siyu.segments", "siyu.simulator")
+    assert violations(below, ("siyu.engagement",)) == []
+    into_inbox = sorted(f"{mod} imports {name}" for mod, names in MODULES.items() if within(mod, ("siyu.engagement",))
+                        for name in names if within(name, ("siyu.inbox",)) and name != "siyu.inbox"
+                        and not within(name, ("siyu.inbox.reach",)))
+    assert into_inbox == []
+    wide = sorted(f"{mod} imports {name}" for mod, names in MODULES.items() if within(mod, ("siyu.engagement",))
+                  for name in names if within(name, ("siyu.wechat",)) and name != "siyu.wechat"
+                  and not within(name, ENGAGEMENT_USES_OF_WECHAT))
+    assert wide == []
+    assert "siyu.wechat.outbound" in MODULES["siyu.engagement.sender"]  # the test can fail: it does send
+    assert "siyu.contacts.reach" in MODULES["siyu.engagement.sender"]
+    # Commerce is read in one module (`siyu.engagement.purchases`); purchases arrive by job name after commit.
+    into_commerce = sorted(f"{mod} imports {name}" for mod, names in MODULES.items()
+                           if within(mod, ("siyu.engagement",)) and mod != "siyu.engagement.purchases"
+                           for name in names if within(name, ("siyu.commerce",)))
+    assert into_commerce == []
+    assert violations(("siyu.commerce",), ("siyu.engagement",)) == []
+    # The doors stay narrow: they read their own domain's rows and nothing above core.
+    for door in ("siyu.inbox.reach", "siyu.contacts.reach"):
+        assert all(within(n, ("siyu.core",)) for n in MODULES[door] if within(n, ("siyu",)))
+    on_web = [v for v in violations(("siyu.engagement",), ("siyu.web",))
+              if not within(v.split(" imports ")[0], DOMAIN_EDGES)]
+    assert on_web == []
 
 
 # The narrow doors into commerce from below it: the channels page's WeChat Pay section (merchant status), the

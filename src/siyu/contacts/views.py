@@ -32,7 +32,9 @@ from siyu.core.i18n import N_
 from siyu.tenants.services import get_tenant
 from siyu.timeline import services as timeline
 from siyu.web.auth import tenant_staff
+from siyu.web.media import media_response
 from siyu.web.render import current_user, errors_for, render, tenant_scope, toast_header
+from siyu.wechat import errors, media
 
 TIMELINE_PAGE = 30
 KIND_LABELS = {
@@ -102,6 +104,32 @@ async def _list(request: Request[Any, Any, Any], tid: int, filters: listing.List
         "seen_choices": SEEN_LABELS, "export_url": "/contacts/export.csv" + (f"?{urlencode(shown)}" if shown else ""),
         "can_export": _is_admin(request), "request_key": secrets.token_urlsafe(16), "bulk_done": bulk_done,
     }, block="rows" if cursor else "results", headers=headers)
+MEDIA_MESSAGES = ("image", "voice", "video", "shortvideo", "file")
+
+
+def _media_ref(event: timeline.Event) -> tuple[str, Any] | None:
+    """How a message event names its picture, voice or video: WeChat's media id (what the customer sent) or
+    the media row (a rep's picture)."""
+    if event.kind not in ("message_in", "message_out") or event.payload.get("msg_type") not in MEDIA_MESSAGES:
+        return None
+    if isinstance(event.payload.get("media"), int):
+        return ("row", int(event.payload["media"]))
+    media_id = str(event.payload.get("MediaId") or event.payload.get("media_id") or "")
+    return ("wechat", (event.channel, media_id)) if media_id else None
+
+
+async def _event_media(tid: int, events: list[timeline.Event]) -> dict[int, Any]:
+    """The media of a page of events, in two queries: event id → MediaView (None: not kept)."""
+    refs = {e.id: ref for e in events if (ref := _media_ref(e)) is not None}
+    by_wechat = await media.by_media_ids(tid, [r for kind, r in refs.values() if kind == "wechat"])
+    by_row = await media.views(tid, [], [r for kind, r in refs.values() if kind == "row"])
+    return {eid: (by_wechat.get(r) if kind == "wechat" else by_row.get(("row", r))) for eid, (kind, r) in refs.items()}
+
+
+def _wechat_error(errcode: Any, reason: str = "") -> errors.Words:
+    """An errcode WeChat answered about this person, in words (the one table of WeChat's errors)."""
+    code = errcode if isinstance(errcode, int) and not isinstance(errcode, bool) else None
+    return errors.describe(code, str(reason or ""))
 
 
 class ContactsController(Controller):
@@ -211,11 +239,13 @@ class ContactsController(Controller):
             "all_tags": await svc.list_tags(tid),
             "merges": await svc.list_merges(tid, contact_id),
             "events": page.events, "more_url": more_url,
+            "event_media": await _event_media(tid, page.events),
             "chosen_channels": channels, "chosen_kinds": kinds,
             "event_channels": timeline.CHANNELS, "event_kinds": timeline.KINDS,
             "kind_labels": {k: i18n.gettext(v) for k, v in KIND_LABELS.items()},
             "scene_labels": {k: i18n.gettext(v) for k, v in SUBSCRIBE_SCENES.items()},
             "purchases": await purchase_summary(tid, contact_id) if block is None or not _is_htmx(request) else None,
+            "wechat_error": _wechat_error, "stored_error": errors.describe_stored,
             **extra,
         }, block=block, status_code=status_code, headers=headers)
 
@@ -225,6 +255,20 @@ class ContactsController(Controller):
         # htmx asks for the timeline: the next events (infinite scroll) or a new filter.
         block = "events" if request.query_params.get("cursor") else "timeline"
         return await self._contact(request, contact_id, contact_scope, block=block)
+
+    @get("/{contact_id:int}/events/{event_id:int}/media")
+    async def event_media(self, request: Request[Any, Any, Any], contact_id: FromPath[int],
+                          event_id: FromPath[int]) -> Response[Any]:
+        """The picture, voice (`?play=1`: as MP3) or video of a timeline message, to those who may see the
+        contact (another tenant's, or a contact out of reach, is a 404 like a missing one)."""
+        tid, _ = tenant_scope(request)
+        await svc.get_contact(tid, contact_id)
+        event = await timeline.get_event(tid, contact_id, event_id)
+        view = (await _event_media(tid, [event])).get(event.id)
+        if view is None:
+            raise NotFound()
+        served = await media.open_media(tid, view.id, playable=request.query_params.get("play") == "1")
+        return media_response(served.data, served.content_type, served.filename, served.inline)
 
     @post("/{contact_id:int}/tags")
     async def tag(self, request: Request[Any, Any, Any], contact_id: FromPath[int],

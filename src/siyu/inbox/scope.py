@@ -2,7 +2,8 @@
 own rule, lifted from conversations to the contacts they belong to.
 
 - a rep (role agent): the contacts whose conversations the inbox shows them (`Viewer.where`: assigned to
-  them, resolved by them, waiting for their teams or for anyone), and the customers they added on WeCom
+  them, held last by them and now resolved or back with the bot, waiting for their teams or for anyone), and
+  the customers they added on WeCom
   (an active `owner` row under the WeCom UserID on their inbox profile, `inbox_agent.wecom_userid`);
 - a team manager (`inbox_team_route.managers`): also every conversation of the teams they manage and of
   those teams' reps (`Viewer.where` again);

@@ -27,7 +27,8 @@ class ChannelOut(Struct):
     original_id: str | None
     agent_id: str | None
     kf_enabled: bool
-    callback_token: str
+    token_set: Annotated[bool, Meta(description="Whether the callback Token is set (it is never sent: a tenant "
+                                                "admin can reveal it on the channels page)")]
     secret_masked: str
     aes_key_masked: str
     last_check_at: IsoTime | None
@@ -55,7 +56,8 @@ class TenantApi(Controller):
 
     @get("/tenant", responses=errors())
     async def tenant(self, request: Request[Any, Any, Any]) -> TenantOut:
-        """The tenant this key belongs to and its linked WeChat accounts (secrets masked)."""
+        """The tenant this key belongs to and its linked WeChat accounts (secrets masked; of the callback Token
+        only whether it is set)."""
         tid = api_tenant_id(request)
         t = await svc.get_tenant(tid)
         channels = await svc.list_channels(tid)

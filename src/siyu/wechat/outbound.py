@@ -53,6 +53,7 @@ FINAL = ("sent", "failed", "unknown")
 SENDING_DEADLINE_SECONDS = 300  # asked WeChat and never recorded the answer → unknown
 QUEUED_DEADLINE_SECONDS = 300  # claimed and never asked WeChat → free to claim again
 RETRY_DEADLINE_SECONDS = 1800  # waiting for a retry that never came → failed
+OWNER_TASK_FIRST_CHECK = 30  # seconds: a WeCom task WeChat took is first asked about this soon (owner_tasks)
 
 
 class WeChatRuntime:
@@ -132,6 +133,51 @@ async def deliver_text(runtime: WeChatRuntime, tenant_id: int, channel: str, ext
     return delivery
 
 
+class StoredMediaGone(WeChatError):
+    """The picture to send is no longer in Siyu's media store: nothing was sent."""
+
+    retryable = False
+    reason = "stored_gone"
+
+    def __init__(self) -> None:
+        super().__init__(-1, "the picture is no longer in the media store")
+
+
+async def deliver_image(runtime: WeChatRuntime, tenant_id: int, channel: str, external_id: str, media_row_id: int,
+                        idempotency_key: str, *, open_kfid: str = "") -> Delivery:
+    """Send a rep's picture (a `wechat_media` row, see `siyu.wechat.media`) as a customer-service image message
+    (OA/MP) or a 微信客服 image, inside the reply window like a text: uploaded first as temporary media (an
+    upload is not a send: WeChat busy there leaves the send for a retry), then sent once per key."""
+    from siyu.wechat import media  # media's fetch job uses this module's runtime: imported when first needed
+
+    kind = "kf" if channel == "wecom" else "custom"
+    payload = {"image": media_row_id, **({"open_kfid": open_kfid} if open_kfid else {})}
+    claimed = await _claim(tenant_id, channel, external_id, idempotency_key, kind, payload)
+    if isinstance(claimed, Delivery):
+        return claimed
+    slot = await windows.reserve(tenant_id, channel, external_id)
+    if isinstance(slot, int):
+        reason = WeChatNotAllowed.REASONS.get(slot, "not_allowed")
+        return await _finish(claimed, "failed", errcode=slot, reason=reason,
+                             errmsg=f"{reason} (checked by Siyu before sending)")
+    await db.execute("UPDATE wechat_outbound SET window_slot = $2 WHERE id = $1", claimed.outbound_id, slot)
+
+    async def send(client: WeChatClient, on_send: OnSend) -> dict[str, Any]:
+        try:
+            media_id = await media.ensure_uploaded(client, tenant_id, media_row_id)
+        except NotFound:
+            raise StoredMediaGone() from None
+        if channel == "wecom":
+            return await client.kf_send_image(external_id, open_kfid, media_id, msgid=f"siyu{claimed.outbound_id}",
+                                              on_send=on_send)
+        return await client.send_image(external_id, media_id, on_send=on_send)
+
+    delivery = await _call(claimed, send, tenant_id, channel, runtime)
+    if delivery.state not in ("sent", "unknown"):
+        await windows.release(tenant_id, channel, external_id, slot)
+    return delivery
+
+
 async def deliver_template(runtime: WeChatRuntime, tenant_id: int, openid: str, template_id: str,
                            data: dict[str, str], idempotency_key: str) -> Delivery:
     """Send an Official Account template message (a service notice, outside the reply windows). Once per
@@ -183,6 +229,64 @@ async def deliver_owner_task(runtime: WeChatRuntime, tenant_id: int, sender_user
         sender_userid, [external_userid], text, on_send=on_send), tenant_id, "wecom", runtime, refused_by_answer)
 
 
+async def deliver_mass(runtime: WeChatRuntime, tenant_id: int, openids: list[str], text: str, idempotency_key: str,
+                       clientmsgid: str) -> Delivery:
+    """An OA mass send of one text to these followers, once per key. WeChat refuses a `clientmsgid` it has seen
+    within 24 h (45065): that answer means the first send went out, and is recorded as sent with its msg_id."""
+    claimed = await _claim(tenant_id, "oa", f"mass:{clientmsgid}"[:128], idempotency_key, "mass",
+                           {"text": text, "clientmsgid": clientmsgid, "recipients": len(openids)})
+    if isinstance(claimed, Delivery):
+        return claimed
+
+    async def send(client: WeChatClient, on_send: OnSend) -> dict[str, Any]:
+        try:
+            answer = await client.mass_send_text(openids, text, clientmsgid, on_send=on_send)
+        except WeChatError as exc:
+            if exc.errcode != 45065:
+                raise
+            answer = {"msg_id": exc.errmsg.rsplit(" ", 1)[-1] if "msg_id" in exc.errmsg else ""}
+        return {**answer, "msgid": str(answer.get("msg_id") or "")}
+
+    return await _call(claimed, send, tenant_id, "oa", runtime)
+
+
+async def mass_msg_id(tenant_id: int, idempotency_key: str) -> str:
+    """The msg_id WeChat gave a mass send recorded under this key ("" if none)."""
+    row = await db.fetchrow("SELECT wechat_msgid FROM wechat_outbound WHERE tenant = $1 AND idempotency_key = $2",
+                            tenant_id, idempotency_key)
+    return str(row["wechat_msgid"]) if row else ""
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    status: str  # waiting | sent | not_sent
+    reason: str = ""  # for not_sent: not_their_contact | receive_limit
+    sent_at: int | None = None  # unix seconds, for sent
+
+
+async def owner_task_result(runtime: WeChatRuntime, tenant_id: int, idempotency_key: str) -> TaskResult | None:
+    """What became of a 1:1 task sent with `deliver_owner_task` under this key: still waiting for the member,
+    sent to the customer, or not sent (no longer their contact, or the customer's monthly receive limit). None
+    when the key holds no task WeChat took."""
+    row = await db.fetchrow(
+        "SELECT wechat_msgid, external_id, payload::text AS payload, state FROM wechat_outbound WHERE tenant = $1 "
+        "AND idempotency_key = $2", tenant_id, idempotency_key)
+    if row is None or row["state"] != "sent" or not row["wechat_msgid"]:
+        return None
+    sender = str(json.loads(row["payload"] or "{}").get("sender", ""))
+    client = await runtime.client(tenant_id, "wecom")
+    answer = await client.get_groupmsg_send_result(row["wechat_msgid"], sender)
+    for item in answer.get("send_list") or []:
+        if item.get("external_userid") != row["external_id"]:
+            continue
+        status = int(item.get("status", 0) or 0)
+        if status == 1:
+            return TaskResult("sent", sent_at=int(item.get("send_time", 0) or 0) or None)
+        if status in (2, 3):
+            return TaskResult("not_sent", "not_their_contact" if status == 2 else "receive_limit")
+    return TaskResult("waiting")
+
+
 # --- the ledger's one writer ---------------------------------------------------------------------------
 
 _ROW = "id, state, errcode, reason"
@@ -232,7 +336,11 @@ async def _finish(claim: _Claim, state: str, *, errcode: int | None = None, errm
     row = await db.fetchrow(
         "UPDATE wechat_outbound SET state = $3::varchar, errcode = $4, errmsg = $5, reason = $6, "
         "wechat_msgid = CASE WHEN $3::varchar = 'sent' THEN $7 ELSE wechat_msgid END, "
-        "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() ELSE sent_at END "
+        "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() ELSE sent_at END, "
+        # A WeCom task WeChat took waits for its member: `owner_tasks` asks what became of it from here on.
+        "task_state = CASE WHEN $3::varchar = 'sent' AND kind = 'wecom_task' AND task_state = '' THEN 'waiting' "
+        "ELSE task_state END, task_next_check_at = CASE WHEN $3::varchar = 'sent' AND kind = 'wecom_task' "
+        f"AND task_state = '' THEN now() + interval '{OWNER_TASK_FIRST_CHECK} seconds' ELSE task_next_check_at END "
         "WHERE id = $1 AND attempts = $2 AND (state IN ('queued', 'sending') "
         "OR (state = 'unknown' AND $3::varchar = 'sent')) "
         f"RETURNING {_ROW}",
@@ -324,7 +432,9 @@ async def settle_stale(sending_after: int = SENDING_DEADLINE_SECONDS, queued_aft
     failed = await db.fetch(
         "UPDATE wechat_outbound SET state = 'failed', reason = 'gave_up', errmsg = left("
         "'not sent: no retry came (last: ' || errmsg || ')', 500) "
-        "WHERE state = 'retry' AND claimed_at < now() - make_interval(secs => $1) RETURNING id", retry_after)
+        "WHERE state = 'retry' AND claimed_at < now() - make_interval(secs => $1) "
+        # A suspended tenant's retry waits (its job is held, `holds`): reactivation sends it.
+        "AND tenant NOT IN (SELECT id FROM tenant WHERE status = 'suspended') RETURNING id", retry_after)
     if unknown:
         log.warning("%s outbound messages died mid-send; marked unknown, not sent again", len(unknown))
     return Stale(len(unknown), len(freed), len(failed))

@@ -421,6 +421,8 @@ SCOPE_EXEMPT = {
     # Platform admins only (tests/integration/web/test_cross_tenant.py).
     ("GET", "/platform/tenants/{}"), ("POST", "/platform/tenants/{}/status"), ("GET", "/platform/tenants/{}/suspend"),
     ("POST", "/platform/tenants/{}/invite-admin"),
+    # Products are the brand's catalogue, kept by tenant admins (a rep is refused before the id is read).
+    ("POST", "/products/{}"),
     # The JSON API: an API key acts for the whole tenant, no rep behind it (tenant isolation is tested there).
     ("GET", "/api/v1/contacts/{}"), ("GET", "/api/v1/contacts/{}/timeline"), ("GET", "/api/v1/contacts/{}/export"),
     ("POST", "/api/v1/contacts/{}/erase"), ("GET", "/api/v1/segments/{}"), ("GET", "/api/v1/segments/{}/contacts"),
@@ -428,9 +430,11 @@ SCOPE_EXEMPT = {
     # A bulk tagging action (not a person): its starter and the brand's admins see it, anyone else gets a 404
     # (tests/integration/contacts/test_bulk.py); the contacts it reaches are scoped when it runs (same file).
     ("GET", "/contacts/bulk/{}"),
+    ("GET", "/api/v1/conversations/{}"), ("GET", "/api/v1/channels/{}"), ("GET", "/api/v1/purchases/{}"),
+    ("POST", "/api/v1/purchases/{}/refunds"),
     # No object of a tenant: an invitation's token, static files, WeChat's callbacks.
     ("GET", "/invite/{}"), ("POST", "/invite/{}"), ("GET", "/static/{}"), ("HEAD", "/static/{}"),
-    ("GET", "/wechat/{}/{}"), ("POST", "/wechat/{}/{}"),
+    ("GET", "/wechat/{}/{}"), ("POST", "/wechat/{}/{}"), ("POST", "/wechat/{}/pay"),
 }
 ADMIN_ONLY = [(m, p) for m, p in sorted(SCOPE_EXEMPT) if p.startswith("/settings/")]
 
