@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromPath, Parameter
 
 from siyu.contacts import audience as audiences
@@ -57,8 +58,24 @@ def _contact_id(raw: str) -> int:
     return whole_number(raw, "id")
 
 
-def _q(description: str) -> Any:
-    return Parameter(description=description, required=False)
+def _q(description: str, **schema: Any) -> Any:
+    """A query parameter. The handlers take its text and check it themselves (a 400 naming it), so the schema
+    is given here: what an integrator should send (`type`, bounds, `format`)."""
+    return Parameter(description=description, required=False,
+                     schema_extra={"one_of": None, "type": OpenAPIType.STRING, **schema})
+
+
+def _id_q(description: str) -> Any:
+    return _q(description, type=OpenAPIType.INTEGER, minimum=1, maximum=2**31 - 1)
+
+
+def _choices_q(description: str, choices: tuple[str, ...]) -> Any:
+    return _q(description, type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING, enum=list(choices)))
+
+
+def _limit_q(default: int, maximum: int) -> Any:
+    return _q(f"1 to {maximum} (default {default})", type=OpenAPIType.INTEGER, minimum=1, maximum=maximum,
+              default=default)
 
 
 # --- the list's cursor and filters -------------------------------------------------------------------------
@@ -131,13 +148,13 @@ class ContactsApi(Controller):
         identity: Annotated[str | None, _q("An openid, unionid or WeCom external_userid: the contacts holding it "
                                            "(one page; the other parameters do not apply)")] = None,
         cursor: Annotated[str | None, _q("`next_cursor` of the previous page")] = None,
-        limit: Annotated[str | None, _q(f"1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})")] = None,
+        limit: Annotated[str | None, _limit_q(DEFAULT_LIMIT, MAX_LIMIT)] = None,
         updated_since: Annotated[str | None, _q(
             "Only contacts changed (profile, unionid, a merge into them or its undo, erasure; not their tags) at "
             "or after this time, RFC 3339 with an offset. A change is stamped when its transaction began: ask "
-            "again from a minute before the newest `updated_at` you saw")] = None,
-        tag: Annotated[str | None, _q("Only contacts carrying this tag (its id, see /api/v1/tags)")] = None,
-        segment: Annotated[str | None, _q("Only the contacts this saved segment selects now (its id)")] = None,
+            "again from a minute before the newest `updated_at` you saw", format="date-time")] = None,
+        tag: Annotated[str | None, _id_q("Only contacts carrying this tag (its id, see /api/v1/tags)")] = None,
+        segment: Annotated[str | None, _id_q("Only the contacts this saved segment selects now (its id)")] = None,
     ) -> ContactPage:
         """The brand's live contacts, oldest change first (`updated_at`, then id), in keyset pages: pass
         `next_cursor` back as `cursor` until it is null. To keep a copy in sync, remember the last page's
@@ -186,10 +203,11 @@ class ContactsApi(Controller):
     async def contact_timeline(
         self, request: Request[Any, Any, Any], contact_id: FromPath[str],
         cursor: Annotated[str | None, _q("`next_cursor` of the previous page")] = None,
-        limit: Annotated[str | None, _q("1 to 200 (default 50)")] = None,
-        channel: Annotated[list[str] | None, _q("Only these channels (oa, mp, wecom, siyu); repeat to give "
-                                                "several")] = None,
-        kind: Annotated[list[str] | None, _q("Only these kinds of event; repeat to give several")] = None,
+        limit: Annotated[str | None, _limit_q(50, 200)] = None,
+        channel: Annotated[list[str] | None, _choices_q("Only these channels (siyu: made inside Siyu); repeat to "
+                                                        "give several", timeline.CHANNELS)] = None,
+        kind: Annotated[list[str] | None, _choices_q("Only these kinds of event; repeat to give several",
+                                                     timeline.KINDS)] = None,
     ) -> EventPage:
         """Newest first; pass `next_cursor` back as `?cursor=` for the next page. Filters: `channel`, `kind`."""
         tid = api_tenant_id(request)

@@ -211,5 +211,11 @@ def test_the_route_check_catches_hidden_json_routes() -> None:
 
 async def test_the_documented_parameters_of_the_contact_list(client: Client) -> None:
     doc = (await client.get("/schema/openapi.json")).json()
-    params = {p["name"] for p in doc["paths"]["/api/v1/contacts"]["get"]["parameters"]}
-    assert {"identity", "cursor", "limit", "updated_since", "tag", "segment"} <= params
+    params = {p["name"]: p["schema"] for p in doc["paths"]["/api/v1/contacts"]["get"]["parameters"]}
+    assert {"identity", "cursor", "limit", "updated_since", "tag", "segment"} <= set(params)
+    # What to send, as an integrator's client generator reads it (the handlers check the text themselves).
+    assert params["limit"]["type"] == "integer" and (params["limit"]["minimum"], params["limit"]["maximum"]) == (1, 200)
+    assert params["tag"]["type"] == params["segment"]["type"] == "integer"
+    assert params["updated_since"] == {**params["updated_since"], "type": "string", "format": "date-time"}
+    timeline = {p["name"]: p["schema"] for p in doc["paths"]["/api/v1/contacts/{contact_id}/timeline"]["get"]["parameters"]}
+    assert timeline["channel"]["type"] == "array" and "wecom" in timeline["channel"]["items"]["enum"]
