@@ -30,7 +30,7 @@ async def test_tag_the_ticked_contacts_then_all_that_match(page: Any, web_server
         await page.locator(f"input[type=checkbox][name=contact][value='{contact_id}']").check()
     await page.locator("#bulk-form input[name=name]").fill("Trade fair")
     await page.get_by_role("button", name="Apply to the ticked contacts").click()
-    await expect(page.locator(".toast")).to_contain_text("Tag added to 2 contacts.")
+    await expect(page.locator(".toast")).to_contain_text("Tag added (contacts: 2).")
     for contact_id in oa + mp:
         row = page.locator("tr", has=page.locator(f"input[name=contact][value='{contact_id}']"))
         if contact_id in (oa[0], mp[1]):
@@ -43,7 +43,7 @@ async def test_tag_the_ticked_contacts_then_all_that_match(page: Any, web_server
     await page.locator("#bulk-form select[name=tag_id]").select_option(label="Trade fair")
     await page.locator(f"input[type=checkbox][name=contact][value='{mp[1]}']").check()
     await page.get_by_role("button", name="Apply to the ticked contacts").click()
-    await expect(page.locator(".toast").last).to_contain_text("Tag removed from 1 contacts.")
+    await expect(page.locator(".toast").last).to_contain_text("Tag removed (contacts: 1).")
     await expect(page.locator("tr", has=page.locator(f"input[name=contact][value='{mp[1]}']"))) \
         .not_to_contain_text("Trade fair")
     await expect(page.locator("tr", has=page.locator(f"input[name=contact][value='{oa[0]}']"))) \

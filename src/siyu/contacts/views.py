@@ -183,8 +183,8 @@ class ContactsController(Controller):
         ids = [int(v) for v in form.getall("contact", []) if isinstance(v, str) and v.isascii() and v.isdigit()
                and len(v) < 11]
         done = await bulk.do_tag_selected(tid, ids, action, name, tag_id, actor, contact_scope)
-        message = i18n.gettext(N_("Tag added to {n} contacts.") if action == "tag"
-                               else N_("Tag removed from {n} contacts.")).format(n=done.matched)
+        message = i18n.gettext(N_("Tag added (contacts: {n}).") if action == "tag"
+                               else N_("Tag removed (contacts: {n}).")).format(n=done.matched)
         if _is_htmx(request):  # the list again in place (its tags changed), the boxes cleared, and a toast
             return await _list(request, tid, filters, None, contact_scope, bulk_done=True,
                                headers=toast_header(message))
