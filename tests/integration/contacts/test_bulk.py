@@ -12,12 +12,15 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from siyu.contacts import bulk
 from siyu.contacts import services as contacts
-from siyu.core import db
+from siyu.core import db, effects
+from siyu.core.redis import arq_pool
 from siyu.tenants.services import Actor
 from tests.conftest import Client, TenantFixture
 from tests.integration.contacts.rows import owned_by, table
@@ -26,6 +29,18 @@ from tests.integration.contacts.test_pages import contact_links, person
 
 ACTOR = Actor(None, "test")
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")  # arq's own
+
+
+@pytest.fixture(autouse=True)
+async def effects_pool(pool: None) -> AsyncIterator[Any]:
+    """This module's own arq pool for the effects (the bulk job is enqueued after commit): other directories'
+    fixtures uninstall the app's pool when they finish, so a module that needs one installs it."""
+    arq = await arq_pool()
+    effects.install(arq)
+    yield arq
+    await effects.flush()
+    effects.uninstall(arq)
+    await arq.aclose()
 
 
 @pytest.fixture
