@@ -53,6 +53,7 @@ CODE_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT4_MAX = 2**31 - 1
 
 def _contact_id(raw: str) -> int:
     return whole_number(raw, "id")
@@ -90,7 +91,13 @@ def _after(cursor: str) -> tuple[datetime, int]:
         if len(cursor) > 64:
             raise ValueError(cursor)
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        micros, contact_id = (int(part) for part in raw.split("."))
+        parts = raw.split(".")
+        # Only what `_cursor` writes: two runs of digits, the id within PostgreSQL's integer (else a 500).
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() and len(p) <= 20 for p in parts):
+            raise ValueError(raw)
+        micros, contact_id = int(parts[0]), int(parts[1])
+        if not 0 < contact_id <= _INT4_MAX:
+            raise ValueError(raw)
         return _EPOCH + timedelta(microseconds=micros), contact_id
     except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
         raise InvalidInput.one("cursor", N_("This cursor is not one Siyu gave out.")) from None
@@ -99,9 +106,11 @@ def _after(cursor: str) -> tuple[datetime, int]:
 def _since(raw: str) -> datetime:
     try:
         at = datetime.fromisoformat(raw) if len(raw) <= 40 else None
-    except ValueError:
+        # In UTC, as the database compares it: an offset can carry a date past year 9999 or before year 1.
+        at = at.astimezone(UTC) if at is not None and at.tzinfo is not None else None
+    except (ValueError, OverflowError):
         at = None
-    if at is None or at.tzinfo is None:
+    if at is None:
         raise InvalidInput.one("updated_since", N_("Give a date and time with its offset, like "
                                                    "2026-12-24T20:00:00+08:00."))
     return at

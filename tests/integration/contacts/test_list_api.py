@@ -4,6 +4,7 @@ segment is a 404 and its contacts never show. On the old code this route answere
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -83,10 +84,16 @@ async def test_updated_since_tag_and_segment(client: Client, acme: TenantFixture
 async def test_mistakes_name_the_parameter(client: Client, acme: TenantFixture, acme_key: dict[str, str],  # noqa: F811
                                            globex: TenantFixture) -> None:
     await made(acme.id, 2)
+    # Cursors that decode but name nothing Siyu gives out: an id beyond int4, a time beyond datetime's, negatives.
+    forged = [base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+              for raw in ("0.99999999999", "99999999999999999999999.1", "-5.1", "1.-1", "1.2.3", "\x00.1")]
     for params, field in (({"cursor": "not-a-cursor"}, "cursor"), ({"cursor": "x" * 500}, "cursor"),
+                          *(({"cursor": c}, "cursor") for c in forged),
                           ({"limit": "0"}, "limit"), ({"limit": "201"}, "limit"), ({"limit": "9" * 40}, "limit"),
                           ({"updated_since": "yesterday"}, "updated_since"),
                           ({"updated_since": "2026-06-01T08:00:00"}, "updated_since"),  # no offset
+                          ({"updated_since": "9999-12-31T23:59:59-14:00"}, "updated_since"),  # past year 9999 in UTC
+                          ({"updated_since": "0001-01-01T00:00:00+14:00"}, "updated_since"),  # before year 1
                           ({"tag": "abc"}, "tag"), ({"tag": "9" * 30}, "tag"), ({"segment": "-1"}, "segment")):
         r = await client.get("/api/v1/contacts", params=params, headers=acme_key)
         assert r.status_code == 400, (params, r.text)
