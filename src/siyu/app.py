@@ -24,7 +24,12 @@ import siyu
 from siyu.commerce import purchases as commerce_purchases
 from siyu.commerce.api import PurchasesApi
 from siyu.commerce.notify import PayNotifications
-from siyu.commerce.views import PaySettingsController, ProductsController, PurchasesController
+from siyu.commerce.views import (
+    PaySettingsController,
+    ProductsController,
+    PurchaseImportController,
+    PurchasesController,
+)
 from siyu.contacts.api import ContactsApi
 from siyu.contacts.views import ContactsController
 from siyu.core import db, effects, i18n
@@ -196,7 +201,7 @@ def create_app() -> Litestar:
         route_handlers=[
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
             InvitationController, TenantApi, ContactsApi, PurchasesApi, PayNotifications, PaySettingsController,
-            PurchasesController, ProductsController, WeChatCallbacks, AutoRepliesController, ContactsController,
+            PurchasesController, PurchaseImportController, ProductsController, WeChatCallbacks, AutoRepliesController, ContactsController,
             SegmentsController, SegmentsApi, InboxManagerController, InboxApi, InboxController, InboxSettingsController,
             *([bare_endpoint] if s.bench_bare_endpoint else []),
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),

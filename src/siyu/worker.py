@@ -8,6 +8,7 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
 
+from siyu.commerce import imports as commerce_imports
 from siyu.commerce import jobs as commerce_jobs
 from siyu.commerce import purchases as commerce_purchases
 from siyu.contacts import jobs as contact_jobs
@@ -63,6 +64,8 @@ FUNCTIONS = [
     func(commerce_jobs.process_pay_notification, name=commerce_jobs.PROCESS_PAY,
          max_tries=commerce_jobs.PROCESS_PAY_TRIES),
     func(commerce_jobs.sweep, name=commerce_jobs.SWEEP, max_tries=1),
+    func(commerce_imports.run_import, name=commerce_imports.RUN_IMPORT, max_tries=commerce_imports.RUN_IMPORT_TRIES),
+    func(commerce_imports.sweep_imports, name=commerce_imports.SWEEP_IMPORTS, max_tries=1),
 ]
 
 
@@ -75,6 +78,8 @@ class WorkerSettings:
         cron(contact_jobs.sweep_parked, name="cron:contacts.sweep_parked", second={40}, run_at_startup=True),
         cron(inbox_jobs.sweep, name="cron:inbox.sweep", second={20, 50}, run_at_startup=True),
         cron(commerce_jobs.sweep, name=f"cron:{commerce_jobs.SWEEP}", second={35}, run_at_startup=True),
+        cron(commerce_imports.sweep_imports, name=f"cron:{commerce_imports.SWEEP_IMPORTS}", second={50},
+             run_at_startup=True),
     ]
     job_serializer = JOB_SERIALIZATION["job_serializer"]
     job_deserializer = JOB_SERIALIZATION["job_deserializer"]
