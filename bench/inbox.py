@@ -24,10 +24,16 @@ After VACUUM ANALYZE it measures:
    while a note is added to a waiting conversation they all see; the time from the call until each client
    has the event, p99 (target <= 1 s), beside raw Redis pub/sub from one publisher to 200 subscribers.
 
+4. The contact list under the inbox's data scope (`siyu.contacts.search.search` with
+   `siyu.inbox.scope.contact_scope`, the scope's own queries included) for a rep, a team manager and an admin:
+   the first and the fifth page and two searches, p95 (target <= 50 ms, as `make bench-identity`'s search),
+   beside the same list SQL sent bare. Before it, every contact gets its last interaction (the list's order)
+   and every WeCom customer the rep who added them (an `owner` row).
+
 Also, for information: the manager view's figures (`siyu.inbox.manager.figures`) for an admin and a manager.
 
 BENCH_SCALE (default 1) scales the conversations (not the tenants or reps): `BENCH_SCALE=0.02 make bench-inbox`
-runs in about a minute. BENCH_PARTS picks what to measure (default `list,routing,live,manager`); BENCH_KEEP=1
+runs in about a minute. BENCH_PARTS picks what to measure (default `list,routing,live,contacts,manager`); BENCH_KEEP=1
 leaves PostgreSQL running with its data afterwards (for EXPLAIN). BENCH_CUSTOM_PLANS=1 sets the database's
 `plan_cache_mode = force_custom_plan` first: asyncpg prepares every statement, and after five runs PostgreSQL
 may switch to a generic plan costed for an average tenant, which is the wrong plan for the big one.
@@ -643,6 +649,69 @@ async def bench_live(raw: Any, data: Dataset, tmp: Path, watched: list[int]) -> 
         stop_processes([web], timeout=15)
 
 
+async def bench_contacts(raw: Any, data: Dataset, scale: float) -> tuple[list[Row], list[str]]:
+    """The contact list as each viewer sees it (`siyu.contacts.search.search` under the inbox's data scope,
+    `siyu.inbox.scope.contact_scope` included), beside the same list SQL sent bare. First the people get what
+    the inbox's data lacks for this: their last interaction (the list's order) and, for every WeCom
+    customer, the rep who added them (`owner`, under the rep's WeCom UserID on their inbox profile)."""
+    from siyu.contacts import search
+    from siyu.contacts.scope import condition as scope_condition
+    from siyu.inbox.scope import contact_scope
+
+    t = data.big
+    await raw.execute(
+        "UPDATE contact c SET last_interaction_at = v.last_message_at FROM inbox_conversation v JOIN identity i "
+        "ON i.tenant = v.tenant AND i.id = v.identity WHERE c.tenant = $1 AND c.id = i.contact AND v.tenant = $1",
+        t.id)
+    owners = await raw.execute(
+        "INSERT INTO owner (tenant, contact, identity, staff_userid, state, remark, description, tags, added_at) "
+        f"SELECT i.tenant, i.contact, i.id, 'rep' || ({sql_array(t.reps, 'int')})[1 + (i.id % {len(t.reps)})::int], "
+        "'', '', '', '[]'::jsonb, i.first_seen_at FROM identity i WHERE i.tenant = $1 AND i.channel = 'wecom'", t.id)
+    for table in ("contact", "owner"):
+        await raw.execute(f"VACUUM (ANALYZE) {table}")
+    rep = t.reps[3 * (len(t.reps) // len(t.teams))]  # the list bench's rep (fourth team)
+    roles = {"rep": (rep, "agent"), "manager": (t.manager, "agent"), "admin": (t.admin, "tenant_admin")}
+    scopes = {who: await contact_scope(t.id, staff, role) for who, (staff, role) in roles.items()}
+    n = max(40, int(PAGE_CALLS * min(1.0, scale * 20)))
+    rows: list[Row] = []
+    notes = [f"contacts: {owners.split()[-1]} WeCom customers given an owner rep"]
+    await raw.execute("SET plan_cache_mode = force_custom_plan")  # as search() plans a search
+    for who, (staff, role) in roles.items():
+        scope = scopes[who]
+        args: list[Any] = [t.id]
+        condition = scope_condition(scope, "c", args) or "TRUE"
+        seen = await raw.fetchval(f"SELECT count(*) FROM contact c WHERE c.tenant = $1 AND c.merged_into IS NULL "
+                                  f"AND {condition}", *args)
+        notes.append(f"contacts: the {who} may see {seen:,} of the big tenant's contacts")
+        for label, q, pages in (("list", "", 1), ("list, fifth page", "", 5), ("search \"张\"", "张", 1),
+                                ("search, no match", "没有这个人", 1)):
+            cursor = None
+            for _ in range(pages - 1):
+                cursor = (await search.search(t.id, q, cursor=cursor, scope=scope)).next_cursor
+            before = search.decode_cursor(cursor) if cursor else None
+            sql, args = search.list_query(t.id, " ".join(q.split()), None, None, before, search.PAGE_SIZE, scope)
+            if os.environ.get("BENCH_EXPLAIN") == "1":
+                plan = await raw.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
+                say(f"  plan, contacts {who} · {label}:\n    " + "\n    ".join(r[0] for r in plan))
+
+            async def siyu_page(staff: int = staff, role: str = role, q: str = q, cursor: str | None = cursor) -> Any:
+                return await search.search(t.id, q, cursor=cursor, scope=await contact_scope(t.id, staff, role))
+
+            def make(siyu_page: Callable[[], Awaitable[Any]] = siyu_page, sql: str = sql, args: list[Any] = args
+                     ) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]:
+                return (siyu_page, lambda: raw.fetch(sql, *args))
+
+            found = await siyu_page()
+            await interleaved([make()] * 10)
+            say(f"  contact list, {who} · {label}: {n} pages each…")
+            service, bare = await interleaved([make()] * n)
+            more = "+" if found.next_cursor else ""
+            rows.append(Row(f"contact list p95: {who} · {label} ({len(found.contacts)}{more} rows)", "<= 50 ms",
+                            pct(service, 95), pct(bare, 95), "ms", pct(service, 95) <= 50))
+    await raw.execute("RESET plan_cache_mode")
+    return rows, notes
+
+
 async def bench_manager(data: Dataset) -> list[Row]:
     from siyu.inbox import manager as mgr
     from siyu.inbox.conversations import viewer_for
@@ -684,7 +753,7 @@ async def main_async(scale: float) -> int:
             conn = await asyncpg.connect(dsn)
             await conn.execute("ALTER DATABASE siyu SET plan_cache_mode = force_custom_plan")
             await conn.close()
-        parts = set((os.environ.get("BENCH_PARTS") or "list,routing,live,manager").split(","))
+        parts = set((os.environ.get("BENCH_PARTS") or "list,routing,live,contacts,manager").split(","))
         await db.start_pool(max_size=4)
         arq = await redis_mod.arq_pool()
         effects.install(arq)  # after-commit jobs (SLA checks, notices) and live updates go to Valkey
@@ -701,7 +770,8 @@ async def main_async(scale: float) -> int:
             notes: list[str] = [f"plan_cache_mode = {await raw.fetchval('SHOW plan_cache_mode')}"]
             for part, run in (("list", lambda: bench_list(raw, data, scale)),
                               ("routing", lambda: bench_routing(raw, data, scale, watched)),
-                              ("live", lambda: bench_live(raw, data, tmp, watched))):
+                              ("live", lambda: bench_live(raw, data, tmp, watched)),
+                              ("contacts", lambda: bench_contacts(raw, data, scale))):
                 if part in parts:
                     more, more_notes = await run()
                     rows += more

@@ -55,10 +55,13 @@ class Sender:
     fmt: str = "xml"  # xml | json (MP)
 
     def callback(self, fields: dict[str, Any], timestamp: int | None = None, nonce: str | None = None,
-                 app_id: str | None = None) -> Callback:
+                 app_id: str | None = None, raw: str | None = None) -> Callback:
+        """`raw`: this exact plaintext instead of the one built from `fields` (hostile shapes)."""
         ts = str(timestamp if timestamp is not None else int(time.time()))
         nonce = nonce or str(secrets.randbelow(10**9))
         plain = json.dumps(fields, ensure_ascii=False) if self.fmt == "json" else xml_of(fields)
+        if raw is not None:
+            plain = raw
         path = f"/wechat/{self.slug}/{self.channel}"
         if self.mode == "plain" and self.channel != "wecom":
             return Callback(path, {"signature": sign(self.token, ts, nonce), "timestamp": ts, "nonce": nonce},

@@ -22,7 +22,7 @@
   }
 
   // --- live: one EventSource, coalesced re-fetches ---------------------------------------------------
-  var pending = {};  // conversation id → {moved: bool}
+  var pending = {};  // conversation id → {moved: bool}; `alert`: the alert this burst raises
   var flushTimer = null;
   var countsTimer = null;
 
@@ -53,6 +53,9 @@
     flushTimer = null;
     var ids = pending;
     pending = {};
+    var alert = ids.alert;
+    delete ids.alert;
+    if (alert) raise(alert.kind, alert.id);
     Object.keys(ids).forEach(function (id) {
       refreshRow(id, ids[id].moved);
       if (openId() === id) {
@@ -63,8 +66,87 @@
     refreshCounts();
   }
 
+  // --- alerts: a sound and a desktop notification for new work, the unread count in the tab title ------
+  var baseTitle = document.title;
+  var audio = null;
+
+  function alertsEl() { return document.getElementById("alerts"); }
+  function alertOn(name) { var el = alertsEl(); return !!el && el.getAttribute("data-" + name) === "1"; }
+
+  // Browsers let a page make sound only after the person interacted with it: the audio context is
+  // created (or resumed) on their first click or key press.
+  function wakeAudio() {
+    var Ctx = window.AudioContext || window.webkitAudioContext;
+    if (!Ctx) return;
+    if (!audio) audio = new Ctx();
+    if (audio.state === "suspended") audio.resume();
+  }
+  document.addEventListener("pointerdown", wakeAudio, true);
+  document.addEventListener("keydown", wakeAudio, true);
+
+  function chime() {
+    if (!audio || audio.state !== "running") return;
+    var t = audio.currentTime;
+    [880, 1320].forEach(function (hz, i) {
+      var osc = audio.createOscillator();
+      var gain = audio.createGain();
+      osc.frequency.value = hz;
+      gain.gain.setValueAtTime(0.0001, t + i * 0.15);
+      gain.gain.exponentialRampToValueAtTime(0.2, t + i * 0.15 + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, t + i * 0.15 + 0.25);
+      osc.connect(gain);
+      gain.connect(audio.destination);
+      osc.start(t + i * 0.15);
+      osc.stop(t + i * 0.15 + 0.3);
+    });
+  }
+
+  function notify(kind, id) {
+    if (!("Notification" in window) || Notification.permission !== "granted") return;
+    var el = alertsEl();
+    var body = el ? el.getAttribute(kind === "assigned" ? "data-text-assigned" : "data-text-message") : "";
+    var n = new Notification(baseTitle, { body: body, tag: "siyu-conversation-" + id });
+    n.onclick = function () {
+      window.focus();
+      var link = document.querySelector("#conv-row-" + id + " .conv-link");
+      if (link) link.click(); else window.location.href = "/inbox/conversations/" + id;
+      n.close();
+    };
+  }
+
+  // One alert per burst of changes; none for the conversation the rep is looking at in a focused tab.
+  function raise(kind, id) {
+    var watching = openId() === id && !document.hidden && document.hasFocus();
+    root.setAttribute("data-last-alert", kind + ":" + id + (watching ? ":watching" : ""));
+    if (watching) return;
+    if (alertOn("sound")) chime();
+    if (alertOn("desktop")) notify(kind, id);
+  }
+
+  function showUnreadInTitle() {
+    var badge = document.querySelector("#inbox-boxes a[data-box='mine'] .unread-badge");
+    var n = badge ? badge.textContent.trim() : "";
+    document.title = n && n !== "0" ? "(" + n + ") " + baseTitle : baseTitle;
+  }
+
+  function showBlocked() {
+    var blocked = document.getElementById("alert-blocked");
+    if (blocked) blocked.hidden = !(alertOn("desktop") && "Notification" in window && Notification.permission === "denied");
+  }
+
+  // Switching desktop notifications on asks the browser's permission (it needs that click).
+  document.addEventListener("click", function (ev) {
+    var btn = ev.target.closest && ev.target.closest("#alert-desktop");
+    if (!btn || btn.value !== "1" || !("Notification" in window)) return;
+    if (Notification.permission === "default") Notification.requestPermission().then(showBlocked);
+  });
+
   function onConversation(data) {
     var id = String(data.id);
+    if (data.alert) {
+      var alerted = pending.alert || null;
+      if (!alerted || data.alert === "assigned") pending.alert = { kind: data.alert, id: id };
+    }
     var moved = data.kind === "message" || data.kind === "status";
     pending[id] = { moved: (pending[id] && pending[id].moved) || moved };
     if (!flushTimer) flushTimer = setTimeout(flush, 120);
@@ -166,62 +248,147 @@
     return { start: before.length - m[2].length - 1, end: ta.selectionStart, word: m[2] };
   }
 
+  function exactHit(word) {
+    var w = (word || "").toLowerCase();
+    return canned().filter(function (r) { return r.shortcut.toLowerCase() === w; })[0];
+  }
+
+  // A "/word" just before the caret that is exactly a shortcut becomes its text.
   function expand(ta) {
     var tok = slashToken(ta);
-    if (!tok || !tok.word) return false;
-    var word = tok.word.toLowerCase();
-    var hit = canned().filter(function (r) { return r.shortcut.toLowerCase() === word; })[0];
+    var hit = tok && tok.word && exactHit(tok.word);
     if (!hit) return false;
     insertAt(ta, tok.start, tok.end, hit.body);
-    suggest(ta);
+    closeSuggestions();
     return true;
   }
 
+  // The suggestion list: arrow keys move, Enter or Tab (or a click) picks, Escape closes.
+  var suggestion = { hits: [], active: 0 };
+
+  function suggestBox() { return document.getElementById("canned-suggest"); }
+
+  function closeSuggestions() {
+    suggestion.hits = [];
+    var box = suggestBox();
+    if (box) { box.textContent = ""; box.hidden = true; }
+    var ta = text();
+    if (ta) ta.removeAttribute("aria-activedescendant");
+  }
+
+  function suggestionsOpen() {
+    var box = suggestBox();
+    return !!(box && !box.hidden && suggestion.hits.length);
+  }
+
+  function pick(ta, r) {
+    var t = slashToken(ta) || { start: ta.selectionStart, end: ta.selectionStart };
+    insertAt(ta, t.start, t.end, r.body);
+    closeSuggestions();
+  }
+
+  function showActive() {
+    var box = suggestBox();
+    var ta = text();
+    if (!box) return;
+    Array.prototype.forEach.call(box.children, function (li, i) {
+      var on = i === suggestion.active;
+      li.classList.toggle("active", on);
+      li.setAttribute("aria-selected", on ? "true" : "false");
+      if (on && ta) ta.setAttribute("aria-activedescendant", li.id);
+    });
+  }
+
   function suggest(ta) {
-    var box = document.getElementById("canned-suggest");
+    var box = suggestBox();
     if (!box) return;
     var tok = slashToken(ta);
-    box.textContent = "";
-    if (!tok) { box.hidden = true; return; }
+    if (!tok) { closeSuggestions(); return; }
     var word = tok.word.toLowerCase();
     var hits = canned().filter(function (r) { return r.shortcut.toLowerCase().indexOf(word) === 0; }).slice(0, 6);
-    hits.forEach(function (r) {
+    box.textContent = "";
+    suggestion.hits = hits;
+    suggestion.active = 0;
+    hits.forEach(function (r, i) {
       var li = document.createElement("li");
-      var b = document.createElement("button");
-      b.type = "button";
-      b.className = "link";
-      b.textContent = "/" + r.shortcut + (r.title ? " · " + r.title : "");
-      b.addEventListener("click", function () {
-        var t = slashToken(ta) || { start: ta.selectionStart, end: ta.selectionStart };
-        insertAt(ta, t.start, t.end, r.body);
-        box.hidden = true;
-      });
-      li.appendChild(b);
+      li.id = "canned-option-" + i;
+      li.setAttribute("role", "option");
+      li.className = "canned-option";
+      var name = document.createElement("strong");
+      name.textContent = "/" + r.shortcut;
+      var rest = document.createElement("span");
+      rest.className = "muted";
+      rest.textContent = " " + (r.title || r.body).slice(0, 60);
+      li.appendChild(name);
+      li.appendChild(rest);
+      li.addEventListener("mousedown", function (ev) { ev.preventDefault(); pick(ta, r); });
       box.appendChild(li);
     });
     box.hidden = hits.length === 0;
+    showActive();
+  }
+
+  function send() {
+    var btn = document.getElementById("composer-send");
+    if (btn && !btn.disabled) composer().requestSubmit(btn);
   }
 
   document.addEventListener("keydown", function (ev) {
     var ta = ev.target;
-    if (ta && ta.id === "composer-text") {
-      if ((ev.key === " " || ev.key === "Tab" || ev.key === "Enter") && !ev.ctrlKey && !ev.metaKey && expand(ta)) {
+    if (!ta || ta.id !== "composer-text") return;
+    if (suggestionsOpen()) {
+      var n = suggestion.hits.length;
+      if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+        suggestion.active = (suggestion.active + (ev.key === "ArrowDown" ? 1 : n - 1)) % n;
+        showActive();
         ev.preventDefault();
         return;
       }
-      if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
+      if (ev.key === "Enter" || ev.key === "Tab") {  // Ctrl+Enter too: a pick first, never "/shortcut" sent
+        pick(ta, suggestion.hits[suggestion.active]);
         ev.preventDefault();
-        var btn = document.getElementById("composer-send");
-        if (btn && !btn.disabled) composer().requestSubmit(btn);
         return;
       }
-      if (ev.key === "Escape") ta.blur();
+      if (ev.key === "Escape") {
+        closeSuggestions();
+        ev.preventDefault();
+        return;
+      }
     }
+    if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
+      ev.preventDefault();
+      if (!expand(ta)) send();  // an exact shortcut becomes its text first; the next Ctrl+Enter sends it
+      return;
+    }
+    if ((ev.key === " " || ev.key === "Tab" || ev.key === "Enter") && !ev.shiftKey && expand(ta)) {
+      ev.preventDefault();
+      return;
+    }
+    if (ev.key === "Escape") ta.blur();
   }, true);
 
   document.addEventListener("input", function (ev) {
-    if (ev.target && ev.target.id === "composer-text") suggest(ev.target);
+    if (ev.target && ev.target.id === "composer-text") { suggest(ev.target); countNotice(); }
   });
+  document.addEventListener("focusout", function (ev) {
+    if (ev.target && ev.target.id === "composer-text") closeSuggestions();
+  });
+
+  // The service notice takes the reply box's text, up to the template's limit: counted as the rep types
+  // (spaces run together, as the server counts), and the button waits until it fits.
+  function countNotice() {
+    var btn = document.getElementById("notice-send");
+    var count = document.getElementById("notice-count");
+    var ta = text();
+    if (!btn || !count || !ta) return;
+    var max = parseInt(btn.getAttribute("data-max"), 10) || 0;
+    var n = ta.value.trim().split(/\s+/).join(" ").length;
+    count.textContent = n + " / " + max;
+    var over = n > max;
+    count.classList.toggle("over", over);
+    btn.disabled = n === 0 || over;
+    btn.title = over ? count.getAttribute("data-over") : (n === 0 ? count.getAttribute("data-empty") : "");
+  }
 
   document.addEventListener("change", function (ev) {
     var t = ev.target;
@@ -239,8 +406,8 @@
   document.body.addEventListener("inbox:sent", function () {
     var ta = text();
     if (ta) ta.value = "";
-    var box = document.getElementById("canned-suggest");
-    if (box) box.hidden = true;
+    closeSuggestions();
+    countNotice();
   });
 
   function scrollThread() {
@@ -251,6 +418,9 @@
   document.addEventListener("htmx:afterSettle", function (ev) {
     var path = pathOf(ev.detail);
     syncSendButton();
+    countNotice();
+    showUnreadInTitle();
+    showBlocked();
     markCurrent();
     if (path.indexOf("/inbox/conversations/") === 0 && !/\/(row|messages)(\?|$)/.test(path)) scrollThread();
   });
@@ -295,5 +465,8 @@
   });
 
   syncSendButton();
+  countNotice();
+  showUnreadInTitle();
+  showBlocked();
   scrollThread();
 })();

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
+from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -19,6 +20,8 @@ from litestar.plugins.htmx import HTMXPlugin
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import siyu
 from siyu.commerce import purchases as commerce_purchases
@@ -31,6 +34,7 @@ from siyu.commerce.views import (
     PurchasesController,
 )
 from siyu.contacts.api import ContactsApi
+from siyu.contacts.scope import Scope as ContactScope
 from siyu.contacts.views import ContactsController
 from siyu.core import db, effects, i18n
 from siyu.core import redis as redis_mod
@@ -42,6 +46,7 @@ from siyu.core.settings import FRONTEND_DIR, get_settings
 from siyu.inbox.api import InboxApi
 from siyu.inbox.live import Relay as InboxRelay
 from siyu.inbox.manager_views import InboxManagerController
+from siyu.inbox.scope import contact_scope
 from siyu.inbox.settings_views import InboxSettingsController
 from siyu.inbox.views import InboxController
 from siyu.segments.api import SegmentsApi
@@ -53,7 +58,7 @@ from siyu.tenants.views import (
     PlatformController,
     SettingsController,
 )
-from siyu.web.auth import LOCALE_COOKIE, AccessWatch, AuthMiddleware, NotAuthenticated
+from siyu.web.auth import LOCALE_COOKIE, AccessWatch, AuthMiddleware, NotAuthenticated, require_tenant_id
 from siyu.web.headers import add_security_headers
 from siyu.web.inputs import InputGuard
 from siyu.web.render import current_user, render, template_config
@@ -154,9 +159,29 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return _error_response(request, status, message)
 
 
+def _redis_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Redis is down or hangs (its client gives up within SIYU_REDIS_TIMEOUT): a clear 503, not a 500, and
+    nothing else is held. WeChat's callbacks do not need Redis and keep being stored."""
+    log.warning("Redis did not answer on %s %s: %r", request.method, request.url.path, exc)
+    resp = _error_response(request, 503, i18n.gettext(REDIS_UNAVAILABLE))
+    resp.headers["Retry-After"] = "30"
+    return resp
+
+
+REDIS_UNAVAILABLE = N_("Siyu cannot reach Redis (sign-in, queues, live updates) right now. Try again in a minute.")
+
+
 def _server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _error_response(request, HTTP_500_INTERNAL_SERVER_ERROR, i18n.gettext("Something went wrong on our side."))
+
+
+async def _contact_scope(request: Request[Any, Any, Any]) -> ContactScope:
+    """Who the signed-in person may see on the pages that show people (contacts, segment members): the
+    inbox's rule, injected here so that the contacts and segments never name the inbox's tables."""
+    user = current_user(request)
+    assert user is not None  # the pages that ask for it are guarded by tenant_staff
+    return await contact_scope(require_tenant_id(user), user.id, user.role)
 
 
 def _choose_locale(request: Request[Any, Any, Any]) -> None:
@@ -207,6 +232,7 @@ def create_app() -> Litestar:
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],
         lifespan=[lifespan],
+        dependencies={"contact_scope": Provide(_contact_scope)},
         # The session first (errors answer in the person's language), then the input check, which runs before
         # the CSRF check reads the form.
         middleware=[DefineMiddleware(AuthMiddleware, exclude=["^/static/", "^/healthz$", "^/readyz$", "^/wechat"]),
@@ -222,6 +248,8 @@ def create_app() -> Litestar:
             PermissionDeniedException: _in_locale(_http_error),
             SiyuError: _in_locale(_siyu_error),
             HTTPException: _in_locale(_http_error),
+            RedisConnectionError: _in_locale(_redis_unavailable),
+            RedisTimeoutError: _in_locale(_redis_unavailable),
             Exception: _in_locale(_server_error),
         },
         # The OpenAPI document only: the interactive viewers run inline scripts from CDNs, which the pages'

@@ -100,7 +100,7 @@ def _link(slug: str, kind: str, data: dict[str, Any]) -> None:
 
     click.echo(f"linked {kind} {view.app_id} to {slug}")
     click.echo(f"callback URL: {svc.callback_url(get_settings().public_base_url, slug, kind)}")
-    click.echo(f"token:        {view.callback_token}")
+    click.echo(f"token:        {data['token']}")  # the operator's own input, echoed for the console
 
 
 @tenant.command("link-oa")
@@ -394,18 +394,17 @@ def web(host: str | None, port: int | None, workers: int | None) -> None:
 @main.command()
 @click.option("--burst", is_flag=True, help="Run queued jobs, then exit")
 def worker(burst: bool) -> None:
-    """Run the arq worker."""
-    from arq.worker import run_worker
-
-    from siyu.core.embedded import database_url
+    """Run the arq worker (it rides out Redis outages: see siyu.worker.run)."""
+    from siyu import worker as worker_root
+    from siyu.core.embedded import database_url, redis_url
     from siyu.core.settings import get_settings
-    from siyu.worker import WorkerSettings, redis_settings
 
     database_url()
+    redis_url()
     nice = get_settings().worker_nice
     if nice:
         os.nice(nice)  # jobs yield the CPU to the web process (answers to WeChat and to reps come first)
-    run_worker(WorkerSettings, redis_settings=redis_settings(), burst=burst)  # type: ignore[arg-type]
+    asyncio.run(worker_root.run(burst))
 
 
 @main.command()

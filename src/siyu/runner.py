@@ -1,7 +1,8 @@
-"""`make run`: start everything a developer needs and stop all of it on Ctrl-C.
+"""`make run`: start everything a developer needs, keep it running, and stop all of it on Ctrl-C.
 
 Embedded PostgreSQL and Valkey keep their data under SIYU_DATA_DIR unless DATABASE_URL / REDIS_URL are
-set; the WeChat simulator plays WeChat's API; web (granian) and worker (arq) run as child processes.
+set; the WeChat simulator plays WeChat's API; web (granian) and worker (arq) run as child processes. A
+child that dies is started again (see `siyu.core.processes.Supervisor`), and says so.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from siyu.commerce.demo import catalog_item
-from siyu.core.processes import stop_processes, wait_http
+from siyu.core.processes import Supervisor, stop_processes, wait_http
 from siyu.core.settings import get_settings
 from siyu.tenants.demo import DEMO_ACCOUNTS, DEMO_SLUG
 
@@ -248,31 +250,44 @@ def _lock_data_dir(data_dir: Any) -> Any:
 
 def main() -> None:
     s = get_settings()
-    s.data_dir.mkdir(parents=True, exist_ok=True)
+    s.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _lock = _lock_data_dir(s.data_dir)  # noqa: F841 (kept open: the lock lasts as long as this process)
-    children: list[subprocess.Popen[Any]] = []
-    valkey_proc = None
+    sup = Supervisor(say)
     env = dict(os.environ)
 
     def stop(*_: Any) -> None:
         say("stopping…")
-        stop_processes([*([valkey_proc] if valkey_proc else []), *children])
+        sup.stop()
         say("stopped")
 
-    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C (or SIGTERM) stops everything, also when this process was started with SIGINT ignored (as a
+    # background job of a script): the children, in the same process group, stop on it too, and must not be
+    # taken for crashed ones.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         if not env.get("DATABASE_URL"):
-            say(f"starting embedded PostgreSQL (data in {s.data_dir / 'postgres'})…")
-            from siyu.core.embedded import start_postgres
+            pgdata = s.data_dir / "postgres"
+            say(f"starting embedded PostgreSQL (data in {pgdata})…")
+            from siyu.core.embedded import postgres_running, restart_postgres, start_postgres
 
-            env["DATABASE_URL"] = start_postgres(s.data_dir / "postgres", cleanup_mode="stop")
+            env["DATABASE_URL"] = start_postgres(pgdata, cleanup_mode="stop")
+            # The library runs the server (not a child of ours): watched through its pid file, restarted
+            # through the library. Web and worker reconnect on their own.
+            sup.add("PostgreSQL", lambda: restart_postgres(pgdata), alive=lambda: postgres_running(pgdata))
         else:
             say("using DATABASE_URL")
         if not env.get("REDIS_URL"):
-            say(f"starting embedded Redis-compatible server (Valkey, data in {s.data_dir / 'valkey'})…")
-            from siyu.core.embedded import start_redis
+            valkey_dir = s.data_dir / "valkey"
+            say(f"starting embedded Redis-compatible server (Valkey, data in {valkey_dir})…")
+            from siyu.core.embedded import port_is_open, start_redis
 
-            env["REDIS_URL"], valkey_proc = start_redis(s.data_dir / "valkey")
+            env["REDIS_URL"], valkey_proc = start_redis(valkey_dir)
+            valkey_port = urlsplit(env["REDIS_URL"]).port
+            # Started again on its port, so every child's REDIS_URL stays right; its append-only file keeps
+            # the queue.
+            sup.add("Valkey", lambda: start_redis(valkey_dir, port=valkey_port)[1], proc=valkey_proc,
+                    alive=None if valkey_proc else lambda: port_is_open(valkey_port or 0))
         else:
             say("using REDIS_URL")
         os.environ.update({"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"]})
@@ -295,18 +310,34 @@ def main() -> None:
         py = sys.executable
         if use_simulator:
             say(f"starting the WeChat simulator on {sim_base}…")
-            children.append(subprocess.Popen([py, "-m", "siyu", "simulator", "--port", str(sim_port),
-                                              "--state-dir", str(s.data_dir / "simulator")], env=env))
-            if not wait_http(f"{sim_base}/_sim/health", 20, children):
-                raise SystemExit("the WeChat simulator did not start")
-            register_demo_apps(sim_base, s.port, seeded["api_key"], keep_state=not seeded["created"])
-            asyncio.run(link_demo_pay(sim_base, s.port, s.data_dir))
+            # A new demo brand starts a new WeChat; otherwise (a second `make run`, or the simulator started
+            # again after it died) it keeps the customers it reads back from its state directory.
+            keep_state = [not seeded["created"]]
+
+            def simulator() -> subprocess.Popen[Any]:
+                proc = subprocess.Popen([py, "-m", "siyu", "simulator", "--port", str(sim_port),
+                                         "--state-dir", str(s.data_dir / "simulator")], env=env)
+                try:
+                    if not wait_http(f"{sim_base}/_sim/health", 20, [proc]):
+                        raise RuntimeError("the WeChat simulator did not start")
+                    register_demo_apps(sim_base, s.port, seeded["api_key"], keep_state=keep_state[0])
+                    asyncio.run(link_demo_pay(sim_base, s.port, s.data_dir))
+                except BaseException:
+                    stop_processes([proc])
+                    raise
+                keep_state[0] = True
+                return proc
+
+            try:
+                sup.add("the WeChat simulator", simulator)
+            except RuntimeError as exc:
+                raise SystemExit(str(exc)) from None
         say("starting the worker…")
-        children.append(subprocess.Popen([py, "-m", "siyu", "worker"], env=env))
+        sup.add("the worker", lambda: subprocess.Popen([py, "-m", "siyu", "worker"], env=env))
         say("starting the web server (granian)…")
-        children.append(subprocess.Popen([py, "-m", "siyu", "web"], env=env))
+        sup.add("the web server", lambda: subprocess.Popen([py, "-m", "siyu", "web"], env=env))
         base = f"http://{s.host}:{s.port}"
-        if not wait_http(f"{base}/healthz", 30, children):
+        if not wait_http(f"{base}/healthz", 30, sup.procs()):
             raise SystemExit("the web server did not start; see the messages above")
 
         if use_simulator and seeded["created"]:
@@ -334,10 +365,10 @@ def main() -> None:
         if s.public_base_url != f"http://{s.host}:{s.port}":
             print(f"WeChat reaches it at {s.public_base_url}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
+        # A child that ends is started again (with a growing pause while it keeps failing): one failing
+        # part never stops the others. Only Ctrl-C (or SIGTERM) stops everything.
         while True:
-            for p in children:
-                if p.poll() is not None:
-                    raise SystemExit(f"a child process exited with code {p.returncode}; stopping")
+            sup.check()
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -25,7 +25,7 @@ async def test_preview_follows_the_filters_and_the_segment_is_saved(page: Any, w
     await crowd(acme.id, 3, "vip-oa", channels={"oa": False}, tags=[vip], purchased=5)
     await crowd(acme.id, 2, "vip-mp", channels={"mp": False}, tags=[vip], purchased=200)
     await crowd(acme.id, 4, "other", channels={"oa": False, "wecom": False})
-    await sign_in(page, acme.agent_email)
+    await sign_in(page, acme.admin_email)  # the brand's admin: a rep would see only their own people listed
 
     await page.get_by_role("link", name="Segments", exact=True).click()
     await page.get_by_role("link", name="New segment").first.click()

@@ -103,9 +103,10 @@ def test_domain_services_never_import_the_web_layer() -> None:
     assert violations(("siyu.web",), DOMAIN_EDGES) == []
 
 
-# What contacts may use of wechat: the stored events (`events`) and the profile read behind enrichment
-# (`profiles`: user/info, externalcontact/get), each one narrow module of plain dicts and typed errors.
-CONTACTS_READ_FROM_WECHAT = ("siyu.wechat.events", "siyu.wechat.profiles")
+# What contacts may use of wechat: the stored events (`events`), the profile read behind enrichment
+# (`profiles`: user/info, externalcontact/get), each one narrow module of plain dicts and typed errors; the words
+# for WeChat's errors (`errors`, pure data) and the stored media of a person's messages (`media`).
+CONTACTS_READ_FROM_WECHAT = ("siyu.wechat.events", "siyu.wechat.profiles", "siyu.wechat.errors", "siyu.wechat.media")
 
 
 def test_the_gateway_knows_nothing_of_contacts_and_the_timeline() -> None:
@@ -124,7 +125,8 @@ def test_the_gateway_knows_nothing_of_contacts_and_the_timeline() -> None:
     # The narrow modules stay narrow: events reads (and, for erasures, rewrites) the gateway's tables and
     # nothing else of Siyu; profiles uses the outbound client and its runtime (and core's errors), nothing
     # of the gateway.
-    assert all(within(n, ("siyu.wechat.tables", "siyu.core.db")) or n == "siyu.core"
+    # (and, erasing a person, their stored media through `siyu.wechat.media`)
+    assert all(within(n, ("siyu.wechat.tables", "siyu.core.db", "siyu.wechat.media")) or n in ("siyu.core", "siyu.wechat")
                for n in MODULES["siyu.wechat.events"] if within(n, ("siyu",)))
     assert all(within(n, ("siyu.wechat.client", "siyu.wechat.outbound", "siyu.core.errors"))
                for n in MODULES["siyu.wechat.profiles"] if within(n, ("siyu",)) and n != "siyu.core")
@@ -170,9 +172,11 @@ def test_segments_sit_above_contacts_and_nothing_below_reads_them() -> None:
 
 
 # What the inbox may use of the WeChat package: stored events, reply windows, subscription consents, the
-# send-once ledger (with its runtime) and the auto-reply rules' answer. Never the gateway, the client or wechatpy.
+# send-once ledger (with its runtime), the auto-reply rules' answer and the hold on a suspended tenant's sends.
+# Never the gateway, the client or wechatpy.
 INBOX_USES_OF_WECHAT = ("siyu.wechat.events", "siyu.wechat.windows", "siyu.wechat.consents", "siyu.wechat.outbound",
-                        "siyu.wechat.services")
+                        "siyu.wechat.services", "siyu.wechat.holds", "siyu.wechat.errors", "siyu.wechat.media",
+                        "siyu.wechat.owner_tasks")
 
 
 def test_the_inbox_sits_above_contacts_and_talks_to_wechat_through_narrow_doors() -> None:

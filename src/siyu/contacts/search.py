@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from siyu.contacts.scope import EVERYONE, Scope, condition
+from siyu.contacts.scope import ids as scope_ids
 from siyu.core import db
 from siyu.core.errors import InvalidInput
 from siyu.core.i18n import N_
@@ -37,7 +39,7 @@ def _like(text: str) -> str:
 
 
 def list_query(tenant_id: int, q: str, channel: str | None, tag_id: int | None,
-               before: tuple[datetime, int] | None, limit: int) -> tuple[str, list[Any]]:
+               before: tuple[datetime, int] | None, limit: int, scope: Scope = EVERYONE) -> tuple[str, list[Any]]:
     """The SQL of one list page (`limit` + 1 rows, to know whether there is more) and its arguments.
 
     Each way a contact can match is a branch its own index answers (migrations/contacts, "search grams"):
@@ -45,9 +47,15 @@ def list_query(tenant_id: int, q: str, channel: str | None, tag_id: int | None,
     the contact's unionid by prefix; an identity's openid, external_userid or unionid by prefix. Each
     branch takes its own first rows in list order and the page is the first rows of all three, so the
     planner can walk the list-order index and stop for a frequent term, and read only the matches of a
-    rare one (an OR across the two tables would leave it nothing but a scan of every contact)."""
+    rare one (an OR across the two tables would leave it nothing but a scan of every contact).
+
+    `scope` (who is looking) keeps the rows to the contacts it selects, in every branch; a search reads its
+    ids once (a CTE the branches share). For everyone it adds nothing."""
     args: list[Any] = [tenant_id]
     common = ["c.tenant = $1 AND c.merged_into IS NULL"]
+    seen = scope_ids(scope, args) if q else condition(scope, "c", args)
+    if seen is not None:
+        common.append(seen if not q else "c.id IN (SELECT id FROM seen)")
     if channel is not None:
         args.append(channel)
         common.append(f"EXISTS (SELECT 1 FROM identity i WHERE i.tenant = c.tenant AND i.contact = c.id "
@@ -82,14 +90,16 @@ def list_query(tenant_id: int, q: str, channel: str | None, tag_id: int | None,
     ]
     # MATERIALIZED: the branches run once, whatever the planner expects of the join that follows.
     union = " UNION ".join(f"(SELECT c.id FROM contact c WHERE {where} AND {b} {order})" for b in branches)
-    return (f"WITH hits AS MATERIALIZED ({union}) SELECT {_COLUMNS} FROM hits h "
+    shared = f"seen (id) AS MATERIALIZED ({seen}), " if seen is not None else ""
+    return (f"WITH {shared}hits AS MATERIALIZED ({union}) SELECT {_COLUMNS} FROM hits h "
             f"JOIN contact c ON c.tenant = $1 AND c.id = h.id {order}", args)
 
 
 async def search(tenant_id: int, q: str = "", channel: str | None = None, tag_id: int | None = None,
-                 cursor: str | None = None, limit: int = PAGE_SIZE) -> ContactPage:
+                 cursor: str | None = None, limit: int = PAGE_SIZE, scope: Scope = EVERYONE) -> ContactPage:
     """Live contacts matching `q` (name, remark or phone containing it; an openid, unionid or
-    external_userid starting with it), linked on `channel`, carrying `tag_id`; newest interaction first."""
+    external_userid starting with it), linked on `channel`, carrying `tag_id`, that `scope` may see;
+    newest interaction first."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput.one("limit", N_("Use a number from 1 to {max}."), max=MAX_PAGE)
     if channel is not None and channel not in CHANNELS:
@@ -98,7 +108,7 @@ async def search(tenant_id: int, q: str = "", channel: str | None = None, tag_id
     if len(q) > QUERY_MAX:
         raise InvalidInput.one("q", N_("Use 1 to {max} characters."), max=QUERY_MAX)
     before = decode_cursor(cursor) if cursor else None
-    sql, args = list_query(tenant_id, q, channel, tag_id, before, limit)
+    sql, args = list_query(tenant_id, q, channel, tag_id, before, limit, scope)
     if q:
         # The best plan depends on the text: a frequent one walks the list order, a rare one reads its
         # candidates from the grams index, a prefix becomes a range only once its value is known. So the
@@ -132,20 +142,26 @@ async def search(tenant_id: int, q: str = "", channel: str | None = None, tag_id
     return ContactPage(contacts, encode_cursor(last["sort_at"], int(last["id"])) if more else None)
 
 
-async def find_live(tenant_id: int, key: str) -> int:
-    """The live contact an agent named for a merge: its id, or an exact openid, external_userid or unionid."""
+async def find_live(tenant_id: int, key: str, scope: Scope = EVERYONE) -> int:
+    """The live contact an agent named for a merge: its id, or an exact openid, external_userid or unionid.
+    One outside `scope` is not found, like one that does not exist."""
     key = (key or "").strip()
     row = None
     if key.isdigit() and len(key) < 10:
-        row = await db.fetchrow("SELECT id FROM contact WHERE tenant = $1 AND id = $2 AND merged_into IS NULL",
-                                tenant_id, int(key))
+        args: list[Any] = [tenant_id, int(key)]
+        seen = condition(scope, "c", args)
+        row = await db.fetchrow("SELECT c.id FROM contact c WHERE c.tenant = $1 AND c.id = $2 "
+                                f"AND c.merged_into IS NULL{f' AND {seen}' if seen else ''}", *args)
     elif key:
+        args = [tenant_id, key]
+        seen = condition(scope, "c", args)
         # One indexed lookup per kind of id (an OR across the two tables would read every contact).
         row = await db.fetchrow(
             "SELECT c.id FROM contact c WHERE c.tenant = $1 AND c.merged_into IS NULL AND c.id IN ("
             "SELECT id FROM contact WHERE tenant = $1 AND unionid = $2 UNION ALL "
             "SELECT contact FROM identity WHERE tenant = $1 AND external_id = $2 UNION ALL "
-            "SELECT contact FROM identity WHERE tenant = $1 AND unionid = $2) ORDER BY c.id LIMIT 1", tenant_id, key)
+            f"SELECT contact FROM identity WHERE tenant = $1 AND unionid = $2){f' AND {seen}' if seen else ''} "
+            "ORDER BY c.id LIMIT 1", *args)
     if row is None:
         raise InvalidInput.one("other", N_("No contact matches this id, openid, unionid or external_userid."))
     return int(row["id"])

@@ -1,5 +1,10 @@
 """Contact pages for the brand's staff (agents and admins): the searchable list, and one contact with its
-identities, owners, tags, merges and unified timeline; the tag, merge, undo and note actions."""
+identities, owners, tags, merges and unified timeline; the tag, merge, undo and note actions.
+
+Every handler takes `contact_scope` (who the signed-in person may see, injected by the composition root from
+the inbox's rule, see `siyu.contacts.scope`): the list and the merge candidates show only people in it, and
+every route naming a contact or a merge outside it answers exactly like a missing one, before anything else
+is judged. A contact in scope is shown whole, timeline included."""
 
 from __future__ import annotations
 
@@ -8,20 +13,25 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from siyu.commerce.stats import summary as purchase_summary
 from siyu.contacts import privacy
+from siyu.contacts import scope as scoping
 from siyu.contacts import search as finder
 from siyu.contacts import services as svc
+from siyu.contacts.scope import Scope
 from siyu.core import i18n
 from siyu.core.errors import Forbidden, InvalidInput, NotFound
 from siyu.core.i18n import N_
 from siyu.timeline import services as timeline
 from siyu.web.auth import tenant_staff
+from siyu.web.media import media_response
 from siyu.web.render import current_user, errors_for, render, tenant_scope, toast_header
+from siyu.wechat import errors, media
 
 TIMELINE_PAGE = 30
 KIND_LABELS = {
@@ -66,6 +76,34 @@ def _go(request: Request[Any, Any, Any], url: str, message: str | None = None) -
     return Redirect(url, status_code=HTTP_303_SEE_OTHER)
 
 
+MEDIA_MESSAGES = ("image", "voice", "video", "shortvideo", "file")
+
+
+def _media_ref(event: timeline.Event) -> tuple[str, Any] | None:
+    """How a message event names its picture, voice or video: WeChat's media id (what the customer sent) or
+    the media row (a rep's picture)."""
+    if event.kind not in ("message_in", "message_out") or event.payload.get("msg_type") not in MEDIA_MESSAGES:
+        return None
+    if isinstance(event.payload.get("media"), int):
+        return ("row", int(event.payload["media"]))
+    media_id = str(event.payload.get("MediaId") or event.payload.get("media_id") or "")
+    return ("wechat", (event.channel, media_id)) if media_id else None
+
+
+async def _event_media(tid: int, events: list[timeline.Event]) -> dict[int, Any]:
+    """The media of a page of events, in two queries: event id → MediaView (None: not kept)."""
+    refs = {e.id: ref for e in events if (ref := _media_ref(e)) is not None}
+    by_wechat = await media.by_media_ids(tid, [r for kind, r in refs.values() if kind == "wechat"])
+    by_row = await media.views(tid, [], [r for kind, r in refs.values() if kind == "row"])
+    return {eid: (by_wechat.get(r) if kind == "wechat" else by_row.get(("row", r))) for eid, (kind, r) in refs.items()}
+
+
+def _wechat_error(errcode: Any, reason: str = "") -> errors.Words:
+    """An errcode WeChat answered about this person, in words (the one table of WeChat's errors)."""
+    code = errcode if isinstance(errcode, int) and not isinstance(errcode, bool) else None
+    return errors.describe(code, str(reason or ""))
+
+
 class ContactsController(Controller):
     path = "/contacts"
     guards = [tenant_staff]
@@ -74,13 +112,13 @@ class ContactsController(Controller):
     # --- the list ---------------------------------------------------------------------------------------
 
     @get("/")
-    async def index(self, request: Request[Any, Any, Any]) -> Template:
+    async def index(self, request: Request[Any, Any, Any], contact_scope: NamedDependency[Scope]) -> Template:
         tid, _ = tenant_scope(request)
         filters = {"q": request.query_params.get("q") or "", "channel": request.query_params.get("channel") or "",
                    "tag": request.query_params.get("tag") or ""}
         cursor = request.query_params.get("cursor") or None
         page = await finder.search(tid, filters["q"], filters["channel"] or None, _int_param(request, "tag"),
-                                   cursor)
+                                   cursor, scope=contact_scope)
         shown = {k: v for k, v in filters.items() if v}
         more_url = f"/contacts?{urlencode({**shown, 'cursor': page.next_cursor})}" if page.next_cursor else None
         # A "load more" asks for the next rows only; a search or filter change replaces the results.
@@ -89,21 +127,23 @@ class ContactsController(Controller):
         }, block="rows" if cursor else "results")
 
     @get("/pick")
-    async def pick(self, request: Request[Any, Any, Any]) -> Template:
+    async def pick(self, request: Request[Any, Any, Any], contact_scope: NamedDependency[Scope]) -> Template:
         """Candidates for a manual merge, as buttons of the merge form."""
         tid, _ = tenant_scope(request)
         q = request.query_params.get("q") or ""
         exclude = _int_param(request, "exclude")
-        found = await finder.search(tid, q, limit=8) if q.strip() else finder.ContactPage([], None)
+        found = (await finder.search(tid, q, limit=8, scope=contact_scope) if q.strip()
+                 else finder.ContactPage([], None))
         return render(request, "contacts/_pick.html",
                       {"candidates": [c for c in found.contacts if c["id"] != exclude], "q": q})
 
     # --- one contact ------------------------------------------------------------------------------------
 
-    async def _contact(self, request: Request[Any, Any, Any], contact_id: int, block: str | None = None,
-                       status_code: int = 200, headers: dict[str, str] | None = None,
+    async def _contact(self, request: Request[Any, Any, Any], contact_id: int, contact_scope: Scope,
+                       block: str | None = None, status_code: int = 200, headers: dict[str, str] | None = None,
                        **extra: Any) -> Template | Response[Any]:
         tid, _ = tenant_scope(request)
+        await scoping.require(tid, contact_scope, contact_id)
         contact = await svc.get_contact(tid, contact_id)
         if contact["merged_into"] is not None:
             return Redirect(f"/contacts/{contact['merged_into']}")
@@ -122,65 +162,92 @@ class ContactsController(Controller):
             "all_tags": await svc.list_tags(tid),
             "merges": await svc.list_merges(tid, contact_id),
             "events": page.events, "more_url": more_url,
+            "event_media": await _event_media(tid, page.events),
             "chosen_channels": channels, "chosen_kinds": kinds,
             "event_channels": timeline.CHANNELS, "event_kinds": timeline.KINDS,
             "kind_labels": {k: i18n.gettext(v) for k, v in KIND_LABELS.items()},
             "scene_labels": {k: i18n.gettext(v) for k, v in SUBSCRIBE_SCENES.items()},
             "purchases": await purchase_summary(tid, contact_id) if block is None or not _is_htmx(request) else None,
+            "wechat_error": _wechat_error, "stored_error": errors.describe_stored,
             **extra,
         }, block=block, status_code=status_code, headers=headers)
 
     @get("/{contact_id:int}")
-    async def detail(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
+    async def detail(self, request: Request[Any, Any, Any], contact_id: FromPath[int],
+                     contact_scope: NamedDependency[Scope]) -> Template | Response[Any]:
         # htmx asks for the timeline: the next events (infinite scroll) or a new filter.
         block = "events" if request.query_params.get("cursor") else "timeline"
-        return await self._contact(request, contact_id, block=block)
+        return await self._contact(request, contact_id, contact_scope, block=block)
+
+    @get("/{contact_id:int}/events/{event_id:int}/media")
+    async def event_media(self, request: Request[Any, Any, Any], contact_id: FromPath[int],
+                          event_id: FromPath[int]) -> Response[Any]:
+        """The picture, voice (`?play=1`: as MP3) or video of a timeline message, to those who may see the
+        contact (another tenant's, or a contact out of reach, is a 404 like a missing one)."""
+        tid, _ = tenant_scope(request)
+        await svc.get_contact(tid, contact_id)
+        event = await timeline.get_event(tid, contact_id, event_id)
+        view = (await _event_media(tid, [event])).get(event.id)
+        if view is None:
+            raise NotFound()
+        served = await media.open_media(tid, view.id, playable=request.query_params.get("play") == "1")
+        return media_response(served.data, served.content_type, served.filename, served.inline)
 
     @post("/{contact_id:int}/tags")
-    async def tag(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
+    async def tag(self, request: Request[Any, Any, Any], contact_id: FromPath[int],
+                  contact_scope: NamedDependency[Scope]) -> Template | Response[Any]:
         tid, actor = tenant_scope(request)
         form = await request.form()
         name = str(form.get("name") or "")
-        await svc.get_contact(tid, contact_id)  # a foreign id is a 404 before the name is judged
+        # A foreign id (another tenant's, or outside the person's scope) is a 404 before the name is judged.
+        await scoping.require(tid, contact_scope, contact_id)
+        await svc.get_contact(tid, contact_id)
         try:
             await svc.do_tag(tid, contact_id, name, actor)
         except InvalidInput as exc:
-            return await self._contact(request, contact_id, block="tags", status_code=400,
+            return await self._contact(request, contact_id, contact_scope, block="tags", status_code=400,
                                        form={"name": name}, errors=errors_for(exc))
-        return await self._contact(request, contact_id, block="tags",
+        return await self._contact(request, contact_id, contact_scope, block="tags",
                                    headers=toast_header(i18n.gettext(N_("Tag added."))))
 
     @post("/{contact_id:int}/tags/{tag_id:int}/delete")
-    async def untag(self, request: Request[Any, Any, Any], contact_id: FromPath[int],
-                    tag_id: FromPath[int]) -> Template | Response[Any]:
+    async def untag(self, request: Request[Any, Any, Any], contact_id: FromPath[int], tag_id: FromPath[int],
+                    contact_scope: NamedDependency[Scope]) -> Template | Response[Any]:
         tid, actor = tenant_scope(request)
+        await scoping.require(tid, contact_scope, contact_id)
         if not await svc.do_untag(tid, contact_id, tag_id, actor):
             raise NotFound()
-        return await self._contact(request, contact_id, block="tags",
+        return await self._contact(request, contact_id, contact_scope, block="tags",
                                    headers=toast_header(i18n.gettext(N_("Tag removed."))))
 
     @post("/{contact_id:int}/merge")
-    async def merge(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
-        """Merge another contact into this one (an agent found the same person twice)."""
+    async def merge(self, request: Request[Any, Any, Any], contact_id: FromPath[int],
+                    contact_scope: NamedDependency[Scope]) -> Template | Response[Any]:
+        """Merge another contact into this one (an agent found the same person twice). Both must be in the
+        person's scope: merging someone in would show them their whole history."""
         tid, actor = tenant_scope(request)
         form = await request.form()
         other = str(form.get("other") or "")
+        await scoping.require(tid, contact_scope, contact_id)
         await svc.get_contact(tid, contact_id)
         try:
-            other_id = await finder.find_live(tid, other)
+            other_id = await finder.find_live(tid, other, contact_scope)
             await svc.do_merge(tid, contact_id, other_id, "manual", actor)
         except InvalidInput as exc:
             errors = errors_for(exc)
             if "merged_id" in errors:
                 errors["other"] = errors.pop("merged_id")
-            return await self._contact(request, contact_id, block="merge", status_code=400,
+            return await self._contact(request, contact_id, contact_scope, block="merge", status_code=400,
                                        form={"other": other}, errors=errors)
         return _go(request, f"/contacts/{contact_id}", i18n.gettext(N_("Contacts merged.")))
 
     @post("/merges/{merge_id:int}/undo")
-    async def undo(self, request: Request[Any, Any, Any], merge_id: FromPath[int]) -> Response[Any]:
-        """Undo a merge; an undone one answers 409 (the error handler shows its message)."""
+    async def undo(self, request: Request[Any, Any, Any], merge_id: FromPath[int],
+                   contact_scope: NamedDependency[Scope]) -> Response[Any]:
+        """Undo a merge; an undone one answers 409 (the error handler shows its message). A merge is seen
+        through its survivor: outside the person's scope it answers like a missing one."""
         tid, actor = tenant_scope(request)
+        await scoping.require_merge(tid, contact_scope, merge_id)
         form = await request.form()
         await svc.do_unmerge(tid, merge_id, actor)
         back = str(form.get("back") or "")
@@ -188,43 +255,50 @@ class ContactsController(Controller):
         return _go(request, url, i18n.gettext(N_("Merge undone.")))
 
     @post("/{contact_id:int}/notes")
-    async def note(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
+    async def note(self, request: Request[Any, Any, Any], contact_id: FromPath[int],
+                   contact_scope: NamedDependency[Scope]) -> Template | Response[Any]:
         tid, actor = tenant_scope(request)
         form = await request.form()
         text = str(form.get("text") or "")
+        await scoping.require(tid, contact_scope, contact_id)
         await svc.get_contact(tid, contact_id)
         try:
             await svc.do_add_note(tid, contact_id, text, actor)
         except InvalidInput as exc:
-            return await self._contact(request, contact_id, block="timeline", status_code=400,
+            return await self._contact(request, contact_id, contact_scope, block="timeline", status_code=400,
                                        form={"text": text}, errors=errors_for(exc))
         if not _is_htmx(request):
             return Redirect(f"/contacts/{contact_id}", status_code=HTTP_303_SEE_OTHER)
-        return await self._contact(request, contact_id, block="timeline",
+        return await self._contact(request, contact_id, contact_scope, block="timeline",
                                    headers=toast_header(i18n.gettext(N_("Note added."))))
 
     # --- data-subject requests --------------------------------------------------------------------------
 
     @get("/{contact_id:int}/export")
-    async def export(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Response[Any]:
-        """Everything Siyu holds about this person, as a JSON download (audited). Tenant admins only."""
+    async def export(self, request: Request[Any, Any, Any], contact_id: FromPath[int],
+                     contact_scope: NamedDependency[Scope]) -> Response[Any]:
+        """Everything Siyu holds about this person, as a JSON download (audited). Tenant admins only (a rep
+        gets 403 for a contact they may see, 404 like a missing one for any other)."""
         tid, actor = tenant_scope(request)
+        await scoping.require(tid, contact_scope, contact_id)
         _admin_only(request)
         doc = await privacy.export_contact(tid, contact_id, actor)
         return Response(json.dumps(doc, ensure_ascii=False, indent=2), media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="contact-{doc["contact"]["id"]}.json"'})
 
     @post("/{contact_id:int}/erase")
-    async def erase(self, request: Request[Any, Any, Any], contact_id: FromPath[int]) -> Template | Response[Any]:
+    async def erase(self, request: Request[Any, Any, Any], contact_id: FromPath[int],
+                    contact_scope: NamedDependency[Scope]) -> Template | Response[Any]:
         """Erase this person's personal information (a data-subject request), with the request's reference."""
         tid, actor = tenant_scope(request)
+        await scoping.require(tid, contact_scope, contact_id)
         _admin_only(request)
         form = await request.form()
         reason = str(form.get("reason") or "")
         try:
             await privacy.do_erase_contact(tid, contact_id, reason, actor)
         except InvalidInput as exc:
-            return await self._contact(request, contact_id, block="privacy", status_code=400,
+            return await self._contact(request, contact_id, contact_scope, block="privacy", status_code=400,
                                        privacy_form={"reason": reason}, privacy_errors=errors_for(exc))
         return _go(request, f"/contacts/{contact_id}", i18n.gettext(N_("Personal information erased.")))
 

@@ -3,7 +3,7 @@
 - httpx/httpcore would log full request URLs at INFO, and WeChat's token endpoints carry secrets in
   the query string (`gettoken?corpsecret=…`): their loggers are held at WARNING;
 - a filter on every root handler masks `secret=`, `corpsecret=`, `access_token=`, `password=`-style
-  values in whatever is logged anyway.
+  values, and the password in a server URL (`redis://:…@host`), in whatever is logged anyway.
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ _SECRET_PARAM = re.compile(
 )
 
 
+# A server URL with its password (the embedded Valkey's REDIS_URL has one): keep the rest of the URL.
+_URL_PASSWORD = re.compile(r"(?i)\b((?:redis|rediss|postgres|postgresql)://[^:/@\s]*:)([^@\s]+)(@)")
+
+
 def redact(text: str) -> str:
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}***{m.group(3)}", text)
     return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
 
 

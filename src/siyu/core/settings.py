@@ -31,6 +31,19 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from exc
+    if not 0 < value < 3600:
+        raise ConfigurationError(f"{name} must be between 0 and 3600 seconds, got {raw!r}")
+    return value
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = _env(name).lower()
     if not raw:
@@ -60,6 +73,11 @@ class Settings:
     # callbacks within 5 s and reps' clicks at once (0 = same priority; 19 = lowest).
     worker_nice: int = 5
     session_max_age: int = 8 * 3600
+    # Seconds to connect to Redis and to wait for each answer: a Redis that hangs makes a page answer with an
+    # error (and /readyz with 503) instead of holding every request.
+    redis_timeout: float = 2.0
+    # Seconds a job may run. A worker that dies mid-job leaves its claim for this + 10 s; then another runs it.
+    job_timeout: int = 60
     login_max_failures_account: int = 5
     login_max_failures_ip: int = 30
     login_window_seconds: int = 15 * 60
@@ -76,6 +94,8 @@ class Settings:
     # answer in time is recorded as "may not have been delivered", never sent again by itself.
     wechat_timeout_ms: int = 10_000
     wechat_connect_timeout_ms: int = 5_000
+    # Where customers' pictures, voice and videos and reps' uploads are kept (the local media store).
+    media_dir: Path = Path(".siyu/media")
 
     @property
     def is_development(self) -> bool:
@@ -112,7 +132,7 @@ def _dev_secret_key(data_dir: Path) -> str:
     path = data_dir / "secret_key"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_urlsafe(48)
     # Created with 0600 so other local users cannot read it.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -167,6 +187,8 @@ def load_settings() -> Settings:
         web_workers=_env_int("SIYU_WEB_WORKERS", 1),
         worker_nice=max(0, min(19, _env_int("SIYU_WORKER_NICE", 5))),
         session_max_age=_env_int("SIYU_SESSION_MAX_AGE", 8 * 3600),
+        redis_timeout=_env_float("SIYU_REDIS_TIMEOUT", 2.0),
+        job_timeout=max(1, _env_int("SIYU_JOB_TIMEOUT", 60)),
         login_max_failures_account=_env_int("SIYU_LOGIN_MAX_FAILURES_ACCOUNT", 5),
         login_max_failures_ip=_env_int("SIYU_LOGIN_MAX_FAILURES_IP", 30),
         login_window_seconds=_env_int("SIYU_LOGIN_WINDOW_SECONDS", 15 * 60),
@@ -179,6 +201,7 @@ def load_settings() -> Settings:
         wechat_rate_per_minute=_rates(_env("SIYU_WECHAT_RATE_PER_MINUTE")),
         wechat_timeout_ms=max(100, _env_int("SIYU_WECHAT_TIMEOUT_MS", 10_000)),
         wechat_connect_timeout_ms=max(100, _env_int("SIYU_WECHAT_CONNECT_TIMEOUT_MS", 5_000)),
+        media_dir=Path(_env("SIYU_MEDIA_DIR") or str(data_dir / "media")).expanduser().resolve(),
     )
 
 

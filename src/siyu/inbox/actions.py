@@ -21,46 +21,26 @@ from siyu.inbox import routing
 from siyu.inbox.config import get_settings
 from siyu.inbox.conversations import Viewer
 from siyu.tenants.services import Actor, record_audit
-from siyu.wechat import consents, windows
+from siyu.wechat import consents, errors, media, windows
 
 REPLY_MAX = 2000  # WeChat takes 2048 bytes of text per customer-service message; Chinese is 3 bytes a character
 PRESENCES = ("online", "away", "offline")
 
-# Why a send did not go, in words (Delivery.reason / errcodes).
-SEND_FAILURES = {
-    45015: N_("The reply window is closed: the customer has not written in the last 48 hours."),
-    45047: N_("The reply quota is used: WeChat allows 5 replies per customer message."),
-    43004: N_("The customer no longer follows the Official Account."),
-    43101: N_("The customer has not agreed to receive this message."),
-    45009: N_("WeChat's daily limit for this account is reached; try again later."),
-    45011: N_("WeChat asks to slow down; try again in a minute."),
-    -1: N_("WeChat was busy; try again."),
-}
-GENERIC_FAILURE = N_("WeChat did not accept the message (error {code}).")
 NOT_THEIR_CONTACT = "not_their_contact"  # stored as a failed WeCom task's error
 OUTCOME_UNKNOWN = "outcome_unknown"
-# Why a send did not go (or may not have), by the reason the send-once ledger gives.
-REASON_WORDS = {
-    NOT_THEIR_CONTACT: N_("WeCom says this customer is not (or no longer) a contact of that rep."),
-    "no_template": N_("The notice template was removed from the inbox settings before the message went out."),
-    "41054": N_("WeCom's monthly limit of messages to this customer is reached."),
-    OUTCOME_UNKNOWN: N_("WeChat did not answer in time, so the customer may or may not have received it. Siyu "
-                        "does not send it again by itself."),
-    "unreachable": N_("WeChat could not be reached; nothing was delivered."),
-    "token_unavailable": N_("Siyu could not get an access token from WeChat; nothing was delivered."),
-    "gave_up": N_("WeChat did not take it in time; nothing was delivered."),
-    "not_linked": N_("The WeChat account is no longer linked to Siyu; nothing was delivered."),
-}
 
 
-def failure_text(error: str) -> tuple[str, dict[str, Any]]:
-    """A message's stored error (a reason or WeChat's errcode) → the msgid that says why, with its parameters."""
-    if error in REASON_WORDS:
-        return REASON_WORDS[error], {}
-    code = int(error) if error.lstrip("-").isdigit() else None
-    if code in SEND_FAILURES:
-        return SEND_FAILURES[code], {}
-    return GENERIC_FAILURE, {"code": error or "?"}
+def failure(error: str) -> errors.Words:
+    """A message's stored error (WeChat's errcode or one of Siyu's reasons) in the reader's language: what
+    happened, what to do, and whether trying again can help (`siyu.wechat.errors`, the one table)."""
+    return errors.describe_stored(error)
+
+
+def retry_helps(message: dict[str, Any]) -> bool:
+    """A failed message that trying again can deliver (WeChat busy, a limit, the network): the thread offers
+    "Try again". Not one WeChat refused for good (the window, the customer's choice)."""
+    return message["status"] == "failed" and message["direction"] == "out" and errors.of_stored(
+        message["error"] or "").retry
 
 
 async def drain_soon(tenant_id: int, why: str) -> None:
@@ -79,13 +59,15 @@ def _require_holder(conv: dict[str, Any], viewer: Viewer) -> None:
 
 
 async def _outgoing(tenant_id: int, conversation_id: int, viewer: Viewer, msg_type: str, body: str,
-                    author_label: str | None = None, at: datetime | None = None, via_owner: int | None = None) -> int:
+                    author_label: str | None = None, at: datetime | None = None, via_owner: int | None = None,
+                    media_ref: int | None = None) -> int:
     """A message to the customer in the thread, `sending` until its job settles it; returns its id."""
     row = await db.fetchrow(
         "INSERT INTO inbox_message (tenant, conversation, direction, author, author_label, msg_type, body, "
-        "status, source_key, created_at, via_owner) VALUES ($1, $2, 'out', $3, $4, $5::varchar, $6, 'sending', "
-        "$5::varchar || ':' || gen_random_uuid()::text, COALESCE($7, now()), $8) RETURNING id",
-        tenant_id, conversation_id, viewer.staff_id, author_label or viewer.name, msg_type, body, at, via_owner)
+        "status, source_key, created_at, via_owner, media_ref) VALUES ($1, $2, 'out', $3, $4, $5::varchar, $6, "
+        "'sending', $5::varchar || ':' || gen_random_uuid()::text, COALESCE($7, now()), $8, $9) RETURNING id",
+        tenant_id, conversation_id, viewer.staff_id, author_label or viewer.name, msg_type, body, at, via_owner,
+        media_ref)
     return int(row["id"])
 
 
@@ -139,9 +121,10 @@ async def do_reply(tenant_id: int, viewer: Viewer, conversation_id: int, text: s
         return await _queue_reply(tenant_id, viewer, conv, body)
 
 
-async def _queue_reply(tenant_id: int, viewer: Viewer, conv: dict[str, Any], body: str) -> int:
-    """A reply in the locked conversation (taking it when it waits or was closed): the message, the
-    conversation's times, and the send job after commit."""
+async def _queue_reply(tenant_id: int, viewer: Viewer, conv: dict[str, Any], body: str, msg_type: str = "text",
+                       media_ref: int | None = None) -> int:
+    """A reply (a text, or a picture: `media_ref`) in the locked conversation (taking it when it waits or was
+    closed): the message, the conversation's times, and the send job after commit."""
     conversation_id = conv["id"]
     if conv["status"] in ("bot", "queued", "resolved"):
         # Writing to a waiting or closed conversation takes it (one owner at a time).
@@ -152,17 +135,20 @@ async def _queue_reply(tenant_id: int, viewer: Viewer, conv: dict[str, Any], bod
                                       actor_label=viewer.name)
     else:
         _require_holder(conv, viewer)
+    if conv["status"] == "snoozed":
+        # Replying ends the snooze; the rep keeps it, so its assignment and first-response time stay.
+        await routing.hold_seats(tenant_id, conv["assignee"])
+        conv = await convs.transition(conv, "assigned", assignee=conv["assignee"], actor_label=viewer.name)
     state = await window_for(tenant_id, conv)
     if not state.can_send:
-        raise Conflict(SEND_FAILURES.get(state.refusal or 45015, GENERIC_FAILURE), field="text")
+        raise Conflict(errors.explain(state.refusal or 45015).summary, field="text")
     now = clock.now()
-    message_id = await _outgoing(tenant_id, conversation_id, viewer, "text", body, at=now)
+    message_id = await _outgoing(tenant_id, conversation_id, viewer, msg_type, body, at=now, media_ref=media_ref)
     updated = await db.fetchrow(
         "UPDATE inbox_conversation SET last_message_at = $3, preview = $4, unread = 0, "
-        "first_response_at = CASE WHEN status = 'assigned' THEN COALESCE(first_response_at, $3) END, "
-        "status = CASE WHEN status = 'snoozed' THEN 'assigned' ELSE status END, "
-        "snoozed_until = NULL, updated_at = now() WHERE tenant = $1 AND id = $2 RETURNING *",
-        tenant_id, conversation_id, now, body[:convs.PREVIEW_MAX])
+        "first_response_at = CASE WHEN status = 'assigned' THEN COALESCE(first_response_at, $3) "
+        "ELSE first_response_at END, updated_at = now() WHERE tenant = $1 AND id = $2 RETURNING *",
+        tenant_id, conversation_id, now, (body or f"[{msg_type}]")[:convs.PREVIEW_MAX])
     await db.execute("UPDATE inbox_assignment SET first_response_at = COALESCE(first_response_at, $3) "
                      "WHERE tenant = $1 AND conversation = $2 AND ended_at IS NULL", tenant_id, conversation_id, now)
     await effects.enqueue("inbox.send_message", tenant_id, message_id, job_id=f"inbox.send:{message_id}")
@@ -170,32 +156,56 @@ async def _queue_reply(tenant_id: int, viewer: Viewer, conv: dict[str, Any], bod
     return message_id
 
 
+async def do_send_image(tenant_id: int, viewer: Viewer, conversation_id: int, data: bytes, filename: str = "") -> int:
+    """Send the customer a picture (JPG or PNG, within the channel's limit; a 400 naming `image` otherwise), as a
+    reply: refused before anything is kept when WeChat would refuse it (the window), then kept in the media
+    store, recorded with its message in one transaction, and sent by `inbox.send_message` (upload to WeChat,
+    then the image message). Returns the message id."""
+    conv = await convs.get_conversation(tenant_id, viewer, conversation_id)  # out of scope: 404 first
+    state = await window_for(tenant_id, conv)
+    if not state.can_send:
+        raise Conflict(errors.explain(state.refusal or 45015).summary, field="image")
+    blob = await media.put_upload(tenant_id, conv["channel"], data)
+    async with db.transaction():
+        locked = await _mine_to_act_on(tenant_id, viewer, conversation_id)
+        media_ref = await media.record_upload(tenant_id, conv["channel"], conv["external_id"], blob, filename)
+        return await _queue_reply(tenant_id, viewer, locked, "", msg_type="image", media_ref=media_ref)
+
+
 async def do_send_again(tenant_id: int, viewer: Viewer, conversation_id: int, message_id: int) -> int:
-    """Send a message whose outcome is unknown once more, because the rep chose to (Siyu never does by
-    itself): a new message, so a new ledger key, with the same words and the same way (reply, service
-    notice, WeCom task), under today's rules (the window, a consent, the owner). Audited; the old message
-    points at the new one, so it is sent again once however often the button is pressed. Returns the new
-    message's id."""
+    """Send a message once more, because the rep chose to (Siyu never does by itself): one whose outcome is
+    unknown ("Send again": WeChat may have it), or one that failed for a reason trying again can help with
+    ("Try again": WeChat was busy, a limit, the network). A new message, so a new ledger key, with the same
+    content and the same way (reply, picture, service notice, WeCom task), under today's rules (the window, a
+    consent, the owner). Audited; the old message points at the new one, so it goes again once however often
+    the button is pressed. Returns the new message's id."""
     async with db.transaction():
         conv = await _mine_to_act_on(tenant_id, viewer, conversation_id)
         old = await db.fetchrow(
-            "SELECT id, msg_type, body, status, resent_as, via_owner FROM inbox_message "
+            "SELECT id, direction, msg_type, body, status, error, resent_as, via_owner, media_ref FROM inbox_message "
             "WHERE tenant = $1 AND conversation = $2 AND id = $3 AND direction = 'out' FOR UPDATE",
             tenant_id, conversation_id, message_id)
         if old is None:
             raise NotFound()
-        if old["status"] != "unknown":
+        if old["status"] == "failed" and not retry_helps(dict(old)):
+            raise Conflict(N_("Trying again cannot help with this message: WeChat refused it for a reason that "
+                              "stays. The reply box shows the other ways to reach the customer."))
+        if old["status"] not in ("unknown", "failed"):
             raise Conflict(N_("Only a message that may not have been delivered can be sent again."))
         if old["resent_as"] is not None:
             raise Conflict(N_("This message was sent again already."))
         if old["msg_type"] == "text":
             new_id = await _queue_reply(tenant_id, viewer, conv, old["body"])
+        elif old["msg_type"] == "image":
+            new_id = await _queue_reply(tenant_id, viewer, conv, old["body"], msg_type="image",
+                                        media_ref=old["media_ref"])
         else:
             _require_holder(conv, viewer)
             new_id = await _queue_same_way(tenant_id, viewer, conv, dict(old))
         await db.execute("UPDATE inbox_message SET resent_as = $3 WHERE tenant = $1 AND id = $2",
                          tenant_id, message_id, new_id)
-        await record_audit(Actor(viewer.staff_id, viewer.name), tenant_id, "conversation.send_again", "conversation",
+        action = "conversation.send_again" if old["status"] == "unknown" else "conversation.try_again"
+        await record_audit(Actor(viewer.staff_id, viewer.name), tenant_id, action, "conversation",
                            conversation_id, {"message": message_id, "new": new_id, "type": old["msg_type"]})
     return new_id
 
@@ -402,6 +412,30 @@ async def do_set_presence(tenant_id: int, staff_id: int, presence: str, actor: A
                                                                   "presence": presence})
         if presence == "online":
             await drain_soon(tenant_id, f"s{staff_id}")
+
+
+ALERTS = ("sound", "desktop")
+
+
+async def alerts_of(tenant_id: int, staff_id: int) -> dict[str, bool]:
+    """How the inbox tells this rep about new work: {"sound": …, "desktop": …} (both on until switched)."""
+    row = await db.fetchrow("SELECT alert_sound, alert_desktop FROM inbox_agent WHERE tenant = $1 AND staff = $2",
+                            tenant_id, staff_id)
+    return {"sound": bool(row["alert_sound"]) if row else True, "desktop": bool(row["alert_desktop"]) if row else True}
+
+
+async def do_set_alert(tenant_id: int, staff_id: int, alert: str, on: bool) -> dict[str, bool]:
+    """Switch one of a rep's own alerts on or off (kept per rep, so every browser they sign in to follows)."""
+    if alert not in ALERTS:
+        raise InvalidInput.one("alert", N_("Choose one of: {choices}."), choices=", ".join(ALERTS))
+    async with db.transaction():
+        if await db.fetchrow("SELECT 1 FROM staff WHERE tenant = $1 AND id = $2", tenant_id, staff_id) is None:
+            raise NotFound()
+        await db.execute(
+            f"INSERT INTO inbox_agent (tenant, staff, presence, presence_at, wecom_userid, alert_{alert}) "
+            f"VALUES ($1, $2, 'offline', now(), '', $3) ON CONFLICT (tenant, staff) DO UPDATE SET alert_{alert} = $3",
+            tenant_id, staff_id, on)
+    return await alerts_of(tenant_id, staff_id)
 
 
 async def presence_of(tenant_id: int, staff_id: int) -> str:

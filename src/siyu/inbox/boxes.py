@@ -1,7 +1,8 @@
 """What the inbox pages read: the conversation list of a box (keyset pages, a fixed number of queries per
 page: one for the rows, one for the counts), one row of it for live updates, and a thread's messages.
 
-Boxes: `mine` (assigned to or snoozed by the viewer), `unassigned` (waiting in the queue of the viewer's
+Boxes: `mine` (assigned to or snoozed by the viewer; with the status filter, also those they held last that
+are resolved or back with the bot), `unassigned` (waiting in the queue of the viewer's
 teams, or of every team for an admin), `all` (everything in the viewer's scope; managers and admins only).
 Every query also carries the viewer's scope (`Viewer.where`), so a box can never show more than the scope.
 """
@@ -93,7 +94,7 @@ def _conditions(tenant_id: int, viewer: Viewer, f: ListFilter, status: bool = Tr
     where = ["c.tenant = $1", args.scope(viewer)]
     if f.box == "mine":
         me = args.add(viewer.staff_id)
-        where.append(f"(c.assignee = {me} OR (c.status = 'resolved' AND c.last_assignee = {me}))")
+        where.append(f"(c.assignee = {me} OR (c.status IN ('resolved', 'bot') AND c.last_assignee = {me}))")
     elif f.box == "unassigned":
         where.append(_waiting_for(viewer, args))
     statuses = STATUS_FILTERS[f.status]
@@ -149,13 +150,13 @@ async def conversations(tenant_id: int, viewer: Viewer, f: ListFilter, cursor: s
     for status in statuses:
         if status not in STATUSES:  # literals from the fixed list only
             continue
-        if f.box == "mine" and status not in ("assigned", "snoozed", "resolved"):
+        if f.box == "mine" and status not in ("assigned", "snoozed", "resolved", "bot"):
             continue
         if f.box == "unassigned" and status != "queued":
             continue
         where = ["c.tenant = $1", f"c.status = '{status}'", *common]
         if f.box == "mine":
-            where.append(f"c.{'last_assignee' if status == 'resolved' else 'assignee'} = {me}")
+            where.append(f"c.{'last_assignee' if status in ('resolved', 'bot') else 'assignee'} = {me}")
         else:
             clause, extra = viewer.where_in_status("c", status, len(args.values) + 1)
             args.values += extra
@@ -225,14 +226,28 @@ async def counts(tenant_id: int, viewer: Viewer) -> dict[str, dict[str, int | st
 async def messages(tenant_id: int, conversation_id: int, before: int | None = None,
                    limit: int = THREAD_PAGE) -> tuple[list[dict[str, Any]], int | None]:
     """The newest `limit` messages of a thread (before message id `before`), oldest first, and the id to
-    continue from when there are earlier ones. The caller has checked the conversation is in scope."""
+    continue from when there are earlier ones. The caller has checked the conversation is in scope.
+
+    In the order things happened (`created_at`: a customer's message at WeChat's time for it, then id),
+    not the order they were written down: callbacks that arrive together are processed by jobs that may
+    finish in any order."""
     rows = await db.fetch(
-        "SELECT id, direction, author, author_label, msg_type, body, status, error, resent_as, created_at, sent_at "
-        "FROM inbox_message WHERE tenant = $1 AND conversation = $2 AND ($3::bigint IS NULL OR id < $3) "
-        "ORDER BY id DESC LIMIT $4", tenant_id, conversation_id, before, limit + 1)
+        "SELECT id, direction, author, author_label, msg_type, body, status, error, resent_as, created_at, sent_at, "
+        "media_ref, delivery, source_key "
+        "FROM inbox_message WHERE tenant = $1 AND conversation = $2 AND ($3::bigint IS NULL OR (created_at, id) < "
+        "  (SELECT b.created_at, b.id FROM inbox_message b WHERE b.tenant = $1 AND b.conversation = $2 AND b.id = $3)) "
+        "ORDER BY created_at DESC, id DESC LIMIT $4", tenant_id, conversation_id, before, limit + 1)
     found = [dict(r) for r in rows]
     earlier = found[limit - 1]["id"] if len(found) > limit else None
     return list(reversed(found[:limit])), earlier
+
+
+async def message_in(tenant_id: int, conversation_id: int, message_id: int) -> dict[str, Any] | None:
+    """One message of a thread (the caller has checked the conversation is in scope)."""
+    row = await db.fetchrow(
+        "SELECT id, direction, msg_type, media_ref, source_key FROM inbox_message WHERE tenant = $1 "
+        "AND conversation = $2 AND id = $3", tenant_id, conversation_id, message_id)
+    return dict(row) if row else None
 
 
 async def reps(tenant_id: int, any_role: bool = False) -> list[dict[str, Any]]:

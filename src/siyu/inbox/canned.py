@@ -55,6 +55,19 @@ def composer_choices(replies: list[dict[str, Any]]) -> list[dict[str, str]]:
     return sorted(seen.values(), key=lambda r: r["shortcut"].lower())
 
 
+async def expand_shortcut(tenant_id: int, staff_id: int, text: str) -> str:
+    """A message that is exactly a known `/shortcut` (the composer's Ctrl+Enter came before the pick, or
+    the page ran without JavaScript) is that reply's text, never the literal "/shortcut"; anything else
+    stays as written."""
+    word = (text or "").strip()
+    if not word.startswith("/") or not SHORTCUT_RE.match(word[1:]):
+        return text
+    row = await db.fetchrow(
+        "SELECT body FROM inbox_canned_reply WHERE tenant = $1 AND (owner IS NULL OR owner = $2) "
+        "AND lower(shortcut) = lower($3) ORDER BY owner IS NULL LIMIT 1", tenant_id, staff_id, word[1:])
+    return str(row["body"]) if row else text
+
+
 async def get_canned(tenant_id: int, viewer: Viewer, canned_id: int) -> dict[str, Any]:
     """One reply the viewer may use (someone else's personal reply answers like a missing one)."""
     row = await db.fetchrow(

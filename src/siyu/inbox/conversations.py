@@ -40,8 +40,8 @@ def live_channel(tenant_id: int) -> str:
 
 @dataclass(frozen=True)
 class Viewer:
-    """A signed-in person as the inbox scopes them: a rep sees their own conversations and the waiting ones
-    of their teams; a manager also every conversation of the teams they manage; a tenant admin all."""
+    """A signed-in person as the inbox scopes them: a rep sees their own conversations (those they hold, and
+    those they held last that are resolved or back with the bot) and the waiting ones of their teams; a manager also every conversation of the teams they manage; a tenant admin all."""
 
     staff_id: int
     name: str
@@ -59,7 +59,8 @@ class Viewer:
         if self.is_admin:
             return "TRUE", []
         p = first_param
-        own = f"({alias}.assignee = ${p} OR ({alias}.status = 'resolved' AND {alias}.last_assignee = ${p}))"
+        own = (f"({alias}.assignee = ${p} OR ({alias}.status IN ('resolved', 'bot') "
+               f"AND {alias}.last_assignee = ${p}))")
         waiting = (f"({alias}.status = 'queued' AND (cardinality({alias}.teams) = 0 "
                    f"OR {alias}.teams && ${p + 1}::int[]))")
         clause = f"({own} OR {waiting}"
@@ -80,7 +81,7 @@ class Viewer:
         if status in ("assigned", "snoozed"):
             parts.append(f"{alias}.assignee = ${p}")
             args.append(self.staff_id)
-        elif status == "resolved":
+        elif status in ("resolved", "bot"):
             parts.append(f"{alias}.last_assignee = ${p}")
             args.append(self.staff_id)
         elif status == "queued":
@@ -96,7 +97,7 @@ class Viewer:
         """The same rule as `where`, for one row already read (live updates)."""
         if self.is_admin or conv.get("assignee") == self.staff_id:
             return True
-        if conv.get("status") == "resolved" and conv.get("last_assignee") == self.staff_id:
+        if conv.get("status") in ("resolved", "bot") and conv.get("last_assignee") == self.staff_id:
             return True
         teams = set(conv.get("teams") or ())
         if conv.get("status") == "queued" and (not teams or teams & set(self.team_ids)):
@@ -211,8 +212,10 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
             "AND ended_at IS NULL", tenant_id, conv_id, now, end_reason or to)
     values: dict[str, Any] = {"status": to, "updated_at": now}
     if to == "bot":
+        # From `resolved`, the time it was resolved stays: a follow-up the bot cannot answer then goes
+        # straight to a person (`handoff.is_follow_up`).
         values.update(assignee=None, queued_at=None, assigned_at=None, first_response_at=None, snoozed_until=None,
-                      resolved_at=None, unanswered=0, handoff_reason="")
+                      unanswered=0, handoff_reason="")
     elif to == "queued":
         values.update(assignee=None, assigned_at=None, first_response_at=None, snoozed_until=None, resolved_at=None,
                       queued_at=conv["queued_at"] if keep_queue_time and conv["queued_at"] else now)
@@ -298,7 +301,7 @@ async def transition(conv: dict[str, Any], to: str, *, reason: str = "", actor_l
                               until=snoozed_until.isoformat() if snoozed_until else "")
         elif to == "bot" and frm == "resolved":
             await system_line(tenant_id, conv_id, "reopened", now, f"sys:{conv_id}:reopened:{stamp}",
-                              by=actor_label)
+                              by=actor_label, **({"reason": reason} if reason else {}))
     if kind is not None:
         await timeline.append(tenant_id, None, kind, "siyu", now, payload, f"inbox:{conv_id}:{kind}:{stamp}",
                               identity_id=conv["identity"])

@@ -14,7 +14,9 @@ next (their place in the queue, or the rep's name) when the reply window has roo
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from siyu.core import clock, db, effects
@@ -24,11 +26,11 @@ from siyu.inbox import routing
 from siyu.inbox.config import InboxSettings, asks_for_a_human, get_settings
 from siyu.tenants.services import Actor, record_audit
 from siyu.wechat.events import load_normalized
-from siyu.wechat.services import keyword_rule
+from siyu.wechat.services import keyword_rule, passive_rule
 
 log = logging.getLogger("siyu.inbox.handoff")
 
-REASONS = ("keyword", "menu", "unanswered", "vip", "api", "manual")
+REASONS = ("keyword", "menu", "unanswered", "vip", "api", "manual", "follow_up")
 
 
 async def conversation_for(tenant_id: int, identity_id: int, channel: str, open_kfid: str = "") -> dict[str, Any]:
@@ -76,6 +78,53 @@ async def handoff_locked(conv: dict[str, Any], reason: str, actor_label: str = "
     return final
 
 
+def is_follow_up(conv: dict[str, Any]) -> bool:
+    """The customer writes after a person resolved their conversation: it is resolved, or back with the bot
+    because an auto-reply answered their first follow-up (it keeps the time it was resolved)."""
+    return conv["status"] == "resolved" or (conv["status"] == "bot" and conv["resolved_at"] is not None
+                                            and conv["last_assignee"] is not None)
+
+
+async def _back_to_a_person(conv: dict[str, Any], contact_id: int, reason: str) -> dict[str, Any]:
+    """A follow-up reaches a person: the rep who resolved it when they can take it now (online, below
+    capacity), otherwise the queue and routing (the contact's own rep, then whoever served them recently,
+    then the least busy)."""
+    back = await routing.return_to(conv, contact_id, conv["last_assignee"])
+    if back is not None:
+        return back
+    return await handoff_locked(conv, reason, actor_label="customer")
+
+
+async def _passive_line(conv: dict[str, Any], event: dict[str, Any], rule: dict[str, Any] | None) -> None:
+    """The Official Account's passive reply to this callback (the gateway answered it inside WeChat's
+    5 seconds), as a sent line of the bot's in the thread, at the time of the callback; once per callback."""
+    if rule is None:
+        return
+    reply = str(rule["reply"])
+    added = await db.fetchrow(
+        "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, status, "
+        "source_key, created_at, sent_at) VALUES ($1, $2, 'out', 'bot', 'text', $3, 'sent', $4, $5, $5) "
+        "ON CONFLICT (tenant, source_key) DO NOTHING RETURNING id",
+        conv["tenant"], conv["id"], reply, f"passive:{event['id']}", _when(event))
+    if added is not None:
+        await db.execute(
+            "UPDATE inbox_conversation SET last_message_at = GREATEST(COALESCE(last_message_at, $3), $3), "
+            "preview = CASE WHEN preview = '' THEN $4 ELSE preview END, updated_at = now() "
+            "WHERE tenant = $1 AND id = $2", conv["tenant"], conv["id"], event["occurred_at"],
+            reply[:convs.PREVIEW_MAX])
+
+
+def _when(event: dict[str, Any]) -> datetime:
+    """A callback's place in the thread: when it reached Siyu, within the second WeChat gives for it
+    (CreateTime has whole seconds: the message was sent in the second that follows it). Never the second's
+    start, which would put "还在吗？" before the "Resolved" a rep clicked earlier that second; never later
+    than the second's end (a retry delivered late); and not the time it is processed: callbacks that arrive
+    together are processed by jobs that may finish in any order."""
+    received = event.get("received_at")
+    latest = event["occurred_at"] + timedelta(microseconds=999_999)
+    return min(received, latest) if received is not None else event["occurred_at"]
+
+
 def _body(event: dict[str, Any]) -> str:
     details = event["details"]
     if event["msg_type"] == "text":
@@ -88,13 +137,15 @@ def _body(event: dict[str, Any]) -> str:
 
 async def _customer_message(conv: dict[str, Any], event: dict[str, Any], contact_id: int,
                             settings: InboxSettings) -> dict[str, Any] | None:
+    """A customer's message into their conversation (and what the bot and routing do about it); the
+    conversation as it ends, or None when this message was handled before. The caller announces it."""
     tenant_id = conv["tenant"]
     body = _body(event)
     added = await db.fetchrow(
         "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, status, "
         "source_key, created_at) VALUES ($1, $2, 'in', '', $3, $4, 'received', $5, $6) "
         "ON CONFLICT (tenant, source_key) DO NOTHING RETURNING id",
-        tenant_id, conv["id"], event["msg_type"] or "text", body, f"wechat:{event['id']}", event["occurred_at"])
+        tenant_id, conv["id"], event["msg_type"] or "text", body, f"wechat:{event['id']}", _when(event))
     if added is None:
         return None  # handled before (a re-run job)
     preview = (body or f"[{event['msg_type']}]")[:convs.PREVIEW_MAX]
@@ -106,19 +157,28 @@ async def _customer_message(conv: dict[str, Any], event: dict[str, Any], contact
         "WHERE tenant = $1 AND id = $2 RETURNING *",
         tenant_id, conv["id"], event["occurred_at"], preview, str(event["details"].get("open_kfid") or ""))
     conv = dict(row)
-    if conv["status"] == "resolved":  # the customer came back: the bot first, as for a new conversation
-        conv = await convs.transition(conv, "bot", actor_label="customer")
+    if conv["channel"] == "oa":  # what the gateway answered, in the thread after the message it answers
+        await _passive_line(conv, event, await passive_rule(tenant_id, "message", event["msg_type"] or "",
+                                                            event["details"], conv["status"] in convs.WITH_A_HUMAN))
     if conv["status"] == "snoozed":  # the customer wrote: the snooze ends, back to the rep who holds it
         await routing.hold_seats(tenant_id, conv["assignee"])
         return await convs.transition(conv, "assigned", assignee=conv["assignee"], actor_label="customer")
-    if conv["status"] != "bot":
-        await convs.announce(conv, "message")
+    if conv["status"] not in ("bot", "resolved"):
         return conv
-    if await is_vip(tenant_id, contact_id, settings):
+    text = body if event["msg_type"] == "text" else ""
+    vip = await is_vip(tenant_id, contact_id, settings)
+    wants_a_human = bool(text) and asks_for_a_human(settings, text)
+    answered = bool(text) and await keyword_rule(tenant_id, text) is not None
+    if is_follow_up(conv) and (vip or wants_a_human or not answered):
+        return await _back_to_a_person(conv, contact_id, "vip" if vip else "keyword" if wants_a_human else "follow_up")
+    if conv["status"] == "resolved":
+        # A follow-up an auto-reply answered (the customer has their answer): the bot keeps it, and says so
+        # in the thread; their next message the bot cannot answer goes to a person at once (`is_follow_up`).
+        conv = await convs.transition(conv, "bot", actor_label="customer", reason="auto_reply")
+    if vip:
         return await handoff_locked(conv, "vip")
-    if event["msg_type"] == "text" and asks_for_a_human(settings, body):
+    if wants_a_human:
         return await handoff_locked(conv, "keyword")
-    answered = event["msg_type"] == "text" and await keyword_rule(tenant_id, body) is not None
     if answered and conv["channel"] != "oa":
         # The OA's gateway answered with a passive reply already; the Mini Program and WeCom 微信客服 have
         # none, so the bot sends the rule's reply as a customer-service message (after commit, once).
@@ -129,7 +189,6 @@ async def _customer_message(conv: dict[str, Any], event: dict[str, Any], contact
     conv["unanswered"] = unanswered
     if settings.unanswered_limit and unanswered >= settings.unanswered_limit:
         return await handoff_locked(conv, "unanswered")
-    await convs.announce(conv, "message")
     return conv
 
 
@@ -141,12 +200,13 @@ async def _servicer_message(conv: dict[str, Any], event: dict[str, Any]) -> None
         "source_key, created_at, sent_at) VALUES ($1, $2, 'out', $3, $4, $5, 'sent', $6, $7, $7) "
         "ON CONFLICT (tenant, source_key) DO NOTHING RETURNING id",
         tenant_id, conv["id"], str(event["details"].get("servicer_userid") or "WeCom"), event["msg_type"] or "text",
-        _body(event), f"wechat:{event['id']}", event["occurred_at"])
+        _body(event), f"wechat:{event['id']}", _when(event))
     if added is None:
         return
     row = await db.fetchrow(
         "UPDATE inbox_conversation SET last_message_at = GREATEST(COALESCE(last_message_at, $3), $3), "
-        "first_response_at = CASE WHEN status = 'assigned' THEN COALESCE(first_response_at, $3) END, "
+        "first_response_at = CASE WHEN status IN ('assigned', 'snoozed') THEN COALESCE(first_response_at, $3) "
+        "ELSE first_response_at END, "
         "updated_at = now() WHERE tenant = $1 AND id = $2 RETURNING *", tenant_id, conv["id"], event["occurred_at"])
     await convs.announce(dict(row), "message")
 
@@ -160,13 +220,19 @@ async def handle_inbound(event_ids: list[int]) -> int:
     for event in await load_normalized(event_ids):
         kind = event["kind"]
         is_customer = kind == "message" and (event["channel"] != "wecom" or "origin" in event["details"])
-        if not (is_customer or kind in ("kf_servicer_message", "menu_click")) or not event["external_id"]:
+        if not (is_customer or kind in ("kf_servicer_message", "menu_click", "follow")) or not event["external_id"]:
             continue
         tenant_id = event["tenant"]
         if tenant_id not in settings_by_tenant:
             settings_by_tenant[tenant_id] = await get_settings(tenant_id)
         settings = settings_by_tenant[tenant_id]
-        if kind == "menu_click" and event["details"].get("key") not in settings.handoff_menu_keys:
+        # A follow or a menu tap the Official Account answered (a welcome, a button's reply) shows in the
+        # thread too: the customer saw it.
+        passive = None
+        if kind in ("follow", "menu_click") and event["channel"] == "oa":
+            passive = await passive_rule(tenant_id, kind, "", event["details"], False)
+        asks = kind == "menu_click" and event["details"].get("key") in settings.handoff_menu_keys
+        if kind in ("follow", "menu_click") and not asks and passive is None:
             continue
         identity = await db.fetchrow(
             "SELECT id, contact FROM identity WHERE tenant = $1 AND channel = $2 AND external_id = $3",
@@ -178,20 +244,40 @@ async def handle_inbound(event_ids: list[int]) -> int:
             conv = await conversation_for(tenant_id, int(identity["id"]), event["channel"],
                                           str(event["details"].get("open_kfid") or ""))
             if is_customer:
-                added += await _customer_message(conv, event, int(identity["contact"]), settings) is not None
+                done = await _customer_message(conv, event, int(identity["contact"]), settings)
+                if done is not None:
+                    added += 1
+                    if done["status"] == "assigned" and conv["status"] not in convs.HOLDING:
+                        # Given to a rep because of this message (a handoff, a follow-up): it waits unread
+                        # for them, as a message into a conversation they held would.
+                        done = dict(await db.fetchrow(
+                            "UPDATE inbox_conversation SET unread = unread + 1 WHERE tenant = $1 AND id = $2 "
+                            "RETURNING *", tenant_id, done["id"]))
+                    # A customer's message, as it ends (its rep is alerted: `live.alert_for`).
+                    await convs.announce({**done, "previous_assignee": None}, "message:in")
             elif kind == "kf_servicer_message":
                 await _servicer_message(conv, event)
             else:
+                what = ({"event": "menu_handoff"} if asks else {"event": "followed"} if kind == "follow"
+                        else {"event": "menu_click", "key": str(event["details"].get("key") or "")[:64]})
                 marker = await db.fetchrow(
                     "INSERT INTO inbox_message (tenant, conversation, direction, author_label, msg_type, body, "
-                    "status, source_key, created_at) VALUES ($1, $2, 'system', 'customer', 'event', "
-                    "'{\"event\": \"menu_handoff\"}', 'noted', $3, $4) ON CONFLICT (tenant, source_key) DO NOTHING "
-                    "RETURNING id", tenant_id, conv["id"], f"wechat:{event['id']}", event["occurred_at"])
-                if marker is not None:
-                    await db.execute("UPDATE inbox_conversation SET last_message_at = GREATEST(COALESCE("
-                                     "last_message_at, $3), $3) WHERE tenant = $1 AND id = $2",
-                                     tenant_id, conv["id"], event["occurred_at"])
+                    "status, source_key, created_at) VALUES ($1, $2, 'system', 'customer', 'event', $5, "
+                    "'noted', $3, $4) ON CONFLICT (tenant, source_key) DO NOTHING "
+                    "RETURNING id", tenant_id, conv["id"], f"wechat:{event['id']}", _when(event),
+                    json.dumps(what, ensure_ascii=False))
+                if marker is None:
+                    continue  # handled before (a re-run job)
+                await db.execute("UPDATE inbox_conversation SET last_message_at = GREATEST(COALESCE("
+                                 "last_message_at, $3), $3) WHERE tenant = $1 AND id = $2",
+                                 tenant_id, conv["id"], event["occurred_at"])
+                await _passive_line(conv, event, passive)
+                if asks and is_follow_up(conv):
+                    await _back_to_a_person(conv, int(identity["contact"]), "menu")
+                elif asks:
                     await handoff_locked(conv, "menu", actor_label="customer")
+                else:
+                    await convs.announce(conv, "message")
     return added
 
 

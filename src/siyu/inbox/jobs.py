@@ -18,13 +18,16 @@ from zoneinfo import ZoneInfo
 from arq.worker import Retry
 
 from siyu.core import clock, db, effects
+from siyu.core.errors import WeChatError
 from siyu.inbox import actions, handoff, routing
 from siyu.inbox import conversations as convs
 from siyu.inbox.config import get_settings
 from siyu.timeline import services as timeline
-from siyu.wechat import outbound
+from siyu.wechat import outbound, owner_tasks
+from siyu.wechat.holds import tenant_suspended, while_suspended  # a suspended tenant's sends wait
 from siyu.wechat.outbound import (
     Delivery,
+    deliver_image,
     deliver_owner_task,
     deliver_subscribe,
     deliver_template,
@@ -98,15 +101,13 @@ async def _send(ctx: dict[str, Any], job: _Send, tries: int,
 
 
 def _error_of(delivery: Delivery) -> str:
-    """What the line keeps of why it was not sent: a reason the thread has words for, else WeChat's
-    errcode (the thread says "error N")."""
+    """What the line keeps of why it was not sent: WeChat's errcode when it answered one, else Siyu's reason
+    (both have their words in `siyu.wechat.errors`)."""
     if delivery.state == "sent":
         return ""
-    if delivery.reason in actions.REASON_WORDS:
-        return delivery.reason
     if delivery.errcode is not None:
         return str(delivery.errcode)
-    return delivery.reason or "unknown"
+    return delivery.reason or ("outcome_unknown" if delivery.state == "unknown" else "unknown")
 
 
 async def _settle(job: _Send, delivery: Delivery, on_sent: Callable[[], Awaitable[None]] | None = None) -> str:
@@ -134,16 +135,24 @@ async def _settle(job: _Send, delivery: Delivery, on_sent: Callable[[], Awaitabl
     return status
 
 
+@while_suspended("inbox.send_message")
 async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """Send a rep's reply once (the ledger key is the message's), then mark it sent, failed or unknown, live."""
     row = await db.fetchrow(
-        "SELECT m.id, m.body, m.status, c.id AS conversation, c.channel, c.open_kfid, c.identity, "
-        "i.external_id FROM inbox_message m JOIN inbox_conversation c ON c.tenant = m.tenant AND c.id = m.conversation "
-        "JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity WHERE m.tenant = $1 AND m.id = $2",
-        tenant_id, message_id)
+        "SELECT m.id, m.body, m.status, m.msg_type, m.media_ref, c.id AS conversation, c.channel, c.open_kfid, "
+        "c.identity, i.external_id FROM inbox_message m JOIN inbox_conversation c ON c.tenant = m.tenant "
+        "AND c.id = m.conversation JOIN identity i ON i.tenant = c.tenant AND i.id = c.identity "
+        "WHERE m.tenant = $1 AND m.id = $2", tenant_id, message_id)
     if row is None or row["status"] != "sending":
         return "nothing to send"
     key = f"inbox:msg:{message_id}"
+    if row["msg_type"] == "image" and row["media_ref"] is not None:  # a rep's picture
+        return await _send(ctx, _Send(
+            tenant_id, message_id, row["conversation"], row["channel"], row["external_id"], key,
+            "kf" if row["channel"] == "wecom" else "custom",
+            lambda: deliver_image(runtime_of(ctx), tenant_id, row["channel"], row["external_id"], row["media_ref"],
+                                  key, open_kfid=row["open_kfid"]),
+            (row["channel"], row["identity"], {"msg_type": "image", "media": row["media_ref"]})), SEND_TRIES)
     return await _send(ctx, _Send(
         tenant_id, message_id, row["conversation"], row["channel"], row["external_id"], key,
         "kf" if row["channel"] == "wecom" else "custom",
@@ -152,6 +161,7 @@ async def send_message(ctx: dict[str, Any], tenant_id: int, message_id: int) -> 
         (row["channel"], row["identity"], {"msg_type": "text", "Content": row["body"]})), SEND_TRIES)
 
 
+@while_suspended("inbox.send_owner_task")
 async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, owner_id: int | None = None) -> str:
     """Create the WeCom 1:1 task for a rep's message (`actions.do_send_via_owner`) once, then mark the
     message sent (the task exists; the member confirms it in WeCom), failed with the reason, or unknown,
@@ -171,14 +181,70 @@ async def send_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int, 
         given_up = await job.deliver()
         return await _settle(job, given_up if given_up.state != "failed" else Delivery(
             given_up.outbound_id, "failed", None, actions.NOT_THEIR_CONTACT))
+    async def waiting() -> None:  # the task exists: now it waits for the rep to confirm it in WeCom
+        await db.execute("UPDATE inbox_message SET delivery = 'waiting' WHERE tenant = $1 AND id = $2 "
+                         "AND delivery = ''", tenant_id, message_id)
+
     return await _send(ctx, _Send(
         tenant_id, message_id, row["conversation"], "wecom", row["external_id"], key, "wecom_task",
         lambda: deliver_owner_task(runtime_of(ctx), tenant_id, row["staff_userid"], row["external_id"],
                                    row["body"], key),
         ("wecom", row["owner_identity"], {"msg_type": "text", "Content": row["body"], "via": "wecom_task",
-                                          "user_id": row["staff_userid"]})), SEND_TRIES)
+                                          "user_id": row["staff_userid"]})), SEND_TRIES, waiting)
 
 
+async def media_ready(ctx: dict[str, Any], tenant_id: int, media_row_id: int, source_event: int | None = None) -> int:
+    """A picture, voice or video arrived in (or failed to reach) Siyu's store: the threads that show it refresh,
+    live. Returns how many conversations were told."""
+    rows = await db.fetch(
+        "SELECT DISTINCT conversation FROM inbox_message WHERE tenant = $1 AND (media_ref = $2 "
+        "OR ($3::bigint IS NOT NULL AND source_key = 'wechat:' || $3::bigint))", tenant_id, media_row_id, source_event)
+    for r in rows:
+        await convs.announce(await convs.fetch_row(tenant_id, int(r["conversation"])), f"media:{media_row_id}")
+    return len(rows)
+
+
+TASK_DELIVERY = {"waiting": "waiting", "sent": "delivered", "not_sent": "not_delivered"}
+
+
+async def check_owner_task(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
+    """Ask WeChat what became of the WeCom task a message went out as (`owner_tasks.poll_owner_task`: waiting
+    for the rep, sent, or not sent and why) and mirror it on the message, live when it changed. Safe to run
+    twice; WeChat busy or unreachable: the sweep asks again when the next question is due."""
+    row = await db.fetchrow("SELECT conversation, delivery FROM inbox_message WHERE tenant = $1 AND id = $2 "
+                            "AND msg_type = 'wecom_task' AND status = 'sent'", tenant_id, message_id)
+    if row is None or row["delivery"] in ("delivered", "not_delivered"):
+        return "nothing to ask"
+    try:
+        result = await owner_tasks.poll_owner_task(runtime_of(ctx), tenant_id, f"inbox:task:{message_id}")
+    except WeChatError as exc:
+        log.info("task of message %s: %r; asked again when due", message_id, exc)
+        return "asked later"
+    if result is None:
+        return "no task"
+    delivery = TASK_DELIVERY[result.status]
+    async with db.transaction():
+        changed = await db.fetchrow(
+            "UPDATE inbox_message SET delivery = $3::varchar, error = CASE WHEN $3::varchar = 'not_delivered' "
+            "THEN $4 ELSE error END WHERE tenant = $1 AND id = $2 AND delivery IS DISTINCT FROM $3::varchar "
+            "AND delivery NOT IN ('delivered', 'not_delivered') RETURNING id", tenant_id, message_id, delivery,
+            result.reason)
+        if changed is not None:
+            await convs.announce(await convs.fetch_row(tenant_id, int(row["conversation"])), f"task:{message_id}")
+    return delivery
+
+
+async def sweep_owner_tasks() -> int:
+    """The inbox's WeCom tasks whose next question is due (`owner_tasks.due`): one check job each."""
+    due = await owner_tasks.due("inbox:task:")
+    for task in due:
+        message_id = int(task.key.rsplit(":", 1)[1])
+        await effects.enqueue("inbox.check_owner_task", task.tenant_id, message_id,
+                              job_id=f"inbox.task-check:{message_id}:{task.checks}")
+    return len(due)
+
+
+@while_suspended("inbox.send_template_notice")
 async def send_template_notice(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """Send a rep's service notice (`actions.do_send_template_notice`) once, as the tenant's template for
     the channel (an OA template message, or an MP subscription message using one of the customer's
@@ -216,6 +282,7 @@ async def send_template_notice(ctx: dict[str, Any], tenant_id: int, message_id: 
                                            "template_id": notice.template_id})), SEND_TRIES)
 
 
+@while_suspended("inbox.bot_reply")
 async def bot_reply(ctx: dict[str, Any], tenant_id: int, message_id: int) -> str:
     """The bot answers a customer's message on the Mini Program or WeCom 微信客服 with its keyword rule's
     reply (a customer-service message: those channels have no passive replies). Once: the ledger key is
@@ -266,6 +333,7 @@ NOTICES = {
 }
 
 
+@while_suspended("inbox.notify_customer")
 async def notify_customer(ctx: dict[str, Any], tenant_id: int, conversation_id: int, ref: str) -> str:
     """Tell the customer what happens next (queue place or the rep's name), once per handoff or
     assignment, and only when the reply window keeps enough room for the rep's own replies."""
@@ -333,7 +401,8 @@ async def sla_check(ctx: dict[str, Any], tenant_id: int, assignment_id: int) -> 
         contact_id = await convs.contact_of(tenant_id, conv["identity"])
         queued = await convs.transition(conv, "queued", reason="sla", actor_label="sla", end_reason="sla",
                                         keep_queue_time=True)
-        # The rep who let it pass is not chosen again (routing skips SLA misses since it was queued). The
+        # The rep who let it pass comes after every rep who did not (routing orders by SLA misses since it
+        # was queued), and gets it again only when all eligible reps have missed it. The
         # requeue's timeline event locked the identity's contact (see `handoff.handoff_locked`).
         moved = await routing.assign_next(queued, contact_id, actor_label="sla", contact_locked=True)
     return "reassigned" if moved else "requeued"
@@ -379,6 +448,8 @@ async def sweep_sends() -> dict[str, int]:
     minute = int(clock.now().timestamp()) // 60
     queued = failed = 0
     for tenant_id, lines in by_tenant.items():
+        if await tenant_suspended(tenant_id):  # its sends are held, not lost: reactivation sends them
+            continue
         sends = {id(m): _send_of(m) for m in lines}
         ledger = await outbound.ledger_rows(tenant_id, [key for key, *_ in sends.values()])
         for m in lines:
@@ -402,7 +473,8 @@ async def sweep_sends() -> dict[str, int]:
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """Twice a minute: wake snoozed conversations that are due, send assignments past their SLA without a
     first reply to `sla_check`, drain every queue that has waiting conversations (a lost drain job must
-    not strand anyone), and look after messages still sending (`sweep_sends`)."""
+    not strand anyone), look after messages still sending (`sweep_sends`), and ask about the WeCom tasks whose
+    next question is due (`sweep_owner_tasks`)."""
     woke = 0
     for row in await db.fetch("SELECT tenant, id FROM inbox_conversation WHERE status = 'snoozed' "
                               "AND snoozed_until <= now() ORDER BY snoozed_until LIMIT 500"):
@@ -424,4 +496,5 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     drained = 0
     for row in await db.fetch("SELECT DISTINCT tenant FROM inbox_conversation WHERE status = 'queued'"):
         drained += await routing.drain(int(row["tenant"]))
-    return {"woke": woke, "sla": len(late), "assigned": drained, **await sweep_sends()}
+    return {"woke": woke, "sla": len(late), "assigned": drained, **await sweep_sends(),
+            "task_checks": await sweep_owner_tasks()}

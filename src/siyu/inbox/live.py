@@ -50,13 +50,31 @@ def reaches(viewer: Viewer, message: dict[str, Any]) -> bool:
         {**message, "status": "queued", "assignee": None})
 
 
-def for_browser(message: dict[str, Any]) -> tuple[str, str]:
-    """(SSE event name, data) with no more than the browser needs to know what to re-fetch."""
+def alert_for(viewer: Viewer, message: dict[str, Any]) -> str | None:
+    """Whether this change is one the viewer is told about with a sound and a notification: a conversation
+    newly given to them ("assigned"), or a customer's message in one they hold ("message")."""
+    if message.get("assignee") != viewer.staff_id:
+        return None
+    event = str(message.get("event") or "")
+    if event == "status:assigned" and message.get("previous_assignee") != viewer.staff_id:
+        return "assigned"
+    if event == "message:in":
+        return "message"
+    return None
+
+
+def for_browser(message: dict[str, Any], viewer: Viewer | None = None) -> tuple[str, str]:
+    """(SSE event name, data) with no more than the browser needs to know what to re-fetch, and whether to
+    alert this viewer."""
     if message.get("event") == "presence":
         return "presence", json.dumps({"presence": message.get("presence")})
     event = str(message.get("event") or "")
     kind = event.split(":", 1)[0]  # message | note | status | sent | failed
-    return "conversation", json.dumps({"id": message.get("conversation"), "kind": kind})
+    data: dict[str, Any] = {"id": message.get("conversation"), "kind": kind}
+    alert = alert_for(viewer, message) if viewer is not None else None
+    if alert:
+        data["alert"] = alert
+    return "conversation", json.dumps(data)
 
 
 @dataclass(eq=False)
@@ -166,10 +184,9 @@ class Relay:
         except ValueError:
             log.warning("inbox relay: not JSON on %s: %r", channel, data[:200])
             return
-        item = for_browser(message)
         for listener in list(group):
             if reaches(listener.viewer, message):
-                listener.offer(item)
+                listener.offer(for_browser(message, listener.viewer))
 
     @contextlib.asynccontextmanager
     async def listen(self, tenant_id: int, viewer: Viewer) -> AsyncIterator[Listener]:

@@ -23,6 +23,8 @@ from siyu.inbox import conversations as convs
 from siyu.inbox.config import InboxSettings, team_routes
 
 RULES = ("owner", "recent", "least_loaded")  # in order of preference
+# Besides these: `follow_up` (the customer wrote again; back to the rep who resolved it, `return_to`),
+# `manual` and `reopen` (a person chose).
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,11 @@ async def serving_teams(tenant_id: int, channel: str, contact_id: int) -> list[i
 def _eligible(tail: str, teams: str = "$3", contact: str = "$4", conversation: str = "$6", queued_at: str = "$7",
               where: str = "TRUE", recent_days: str = "$5") -> str:
     """The eligible reps of a conversation with the rule that prefers each: the contact's owner (their WeCom
-    rep), then the rep who served them last within the tenant's `recent_days`, then everyone; never a rep
-    who let this wait pass its SLA since it was queued (the next rep gets it). Parameters: $1 tenant,
+    rep), then the rep who served them last within the tenant's `recent_days`, then everyone. A rep who let
+    this wait pass its first-reply deadline comes after those who did not (skipped once, not forever): the
+    fewest misses since it was queued first, then the oldest miss, so when every eligible rep has missed it
+    the conversation still goes to one of them (the one who missed longest ago) instead of waiting for
+    nobody. Parameters: $1 tenant,
     $2 excluded reps; the default recent days, the conversation's serving teams ([] = everyone), contact,
     id and queue time are parameters $5, $3, $4, $6, $7 unless given otherwise (`route` reads them from
     the row it locks in the same statement)."""
@@ -62,16 +67,16 @@ def _eligible(tail: str, teams: str = "$3", contact: str = "$4", conversation: s
         f"    AND r.contact = {contact} AND r.assigned_at > now() - make_interval(days => COALESCE("
         f"      (SELECT recent_days FROM inbox_settings WHERE tenant = $1), {recent_days})) "
         "    ORDER BY r.assigned_at DESC LIMIT 1) THEN 1 ELSE 2 END AS pref, "
-        "COALESCE(extract(epoch FROM a.last_assigned_at), 0) AS last_epoch "
+        "COALESCE(extract(epoch FROM a.last_assigned_at), 0) AS last_epoch, missed.n AS missed "
         "FROM inbox_agent a JOIN staff s ON s.tenant = a.tenant AND s.id = a.staff "
+        "CROSS JOIN LATERAL (SELECT count(*) AS n, max(x.assigned_at) AS at FROM inbox_assignment x "
+        f"  WHERE x.tenant = $1 AND x.conversation = {conversation} AND x.staff = a.staff AND x.end_reason = 'sla' "
+        f"  AND x.assigned_at >= COALESCE({queued_at}, '-infinity'::timestamptz)) missed "
         f"WHERE {where} AND a.tenant = $1 AND a.presence = 'online' AND a.load < s.max_concurrent "
         "AND s.is_active AND s.role IN ('agent', 'tenant_admin') AND NOT (a.staff = ANY($2::int[])) "
-        f"AND NOT EXISTS (SELECT 1 FROM inbox_assignment x WHERE x.tenant = $1 AND x.conversation = {conversation} "
-        f"  AND x.staff = a.staff AND x.end_reason = 'sla' AND x.assigned_at >= COALESCE({queued_at}, "
-        "  '-infinity'::timestamptz)) "
         f"AND (cardinality({teams}::int[]) = 0 OR EXISTS (SELECT 1 FROM team_member tm WHERE tm.tenant = a.tenant "
         f"  AND tm.staff = a.staff AND tm.team = ANY({teams}::int[]))) "
-        "ORDER BY pref, a.load, a.last_assigned_at NULLS FIRST, a.staff " + tail)
+        "ORDER BY missed.n, missed.at NULLS FIRST, pref, a.load, a.last_assigned_at NULLS FIRST, a.staff " + tail)
 
 
 async def candidates(tenant_id: int, conv: dict[str, Any], contact_id: int,
@@ -99,6 +104,24 @@ async def assign_next(conv: dict[str, Any], contact_id: int, *, exclude: tuple[i
     return await convs.transition(conv, "assigned", assignee=int(seat["staff"]), rule=RULES[int(seat["pref"])],
                                   actor_label=actor_label, contact_id=contact_id, contact_locked=contact_locked,
                                   assignee_label=str(seat["label"]))
+
+
+async def return_to(conv: dict[str, Any], contact_id: int, staff_id: int | None) -> dict[str, Any] | None:
+    """Give a locked conversation the customer wrote to again back to the rep who resolved it (`staff_id`),
+    when that rep can take it now: online, active, below capacity (their teams do not matter: they served
+    it). None when they cannot; routing decides then. Their seat is locked as routing locks it (after the
+    conversation), and its load is re-checked on the locked row."""
+    if staff_id is None:
+        return None
+    seat = await db.fetchrow(
+        "SELECT a.staff, COALESCE(NULLIF(s.name, ''), s.email) AS label FROM inbox_agent a "
+        "JOIN staff s ON s.tenant = a.tenant AND s.id = a.staff WHERE a.tenant = $1 AND a.staff = $2 "
+        "AND a.presence = 'online' AND a.load < s.max_concurrent AND s.is_active "
+        "AND s.role IN ('agent', 'tenant_admin') FOR UPDATE OF a", conv["tenant"], staff_id)
+    if seat is None:
+        return None
+    return await convs.transition(conv, "assigned", assignee=staff_id, rule="follow_up", actor_label="routing",
+                                  contact_id=contact_id, assignee_label=str(seat["label"]))
 
 
 async def hold_seats(tenant_id: int, *staff_ids: int | None) -> None:

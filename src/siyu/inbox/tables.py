@@ -79,6 +79,10 @@ class Agent(Table, tablename="inbox_agent"):
     wecom_userid = Varchar(length=64, default="")
     last_assigned_at = Timestamptz(null=True, default=None)
     load = Integer(default=0)
+    # How the inbox tells this rep about a new assignment or a customer's message in one of their
+    # conversations (the browser asks for the desktop permission when they switch it on).
+    alert_sound = Boolean(default=True)
+    alert_desktop = Boolean(default=True)
 
 
 class Conversation(Table, tablename="inbox_conversation"):
@@ -124,6 +128,10 @@ class Message(Table, tablename="inbox_message"):
     error = Text(default="")  # why WeChat did not take it: an errcode or a reason key (words in actions)
     resent_as = BigInt(null=True, default=None)  # the message a rep sent again in its place
     via_owner = BigInt(null=True, default=None)  # a 1:1 WeCom task: the contact's owner row it goes through
+    media_ref = BigInt(null=True, default=None)  # a picture a rep sends: its wechat_media row
+    # A 1:1 WeCom task WeChat took (status sent): '' until asked, then waiting (for the rep to confirm it in
+    # WeCom), delivered, or not_delivered (the reason in `error`), as its ledger row learns it.
+    delivery = Varchar(length=16, default="")
     source_key = Varchar(length=200)
     created_at = Timestamptz()
     sent_at = Timestamptz(null=True, default=None)

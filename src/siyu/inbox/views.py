@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import UploadFile
 from litestar.params import FromPath
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
@@ -32,10 +33,12 @@ from siyu.tenants import staff as staff_svc
 from siyu.tenants.services import Actor
 from siyu.timeline import services as timeline
 from siyu.web.auth import SESSION_COOKIE, AccessWatch, client_ip, require_tenant_id, tenant_staff
+from siyu.web.media import media_response
 from siyu.web.render import current_user, errors_for, render, toast_header
-from siyu.wechat import consents, windows
+from siyu.wechat import consents, errors, media, windows
 
 CONTACT_EVENTS = 8  # timeline events in the contact panel; the contact page has them all
+IMAGE_BODY_MAX = 12 * 1024 * 1024  # a picture up to WeCom's 10 MB, with the form around it
 
 STATUS_LABELS = {"bot": N_("With the bot"), "queued": N_("Waiting"), "assigned": N_("Assigned"),
                  "snoozed": N_("Snoozed"), "resolved": N_("Resolved")}
@@ -46,17 +49,23 @@ BOX_LABELS = {"mine": N_("Mine"), "unassigned": N_("Unassigned"), "all": N_("All
 PRESENCE_LABELS = {"online": N_("online"), "away": N_("away"), "offline": N_("offline")}
 SNOOZE_LABELS = {"1h": N_("1 hour"), "4h": N_("4 hours"), "1d": N_("1 day"), "3d": N_("3 days")}
 RULE_WORDS = {"owner": N_("the customer's own rep"), "recent": N_("served them last"),
-              "least_loaded": N_("least busy"), "manual": N_("by hand"), "reopen": N_("reopened")}
+              "least_loaded": N_("least busy"), "manual": N_("by hand"), "reopen": N_("reopened"),
+              "follow_up": N_("the customer wrote again after it was resolved")}
 REASON_WORDS = {"keyword": N_("the customer asked for a human"), "menu": N_("the customer tapped “talk to a human”"),
                 "unanswered": N_("the bot could not answer"), "vip": N_("a VIP customer"),
                 "api": N_("requested through the API"), "manual": N_("transferred to a team"),
-                "sla": N_("no first reply in time")}
+                "sla": N_("no first reply in time"), "follow_up": N_("the customer wrote again after it was resolved")}
 ACTOR_WORDS = {"bot": N_("the bot"), "system": N_("Siyu"), "siyu": N_("Siyu"), "routing": N_("routing"),
                "customer": N_("the customer"), "api": N_("the API"), "sla": N_("the first-reply deadline"),
                "snooze": N_("the snooze timer")}
 SYSTEM_LINES = {"assigned": N_("Assigned to {to} ({rule}) by {by}"), "queued": N_("Waiting for a rep: {reason}"),
                 "resolved": N_("Resolved by {by}"), "snoozed": N_("Snoozed by {by} until {until}"),
-                "reopened": N_("Reopened by {by}"), "menu_handoff": N_("The customer tapped “talk to a human”")}
+                "reopened": N_("Reopened by {by}"), "menu_handoff": N_("The customer tapped “talk to a human”"),
+                "followed": N_("The customer followed the Official Account"),
+                "menu_click": N_("The customer tapped the menu button {key}")}
+# A follow-up an auto-reply answered stays with the bot (`handoff._customer_message`): the thread says why.
+BACK_TO_BOT = N_("The customer wrote again and an auto-reply answered, so the bot has it; their next message "
+                 "the bot cannot answer goes to a person at once.")
 
 
 # --- words ---------------------------------------------------------------------------------------------
@@ -101,25 +110,67 @@ def system_text(body: str) -> str:
         with contextlib.suppress(ValueError):
             until = _local(datetime.fromisoformat(until))
         return _t(SYSTEM_LINES[event], by=by, until=until)
+    if event == "reopened" and data.get("reason") == "auto_reply":
+        return _t(BACK_TO_BOT)
+    if event == "menu_click":
+        return _t(SYSTEM_LINES[event], key=str(data.get("key") or ""))
     return _t(SYSTEM_LINES[event], by=by)
 
 
-def _shown(message: dict[str, Any]) -> dict[str, Any]:
-    """A message with what the thread shows beside its stored fields."""
+MEDIA_MESSAGES = ("image", "voice", "video", "shortvideo", "file")
+
+
+def _media_key(message: dict[str, Any]) -> tuple[str, int] | None:
+    """How a message names its medium: a rep's picture by its row, a customer's by the callback it came with."""
+    if message.get("media_ref") is not None:
+        return ("row", int(message["media_ref"]))
+    source = str(message.get("source_key") or "")
+    if message["msg_type"] in MEDIA_MESSAGES and source.startswith("wechat:") and source[7:].isdigit():
+        return ("event", int(source[7:]))
+    return None
+
+
+async def _media_of(tid: int, thread: list[dict[str, Any]]) -> dict[tuple[str, int], media.MediaView]:
+    keys = [k for k in (_media_key(m) for m in thread) if k is not None]
+    return await media.views(tid, [i for kind, i in keys if kind == "event"], [i for kind, i in keys if kind == "row"])
+
+
+def _shown(message: dict[str, Any], found: dict[tuple[str, int], media.MediaView] | None = None) -> dict[str, Any]:
+    """A message with what the thread shows beside its stored fields: its picture, voice or video (and why it
+    is not there), why it did not go (in words, with what to do, from the one table of WeChat's errors) and
+    whether "Try again" can help."""
     out = dict(message)
+    if message["direction"] == "out" and message["author_label"] == "bot":
+        out["author_label"] = _t(N_("Bot"))
+    key = _media_key(message)
+    if key is not None:
+        view = (found or {}).get(key)
+        out["media"] = view
+        out["media_words"] = _t(media.KIND_WORDS.get(view.kind if view else _kind_of(message), N_("File")))
+        if view is not None and view.state == "failed":
+            words = errors.describe_stored(view.error)
+            out["media_failure"] = f"{words.summary} {words.advice}"
     if message["direction"] == "system":
         out["text"] = system_text(message["body"])
     elif message["status"] in ("failed", "unknown"):
         error = message["error"] or (actions.OUTCOME_UNKNOWN if message["status"] == "unknown" else "")
-        msgid, params = actions.failure_text(error)
-        out["failure"] = _t(msgid, **params)
+        words = actions.failure(error)
+        out["failure"], out["advice"] = words.summary, words.advice
+        out["can_retry"] = actions.retry_helps(message) and not message.get("resent_as")
+    if message.get("delivery") == "not_delivered":
+        words = actions.failure(message["error"] or "")
+        out["failure"], out["advice"] = words.summary, words.advice
     return out
+
+
+def _kind_of(message: dict[str, Any]) -> str:
+    return {"shortvideo": "video"}.get(message["msg_type"], message["msg_type"])
 
 
 def window_words(channel: str, state: windows.WindowState) -> str:
     """"3 of 5 left · closes in 31 h", or why nothing can be sent."""
     if not state.can_send:
-        return _t(actions.SEND_FAILURES.get(state.refusal or 45015, actions.GENERIC_FAILURE), code=state.refusal)
+        return errors.describe(state.refusal or 45015).summary
     rule = windows.RULES[channel]
     quota = rule.user_quota if state.slot == "user" else rule.event_quota
     if state.closes_at is None:
@@ -216,6 +267,7 @@ async def _opened(tid: int, viewer: Viewer, conv: dict[str, Any]) -> dict[str, A
 async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any], query: str) -> dict[str, Any]:
     """The part of the conversation pane that changes live: header, messages, the reply window."""
     thread, earlier = await boxes.messages(tid, conv["id"])
+    found = await _media_of(tid, thread)
     state = await actions.window_for(tid, conv)
     owners = await actions.wecom_owners(tid, int(conv["contact"]))  # named as Siyu reps where they are
     holder = conv["assignee"] == viewer.staff_id or viewer.is_manager
@@ -229,7 +281,8 @@ async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any], query: s
         notice = {"set": template is not None, "ready": template is not None and left != 0,
                   "max": template.text_max if template else 0, "channel": conv["channel"], "left": left}
     return {
-        "conv": conv, "messages": [_shown(m) for m in thread], "earlier": earlier,
+        "conv": conv, "messages": [_shown(m, found) for m in thread], "earlier": earlier,
+        "image_max_mb": media.UPLOAD_MAX.get(conv["channel"], media.UPLOAD_MAX["oa"]) // (1024 * 1024),
         "window": state, "window_text": window_words(conv["channel"], state),
         "alternatives": alternatives(conv["channel"], state, [o["label"] for o in owners], frozenset(
             (["notice"] if notice and notice["ready"] else []) + (["wecom"] if via_wecom else []))),
@@ -282,6 +335,7 @@ class InboxController(Controller):
                     conversation_id: int | None = None) -> Template:
         f = _filter(request, viewer)
         ctx = await _list_context(tid, viewer, f, request.query_params.get("cursor") or None, conversation_id)
+        ctx["alerts"] = await actions.alerts_of(tid, viewer.staff_id)
         if conversation_id is not None:
             ctx.update(await _conversation_context(tid, viewer, conversation_id, urlencode(f.as_query())))
         user = current_user(request)
@@ -341,7 +395,8 @@ class InboxController(Controller):
             raise InvalidInput.one("before", N_("Enter a whole number."))
         conv = await get_conversation(tid, viewer, conversation_id)
         thread, earlier = await boxes.messages(tid, conv["id"], int(raw))
-        return render(request, "inbox/_messages.html", {"conv": conv, "messages": [_shown(m) for m in thread],
+        found = await _media_of(tid, thread)
+        return render(request, "inbox/_messages.html", {"conv": conv, "messages": [_shown(m, found) for m in thread],
                                                         "earlier": earlier, **_labels()})
 
     @get("/conversations/{conversation_id:int}/row")
@@ -377,7 +432,7 @@ class InboxController(Controller):
         """Send a reply (queued as `sending`, live to `sent` / `failed`), or add an internal note."""
         tid, viewer, _ = await _who(request)
         form = await _form(request)
-        text = str(form.get("text") or "")
+        text = await canned.expand_shortcut(tid, viewer.staff_id, str(form.get("text") or ""))
         as_note = str(form.get("note") or "") in ("1", "on", "true")
         if as_note:
             await actions.do_note(tid, viewer, conversation_id, text)
@@ -404,6 +459,36 @@ class InboxController(Controller):
         form = await _form(request)
         await actions.do_send_template_notice(tid, viewer, conversation_id, str(form.get("text") or ""))
         return await _after_send(request, tid, viewer, conversation_id)
+
+    @post("/conversations/{conversation_id:int}/image", request_max_body_size=IMAGE_BODY_MAX)
+    async def image(self, request: Request[Any, Any, Any], conversation_id: FromPath[int]) -> Template | Response[Any]:
+        """Send the customer a picture chosen in the composer (multipart field `image`)."""
+        tid, viewer, _ = await _who(request)
+        await get_conversation(tid, viewer, conversation_id)  # out of scope: 404 before the file is judged
+        form = await request.form()
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput.one("image", N_("Choose a picture to send."))
+        data = await upload.read(IMAGE_BODY_MAX)
+        await actions.do_send_image(tid, viewer, conversation_id, data, upload.filename or "")
+        return await _after_send(request, tid, viewer, conversation_id)
+
+    @get("/conversations/{conversation_id:int}/messages/{message_id:int}/media")
+    async def message_media(self, request: Request[Any, Any, Any], conversation_id: FromPath[int],
+                            message_id: FromPath[int]) -> Response[Any]:
+        """The picture, voice (`?play=1`: as MP3) or video of a message, for those who may see its conversation
+        (404 otherwise, like a missing one)."""
+        tid, viewer, _ = await _who(request)
+        await get_conversation(tid, viewer, conversation_id)
+        row = await boxes.message_in(tid, conversation_id, message_id)
+        key = _media_key(row) if row is not None else None
+        if key is None:
+            raise NotFound()
+        view = (await media.views(tid, *(([key[1]], []) if key[0] == "event" else ([], [key[1]])))).get(key)
+        if view is None:
+            raise NotFound()
+        served = await media.open_media(tid, view.id, playable=request.query_params.get("play") == "1")
+        return media_response(served.data, served.content_type, served.filename, served.inline)
 
     @post("/conversations/{conversation_id:int}/messages/{message_id:int}/send-again")
     async def send_again(self, request: Request[Any, Any, Any], conversation_id: FromPath[int],
@@ -474,6 +559,19 @@ class InboxController(Controller):
         if not _is_htmx(request):
             return Redirect("/inbox", status_code=HTTP_303_SEE_OTHER)
         return render(request, "inbox/_presence.html", {"presence": value, **_labels()})
+
+    @post("/alerts")
+    async def alerts(self, request: Request[Any, Any, Any]) -> Template | Response[Any]:
+        """Switch one of the rep's own alerts (`alert` = sound | desktop, `on` = 1 | 0)."""
+        tid, viewer, _ = await _who(request)
+        form = await _form(request)
+        on = str(form.get("on") or "")
+        if on not in ("0", "1"):
+            raise InvalidInput.one("on", N_("Choose on or off."))
+        alerts = await actions.do_set_alert(tid, viewer.staff_id, str(form.get("alert") or ""), on == "1")
+        if not _is_htmx(request):
+            return Redirect("/inbox", status_code=HTTP_303_SEE_OTHER)
+        return render(request, "inbox/_alerts.html", {"alerts": alerts})
 
     @get("/stream")
     async def stream(self, request: Request[Any, Any, Any]) -> ServerSentEvent:

@@ -16,6 +16,7 @@ from typing import Any
 
 from asyncpg.exceptions import QueryCanceledError, UniqueViolationError
 
+from siyu.contacts.scope import EVERYONE, Scope, condition
 from siyu.core import clock, db
 from siyu.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from siyu.core.i18n import N_
@@ -158,27 +159,31 @@ async def breakdown(tenant_id: int, definition: Definition | dict[str, Any]) -> 
     """The count and, in the same scan, how many of those contacts are linked on each channel."""
     d = await validate_definition(tenant_id, definition) if isinstance(definition, dict) else definition
     params = Params(tenant_id)
-    condition = where(d, params, "$1", clock.now())
+    selects = where(d, params, "$1", clock.now())
     per_channel = ", ".join(f"count(*) FILTER (WHERE {linked(repr(ch))}) AS {ch}" for ch in CHANNELS)
-    rows = await _bounded(f"SELECT count(*) AS total, {per_channel} FROM contact c WHERE {condition}", *params.values)
+    rows = await _bounded(f"SELECT count(*) AS total, {per_channel} FROM contact c WHERE {selects}", *params.values)
     r = rows[0]
     return Breakdown(int(r["total"]), int(r["oa"]), int(r["mp"]), int(r["wecom"]))
 
 
 async def members_of(tenant_id: int, definition: Definition, after_id: int | None = None,
-                     limit: int = PAGE_SIZE) -> MemberPage:
-    """The definition's contacts with ids above `after_id`, lowest id first."""
+                     limit: int = PAGE_SIZE, scope: Scope = EVERYONE) -> MemberPage:
+    """The definition's contacts with ids above `after_id` that `scope` may see (a rep on the pages; the
+    API and broadcasts read the whole audience), lowest id first."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput.one("limit", N_("Use a number from 1 to {max}."), max=MAX_PAGE)
     params = Params(tenant_id)
-    condition = where(definition, params, "$1", clock.now())
+    selects = where(definition, params, "$1", clock.now())
+    seen = condition(scope, "c", params.values)
+    if seen is not None:
+        selects += f" AND {seen}"
     after = f" AND c.id > {params.add(after_id)}" if after_id is not None else ""
     take = params.add(limit + 1)
     rows = await db.fetch(
         "SELECT c.id, c.display_name, c.avatar_url, c.unionid, c.erased_at, c.first_seen_at, "
         "c.last_interaction_at, c.last_purchase_at, ARRAY(SELECT DISTINCT i.channel FROM identity i "
         "WHERE i.tenant = c.tenant AND i.contact = c.id AND i.erased_at IS NULL) AS channels "
-        f"FROM contact c WHERE {condition}{after} ORDER BY c.id LIMIT {take}", *params.values)
+        f"FROM contact c WHERE {selects}{after} ORDER BY c.id LIMIT {take}", *params.values)
     contacts = []
     for r in rows[:limit]:
         item = dict(r)
@@ -189,11 +194,11 @@ async def members_of(tenant_id: int, definition: Definition, after_id: int | Non
 
 
 async def members(tenant_id: int, segment_id: int, after_id: int | None = None,
-                  limit: int = PAGE_SIZE) -> MemberPage:
+                  limit: int = PAGE_SIZE, scope: Scope = EVERYONE) -> MemberPage:
     """A saved segment's members now, in pages keyed by contact id: feed `next_after` back as `after_id`
     until it is None. Each contact appears at most once across the pages of one pass."""
     segment = await get_segment(tenant_id, segment_id)
-    return await members_of(tenant_id, segment.definition, after_id, limit)
+    return await members_of(tenant_id, segment.definition, after_id, limit, scope)
 
 
 # --- writes ------------------------------------------------------------------------------------------------

@@ -2,7 +2,12 @@
 loaded lazily, the editor with a live preview (count, per-channel breakdown, a few members) that follows
 the filters as they change, the members of a saved segment in pages, and deletion after a confirmation.
 
-Every form works without JavaScript: "Preview" posts the form and gets the whole editor back."""
+Every form works without JavaScript: "Preview" posts the form and gets the whole editor back.
+
+People are shown within the signed-in person's scope (`contact_scope`, the inbox's rule, see
+`siyu.contacts.scope`): a rep's preview examples and member pages list only contacts they may see. The count
+and the per-channel breakdown stay the whole audience's (a number, not a person: what a broadcast to the
+segment would reach), as the tag counts on the contact list do."""
 
 from __future__ import annotations
 
@@ -11,11 +16,13 @@ from decimal import Decimal
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from siyu.contacts import services as contacts
+from siyu.contacts.scope import Scope
 from siyu.core import clock, i18n
 from siyu.core.errors import InvalidInput
 from siyu.core.i18n import N_
@@ -164,8 +171,8 @@ class SegmentsController(Controller):
     async def _tag_names(self, tid: int) -> dict[int, str]:
         return {int(t["id"]): t["name"] for t in await contacts.list_tags(tid)}
 
-    async def _editor(self, request: Request[Any, Any, Any], tid: int, raw: dict[str, Any], name: str = "",
-                      description: str = "", segment: svc.Segment | None = None,
+    async def _editor(self, request: Request[Any, Any, Any], tid: int, scope: Scope, raw: dict[str, Any],
+                      name: str = "", description: str = "", segment: svc.Segment | None = None,
                       errors: dict[str, str] | None = None, block: str | None = None, status_code: int = 200,
                       after: int | None = None) -> Template:
         """The editor page (or one of its blocks): the fields showing `raw` (a definition in the API's JSON
@@ -180,12 +187,12 @@ class SegmentsController(Controller):
             try:
                 definition = await svc.validate_definition(tid, raw)
                 preview = await svc.breakdown(tid, definition)
-                sample = (await svc.members_of(tid, definition, limit=svc.SAMPLE_SIZE)).contacts
+                sample = (await svc.members_of(tid, definition, limit=svc.SAMPLE_SIZE, scope=scope)).contacts
             except InvalidInput as exc:
                 preview_errors = errors_for(exc)
         members = None
         if segment is not None and block in (None, "member_rows"):
-            members = await svc.members(tid, segment.id, after, MEMBERS_PAGE)
+            members = await svc.members(tid, segment.id, after, MEMBERS_PAGE, scope)
         whole = block is None  # the fields' choices are needed only when the form is drawn
         return render(request, "segments/edit.html", {
             "segment": segment, "form": form_fields(raw, name, description), "errors": errors or {},
@@ -194,16 +201,16 @@ class SegmentsController(Controller):
             "channels": CHANNELS, "recency_ops": RECENCY_OPS,
             "preview": preview, "sample": sample, "preview_errors": preview_errors, "as_of": clock.now(),
             "field_labels": {k: i18n.gettext(v) for k, v in FIELD_LABELS.items()},
-            "members": members, "after": after,
+            "members": members, "after": after, "scoped": not scope.everyone,
         }, block=block, status_code=status_code)
 
     @get("/new")
-    async def new(self, request: Request[Any, Any, Any]) -> Template:
+    async def new(self, request: Request[Any, Any, Any], contact_scope: NamedDependency[Scope]) -> Template:
         tid, _ = tenant_scope(request)
-        return await self._editor(request, tid, Definition().as_json())
+        return await self._editor(request, tid, contact_scope, Definition().as_json())
 
     @post("/preview")
-    async def preview(self, request: Request[Any, Any, Any]) -> Template:
+    async def preview(self, request: Request[Any, Any, Any], contact_scope: NamedDependency[Scope]) -> Template:
         """What the editor's filters select now. htmx asks for the preview block as filters change; a plain
         form post ("Preview" without JavaScript) gets the whole editor back with the preview filled in."""
         tid, _ = tenant_scope(request)
@@ -212,12 +219,13 @@ class SegmentsController(Controller):
         raw_id = str(form.get("segment_id") or "")
         if raw_id.isdigit() and len(raw_id) < 10:
             segment = await svc.get_segment(tid, int(raw_id))
-        return await self._editor(request, tid, definition_from_form(form), str(form.get("name") or ""),
-                                  str(form.get("description") or ""), segment,
+        return await self._editor(request, tid, contact_scope, definition_from_form(form),
+                                  str(form.get("name") or ""), str(form.get("description") or ""), segment,
                                   block="preview")
 
     @post("/")
-    async def create(self, request: Request[Any, Any, Any]) -> Template | Response[Any]:
+    async def create(self, request: Request[Any, Any, Any],
+                     contact_scope: NamedDependency[Scope]) -> Template | Response[Any]:
         tid, actor = tenant_scope(request)
         form = await request.form()
         raw = definition_from_form(form)
@@ -225,12 +233,13 @@ class SegmentsController(Controller):
         try:
             segment_id = await svc.do_create_segment(tid, name, raw, actor, description)
         except InvalidInput as exc:
-            return await self._editor(request, tid, raw, name, description, errors=errors_for(exc),
-                                      status_code=400)
+            return await self._editor(request, tid, contact_scope, raw, name, description,
+                                      errors=errors_for(exc), status_code=400)
         return _go(request, f"/segments/{segment_id}", i18n.gettext(N_("Segment saved.")))
 
     @get("/{segment_id:int}")
-    async def detail(self, request: Request[Any, Any, Any], segment_id: FromPath[int]) -> Template:
+    async def detail(self, request: Request[Any, Any, Any], segment_id: FromPath[int],
+                     contact_scope: NamedDependency[Scope]) -> Template:
         tid, _ = tenant_scope(request)
         segment = await svc.get_segment(tid, segment_id)
         raw_after = request.query_params.get("after") or ""
@@ -240,11 +249,13 @@ class SegmentsController(Controller):
                 raise InvalidInput.one("after", N_("Enter a whole number."))
             after = int(raw_after)
         # htmx's "load more" asks for the next rows only.
-        return await self._editor(request, tid, segment.definition.as_json(), segment.name, segment.description,
-                                  segment, after=after, block="member_rows" if after is not None else None)
+        return await self._editor(request, tid, contact_scope, segment.definition.as_json(), segment.name,
+                                  segment.description, segment, after=after,
+                                  block="member_rows" if after is not None else None)
 
     @post("/{segment_id:int}")
-    async def update(self, request: Request[Any, Any, Any], segment_id: FromPath[int]) -> Template | Response[Any]:
+    async def update(self, request: Request[Any, Any, Any], segment_id: FromPath[int],
+                     contact_scope: NamedDependency[Scope]) -> Template | Response[Any]:
         tid, actor = tenant_scope(request)
         segment = await svc.get_segment(tid, segment_id)  # a foreign id is a 404 before the form is judged
         form = await request.form()
@@ -253,8 +264,8 @@ class SegmentsController(Controller):
         try:
             await svc.do_update_segment(tid, segment_id, name, raw, actor, description)
         except InvalidInput as exc:
-            return await self._editor(request, tid, raw, name, description, segment, errors=errors_for(exc),
-                                      status_code=400)
+            return await self._editor(request, tid, contact_scope, raw, name, description, segment,
+                                      errors=errors_for(exc), status_code=400)
         return _go(request, f"/segments/{segment.id}", i18n.gettext(N_("Segment saved.")))
 
     # --- deleting ------------------------------------------------------------------------------------------

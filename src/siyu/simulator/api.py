@@ -12,11 +12,12 @@ import inspect
 import json
 import secrets
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Request, Response, route
+from litestar.datastructures import UploadFile
 from litestar.params import FromPath
 
 from siyu.simulator import rules
@@ -27,7 +28,15 @@ ERRMSG: dict[int, str] = {
     40001: "invalid credential, access_token is invalid or not latest",
     40002: "invalid grant_type",
     40003: "invalid openid",
+    40004: "invalid media type",
+    40005: "invalid file type",
+    40006: "invalid meida size",
+    40007: "invalid media_id",
     40008: "invalid message type",
+    40009: "invalid image size",
+    40010: "invalid voice size",
+    40011: "invalid video size",
+    40012: "invalid thumb size",
     40013: "invalid appid",
     40014: "invalid access_token",
     40016: "invalid button size",
@@ -52,11 +61,13 @@ ERRMSG: dict[int, str] = {
     41004: "appsecret missing",
     41008: "missing code",
     41051: "welcome_code is invalid, expired or already used",
+    41063: "msgid not found",
     42001: "access_token expired",
     43001: "require GET method",
     43002: "require POST method",
     43004: "require subscribe",
     43101: "user refuse to accept the msg",
+    44001: "empty media data",
     44002: "empty post data",
     44004: "empty content",
     45009: "reach max api daily quota limit",
@@ -101,6 +112,8 @@ class Call:
     client_ip: str
     app: SimApp | None = None
     to: str = ""  # the recipient, for the records
+    base: str = ""  # this simulator's own address (links it hands out point back at it)
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # a multipart call's files: name → (filename, bytes)
 
     @property
     def now(self) -> float:
@@ -112,7 +125,7 @@ class Call:
         return self.app
 
 
-Handler = Callable[[Call], "dict[str, Any] | Awaitable[dict[str, Any]]"]
+Handler = Callable[[Call], "Any"]  # → a JSON dict, or a Response (media/get's bytes), maybe awaitable
 
 
 @dataclass(frozen=True)
@@ -121,17 +134,19 @@ class Endpoint:
     handler: Handler
     kinds: tuple[str, ...] = ()
     auth: str = "token"  # "token" or "credentials" (the handler checks appid/secret itself)
+    body: str = "json"  # "json", or "multipart" (media/upload)
 
 
 ENDPOINTS: dict[str, dict[str, Endpoint]] = {"wechat-api": {}, "wecom-api": {}}
+MAX_UPLOAD_BODY = 64 * 1024 * 1024  # media/upload must see an over-size file to refuse it as WeChat does
 TOKEN_PATHS = ("cgi-bin/token", "cgi-bin/stable_token", "cgi-bin/gettoken")
 OA, MP, OA_MP, WECOM = ("oa",), ("mp",), ("oa", "mp"), ("wecom",)
 
 
 def endpoint(root: str, path: str, method: str, kinds: tuple[str, ...] = (),
-             auth: str = "token") -> Callable[[Handler], Handler]:
+             auth: str = "token", body: str = "json") -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
-        ENDPOINTS[root][path] = Endpoint(method, fn, kinds, auth)
+        ENDPOINTS[root][path] = Endpoint(method, fn, kinds, auth, body)
         return fn
     return register
 
@@ -158,9 +173,15 @@ async def dispatch(sim: State, root: str, request: Request[Any, Any, Any], path:
     if ep.method != "ANY" and request.method != ep.method:
         return Response(error_body(43001 if ep.method == "GET" else 43002), status_code=200)
     call = Call(sim=sim, root=root, path=path, query=dict(request.query_params), body={},
-                client_ip=request.client.host if request.client else "127.0.0.1")
+                client_ip=request.client.host if request.client else "127.0.0.1",
+                base=str(request.base_url).rstrip("/"))
     try:
-        if request.method == "POST":
+        if request.method == "POST" and ep.body == "multipart":
+            form = await request.form()
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    call.files[name] = (value.filename or "", await value.read())
+        elif request.method == "POST":
             raw = await request.body()
             if raw.strip():
                 try:
@@ -187,7 +208,7 @@ async def dispatch(sim: State, root: str, request: Request[Any, Any, Any], path:
     if call.app is not None:
         _count(sim, call.app.app_id, path)
     await _late_answer(call)
-    return Response(result, status_code=200)
+    return result if isinstance(result, Response) else Response(result, status_code=200)
 
 
 async def _late_answer(call: Call) -> None:
@@ -262,13 +283,13 @@ async def check_credentials(call: Call, kinds: tuple[str, ...], app_id: str, sec
 
 
 def api_routes(sim: State) -> list[Any]:
-    from siyu.simulator import oa_mp, wecom  # noqa: F401  (their endpoints register themselves)
+    from siyu.simulator import media, oa_mp, wecom  # noqa: F401  (their endpoints register themselves)
 
-    @route("/wechat-api/{path:path}", http_method=["GET", "POST"])
+    @route("/wechat-api/{path:path}", http_method=["GET", "POST"], request_max_body_size=MAX_UPLOAD_BODY)
     async def wechat_api(request: Request[Any, Any, Any], path: FromPath[str]) -> Response[Any]:
         return await dispatch(sim, "wechat-api", request, path)
 
-    @route("/wecom-api/{path:path}", http_method=["GET", "POST"])
+    @route("/wecom-api/{path:path}", http_method=["GET", "POST"], request_max_body_size=MAX_UPLOAD_BODY)
     async def wecom_api(request: Request[Any, Any, Any], path: FromPath[str]) -> Response[Any]:
         return await dispatch(sim, "wecom-api", request, path)
 

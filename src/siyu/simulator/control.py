@@ -10,9 +10,11 @@ from typing import Any
 from litestar import Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
+from siyu.simulator import media as sim_media
 from siyu.simulator import push as pushing
 from siyu.simulator import rules, wire
 from siyu.simulator.state import APP_MEMORY, FORMATS, KINDS, MODES, FollowInfo, SimApp, State
+from siyu.simulator.wecom import confirm_task_now
 
 
 def _bad(message: str, status: int = 400, code: str = "bad_request") -> Response[dict[str, Any]]:
@@ -77,6 +79,10 @@ def build_app(data: JSONBody[dict[str, Any]]) -> SimApp | str:
         if len(api_key) > 512 or any(c in api_key for c in "\r\n"):
             return "backend.api_key must be one line of at most 512 characters"
     is_wecom = kind == "wecom"
+    confirm_after = data.get("task_confirm_after")
+    if confirm_after is not None and (not isinstance(confirm_after, int | float) or isinstance(confirm_after, bool)
+                                      or not 0 <= confirm_after <= 86400 * 30 or not is_wecom):
+        return "task_confirm_after is a number of seconds (0 to 30 days), for a WeCom app"
     return SimApp(
         kind=kind, app_id=app_id, secret=secret, ip_whitelisted=bool(data.get("ip_whitelisted", True)),
         token=str(data.get("token") or ""), aes_key=aes_key, message_mode=mode, push_format=push_format,
@@ -86,6 +92,7 @@ def build_app(data: JSONBody[dict[str, Any]]) -> SimApp | str:
         open_kfids=list(open_kfids) if open_kfids is not None else ([rules.open_kfid(app_id)] if is_wecom else []),
         follow_users=list(follow_users) if follow_users is not None else (["zhangsan", "lisi"] if is_wecom else []),
         backend_login_url=login_url, backend_api_key=api_key, backend_purchases_url=purchases_url,
+        task_confirm_after=float(confirm_after) if confirm_after is not None else None,
     )
 
 
@@ -296,6 +303,8 @@ def control_routes(sim: State) -> list[Any]:
         for key in keys:
             if app.kind == "wecom":
                 c = sim.contact(app, key)
+                if "mass_received_this_month" in data:  # the customer's corp mass messages so far this month
+                    c.mass_received[rules.month_key(sim.now())] = int(data["mass_received_this_month"])
                 userid = str(data.get("user_id") or (app.follow_users[0] if app.follow_users else "zhangsan"))
                 if userid not in c.follow:
                     c.follow[userid] = FollowInfo(userid=userid, createtime=int(sim.now()),
@@ -324,12 +333,26 @@ def control_routes(sim: State) -> list[Any]:
                 if task["msgid"] == msgid:
                     if task["status"] != "pending":
                         return _bad("the task was already confirmed", 409, "already_confirmed")
-                    for ext in task["external_userid"]:
-                        sim.accept(app, "cgi-bin/externalcontact/add_msg_template", ext, task["payload"],
-                                   msgid=msgid, sender=task["sender"])
-                    task.update(status="sent", confirmed_at=sim.now())
+                    confirm_task_now(sim, app, task)
                     return _ok(task)
         return _bad("unknown task", 404, "unknown_task")
+
+    @get("/_sim/media/{media_id:str}")
+    async def media_bytes(media_id: FromPath[str], app_id: FromQuery[str]) -> Response[Any]:
+        """The bytes of a medium (what an OA video's `video_url` points at: WeChat's CDN, played here)."""
+        app = sim.apps.get(app_id)
+        entry = app.media.get(media_id) if app else None
+        if app is None or entry is None:
+            return _bad("unknown media", 404, "unknown_media")
+        return Response(sim_media.content(media_id, entry), media_type="video/mp4" if entry["kind"] == "video"
+                        else "application/octet-stream", status_code=200)
+
+    @get("/_sim/media/{media_id:str}/info")
+    async def media_info(media_id: FromPath[str], app_id: FromQuery[str]) -> Response[Any]:
+        """What WeChat knows of a medium (kind, origin, size, sha256 of an upload), never the bytes."""
+        app = sim.apps.get(app_id)
+        shown = sim_media.public(app, media_id) if app else None
+        return _ok(shown) if shown else _bad("unknown media", 404, "unknown_media")
 
     @post("/_sim/reset", status_code=200)
     async def reset() -> dict[str, Any]:
@@ -341,4 +364,5 @@ def control_routes(sim: State) -> list[Any]:
         return {"status": "ok", "apps": len(sim.apps), "token_calls": sim.stats.token_calls}
 
     return [register_app, list_apps, get_app, add_faults, token_action, get_clock, move_clock, stats, messages,
-            refusals, push, verify, people, seed_people, mass_jobs, tasks, confirm_task, reset, health]
+            refusals, push, verify, people, seed_people, mass_jobs, tasks, confirm_task, media_bytes, media_info, reset,
+            health]

@@ -9,11 +9,13 @@ from typing import Any
 
 from siyu.simulator import rules
 from siyu.simulator.api import MP, OA, OA_MP, Call, WeChatError, content_ok, endpoint, ok
+from siyu.simulator.media import check_sendable
 from siyu.simulator.state import Member, QrCode, SimApp, State
 
 OA_CS_TYPES = {"text", "image", "voice", "video", "music", "news", "mpnews", "mpnewsarticle", "msgmenu",
                "wxcard", "miniprogrampage"}
 MP_CS_TYPES = {"text", "image", "link", "miniprogrampage"}
+MEDIA_MSGTYPES = {"image", "voice", "video"}
 
 
 def _member(call: Call, openid_: Any) -> Member:
@@ -33,6 +35,8 @@ def custom_send(call: Call) -> dict[str, Any]:
         raise WeChatError(40008)
     if not content_ok(body, msgtype):
         raise WeChatError(44004)
+    if msgtype in MEDIA_MSGTYPES:  # a media id WeChat issued to this app, younger than 3 days
+        check_sendable(call, body[msgtype].get("media_id"))
     if app.kind == "oa" and not m.following:
         raise WeChatError(rules.OA_OUT_OF_WINDOW)
     code = m.window.consume(call.now, rules.OA_OUT_OF_WINDOW, rules.OA_QUOTA_USED)

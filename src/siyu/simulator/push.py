@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from siyu.simulator import media as sim_media
 from siyu.simulator import rules
 from siyu.simulator.state import Contact, FollowInfo, Member, OneTimeCode, SimApp, State
 from siyu.simulator.wire import DEFAULT_TIMEOUT, deliver, open_reply, report_login, seal
@@ -134,23 +135,37 @@ def user_text(ctx: Ctx) -> dict[str, Any]:
     return _user_message(ctx, "text", {"Content": ctx.text("text", "content", default="你好")})
 
 
+def _issued(ctx: Ctx, kind: str, field: str = "media_id", sample_field: str = "sample") -> str:
+    """The media id of what the customer sends: the caller's own (WeChat never issued it: media/get answers
+    40007), or a new one the simulator issues for a sample (`sample`, `size_bytes` pads it for size tests)."""
+    given = ctx.text(field)
+    if given:
+        return given
+    return sim_media.issue(ctx.app, kind, ctx.now, ctx.text(sample_field), int(ctx.data.get("size_bytes") or 0),
+                           ctx.text("file_name"))
+
+
 def user_image(ctx: Ctx) -> dict[str, Any]:
+    # PicUrl is a link WeChat puts in the message; Siyu must never fetch it (only media/get by MediaId).
     return _user_message(ctx, "image", {
         "PicUrl": ctx.text("pic_url", default=f"http://mmbiz.qpic.cn/mmbiz_jpg/{secrets.token_hex(16)}/0"),
-        "MediaId": ctx.text("media_id", default=_media_id())})
+        "MediaId": _issued(ctx, "image")})
 
 
 def user_voice(ctx: Ctx) -> dict[str, Any]:
-    fields: dict[str, Any] = {"MediaId": ctx.text("media_id", default=_media_id()),
-                              "Format": ctx.text("format", default="amr")}
+    fields: dict[str, Any] = {"MediaId": _issued(ctx, "voice"), "Format": ctx.text("format", default="amr")}
     if ctx.text("recognition"):
         fields["Recognition"] = ctx.text("recognition")
     return _user_message(ctx, "voice", fields)
 
 
-def user_video(ctx: Ctx) -> dict[str, Any]:
-    return _user_message(ctx, "video", {"MediaId": ctx.text("media_id", default=_media_id()),
-                                        "ThumbMediaId": ctx.text("thumb_media_id", default=_media_id())})
+def user_video(ctx: Ctx, msgtype: str = "video") -> dict[str, Any]:
+    return _user_message(ctx, msgtype, {"MediaId": _issued(ctx, "video"),
+                                        "ThumbMediaId": _issued(ctx, "image", "thumb_media_id", "thumb_sample")})
+
+
+def user_shortvideo(ctx: Ctx) -> dict[str, Any]:
+    return user_video(ctx, "shortvideo")
 
 
 def user_location(ctx: Ctx) -> dict[str, Any]:
@@ -317,7 +332,7 @@ def wecom_del_follow_user(ctx: Ctx) -> dict[str, Any]:
     return _change(ctx, c, "del_follow_user", userid)
 
 
-def wecom_kf_text(ctx: Ctx) -> dict[str, Any]:
+def _kf_message(ctx: Ctx, msgtype: str, body: dict[str, Any]) -> dict[str, Any]:
     """The customer writes to a 微信客服 account: the message waits for kf/sync_msg; the callback only
     says "something is there" with a Token valid for 10 minutes."""
     open_kfid = ctx.text("open_kfid", default=ctx.app.open_kfids[0] if ctx.app.open_kfids else "")
@@ -326,8 +341,7 @@ def wecom_kf_text(ctx: Ctx) -> dict[str, Any]:
     c = _contact(ctx)
     msgid = f"from_msgid_{ctx.sim.next_msgid()}"
     message = {"msgid": msgid, "open_kfid": open_kfid, "external_userid": c.external_userid,
-               "send_time": int(ctx.now), "origin": 3, "msgtype": "text",
-               "text": {"content": ctx.text("text", "content", default="你好")}}
+               "send_time": int(ctx.now), "origin": 3, "msgtype": msgtype, msgtype: body}
     ctx.app.kf_seq += 1
     ctx.app.kf_log.append({"seq": ctx.app.kf_seq, "msg": message})
     c.kf_windows.setdefault(open_kfid, rules.Window()).open("message", ctx.now, rules.KF_WINDOW)
@@ -338,15 +352,29 @@ def wecom_kf_text(ctx: Ctx) -> dict[str, Any]:
             "Event": "kf_msg_or_event", "Token": token, "OpenKfId": open_kfid}
 
 
+def wecom_kf_text(ctx: Ctx) -> dict[str, Any]:
+    return _kf_message(ctx, "text", {"content": ctx.text("text", "content", default="你好")})
+
+
+def wecom_kf_media(kind: str) -> Action:
+    def act(ctx: Ctx) -> dict[str, Any]:
+        media_id = _issued(ctx, kind)
+        ctx.extra["media_id"] = media_id
+        return _kf_message(ctx, kind, {"media_id": media_id})
+    return act
+
+
 ACTIONS: dict[str, dict[str, Action]] = {
     "oa": {"follow": oa_follow, "unfollow": oa_unfollow, "scan": oa_scan, "text": user_text, "image": user_image,
-           "voice": user_voice, "video": user_video, "location": user_location, "link": user_link,
+           "voice": user_voice, "video": user_video, "shortvideo": user_shortvideo, "location": user_location,
+           "link": user_link,
            "click": oa_click, "view": oa_view, "subscribe_consent": subscribe_consent},
     "mp": {"mp_login": mp_login, "text": mp_text, "image": mp_image, "miniprogrampage": mp_page,
            "enter_tempsession": mp_enter_tempsession, "subscribe_consent": subscribe_consent},
     "wecom": {"add_contact": wecom_add_contact, "edit_contact": wecom_edit_contact,
               "delete_contact": wecom_delete_contact, "del_follow_user": wecom_del_follow_user,
-              "kf_text": wecom_kf_text},
+              "kf_text": wecom_kf_text, "kf_image": wecom_kf_media("image"), "kf_voice": wecom_kf_media("voice"),
+              "kf_video": wecom_kf_media("video"), "kf_file": wecom_kf_media("file")},
 }
 
 

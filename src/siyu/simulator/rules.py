@@ -183,6 +183,15 @@ def mass_allowed(received_by_month: dict[str, int], now: float, cap: int = MASS_
     return True
 
 
+def mass_received_cap(ts: float) -> int:
+    """WeCom's default: a customer receives at most as many corp mass messages a month as the month has days
+    (R16). The month is China's."""
+    import calendar
+
+    local = time.gmtime(ts + CHINA_UTC_OFFSET)
+    return calendar.monthrange(local.tm_year, local.tm_mon)[1]
+
+
 def one_time_code_error(issued_at: float | None, used: bool, now: float, ttl: float,
                         unknown: int, spent: int, expired: int) -> int:
     """Errcode for a one-time code (wx.login code, welcome_code): 0 when it may be used now."""

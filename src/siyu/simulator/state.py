@@ -95,6 +95,7 @@ class Contact:
     external_userid: str
     follow: dict[str, FollowInfo] = field(default_factory=dict)
     kf_windows: dict[str, rules.Window] = field(default_factory=dict)
+    mass_received: dict[str, int] = field(default_factory=dict)  # natural month → corp mass messages received
 
 
 @dataclass
@@ -135,6 +136,9 @@ class SimApp:
     backend_login_url: str = ""
     backend_api_key: str = ""
     backend_purchases_url: str = ""  # where the backend reports each paid order (pay.py)
+    # WeCom: seconds after which the simulated rep confirms a 1:1 task in the WeCom client (None: never by
+    # itself; the control API confirms one)
+    task_confirm_after: float | None = None
     # injected behaviour
     faults: list[int] = field(default_factory=list)
     latency_ms: int = 0  # before every call
@@ -161,6 +165,8 @@ class SimApp:
     mass_jobs: list[dict[str, Any]] = field(default_factory=list)
     client_msg_ids: dict[str, int] = field(default_factory=dict)
     tasks: list[dict[str, Any]] = field(default_factory=list)  # WeCom add_msg_template tasks
+    # media ids WeChat knows for this app (customers' media it issued, temporary uploads): media.py
+    media: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_create_time: dict[str, int] = field(default_factory=dict)  # person → CreateTime of the last push
     follow_counter: int = 0
 
@@ -175,7 +181,8 @@ class SimApp:
                 "token_timeouts": self.token_timeouts, "token_timeout_ms": self.token_timeout_ms,
                 "backend": {"login_url": self.backend_login_url, "purchases_url": self.backend_purchases_url,
                             "api_key_set": bool(self.backend_api_key)}
-                if self.backend_login_url or self.backend_purchases_url else None}
+                if self.backend_login_url or self.backend_purchases_url else None,
+                "task_confirm_after": self.task_confirm_after}
 
     def pop_fault(self) -> int | None:
         return self.faults.pop(0) if self.faults else None
@@ -196,10 +203,10 @@ class SimApp:
 # is registered again with `keep_state`, and saved to disk with the rest (persist.py).
 APP_MEMORY = ("token_slots", "menu", "menu_id", "qrcodes", "members", "by_openid", "contacts", "by_external",
               "js_codes", "welcome_codes", "kf_log", "kf_seq", "kf_tokens", "kf_untokened_calls", "mass_jobs",
-              "client_msg_ids", "tasks", "last_create_time", "follow_counter")
+              "client_msg_ids", "tasks", "last_create_time", "follow_counter", "media")
 APP_SETTINGS = ("kind", "app_id", "secret", "ip_whitelisted", "token", "aes_key", "message_mode", "push_format",
                 "original_id", "callback_url", "open_platform", "agent_id", "open_kfids", "follow_users",
-                "backend_login_url", "backend_api_key", "backend_purchases_url")
+                "backend_login_url", "backend_api_key", "backend_purchases_url", "task_confirm_after")
 
 
 class Stats:

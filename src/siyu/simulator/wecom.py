@@ -8,7 +8,8 @@ from typing import Any
 
 from siyu.simulator import rules
 from siyu.simulator.api import WECOM, Call, WeChatError, content_ok, endpoint, ok
-from siyu.simulator.state import Contact
+from siyu.simulator.media import check_sendable
+from siyu.simulator.state import Contact, SimApp, State
 
 
 def _contact(call: Call, ext: Any) -> Contact:
@@ -80,8 +81,66 @@ def add_msg_template(call: Call) -> dict[str, Any]:
     fail_list = [e for e in (wanted or []) if e not in known]
     msgid = "msg" + secrets.token_urlsafe(24)
     app.tasks.append({"msgid": msgid, "sender": sender, "external_userid": targets, "fail_list": fail_list,
-                      "payload": body, "status": "pending", "created_at": call.now, "confirmed_at": None})
+                      "payload": body, "status": "pending", "created_at": call.now, "confirmed_at": None,
+                      "results": {}})
     return ok(fail_list=fail_list, msgid=msgid)
+
+
+def confirm_task_now(sim: State, app: SimApp, task: dict[str, Any]) -> None:
+    """The rep confirms a task in the WeCom client: each customer still their contact and under this month's
+    receive limit gets it (status 1); the others do not (2: not their contact any more, 3: the limit)."""
+    now = sim.now()
+    month = rules.month_key(now)
+    results: dict[str, dict[str, Any]] = {}
+    for ext in task["external_userid"]:
+        c = app.contact_by_external(ext)
+        if c is None or (task["sender"] and task["sender"] not in c.follow):
+            results[ext] = {"status": 2, "send_time": 0}
+        elif c.mass_received.get(month, 0) >= rules.mass_received_cap(now):
+            results[ext] = {"status": 3, "send_time": 0}
+        else:
+            c.mass_received[month] = c.mass_received.get(month, 0) + 1
+            sim.accept(app, "cgi-bin/externalcontact/add_msg_template", ext, task["payload"], msgid=task["msgid"],
+                       sender=task["sender"])
+            results[ext] = {"status": 1, "send_time": int(now)}
+    task.update(status="sent", confirmed_at=now, results=results)
+
+
+def _due_confirmations(sim: State, app: SimApp) -> None:
+    if app.task_confirm_after is None:
+        return
+    for task in app.tasks:
+        if task["status"] == "pending" and sim.now() - task["created_at"] >= app.task_confirm_after:
+            confirm_task_now(sim, app, task)
+
+
+def _task(call: Call) -> dict[str, Any]:
+    msgid = str(call.body.get("msgid", ""))
+    task = next((t for t in call.a.tasks if t["msgid"] == msgid), None)
+    if task is None:
+        raise WeChatError(41063, "msgid not found")
+    _due_confirmations(call.sim, call.a)
+    return task
+
+
+@endpoint("wecom-api", "cgi-bin/externalcontact/get_groupmsg_task", "POST", WECOM)
+def get_groupmsg_task(call: Call) -> dict[str, Any]:
+    """Per member: 0 not sent yet, 2 sent."""
+    task = _task(call)
+    return ok(next_cursor="", task_list=[{"userid": task["sender"], "status": 2 if task["status"] == "sent" else 0,
+                                          "send_time": int(task["confirmed_at"] or 0)}])
+
+
+@endpoint("wecom-api", "cgi-bin/externalcontact/get_groupmsg_send_result", "POST", WECOM)
+def get_groupmsg_send_result(call: Call) -> dict[str, Any]:
+    """Per customer: 0 not sent, 1 sent, 2 not their contact, 3 the receive limit."""
+    task = _task(call)
+    userid = str(call.body.get("userid", ""))
+    if task["sender"] and userid != task["sender"]:
+        return ok(next_cursor="", send_list=[])
+    send_list = [{"external_userid": ext, "userid": task["sender"],
+                  **task["results"].get(ext, {"status": 0, "send_time": 0})} for ext in task["external_userid"]]
+    return ok(next_cursor="", send_list=send_list)
 
 
 @endpoint("wecom-api", "cgi-bin/externalcontact/send_welcome_msg", "POST", WECOM)
@@ -160,6 +219,8 @@ def kf_send_msg(call: Call) -> dict[str, Any]:
         raise WeChatError(40008)
     if not content_ok(body, msgtype):
         raise WeChatError(44004)
+    if msgtype in ("image", "voice", "video", "file"):  # a media id of this corp, younger than 3 days
+        check_sendable(call, body[msgtype].get("media_id"))
     window = c.kf_windows.get(open_kfid)
     if window is None:
         raise WeChatError(rules.KF_OUT_OF_WINDOW)

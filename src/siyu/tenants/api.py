@@ -18,7 +18,8 @@ class TenantApi(Controller):
 
     @get("/tenant")
     async def tenant(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
-        """The tenant this key belongs to and its linked WeChat accounts (secrets masked)."""
+        """The tenant this key belongs to and its linked WeChat accounts (secrets masked; of the callback Token
+        only whether it is set)."""
         tid = api_tenant_id(request)
         t = await svc.get_tenant(tid)
         channels = await svc.list_channels(tid)

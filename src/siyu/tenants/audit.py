@@ -49,6 +49,8 @@ def _channel_sentences() -> dict[str, Sentence]:
         "unlinked": (N_("{actor} unlinked the {channel} {app_id}."), N_("WeChat account unlinked")),
         "checked": (N_("{actor} checked the connection of the {channel}: {outcome}."),
                     N_("WeChat connection checked")),
+        "revealed": (N_("{actor} entered their password again and was shown the callback Token and "
+                        "EncodingAESKey of the {channel} {app_id}."), N_("WeChat callback secrets shown")),
     }
     return {f"channel.{kind}.{verb}": Sentence(text, label, {"channel": ("target", "channel")},
                                                group=f"channel.{verb}", gone=verb == "unlinked")
@@ -158,6 +160,9 @@ SENTENCES: dict[str, Sentence] = {
     "purchases.imported": Sentence(
         N_("{actor} imported {filename}: {created} new purchases, {merged} added to known orders, {unchanged} "
            "unchanged, {failed} left out."), N_("Purchases imported")),
+    "conversation.try_again": Sentence(
+        N_("{actor} tried a message of {conversation} again, as a new message: WeChat had not taken the first one."),
+        N_("Message tried again"), {"conversation": ("target", "conversation")}),
 }
 
 
@@ -180,7 +185,8 @@ def action_groups() -> dict[str, tuple[str, list[str]]]:
 FIELD_LABELS = {
     "name": N_("Name"), "slug": N_("Slug"), "timezone": N_("Time zone"), "locale": N_("Language"),
     "open_platform_bound": N_("Bound to the Open Platform"), "status": N_("Status"),
-    "app_id": N_("AppID / CorpID"), "secrets_changed": N_("Secrets replaced"), "oa_kind": N_("Account type"),
+    "app_id": N_("AppID / CorpID"), "secrets_changed": N_("Secrets replaced"),
+    "token_changed": N_("Callback Token replaced"), "oa_kind": N_("Account type"),
     "message_mode": N_("Message encryption"), "push_format": N_("Push format"), "original_id": N_("Original ID"),
     "agent_id": N_("AgentId"), "kf_enabled": N_("WeChat customer service (微信客服)"), "ok": N_("Connected"),
     "errcode": N_("WeChat error code"), "accounts": N_("Accounts"), "prefix": N_("Key"), "email": N_("Email"),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from siyu.core import db
+from siyu.core import db, effects
 from siyu.core.clock import now
 from siyu.core.crypto import box, mask, sha256_hex
 from siyu.core.errors import Conflict, InvalidInput, NotFound
@@ -140,6 +140,12 @@ async def do_set_tenant_status(actor: Actor, tenant_id: int, status: str) -> Ten
             await record_audit(actor, tenant_id, action, "tenant", tenant_id,
                                {"status": [tenant.status, status]})
             await db.notify(db.ACCOUNTS_CHANGED, str(tenant_id))
+            if status == "active":
+                # What waited while suspended (callbacks stored unprocessed, held sends), after commit. The
+                # job is the wechat domain's, enqueued by name (tenants sits below wechat); the sweeper
+                # hands it all over too, should this job be lost.
+                await effects.enqueue("wechat.resume_tenant", tenant_id,
+                                      job_id=f"wechat.resume:{tenant_id}:{now().timestamp():.6f}")
             tenant.status = status
     return tenant
 
@@ -148,7 +154,8 @@ async def do_set_tenant_status(actor: Actor, tenant_id: int, status: str) -> Ten
 
 @dataclass(frozen=True)
 class ChannelView:
-    """What pages and the API may see of a linked account: secrets only masked."""
+    """What pages and the API may see of a linked account: secrets only masked, and of the callback Token
+    only whether it is set (`do_reveal_secrets` gives it to a tenant admin who re-enters their password)."""
 
     id: int
     kind: str
@@ -159,7 +166,7 @@ class ChannelView:
     original_id: str | None
     agent_id: str | None
     kf_enabled: bool
-    callback_token: str
+    token_set: bool
     secret_masked: str
     aes_key_masked: str
     last_check_at: datetime | None
@@ -207,7 +214,7 @@ def _view(row: ChannelAccount) -> ChannelView:
     return ChannelView(
         id=row.id, kind=row.kind, app_id=row.app_id, oa_kind=row.oa_kind, message_mode=row.message_mode,
         push_format=row.push_format, original_id=row.original_id, agent_id=row.agent_id,
-        kf_enabled=row.kf_enabled, callback_token=row.callback_token,
+        kf_enabled=row.kf_enabled, token_set=bool(row.token_encrypted),
         secret_masked=_masked_secret(row), aes_key_masked="•" * 8,
         last_check_at=row.last_check_at, last_check_ok=row.last_check_ok, last_check_code=row.last_check_code,
         updated_at=row.updated_at,
@@ -241,10 +248,26 @@ async def channel_credentials(tenant_id: int, kind: str) -> ChannelCredentials:
     return ChannelCredentials(
         tenant_id=tenant_id, kind=kind, app_id=row.app_id,
         secret=b.open(row.secret_encrypted, _context(tenant_id, kind, "secret")),
-        token=row.callback_token,
+        token=_open_token(row),
         aes_key=b.open(row.aes_key_encrypted, _context(tenant_id, kind, "aes_key")),
         message_mode=row.message_mode, push_format=row.push_format, agent_id=row.agent_id,
     )
+
+
+def _open_token(row: ChannelAccount) -> str:
+    tid = row.tenant if isinstance(row.tenant, int) else row.tenant.id
+    return box().open(row.token_encrypted, _context(tid, row.kind, "token")) if row.token_encrypted else ""
+
+
+async def do_reveal_secrets(actor: Actor, tenant_id: int, kind: str) -> tuple[str, str]:
+    """(Token, EncodingAESKey) in clear, for the tenant admin who pastes them into the WeChat console again
+    and has just re-entered their password (the view checks it). Audited, without the values."""
+    async with db.transaction():
+        row = await _channel_row(tenant_id, kind)
+        aes_key = box().open(row.aes_key_encrypted, _context(tenant_id, kind, "aes_key"))
+        await record_audit(actor, tenant_id, f"channel.{kind}.revealed", "channel_account", row.id,
+                           {"app_id": row.app_id})
+    return _open_token(row), aes_key
 
 
 def generate_token() -> str:
@@ -262,7 +285,7 @@ def validate_channel(kind: str, data: dict[str, Any], existing: bool) -> dict[st
     """Validate a link form. When the account exists, blank secrets mean "keep the stored ones"."""
     rules = v.CHANNEL_FIELDS[kind]
     secret_field = "secret" if kind == "wecom" else "app_secret"
-    optional = ("original_id",) + ((secret_field, "aes_key") if existing else ())
+    optional = ("original_id",) + ((secret_field, "aes_key", "token") if existing else ())
     defaults = {"oa": {"mode": "safe", "oa_kind": "service"}, "mp": {"push_format": "xml"}, "wecom": {}}[kind]
     merged = {**defaults, **{k: val for k, val in data.items() if val not in (None, "")}}
     return v.validate(rules, merged, optional=optional)
@@ -285,8 +308,13 @@ async def do_link_channel(actor: Actor, tenant_id: int, kind: str, data: dict[st
         if row is None:
             row = ChannelAccount(tenant=tenant_id, kind=kind, created_at=now())
         previous_app_id = None if created else row.app_id
+        previous_mode = None if created else row.message_mode
+        previous_aes_key = None if created else b.open(row.aes_key_encrypted, _context(tenant_id, kind, "aes_key"))
+        # An existing account's Token left empty is kept, like its secrets.
+        token_changed = created or (bool(clean["token"]) and _open_token(row) != clean["token"])
         row.app_id = app_id
-        row.callback_token = clean["token"]
+        if token_changed:
+            row.token_encrypted = b.seal(clean["token"], _context(tenant_id, kind, "token"))
         if kind == "oa":
             row.oa_kind = clean["oa_kind"]
             row.message_mode = clean["mode"]
@@ -310,9 +338,15 @@ async def do_link_channel(actor: Actor, tenant_id: int, kind: str, data: dict[st
             row.last_check_at = None
             row.last_check_ok = None
             row.last_check_code = None
+        callback_changed = (app_id != previous_app_id or token_changed or row.message_mode != previous_mode
+                            or (bool(clean["aes_key"]) and clean["aes_key"] != previous_aes_key))
+        if callback_changed:
+            # New callback settings: WeChat has to check the URL with them (the console's "submit") again.
+            row.url_check_at = None
+            row.url_check_outcome = ""
         row.updated_at = now()
         await row.save()
-        changes: dict[str, Any] = {"app_id": app_id, "secrets_changed": secrets_changed}
+        changes: dict[str, Any] = {"app_id": app_id, "secrets_changed": secrets_changed, "token_changed": token_changed}
         for key in ("oa_kind", "message_mode", "push_format", "original_id", "agent_id", "kf_enabled"):
             changes[key] = getattr(row, key)
         await record_audit(actor, tenant_id, f"channel.{kind}.{'linked' if created else 'updated'}",
@@ -349,6 +383,9 @@ def callback_url(public_base_url: str, slug: str, kind: str) -> str:
 
 # --- secrets rotation ------------------------------------------------------------------------------
 
+SEALED_COLUMNS = ("secret", "aes_key", "token")  # `<column>_encrypted` on channel_account
+
+
 async def do_rotate_secrets() -> tuple[int, int]:
     """Re-seal every stored secret under the current key. Returns (rotated, already current)."""
     b = box()
@@ -358,15 +395,16 @@ async def do_rotate_secrets() -> tuple[int, int]:
         for row in rows:
             tid = row.tenant if isinstance(row.tenant, int) else row.tenant.id
             changed = False
-            for column in ("secret", "aes_key"):
+            for column in SEALED_COLUMNS:
                 attr = f"{column}_encrypted"
                 sealed = getattr(row, attr)
-                if b.needs_rotation(sealed):
+                if sealed and b.needs_rotation(sealed):
                     ctx = _context(tid, row.kind, column)
                     setattr(row, attr, b.seal(b.open(sealed, ctx), ctx))
                     changed = True
             if changed:
-                await row.save([ChannelAccount.secret_encrypted, ChannelAccount.aes_key_encrypted])
+                await row.save([ChannelAccount.secret_encrypted, ChannelAccount.aes_key_encrypted,
+                                ChannelAccount.token_encrypted])
                 rotated += 1
             else:
                 current += 1

@@ -111,6 +111,15 @@ async def authenticate(email: str, password: str, ip: str = "") -> CurrentUser |
     return user
 
 
+async def password_matches(staff_id: int, password: str) -> bool:
+    """Whether `password` is the signed-in person's own: asked again before secrets are shown."""
+    row = await Staff.select(Staff.password_hash, Staff.is_active).where(Staff.id == staff_id).first()
+    if row is None or not password:
+        await verify_password(_DUMMY_HASH, password)  # the same cost either way
+        return False
+    return await verify_password(row["password_hash"], password) and bool(row["is_active"])
+
+
 STAFF_FIELDS: dict[str, v.Checker] = {"email": v.check_email, "role": v.choice(*v.ROLES), "password": v.check_password}
 
 

@@ -45,12 +45,19 @@ class ChannelAccount(Table):
     original_id = Varchar(length=32, null=True)  # gh_… (OA/MP)
     agent_id = Varchar(length=16, null=True)  # WeCom self-built app AgentID
     kf_enabled = Boolean(default=False)  # WeCom 微信客服
-    callback_token = Varchar(length=32)
+    # The callback Token signs WeChat's pushes: whoever knows it can forge plain-mode callbacks, so it is
+    # sealed like the other secrets.
+    token_encrypted = Text(default="")
     secret_encrypted = Text()  # AppSecret / app Secret, sealed by siyu.core.crypto
     aes_key_encrypted = Text()  # EncodingAESKey, sealed
     last_check_at = Timestamptz(null=True, default=None)
     last_check_ok = Boolean(null=True, default=None)
     last_check_code = Integer(null=True, default=None)
+    # WeChat's last URL check (the GET with echostr when the admin submits the server configuration in the
+    # console), written by the gateway: when it arrived and how it went (`siyu.tenants.linking.URL_CHECK`).
+    # Cleared when the Token, key or AppID changes: WeChat must check the new ones.
+    url_check_at = Timestamptz(null=True, default=None)
+    url_check_outcome = Varchar(length=16, default="")
     created_at = Timestamptz()
     updated_at = Timestamptz()
 

@@ -18,14 +18,21 @@ from litestar.response import Redirect, Stream, Template
 from siyu.commerce.merchants import panel as pay_panel
 from siyu.core import i18n
 from siyu.core.clock import now as clock_now
-from siyu.core.errors import Conflict, InvalidInput, NotFound
+from siyu.core.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from siyu.core.settings import get_settings
-from siyu.tenants import audit
+from siyu.tenants import audit, linking
 from siyu.tenants import services as svc
 from siyu.tenants import staff as staff_svc
 from siyu.tenants import validation as v
 from siyu.tenants.validation import N_
-from siyu.web.auth import client_ip, platform_admin, require_tenant_id, tenant_admin
+from siyu.web.auth import (
+    DEVICE_COOKIE,
+    LoginThrottle,
+    client_ip,
+    platform_admin,
+    require_tenant_id,
+    tenant_admin,
+)
 from siyu.web.render import current_user, errors_for, render, toast_header
 from siyu.wechat.connection import check_credentials
 
@@ -141,7 +148,17 @@ def _channel_context(kind: str, tenant_slug: str) -> dict[str, Any]:
     return {"callback_url": svc.callback_url(get_settings().public_base_url, tenant_slug, kind)}
 
 
+def _reach_problems() -> list[dict[str, Any]]:
+    """Why WeChat could not call the public base URL, as translated sentences."""
+    return [{"text": i18n.gettext(p.message).format(**p.params)}
+            for p in linking.reach_problems(get_settings().public_base_url)]
+
+
 class ChannelsController(Controller):
+    """Linking an account takes, in this order: saving its credentials, Token and EncodingAESKey here,
+    pasting the same into the WeChat console and submitting, and WeChat's URL check, which the page shows
+    as it arrives. Saved Tokens and keys are shown again only after the admin re-enters their password."""
+
     include_in_schema = False
     path = "/settings/channels"
     guards = [tenant_admin]
@@ -156,11 +173,15 @@ class ChannelsController(Controller):
         if step not in STEPS:
             step = next((k for k in STEPS if k not in channels), "oa")
         forms = extra.pop("forms", {})
+        # Until the account is saved, the same suggestions on every visit (what the admin may already have
+        # pasted somewhere stays right).
+        suggested = None if step in channels else await linking.draft(request.app.state.redis, tid, step)
         ctx = {
             "tenant": tenant, "channels": channels, "step": step, "steps": STEPS,
             "callback_urls": {k: _channel_context(k, user.tenant_slug)["callback_url"] for k in STEPS},
-            "suggested_token": svc.generate_token(),
-            "suggested_aes_key": svc.generate_aes_key(),
+            "suggested": suggested, "url_check": await linking.url_check(tid, step),
+            "reach_problems": _reach_problems(), "revealed": extra.pop("revealed", None),
+            "max_skew_minutes": max(1, get_settings().callback_max_skew // 60),
             "forms": forms, "pay": await pay_panel(tid, user.tenant_slug), **extra,
         }
         return render(request, "settings/channels.html", ctx, block=block, status_code=status_code, headers=headers)
@@ -181,9 +202,9 @@ class ChannelsController(Controller):
         form = await request.form()
         value = str(form.get(field_name, "")).strip()
         channels = await svc.list_channels(_tid(request))
-        secret_fields = ("app_secret", "secret", "aes_key")
+        kept_when_empty = ("app_secret", "secret", "aes_key", "token")
         err = None
-        if not (value == "" and kind in channels and field_name in secret_fields):
+        if not (value == "" and kind in channels and field_name in kept_when_empty):
             err = v.check_field(rules, field_name, value)
         return render(request, "settings/_field_message.html", {
             "field": field_name, "kind": kind, "message": i18n.translate_error(err) if err else "",
@@ -195,14 +216,63 @@ class ChannelsController(Controller):
         if kind not in STEPS:
             raise NotFound()
         data = _form_dict(await request.form())
+        tid = _tid(request)
         try:
-            await svc.do_link_channel(_actor(request), _tid(request), kind, data)
+            await svc.do_link_channel(_actor(request), tid, kind, data)
         except InvalidInput as exc:
             safe = {k: val for k, val in data.items() if k not in ("app_secret", "secret", "aes_key")}
             return await self._page(request, kind, block="steps", status_code=400,
                                     forms={kind: {"values": safe, "errors": errors_for(exc)}})
-        message = i18n.gettext(N_("Saved. Paste the callback URL and Token into the console, then check the connection."))
-        return await self._page(request, kind, block="steps", headers=toast_header(message), saved=kind)
+        await linking.forget_draft(request.app.state.redis, tid, kind)
+        # What the admin just typed is shown back to paste into the console; what they left empty (kept) is not.
+        revealed = {"token": str(data.get("token") or "").strip(), "aes_key": str(data.get("aes_key") or "").strip()}
+        message = i18n.gettext(N_("Saved. Now paste the URL, Token and EncodingAESKey into the WeChat console and "
+                                  "submit there: WeChat checks the URL at once."))
+        return await self._page(request, kind, block="steps", headers=toast_header(message), saved=kind,
+                                revealed=revealed)
+
+    @get("/{kind:str}/url-check")
+    async def url_check(self, request: Request[Any, Any, Any], kind: FromPath[str]) -> Template:
+        """WeChat's last URL check of the account: the fragment the page polls while it is open."""
+        if kind not in STEPS:
+            raise NotFound()
+        return render(request, "settings/_url_check.html", {
+            "kind": kind, "url_check": await linking.url_check(_tid(request), kind),
+            "max_skew_minutes": max(1, get_settings().callback_max_skew // 60),
+        }, headers={"Cache-Control": "no-store"})
+
+    @post("/{kind:str}/reveal")
+    async def reveal(self, request: Request[Any, Any, Any], kind: FromPath[str]) -> Template:
+        """The saved Token and EncodingAESKey, once the admin has entered their password again. A wrong
+        password counts as a failed sign-in (the same limits), so this is no way around them."""
+        user = current_user(request)
+        assert user is not None
+        tid = _tid(request)
+        await svc.get_channel(tid, kind)  # NotFound when not linked
+        password = str((await request.form()).get("password", ""))
+        throttle = LoginThrottle(request.app.state.redis)
+        ip, device = client_ip(request), request.cookies.get(DEVICE_COOKIE)
+        no_store = {"Cache-Control": "no-store"}
+        try:
+            await throttle.admit(user.email, ip, device)
+        except TooManyRequests as exc:
+            minutes = max(1, exc.retry_after // 60)
+            error = i18n.gettext(N_("Too many wrong passwords. Try again in {minutes} minutes.")).format(minutes=minutes)
+            return await self._page(request, kind, block="console", status_code=429,
+                                    headers={**no_store, "Retry-After": str(exc.retry_after)},
+                                    reveal_errors={"password": error})
+        try:
+            matches = await staff_svc.password_matches(user.id, password)
+        except Exception:
+            await throttle.give_back(user.email, ip, device, succeeded=False)  # a fault, not a wrong password
+            raise
+        if not matches:
+            return await self._page(request, kind, block="console", status_code=400, headers=no_store,
+                                    reveal_errors={"password": i18n.gettext(N_("This is not your password."))})
+        await throttle.give_back(user.email, ip, device, succeeded=True)
+        token, aes_key = await svc.do_reveal_secrets(_actor(request), tid, kind)
+        return await self._page(request, kind, block="console", headers=no_store,
+                                revealed={"token": token, "aes_key": aes_key})
 
     @post("/{kind:str}/check")
     async def check(self, request: Request[Any, Any, Any], kind: FromPath[str]) -> Template:

@@ -218,6 +218,17 @@ def _choices(values: Iterable[str] | None, allowed: tuple[str, ...], field: str)
     return chosen
 
 
+async def get_event(tenant_id: int, contact_id: int, event_id: int) -> Event:
+    """One event of a contact's timeline; another contact's or tenant's is NotFound like a missing one."""
+    row = await db.fetchrow(
+        "SELECT id, contact, identity, occurred_at, kind, channel, payload::text AS payload, source_key "
+        "FROM timeline_event WHERE tenant = $1 AND contact = $2 AND id = $3", tenant_id, contact_id, event_id)
+    if row is None:
+        raise NotFound()
+    return Event(int(row["id"]), int(row["contact"]), row["identity"], row["occurred_at"], row["kind"], row["channel"],
+                 json.loads(row["payload"]), row["source_key"])
+
+
 async def page(tenant_id: int, contact_id: int, cursor: str | None = None, limit: int = 50,
                channels: Iterable[str] | None = None, kinds: Iterable[str] | None = None) -> Page:
     """A contact's events, newest first; `next_cursor` continues after the last one."""

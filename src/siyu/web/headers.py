@@ -13,6 +13,8 @@ from __future__ import annotations
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import Message, Scope
 
+from siyu.web.media import MEDIA_CSP
+
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
     "script-src 'self'",
@@ -38,4 +40,7 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
     if message["type"] == "http.response.start":
         headers = MutableScopeHeaders.from_message(message)
         for name, value in SECURITY_HEADERS.items():
+            # A served picture or file sets a stricter policy of its own (web/media.py): it stays.
+            if name == "Content-Security-Policy" and headers.get(name) == MEDIA_CSP:
+                continue
             headers[name] = value

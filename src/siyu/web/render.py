@@ -34,13 +34,13 @@ def _configure(engine: JinjaTemplateEngine) -> None:
     env.globals.update(field=forms.field, select=forms.select, copy=forms.copy)  # type: ignore[attr-defined]
 
 
-def _format_datetime(value: Any, with_time: bool = True) -> str:
+def _format_datetime(value: Any, with_time: bool = True, seconds: bool = False) -> str:
     if value is None:
         return "—"
     from zoneinfo import ZoneInfo
 
     local = value.astimezone(ZoneInfo("Asia/Shanghai"))
-    return local.strftime("%Y-%m-%d %H:%M" if with_time else "%Y-%m-%d")
+    return local.strftime(("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M") if with_time else "%Y-%m-%d")
 
 
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:

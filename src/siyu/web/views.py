@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,6 +16,8 @@ from redis.asyncio import Redis
 from siyu.core import db, i18n
 from siyu.core.errors import Forbidden, InvalidInput, TooManyRequests
 from siyu.core.settings import get_settings
+from siyu.inbox import boxes
+from siyu.inbox.conversations import viewer_for
 from siyu.tenants import staff as staff_svc
 from siyu.tenants.validation import N_
 from siyu.web.auth import (
@@ -28,6 +32,8 @@ from siyu.web.auth import (
     signed_in,
 )
 from siyu.web.render import current_user, errors_for, render, toast_header
+
+READY_TIMEOUT = 1.0  # seconds each dependency has to answer /readyz
 
 
 def _safe_next(value: str | None) -> str:
@@ -50,7 +56,7 @@ def home_for(user: staff_svc.CurrentUser) -> str:
         return "/platform/tenants"
     if user.is_tenant_admin:
         return "/settings/channels"
-    return "/workspace"
+    return "/inbox"  # a rep's work is in the inbox
 
 
 def _session_cookie(token: str, max_age: int) -> Cookie:
@@ -172,15 +178,17 @@ class AuthController(Controller):
 
     @get("/workspace", guards=[signed_in])
     async def workspace(self, request: Request[Any, Any, Any]) -> Template:
-        """An agent's landing page: who they are, their teams and capacity."""
+        """Who a person is in their brand (teams, capacity) and their work now: their open and unread
+        conversations and the waiting ones they may take, each a link into the inbox."""
         user = current_user(request)
         assert user is not None
-        me = None
+        me = counts = None
         if user.tenant_id is not None:
             me = await staff_svc.get_staff(user.tenant_id, user.id)
             teams = {t["id"]: t["name"] for t in await staff_svc.list_teams(user.tenant_id)}
             me["teams"] = [teams[t] for t in me["team_ids"] if t in teams]
-        return render(request, "auth/workspace.html", {"me": me})
+            counts = await boxes.counts(user.tenant_id, await viewer_for(user.tenant_id, user.id))
+        return render(request, "auth/workspace.html", {"me": me, "counts": counts})
 
 
 class HealthController(Controller):
@@ -191,18 +199,20 @@ class HealthController(Controller):
 
     @get("/readyz", tags=["health"])
     async def readyz(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-        """200 only when PostgreSQL and Redis answer; 503 naming what failed."""
-        checks: dict[str, str] = {}
-        try:
-            await db.ping()
-            checks["postgres"] = "ok"
-        except Exception as exc:  # report, do not crash: this is the probe
-            checks["postgres"] = f"error: {type(exc).__name__}"
-        try:
-            await request.app.state.redis.ping()
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"error: {type(exc).__name__}"
+        """200 only when PostgreSQL and Redis answer; 503 naming what failed. Both are asked at once and
+        each has READY_TIMEOUT to answer, so a server that hangs (accepts, never answers) is named within
+        that time instead of holding the probe."""
+        async def check(name: str, probe: Callable[[], Awaitable[Any]]) -> tuple[str, str]:
+            try:
+                await asyncio.wait_for(probe(), READY_TIMEOUT)
+            except TimeoutError:
+                return name, f"error: no answer within {READY_TIMEOUT:g} s"
+            except Exception as exc:  # report, do not crash: this is the probe
+                return name, f"error: {type(exc).__name__}"
+            return name, "ok"
+
+        checks = dict(await asyncio.gather(check("postgres", db.ping),
+                                           check("redis", request.app.state.redis.ping)))
         ok = all(v == "ok" for v in checks.values())
         failed = [k for k, v in checks.items() if v != "ok"]
         body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": checks}

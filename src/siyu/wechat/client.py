@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json as json_module
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from redis.asyncio import Redis
@@ -170,6 +173,78 @@ async def request_token(http: httpx.AsyncClient, channel: str, app_id: str, secr
         "grant_type": "client_credential", "appid": app_id, "secret": secret, "force_refresh": force})
 
 
+class MediaTooLarge(WeChatError):
+    """The media is larger than Siyu keeps for its kind: refused while reading, never stored."""
+
+    retryable = False
+    reason = "too_large"
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(-1, f"{size} bytes, more than the {limit} Siyu keeps")
+        self.size, self.limit = size, limit
+
+
+class MediaLinkRefused(WeChatError):
+    """WeChat answered with a link that is not one of WeChat's own addresses: Siyu does not follow it."""
+
+    retryable = False
+    reason = "link_refused"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(-1, f"refused to follow {url[:200]!r}: not a WeChat address")
+
+
+@dataclass(frozen=True)
+class Download:
+    data: bytes
+    content_type: str  # as WeChat declared it (callers sniff the bytes; this is only a hint)
+    filename: str  # from Content-Disposition, for files
+    video_url: str = ""  # an OA video answered as a link
+
+    @property
+    def is_json(self) -> bool:
+        return self.content_type in ("application/json", "text/plain") and self.data[:1] == b"{"
+
+    def json(self) -> dict[str, Any]:
+        try:
+            data = json_module.loads(self.data[:1_000_000])
+        except ValueError:
+            return {"errcode": -1, "errmsg": "media/get answered text that is not JSON"}
+        return data if isinstance(data, dict) else {"errcode": -1, "errmsg": "media/get answered a JSON non-object"}
+
+
+WECHAT_MEDIA_DOMAINS = ("qq.com", "qpic.cn", "weixin.qq.com", "wechat.com", "gtimg.cn")
+
+
+def is_wechat_url(url: str) -> bool:
+    """https on one of WeChat's (Tencent's) domains, or the configured API host (the simulator in dev)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    host = (parts.hostname or "").lower()
+    s = get_settings()
+    own = {(urlsplit(base).scheme, urlsplit(base).hostname, urlsplit(base).port)
+           for base in (s.wechat_api_base, s.wecom_api_base)}
+    if (parts.scheme, host, parts.port) in own:
+        return True
+    return parts.scheme == "https" and any(host == d or host.endswith("." + d) for d in WECHAT_MEDIA_DOMAINS)
+
+
+_FILENAME = re.compile(r'filename="?([^";]{1,200})"?', re.IGNORECASE)
+_FILENAME_UTF8 = re.compile(r"filename\*=UTF-8''([^;\s]{1,600})", re.IGNORECASE)
+
+
+def filename_of(disposition: str) -> str:
+    """The file name WeChat gives in Content-Disposition (for showing only; never used as a path); the
+    RFC 5987 form (`filename*=UTF-8''…`) wins over the plain one."""
+    found = _FILENAME_UTF8.search(disposition or "") or _FILENAME.search(disposition or "")
+    if not found:
+        return ""
+    name = unquote(found.group(1)).strip().replace("/", "_").replace("\\", "_")
+    return "".join(c for c in name if c.isprintable())[:120]
+
+
 # Delete the key only if it still holds our value: never drop a token (or lock) another worker just set.
 _COMPARE_AND_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -256,7 +331,8 @@ class WeChatClient:
 
     async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                    json: dict[str, Any] | None = None, bulk: bool = False, with_token: bool = True,
-                   repeatable: bool = True, on_send: OnSend | None = None) -> dict[str, Any]:
+                   repeatable: bool = True, on_send: OnSend | None = None,
+                   files: dict[str, tuple[str, bytes, str]] | None = None) -> dict[str, Any]:
         """One API call with the token, the rate limits and WeChat's error policy applied.
 
         A send passes `repeatable=False`: once its request may have reached WeChat, a failure without an
@@ -282,7 +358,7 @@ class WeChatClient:
             if on_send is not None:
                 await on_send()
             try:
-                resp = await self.http.request(method, f"{self.base}/{path}", params=query, json=json)
+                resp = await self.http.request(method, f"{self.base}/{path}", params=query, json=json, files=files)
             except httpx.HTTPError as exc:
                 raise transport_failure(path, exc, repeatable) from None
             body = self._json(resp, repeatable)
@@ -350,6 +426,108 @@ class WeChatClient:
         return await self.call("POST", "cgi-bin/externalcontact/add_msg_template", json={
             "chat_type": "single", "external_userid": external_userids, "sender": sender,
             "text": {"content": text}}, repeatable=False, on_send=on_send)
+
+    async def get_groupmsg_task(self, msgid: str, limit: int = 1000, cursor: str = "") -> dict[str, Any]:
+        """Which WeCom members of a mass task have sent it (status 0 not yet, 2 sent)."""
+        return await self.call("POST", "cgi-bin/externalcontact/get_groupmsg_task",
+                               json={"msgid": msgid, "limit": limit, "cursor": cursor})
+
+    async def get_groupmsg_send_result(self, msgid: str, userid: str, limit: int = 1000,
+                                       cursor: str = "") -> dict[str, Any]:
+        """What became of a member's task for each customer: status 0 not sent, 1 sent, 2 not their contact
+        any more, 3 the customer already received the corp's mass messages allowed (the receive limit)."""
+        return await self.call("POST", "cgi-bin/externalcontact/get_groupmsg_send_result",
+                               json={"msgid": msgid, "userid": userid, "limit": limit, "cursor": cursor})
+
+    # --- media: WeChat's media API only, by media id; never a URL from a message -----------------------------
+
+    async def download_media(self, media_id: str, max_bytes: int) -> Download:
+        """`cgi-bin/media/get` (the same path on OA, MP and WeCom, each with its own token): the bytes, or
+        WeChat's JSON (an errcode → the typed error; a video's `video_url` → `Download.video_url`). Read as a
+        stream and refused past `max_bytes` (`MediaTooLarge`), so a huge answer never fills memory. A read:
+        busy and token errors are asked again as in `call`."""
+        left = await self.limiter.count_daily(self.account.app_id, "cgi-bin/media/get")
+        if left == -1:
+            raise WeChatRateLimited(45009, "daily quota of cgi-bin/media/get used (counted by Siyu)",
+                                    retry_after=seconds_to_beijing_midnight())
+        try:
+            await self.limiter.acquire(self.account.tenant_id, self.account.channel, self.account.app_id)
+        except TimeoutError as exc:
+            raise WeChatRateLimited(45011, f"{exc} (counted by Siyu)", retry_after=60) from None
+        refreshed, busy_tries = False, 0
+        while True:
+            token = await self.access_token()
+            try:
+                got = await self._stream("GET", f"{self.base}/cgi-bin/media/get",
+                                         {"access_token": token, "media_id": media_id}, max_bytes)
+            except httpx.HTTPError as exc:
+                raise transport_failure("cgi-bin/media/get", exc, repeatable=True) from None
+            if not got.is_json:
+                return got
+            body = got.json()
+            errcode = int(body.get("errcode", 0) or 0)
+            if errcode == 0:
+                url = str(body.get("video_url") or "")
+                if not url:
+                    raise WeChatError(-1, "cgi-bin/media/get answered JSON without media or a video_url")
+                return Download(b"", "", "", video_url=url)
+            if errcode in TOKEN_ERRORS and not refreshed:
+                refreshed = True
+                await self.invalidate(token)
+                await self.access_token(stale=token)
+                continue
+            if errcode in BUSY and busy_tries < len(BUSY_BACKOFF):
+                await asyncio.sleep(BUSY_BACKOFF[busy_tries])
+                busy_tries += 1
+                continue
+            raise error_for(errcode, str(body.get("errmsg", "")))
+
+    async def fetch_video_url(self, url: str, max_bytes: int) -> Download:
+        """The video a `video_url` answer points at, only when the URL is WeChat's own (https on a WeChat or
+        Tencent domain, or the configured API host): never any other address. No redirects."""
+        if not is_wechat_url(url):
+            raise MediaLinkRefused(url)
+        try:
+            return await self._stream("GET", url, {}, max_bytes)
+        except httpx.HTTPError as exc:
+            raise transport_failure("video_url", exc, repeatable=True) from None
+
+    async def _stream(self, method: str, url: str, params: dict[str, Any], max_bytes: int) -> Download:
+        # No params: a link keeps its own query (httpx would replace it with an empty one).
+        async with self.http.stream(method, url, params=params or None, follow_redirects=False) as resp:
+            content_type = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+            disposition = resp.headers.get("content-disposition", "")
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise MediaTooLarge(int(declared), max_bytes)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.aiter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise MediaTooLarge(size, max_bytes)
+                chunks.append(chunk)
+            if resp.status_code != 200:
+                raise WeChatBusy(-1, f"media download answered HTTP {resp.status_code}")
+        return Download(b"".join(chunks), content_type, filename_of(disposition))
+
+    async def upload_media(self, kind: str, filename: str, data: bytes, content_type: str) -> dict[str, Any]:
+        """`cgi-bin/media/upload?type=…` (temporary media, kept by WeChat for 3 days): answers its media_id.
+        Uploading is not a send: repeating it is harmless, so it is retried like a read."""
+        return await self.call("POST", "cgi-bin/media/upload", params={"type": kind},
+                               files={"media": (filename, data, content_type)})
+
+    async def send_image(self, openid: str, media_id: str, on_send: OnSend | None = None) -> dict[str, Any]:
+        """A customer-service image message (OA, MP), inside the reply window."""
+        return await self.send_custom_message(openid, "image", {"media_id": media_id}, on_send=on_send)
+
+    async def kf_send_image(self, external_userid: str, open_kfid: str, media_id: str, msgid: str = "",
+                            on_send: OnSend | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"touser": external_userid, "open_kfid": open_kfid, "msgtype": "image",
+                                "image": {"media_id": media_id}}
+        if msgid:
+            body["msgid"] = msgid
+        return await self.call("POST", "cgi-bin/kf/send_msg", json=body, repeatable=False, on_send=on_send)
 
     async def kf_sync_msg(self, open_kfid: str, cursor: str, token: str = "", limit: int = 1000) -> dict[str, Any]:
         body: dict[str, Any] = {"cursor": cursor, "limit": limit, "open_kfid": open_kfid, "voice_format": 0}

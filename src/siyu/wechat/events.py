@@ -9,22 +9,24 @@ from datetime import datetime
 from typing import Any
 
 from siyu.core import db
+from siyu.wechat import media
 from siyu.wechat.tables import InboundEvent
 
 
 async def load_normalized(event_ids: Sequence[int]) -> list[dict[str, Any]]:
     """The events with these ids, oldest first: id, tenant, channel (oa | mp | wecom), kind (protocol's
-    normalised kind), msg_type, external_id (openid / external_userid), occurred_at, details."""
+    normalised kind), msg_type, external_id (openid / external_userid), occurred_at, received_at (when
+    Siyu stored it), details."""
     if not event_ids:
         return []
     rows = await InboundEvent.select(
         InboundEvent.id, InboundEvent.tenant, InboundEvent.channel, InboundEvent.kind, InboundEvent.msg_type,
-        InboundEvent.external_id, InboundEvent.occurred_at, InboundEvent.payload,
+        InboundEvent.external_id, InboundEvent.occurred_at, InboundEvent.received_at, InboundEvent.payload,
     ).where(InboundEvent.id.is_in(list(event_ids))).order_by(
         InboundEvent.occurred_at, InboundEvent.id).output(load_json=True)
     return [{"id": r["id"], "tenant": r["tenant"], "channel": r["channel"], "kind": r["kind"],
              "msg_type": r["msg_type"], "external_id": r["external_id"], "occurred_at": r["occurred_at"],
-             "details": dict((r["payload"] or {}).get("details") or {})} for r in rows]
+             "received_at": r["received_at"], "details": dict((r["payload"] or {}).get("details") or {})} for r in rows]
 
 
 # The parts of a stored callback that say nothing about the person: what happened, when, through which
@@ -60,4 +62,6 @@ async def erase_personal_payloads(tenant_id: int, channel: str, external_id: str
         "WHERE tenant = $1 AND channel = $2 AND external_id = $3 AND state IN ('sent', 'failed', 'unknown') "
         "AND ($4::timestamptz IS NULL OR created_at <= $4) AND NOT payload ? 'erased'",
         tenant_id, channel, external_id, until)
+    # And the pictures, voice and videos they sent or were sent: rows and files.
+    await media.erase_person(tenant_id, channel, external_id, until)
     return erased

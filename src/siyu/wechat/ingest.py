@@ -3,8 +3,13 @@
 Every callback must be durable in PostgreSQL before Siyu answers `success`. Under load, one INSERT and
 one commit per callback costs a round trip and an fsync each; here the callbacks that arrive together
 are written with one multi-row `INSERT … ON CONFLICT` in one transaction, and each request waits only
-for its own row. Their processing is handed to the worker as one arq job per batch (ids only). If the
-process dies between the commit and the enqueue, the sweeper enqueues the events from PostgreSQL.
+for its own row. The same statement answers what the gateway still needs to decide its reply (is the
+tenant suspended, has a rep silenced the bot for this person), so a callback costs no round trip of its
+own. Processing is handed to the worker as one arq job per batch (ids only). If the process dies between
+the commit and the enqueue, the sweeper enqueues the events from PostgreSQL.
+
+One bad row never fails the others: a batch whose write fails is written again row by row, and only a
+row that cannot be stored on its own answers 500 (WeChat retries it).
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from siyu.core import db
 from siyu.wechat.protocol import Account, Normalized
-from siyu.wechat.services import Recorded
 
 log = logging.getLogger("siyu.wechat.ingest")
 
@@ -26,19 +31,31 @@ MAX_BATCH = 256
 MAX_WAIT = 0.002  # seconds a batch waits for company once the first callback arrived
 
 # Tenant and account are resolved here, not taken from the gateway's short-lived copy of the account:
-# an account unlinked (or relinked) a moment ago can never receive a row under a stale id.
+# an account unlinked (or relinked) a moment ago can never receive a row under a stale id, and the
+# tenant's status is read as of this write.
 _INSERT = """
-INSERT INTO wechat_inbound_event (tenant, channel_account, channel, dedup_key, kind, msg_type, event,
-    external_id, occurred_at, payload, received_at, deliveries, attempts, last_error)
-SELECT t.id, ca.id, u.c, u.k, u.kd, u.mt, u.ev, u.x, u.o, u.p::jsonb, now(), u.n, 0, ''
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::timestamptz[], $9::text[], $10::int[]) AS u(slug, c, k, kd, mt, ev, x, o, p, n)
-JOIN tenant t ON t.slug = u.slug
-JOIN channel_account ca ON ca.tenant = t.id AND ca.kind = u.c
-ON CONFLICT (tenant, channel, dedup_key)
-DO UPDATE SET deliveries = wechat_inbound_event.deliveries + EXCLUDED.deliveries
-RETURNING id, tenant, (SELECT slug FROM tenant WHERE id = wechat_inbound_event.tenant) AS slug, channel, dedup_key,
-    (xmax = 0) AS inserted
+WITH stored AS (
+    INSERT INTO wechat_inbound_event (tenant, channel_account, channel, dedup_key, kind, msg_type, event,
+        external_id, occurred_at, payload, received_at, deliveries, attempts, last_error)
+    SELECT t.id, ca.id, u.c, u.k, u.kd, u.mt, u.ev, u.x, u.o, u.p::jsonb, now(), u.n, 0, ''
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                $8::timestamptz[], $9::text[], $10::int[]) AS u(slug, c, k, kd, mt, ev, x, o, p, n)
+    JOIN tenant t ON t.slug = u.slug
+    JOIN channel_account ca ON ca.tenant = t.id AND ca.kind = u.c
+    ON CONFLICT (tenant, channel, dedup_key)
+    DO UPDATE SET deliveries = wechat_inbound_event.deliveries + EXCLUDED.deliveries
+    RETURNING id, tenant, channel, dedup_key, external_id, (xmax = 0) AS inserted
+)
+SELECT s.id, s.tenant, t.slug, s.channel, s.dedup_key, s.inserted, t.status = 'suspended' AS suspended,
+    COALESCE(w.bot_silenced, false) AS bot_silenced
+FROM stored s JOIN tenant t ON t.id = s.tenant
+LEFT JOIN wechat_reply_window w ON w.tenant = s.tenant AND w.channel = s.channel AND w.external_id = s.external_id
+"""
+
+_COUNT_HITS = """
+UPDATE wechat_auto_reply r SET hits = r.hits + u.n
+FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS u(tenant, id, n)
+WHERE r.tenant = u.tenant AND r.id = u.id
 """
 
 
@@ -46,12 +63,37 @@ class AccountGone(Exception):
     """The account was unlinked between the lookup and the write: the callback is refused (404)."""
 
 
+@dataclass(frozen=True)
+class Stored:
+    """A callback's row: what the gateway answers by."""
+
+    event_id: int
+    is_new: bool
+    tenant_id: int
+    suspended: bool = False  # the tenant is suspended: stored, acknowledged, nothing else
+    bot_silenced: bool = False  # a rep has this person: the Official Account's keyword rules stay quiet
+
+
 @dataclass
 class _Pending:
     account: Account
     event: Normalized
     payload: str
-    future: asyncio.Future[Recorded]
+    future: asyncio.Future[Stored]
+
+
+def _payload(fields: dict[str, Any], details: dict[str, Any], original: str | None) -> str:
+    body: dict[str, Any] = {"fields": fields, "details": details}
+    if original is not None:  # the text as WeChat sent it, when characters had to be replaced to store it
+        body["original_b64"] = original
+    return json.dumps(body, ensure_ascii=False)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """The database is unreachable (not this data): writing the rows one by one cannot help."""
+    import asyncpg
+
+    return isinstance(exc, OSError | asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError)
 
 
 class Ingestor:
@@ -60,6 +102,8 @@ class Ingestor:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._hits: Counter[tuple[int, int]] = Counter()
+        self._hits_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="siyu-ingest")
@@ -71,6 +115,7 @@ class Ingestor:
                 await self._task
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.flush_hits()
 
     async def settle(self) -> None:
         """Wait until everything handed in is written and handed over (tests, shutdown)."""
@@ -78,12 +123,38 @@ class Ingestor:
             await asyncio.sleep(0.001)
             if self._background:
                 await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.flush_hits()
 
-    async def store(self, account: Account, event: Normalized, fields: dict[str, Any]) -> Recorded:
-        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
-        payload = json.dumps({"fields": fields, "details": event.details}, ensure_ascii=False)
-        await self._queue.put(_Pending(account, event, payload, future))
+    async def store(self, account: Account, event: Normalized, fields: dict[str, Any],
+                    original: str | None = None) -> Stored:
+        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(account, event, _payload(fields, event.details, original), future))
         return await future
+
+    # --- auto-reply hits: a counter, not a record. One UPDATE at a time per process, carrying every hit
+    # counted while the previous one ran, so a burst of replies to the same keyword does not queue each
+    # callback behind one row lock (and an idle process writes a hit at once).
+
+    def count_hit(self, tenant_id: int, rule_id: int) -> None:
+        self._hits[(tenant_id, rule_id)] += 1
+        if self._hits_task is None or self._hits_task.done():
+            self._hits_task = asyncio.create_task(self._write_hits(), name="siyu-auto-reply-hits")
+
+    async def _write_hits(self) -> None:
+        while self._hits:
+            await self.flush_hits()
+
+    async def flush_hits(self) -> None:
+        hits, self._hits = self._hits, Counter()
+        if not hits:
+            return
+        keys = list(hits)
+        try:
+            await db.execute(_COUNT_HITS, [t for t, _ in keys], [r for _, r in keys], [hits[k] for k in keys])
+        except Exception:  # a statistic: losing a few counts beats failing a reply
+            log.exception("could not count %s auto-reply hits", sum(hits.values()))
+
+    # --- the writer
 
     async def _run(self) -> None:
         while True:
@@ -94,11 +165,33 @@ class Ingestor:
                 batch.append(self._queue.get_nowait())
             try:
                 await self._write(batch)
-            except Exception as exc:  # each waiting request answers 500; WeChat retries
-                log.exception("storing %s inbound events failed", len(batch))
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
+            except Exception as exc:
+                if len(batch) == 1 or _is_connection_error(exc):
+                    self._fail(batch, exc)
+                else:
+                    log.warning("storing %s inbound events together failed (%r); storing them one by one",
+                                len(batch), exc)
+                    await self._write_one_by_one(batch)
+
+    def _fail(self, batch: list[_Pending], exc: BaseException) -> None:
+        """Each waiting request answers 500; WeChat retries."""
+        log.error("storing %s inbound events failed: %r", len(batch), exc)
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    async def _write_one_by_one(self, batch: list[_Pending]) -> None:
+        for i, p in enumerate(batch):
+            try:
+                await self._write([p])
+            except Exception as exc:
+                if _is_connection_error(exc):
+                    self._fail(batch[i:], exc)
+                    return
+                log.error("an inbound event cannot be stored (tenant %s, %s, key %r): %r", p.account.slug,
+                          p.account.channel, p.event.dedup_key, exc)
+                if not p.future.done():
+                    p.future.set_exception(exc)
 
     async def _write(self, batch: list[_Pending]) -> None:
         # Retries of one message can arrive in the same batch: write each key once, count its deliveries.
@@ -129,7 +222,8 @@ class Ingestor:
                 new_ids.append(int(row["id"]))
             for i, p in enumerate(group):
                 if not p.future.done():
-                    p.future.set_result(Recorded(int(row["id"]), inserted and i == 0, int(row["tenant"])))
+                    p.future.set_result(Stored(int(row["id"]), inserted and i == 0, int(row["tenant"]),
+                                               bool(row["suspended"]), bool(row["bot_silenced"])))
         if new_ids:
             task = asyncio.create_task(self._hand_over(new_ids))
             self._background.add(task)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from siyu.core.clock import now
-from siyu.wechat import consents, protocol, windows
+from siyu.wechat import consents, holds, media, protocol, windows
 from siyu.wechat.outbound import runtime_of, settle_stale
 from siyu.wechat.protocol import Account
 from siyu.wechat.services import record_inbound
@@ -18,12 +19,14 @@ log = logging.getLogger("siyu.wechat.jobs")
 SWEEP_AFTER_SECONDS = 30
 SWEEP_BATCH = 500
 KF_LOCK_SECONDS = 120
+RESUME_BATCH = 256  # events per job when a reactivated tenant's waiting events are handed over
 
-
+RESUME_JOB = "wechat.resume_tenant"  # enqueued by name by tenants.do_set_tenant_status on reactivation
 
 _EVENT_COLUMNS = (
     InboundEvent.id, InboundEvent.tenant, InboundEvent.channel, InboundEvent.channel_account, InboundEvent.kind,
     InboundEvent.external_id, InboundEvent.occurred_at, InboundEvent.processed_at,
+    InboundEvent.tenant.status.as_alias("tenant_status"),
 )
 
 
@@ -42,11 +45,14 @@ async def process_inbound_batch(ctx: dict[str, Any], event_ids: list[int]) -> in
 
 async def _process(ctx: dict[str, Any], event_ids: list[int]) -> int | None:
     """Each event is marked processed exactly once; events already processed (a second run, the sweeper
-    racing the batch) are skipped. Every step is idempotent, so a crash midway is safe to repeat."""
+    racing the batch) are skipped. Every step is idempotent, so a crash midway is safe to repeat.
+
+    A suspended tenant's events are left unprocessed (no reply window, contact, conversation, bot answer or
+    routing comes of them); `resume_tenant` hands them over when the tenant is reactivated."""
     rows = await InboundEvent.select(*_EVENT_COLUMNS).where(InboundEvent.id.is_in(event_ids))
     if not rows:
         return None
-    todo = [r for r in rows if r["processed_at"] is None]
+    todo = [r for r in rows if r["processed_at"] is None and r["tenant_status"] != "suspended"]
     if not todo:
         return 0
     ids = [r["id"] for r in todo]
@@ -67,6 +73,16 @@ async def _process(ctx: dict[str, Any], event_ids: list[int]) -> int | None:
             await ctx["redis"].enqueue_job("wechat.kf_sync", row["tenant"], row["channel_account"],
                                            details.get("open_kfid", ""), details.get("sync_token", ""),
                                            _job_id=f"wechat.kf_sync:{row['id']}")
+    media_ids = [r["id"] for r in todo if r["kind"] == "message"]
+    if media_ids:  # customers' pictures, voice and videos: fetched from WeChat by their media id, once each
+        rows = await InboundEvent.select(
+            InboundEvent.id, InboundEvent.tenant, InboundEvent.channel, InboundEvent.external_id,
+            InboundEvent.msg_type, InboundEvent.payload,
+        ).where(InboundEvent.id.is_in(media_ids) & InboundEvent.msg_type.is_in(list(media.MEDIA_TYPES))).output(
+            load_json=True)
+        for tenant_id, row_id in await media.note_inbound(
+                [{**r, "details": (r["payload"] or {}).get("details") or {}} for r in rows]):
+            await media.enqueue_fetch(ctx["redis"], tenant_id, row_id)
     # Identity resolution and the timeline belong to the contacts domain: one job per batch, enqueued by
     # name so that wechat never imports it. Enqueued before the events are marked processed: if Redis
     # refuses, this job fails and is retried (or swept), instead of leaving events no contact ever sees.
@@ -100,7 +116,8 @@ async def kf_sync(ctx: dict[str, Any], tenant_id: int, account_id: int | None, o
             while True:
                 page = await client.kf_sync_msg(open_kfid, cursor, token=sync_token)
                 account = Account(tenant_id, account_id or 0, "wecom", "", "", "", "safe", "xml")
-                for msg in page.get("msg_list", []):
+                for raw in page.get("msg_list", []):
+                    msg = protocol.replace_unstorable(raw)  # a NUL in a customer's text must not fail the sync
                     event = protocol.normalize_kf(msg)
                     recorded = await record_inbound(account, event, msg)
                     if recorded.is_new:
@@ -122,17 +139,45 @@ async def kf_sync(ctx: dict[str, Any], tenant_id: int, account_id: int | None, o
 
 
 async def sweep_inbound(ctx: dict[str, Any]) -> int:
-    """Enqueue events that were stored but never processed (Redis was down, a worker died), and mark
-    sends that died mid-call as unknown."""
-    rows = await InboundEvent.raw(
-        "SELECT id FROM wechat_inbound_event WHERE processed_at IS NULL "
-        "AND received_at < now() - make_interval(secs => {}) ORDER BY received_at LIMIT {}",
-        SWEEP_AFTER_SECONDS, SWEEP_BATCH,
-    )
+    """Enqueue events that were stored but never processed (Redis was down, a worker died), except a
+    suspended tenant's, which wait for its reactivation; enqueue again the sends held for tenants active
+    again (should their reactivation's job have been lost); and mark sends that died mid-call as unknown."""
+    rows = await InboundEvent.select(InboundEvent.id).where(
+        InboundEvent.processed_at.is_null()
+        & (InboundEvent.received_at < now() - timedelta(seconds=SWEEP_AFTER_SECONDS))
+        & (InboundEvent.tenant.status != "suspended")
+    ).order_by(InboundEvent.received_at).limit(SWEEP_BATCH)
     redis = ctx["redis"]
     for r in rows:
         await redis.enqueue_job("wechat.process_inbound", r["id"], _job_id=f"wechat.inbound:{r['id']}")
     if rows:
         log.info("sweeper re-enqueued %s inbound events", len(rows))
+    released = await holds.release(redis)
+    if released:
+        log.info("sweeper re-enqueued %s sends held while their tenants were suspended", released)
     await settle_stale()  # sends whose run died: asked WeChat → unknown (never sent again), never asked → retry
+    await media.sweep(redis)  # media whose fetch job was lost, or that WeChat no longer keeps
     return len(rows)
+
+
+async def resume_tenant(ctx: dict[str, Any], tenant_id: int) -> dict[str, int]:
+    """A reactivated tenant: hand the events that waited to the worker (in batches, oldest first; each is
+    processed once, as always), then the sends held meanwhile. Safe to run twice; does nothing while the
+    tenant is (again) suspended."""
+    if await holds.tenant_suspended(tenant_id):
+        return {"events": 0, "sends": 0}
+    redis = ctx["redis"]
+    run = str(ctx.get("job_id") or now().timestamp())  # a second reactivation queues its own batches
+    last, events = 0, 0
+    while True:
+        ids = [r["id"] for r in await InboundEvent.select(InboundEvent.id).where(
+            (InboundEvent.tenant == tenant_id) & InboundEvent.processed_at.is_null() & (InboundEvent.id > last)
+        ).order_by(InboundEvent.id).limit(RESUME_BATCH)]
+        if not ids:
+            break
+        await redis.enqueue_job("wechat.process_inbound_batch", ids, _job_id=f"wechat.inbound-resume:{ids[0]}:{run}")
+        events += len(ids)
+        last = ids[-1]
+    sends = await holds.release(redis, tenant_id)
+    log.info("tenant %s reactivated: %s waiting events and %s held sends handed over", tenant_id, events, sends)
+    return {"events": events, "sends": sends}

@@ -53,6 +53,7 @@ FINAL = ("sent", "failed", "unknown")
 SENDING_DEADLINE_SECONDS = 300  # asked WeChat and never recorded the answer → unknown
 QUEUED_DEADLINE_SECONDS = 300  # claimed and never asked WeChat → free to claim again
 RETRY_DEADLINE_SECONDS = 1800  # waiting for a retry that never came → failed
+OWNER_TASK_FIRST_CHECK = 30  # seconds: a WeCom task WeChat took is first asked about this soon (owner_tasks)
 
 
 class WeChatRuntime:
@@ -128,6 +129,51 @@ async def deliver_text(runtime: WeChatRuntime, tenant_id: int, channel: str, ext
 
     delivery = await _call(claimed, send, tenant_id, channel, runtime)
     if delivery.state not in ("sent", "unknown"):  # WeChat did not take it: the reserved place is free again
+        await windows.release(tenant_id, channel, external_id, slot)
+    return delivery
+
+
+class StoredMediaGone(WeChatError):
+    """The picture to send is no longer in Siyu's media store: nothing was sent."""
+
+    retryable = False
+    reason = "stored_gone"
+
+    def __init__(self) -> None:
+        super().__init__(-1, "the picture is no longer in the media store")
+
+
+async def deliver_image(runtime: WeChatRuntime, tenant_id: int, channel: str, external_id: str, media_row_id: int,
+                        idempotency_key: str, *, open_kfid: str = "") -> Delivery:
+    """Send a rep's picture (a `wechat_media` row, see `siyu.wechat.media`) as a customer-service image message
+    (OA/MP) or a 微信客服 image, inside the reply window like a text: uploaded first as temporary media (an
+    upload is not a send: WeChat busy there leaves the send for a retry), then sent once per key."""
+    from siyu.wechat import media  # media's fetch job uses this module's runtime: imported when first needed
+
+    kind = "kf" if channel == "wecom" else "custom"
+    payload = {"image": media_row_id, **({"open_kfid": open_kfid} if open_kfid else {})}
+    claimed = await _claim(tenant_id, channel, external_id, idempotency_key, kind, payload)
+    if isinstance(claimed, Delivery):
+        return claimed
+    slot = await windows.reserve(tenant_id, channel, external_id)
+    if isinstance(slot, int):
+        reason = WeChatNotAllowed.REASONS.get(slot, "not_allowed")
+        return await _finish(claimed, "failed", errcode=slot, reason=reason,
+                             errmsg=f"{reason} (checked by Siyu before sending)")
+    await db.execute("UPDATE wechat_outbound SET window_slot = $2 WHERE id = $1", claimed.outbound_id, slot)
+
+    async def send(client: WeChatClient, on_send: OnSend) -> dict[str, Any]:
+        try:
+            media_id = await media.ensure_uploaded(client, tenant_id, media_row_id)
+        except NotFound:
+            raise StoredMediaGone() from None
+        if channel == "wecom":
+            return await client.kf_send_image(external_id, open_kfid, media_id, msgid=f"siyu{claimed.outbound_id}",
+                                              on_send=on_send)
+        return await client.send_image(external_id, media_id, on_send=on_send)
+
+    delivery = await _call(claimed, send, tenant_id, channel, runtime)
+    if delivery.state not in ("sent", "unknown"):
         await windows.release(tenant_id, channel, external_id, slot)
     return delivery
 
@@ -232,7 +278,11 @@ async def _finish(claim: _Claim, state: str, *, errcode: int | None = None, errm
     row = await db.fetchrow(
         "UPDATE wechat_outbound SET state = $3::varchar, errcode = $4, errmsg = $5, reason = $6, "
         "wechat_msgid = CASE WHEN $3::varchar = 'sent' THEN $7 ELSE wechat_msgid END, "
-        "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() ELSE sent_at END "
+        "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() ELSE sent_at END, "
+        # A WeCom task WeChat took waits for its member: `owner_tasks` asks what became of it from here on.
+        "task_state = CASE WHEN $3::varchar = 'sent' AND kind = 'wecom_task' AND task_state = '' THEN 'waiting' "
+        "ELSE task_state END, task_next_check_at = CASE WHEN $3::varchar = 'sent' AND kind = 'wecom_task' "
+        f"AND task_state = '' THEN now() + interval '{OWNER_TASK_FIRST_CHECK} seconds' ELSE task_next_check_at END "
         "WHERE id = $1 AND attempts = $2 AND (state IN ('queued', 'sending') "
         "OR (state = 'unknown' AND $3::varchar = 'sent')) "
         f"RETURNING {_ROW}",
@@ -324,7 +374,9 @@ async def settle_stale(sending_after: int = SENDING_DEADLINE_SECONDS, queued_aft
     failed = await db.fetch(
         "UPDATE wechat_outbound SET state = 'failed', reason = 'gave_up', errmsg = left("
         "'not sent: no retry came (last: ' || errmsg || ')', 500) "
-        "WHERE state = 'retry' AND claimed_at < now() - make_interval(secs => $1) RETURNING id", retry_after)
+        "WHERE state = 'retry' AND claimed_at < now() - make_interval(secs => $1) "
+        # A suspended tenant's retry waits (its job is held, `holds`): reactivation sends it.
+        "AND tenant NOT IN (SELECT id FROM tenant WHERE status = 'suspended') RETURNING id", retry_after)
     if unknown:
         log.warning("%s outbound messages died mid-send; marked unknown, not sent again", len(unknown))
     return Stale(len(unknown), len(freed), len(failed))

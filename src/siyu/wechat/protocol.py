@@ -6,15 +6,17 @@ No I/O here, so the gateway and the tests use exactly the same code paths.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
-from xml.etree import ElementTree
+from xml.parsers import expat
 
 from wechatpy.crypto import PrpCrypto as MpPrp
 from wechatpy.crypto import WeChatCrypto as MpCrypto
@@ -86,44 +88,151 @@ def refuse_dtd(text: str | bytes) -> None:
         raise CallbackRejected(400, "XML with a DTD or entity declarations is refused")
 
 
-def _element_value(el: ElementTree.Element) -> Any:
-    if len(el) == 0:
-        return el.text if el.text is not None else None
-    out: dict[str, Any] = {}
-    for child in el:
-        value = _element_value(child)
-        if child.tag in out:  # repeated elements become a list, as xmltodict does
-            existing = out[child.tag]
-            out[child.tag] = [*existing, value] if isinstance(existing, list) else [existing, value]
-        else:
-            out[child.tag] = value
-    return out
+# WeChat's pushes nest four levels at most and carry a few dozen fields; these bounds leave room and stop a
+# hostile body early, whatever its size, before much is built from it.
+MAX_DEPTH = 16
+MAX_ELEMENTS = 2000
+
+
+def _refuse_dtd_event(*_: Any) -> None:
+    raise CallbackRejected(400, "XML with a DTD or entity declarations is refused")
 
 
 def parse_xml(text: str) -> dict[str, Any]:
     """WeChat's XML as a dict of its fields (nested elements as dicts, repeated ones as lists).
 
-    The stdlib's C parser (expat) is several times faster than a SAX-to-dict converter, which matters
-    on the callback path; DTDs and entity declarations are refused before it runs."""
-    refuse_dtd(text)
+    Built in one pass of expat with a frame per open element, so the work is linear in the body (repeats
+    are appended, never copied) and stops at MAX_DEPTH levels or MAX_ELEMENTS elements. DTDs and entity
+    declarations are refused as expat meets them; nothing is ever fetched."""
+    _refuse_many_attributes(text)
+    # frame: [tag, children (None while the element has none), text parts]
+    stack: list[list[Any]] = [["", {}, []]]
+    count = 0
+
+    def start(tag: str, _attrs: Any) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_ELEMENTS:
+            raise CallbackRejected(400, f"XML with more than {MAX_ELEMENTS} elements is refused")
+        if len(stack) > MAX_DEPTH:
+            raise CallbackRejected(400, f"XML nested deeper than {MAX_DEPTH} levels is refused")
+        parent = stack[-1]
+        if parent[1] is None:
+            parent[1] = {}
+        stack.append([tag, None, []])
+
+    def end(_tag: str) -> None:
+        tag, children, parts = stack.pop()
+        value = children if children is not None else ("".join(parts) if parts else None)
+        siblings: dict[str, Any] = stack[-1][1]
+        if tag in siblings:  # repeated elements become a list, as xmltodict does
+            existing = siblings[tag]
+            if isinstance(existing, list):  # a parsed value is otherwise a str, None or dict
+                existing.append(value)
+            else:
+                siblings[tag] = [existing, value]
+        else:
+            siblings[tag] = value
+
+    def chars(data: str) -> None:
+        stack[-1][2].append(data)
+
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = chars
+    parser.StartDoctypeDeclHandler = _refuse_dtd_event
+    parser.EntityDeclHandler = _refuse_dtd_event
+    parser.ExternalEntityRefHandler = _refuse_dtd_event
     try:
-        root = ElementTree.fromstring(text)
-    except ElementTree.ParseError as exc:
-        raise CallbackRejected(400, f"malformed XML: {exc}") from None
-    if root.tag != "xml":
+        parser.Parse(text, True)
+    except expat.ExpatError as exc:
+        raise CallbackRejected(400, f"malformed XML: {expat.ErrorString(exc.code)} "
+                               f"(line {exc.lineno}, column {exc.offset})") from None
+    root = stack[0][1]
+    if list(root) != ["xml"]:
         raise CallbackRejected(400, "malformed XML: the root element must be <xml>")
-    value = _element_value(root)
+    value = root["xml"]
     return value if isinstance(value, dict) else {}
 
 
+def _refuse_many_attributes(text: str) -> None:
+    """WeChat's XML has no attributes, and expat spends ~0.1 s on a megabyte of them before any handler
+    runs: past MAX_ELEMENTS `=` outside CDATA sections (where text is), the body is refused unparsed."""
+    if text.count("=") <= MAX_ELEMENTS:
+        return  # every real push
+    if text.count("<![CDATA[") > MAX_ELEMENTS:
+        raise CallbackRejected(400, f"XML with more than {MAX_ELEMENTS} elements is refused")
+    outside = sum(part.rpartition("]]>")[2].count("=") for part in text.split("<![CDATA["))
+    if outside > MAX_ELEMENTS:
+        raise CallbackRejected(400, f"XML with more than {MAX_ELEMENTS} attributes is refused")
+
+
+def _json_skeleton(text: str) -> str:
+    """The text outside JSON strings. In valid JSON a backslash only occurs inside a string and always
+    starts an escape, so after dropping escaped backslashes and escaped quotes every quote left is a
+    string's edge (for invalid JSON the skeleton may be wrong, but then json.loads refuses it anyway)."""
+    unescaped = text.replace("\\\\", "").replace('\\"', "")
+    if unescaped.count('"') > 4 * MAX_ELEMENTS:
+        raise CallbackRejected(400, f"JSON with more than {MAX_ELEMENTS} elements is refused")
+    return "".join(unescaped.split('"')[0::2])
+
+
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
 def parse_json(text: str) -> dict[str, Any]:
+    """A JSON object, refused (400) past MAX_ELEMENTS elements or MAX_DEPTH levels: both are counted on the
+    text (linear, in C) before anything is built."""
+    return _parse_json(text)[0]
+
+
+def _parse_json(text: str) -> tuple[dict[str, Any], bool]:
+    """The object, and whether characters PostgreSQL cannot store had to be replaced in it."""
+    skeleton = _json_skeleton(text)
+    containers = skeleton.count("{") + skeleton.count("[")
+    if containers + skeleton.count(",") > MAX_ELEMENTS:
+        raise CallbackRejected(400, f"JSON with more than {MAX_ELEMENTS} elements is refused")
+    depth = deepest = 0
+    for bracket in _NOT_BRACKETS.sub("", skeleton):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_DEPTH:
+        raise CallbackRejected(400, f"JSON nested deeper than {MAX_DEPTH} levels is refused")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CallbackRejected(400, "malformed JSON") from None
     if not isinstance(data, dict):
         raise CallbackRejected(400, "malformed JSON: an object was expected")
-    return data
+    if not _UNSTORABLE_ESCAPE.search(text):
+        return data, False
+    clean = _replace_unstorable(data)
+    return clean, clean != data
+
+
+# Text PostgreSQL cannot store: NUL, and UTF-16 surrogates that pair with nothing. JSON can escape both
+# (XML can carry neither). A customer's message with them is still a message: they become U+FFFD, and the
+# gateway keeps the original text beside the fields.
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def replace_unstorable(value: Any) -> Any:
+    """`value` (JSON-like) with NUL and unpaired surrogates replaced by U+FFFD, so PostgreSQL can store it."""
+    return _replace_unstorable(value)
+
+
+def _replace_unstorable(value: Any) -> Any:
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_unstorable(k): _replace_unstorable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_unstorable(v) for v in value]
+    return value
 
 
 # --- URL verification (GET) -------------------------------------------------------------------------
@@ -150,12 +259,12 @@ def _decrypt(account: Account, encrypt: str) -> str:
     prp = WorkPrp if account.channel == "wecom" else MpPrp
     try:
         plain = prp(account.crypto().key).decrypt(encrypt, account.app_id)
+        return plain.decode("utf-8") if isinstance(plain, bytes) else str(plain)
     except InvalidAppIdException:
         raise CallbackRejected(400, "the payload decrypts to another AppID/CorpID") from None
-    except Exception as exc:  # bad base64, bad padding, wrong key
+    except Exception as exc:  # bad base64, bad padding, wrong key, not UTF-8
         raise CallbackRejected(400, f"the payload does not decrypt with this account's key: {type(exc).__name__}") \
             from None
-    return plain.decode() if isinstance(plain, bytes) else str(plain)
 
 
 # --- the envelope of a POST ----------------------------------------------------------------------------
@@ -167,46 +276,81 @@ class Opened:
     encrypted: bool
 
 
+# The ciphertext is base64; an encrypted push carries it as `<Encrypt><![CDATA[…]]></Encrypt>` (or without
+# CDATA) in XML, `"Encrypt": "…"` in a Mini Program's JSON. Each pattern starts with a literal and its runs
+# cannot overlap a following match, so a search is linear in the body.
+_ENCRYPT_XML = re.compile(rb"<Encrypt>\s*(?:<!\[CDATA\[([A-Za-z0-9+/=]+)\]\]>|([A-Za-z0-9+/=]+))\s*</Encrypt>")
+_ENCRYPT_JSON = re.compile(rb'"Encrypt"\s*:\s*"([A-Za-z0-9+/=]+)"')
+MAX_ENCRYPT_CANDIDATES = 4
+
+
+def _encrypt_candidates(body: bytes, fmt: str) -> list[str]:
+    """The `Encrypt` values of an encrypted push, found without building anything from the body, last
+    first: in compatible mode the plaintext fields come first, and a customer's text may look like one."""
+    stripped = body.strip()
+    if fmt == "json":
+        if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
+            raise CallbackRejected(400, "malformed JSON: an object was expected")
+        found = [m.group(1) for m in _ENCRYPT_JSON.finditer(stripped)]
+    else:
+        if not stripped.startswith((b"<xml", b"<?xml")) or not stripped.endswith(b"</xml>"):
+            raise CallbackRejected(400, "malformed XML: the root element must be <xml>")
+        found = [m.group(1) or m.group(2) for m in _ENCRYPT_XML.finditer(stripped)]
+    if not found:
+        raise CallbackRejected(400, "Encrypt missing from an encrypted-mode message")
+    return [v.decode("ascii") for v in reversed(found[-MAX_ENCRYPT_CANDIDATES:])]
+
+
+def _check_plain_signature(account: Account, query: dict[str, str]) -> None:
+    signature = query.get("signature", "")
+    if not signature or not _same(sha1_signature(account.token, query.get("timestamp", ""),
+                                                 query.get("nonce", "")), signature):
+        raise CallbackRejected(403, "bad signature")
+
+
+def wants_encrypted(account: Account, query: dict[str, str]) -> bool:
+    return account.channel == "wecom" or query.get("encrypt_type") == "aes" or account.mode == "safe"
+
+
+def check_query_signature(account: Account, query: dict[str, str]) -> None:
+    """What can be checked before the body is read: in plain mode the signature covers only the Token,
+    timestamp and nonce, so an unsigned plain-mode request is refused here."""
+    if not wants_encrypted(account, query):
+        _check_plain_signature(account, query)
+    elif account.mode == "plain" and account.channel != "wecom":
+        raise CallbackRejected(400, "encrypted message for an account set to plain mode")
+
+
 def open_envelope(account: Account, query: dict[str, str], body: bytes) -> Opened:
-    """Verify and decrypt a POSTed callback. Raises CallbackRejected with WeChat-appropriate statuses."""
+    """Verify, then decrypt a POSTed callback; nothing is parsed before its signature holds. Raises
+    CallbackRejected with WeChat-appropriate statuses."""
     if len(body) > MAX_BODY:
         raise CallbackRejected(413, "body over 1 MiB")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CallbackRejected(400, "body is not UTF-8") from None
-    stripped = text.lstrip()
-    fmt = "json" if stripped.startswith("{") else "xml"
-    if fmt == "xml":
-        refuse_dtd(body)
-    outer = parse_json(text) if fmt == "json" else parse_xml(text)
-    timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-    wants_encrypted = account.channel == "wecom" or query.get("encrypt_type") == "aes" or account.mode == "safe"
+    check_query_signature(account, query)
+    fmt = "json" if body.lstrip()[:1] == b"{" else "xml"
+    if not wants_encrypted(account, query):
+        try:
+            return Opened(body.decode("utf-8"), fmt, False)
+        except UnicodeDecodeError:
+            raise CallbackRejected(400, "body is not UTF-8") from None
 
-    if wants_encrypted:
-        if account.mode == "plain" and account.channel != "wecom":
-            raise CallbackRejected(400, "encrypted message for an account set to plain mode")
-        encrypt = outer.get("Encrypt")
-        signature = query.get("msg_signature", "")
-        if not isinstance(encrypt, str) or not encrypt:
-            raise CallbackRejected(400, "Encrypt missing from an encrypted-mode message")
-        if not signature or not _same(sha1_signature(account.token, timestamp, nonce, encrypt), signature):
-            raise CallbackRejected(403, "bad msg_signature")
-        plain = _decrypt(account, encrypt)
-        inner_fmt = "json" if plain.lstrip().startswith("{") else "xml"
-        if inner_fmt == "xml":
-            refuse_dtd(plain)
-        return Opened(plain, inner_fmt, True)
-
-    signature = query.get("signature", "")
-    if not signature or not _same(sha1_signature(account.token, timestamp, nonce), signature):
-        raise CallbackRejected(403, "bad signature")
-    return Opened(text, fmt, False)
+    timestamp, nonce, signature = query.get("timestamp", ""), query.get("nonce", ""), query.get("msg_signature", "")
+    for encrypt in _encrypt_candidates(body, fmt):
+        if signature and _same(sha1_signature(account.token, timestamp, nonce, encrypt), signature):
+            plain = _decrypt(account, encrypt)
+            return Opened(plain, "json" if plain.lstrip().startswith("{") else "xml", True)
+    raise CallbackRejected(403, "bad msg_signature")
 
 
-def fields_of(opened: Opened) -> dict[str, Any]:
-    data = parse_json(opened.text) if opened.fmt == "json" else parse_xml(opened.text)
-    return {k: v for k, v in data.items() if k != "Encrypt"}
+def fields_of(opened: Opened) -> tuple[dict[str, Any], str | None]:
+    """The message's fields (bounded parse), and its original text in base64 when characters PostgreSQL
+    cannot store had to be replaced (None otherwise)."""
+    if opened.fmt == "json":
+        data, replaced = _parse_json(opened.text)
+    else:
+        data, replaced = parse_xml(opened.text), False
+    original = base64.b64encode(opened.text.encode("utf-8", "surrogatepass")).decode() if replaced else None
+    return {k: v for k, v in data.items() if k != "Encrypt"}, original
 
 
 # --- normalisation --------------------------------------------------------------------------------------
@@ -259,14 +403,28 @@ def _consents(data: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+# The last second a datetime (and so the stored event) can hold: 9999-12-31T23:59:59Z.
+MAX_CREATE_TIME = 253_402_300_799
+
+
+def _create_time(value: Any) -> int:
+    """Seconds since the epoch (0 when absent: the event is dated on arrival); 400 for anything else."""
+    raw = _s(value).strip()
+    if not raw:
+        return 0
+    if len(raw) > 20 or not raw.isascii() or not raw.isdigit():
+        raise CallbackRejected(400, "CreateTime is not a non-negative whole number of seconds")
+    created = int(raw)
+    if created > MAX_CREATE_TIME:
+        raise CallbackRejected(400, "CreateTime is past the year 9999")
+    return created
+
+
 def normalize(channel: str, data: dict[str, Any]) -> Normalized:
     msg_type = _s(data.get("MsgType")).lower()
     event = _s(data.get("Event"))
     event_l = event.lower()
-    try:
-        created = int(_s(data.get("CreateTime")) or 0)
-    except ValueError:
-        raise CallbackRejected(400, "CreateTime is not a number") from None
+    created = _create_time(data.get("CreateTime"))
     occurred = datetime.fromtimestamp(created or time.time(), UTC)
     sender = _s(data.get("FromUserName"))
     details: dict[str, Any] = {}
@@ -315,6 +473,9 @@ def normalize(channel: str, data: dict[str, Any]) -> Normalized:
         dedup = f"msg:{msg_id}" if msg_id else f"evt:{sender}:{created}:{msg_type}:{event}"
     if not sender and channel != "wecom":
         raise CallbackRejected(400, "FromUserName missing")
+    for name, value, limit in (("MsgType", msg_type, 32), ("Event", event, 64), ("FromUserName / ExternalUserID / OpenKfId", external_id, 128)):
+        if len(value) > limit:  # no real push comes near; the stored event's columns would refuse it
+            raise CallbackRejected(400, f"{name} longer than {limit} characters")
     return Normalized(kind, msg_type, event, external_id, occurred, dedup[:255], details)
 
 
@@ -340,23 +501,30 @@ def passive_text_reply(account: Account, data: dict[str, Any], text: str, opened
     return reply
 
 
+def _small_int(value: Any) -> int:
+    raw = _s(value).strip()
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else 0
+
+
 def normalize_kf(msg: dict[str, Any]) -> Normalized:
     """A message fetched with `kf/sync_msg`: origin 3 = the customer, 4 = a system event, 5 = a servicer
     writing from the WeCom client."""
     msgid = _s(msg.get("msgid"))
-    origin = int(msg.get("origin") or 0)
+    origin = _small_int(msg.get("origin"))
     msgtype = _s(msg.get("msgtype"))
     try:
-        at = datetime.fromtimestamp(int(msg.get("send_time") or time.time()), UTC)
-    except (TypeError, ValueError):
+        at = datetime.fromtimestamp(_create_time(msg.get("send_time")) or time.time(), UTC)
+    except CallbackRejected:
         at = datetime.now(UTC)
     details: dict[str, Any] = {"open_kfid": _s(msg.get("open_kfid")), "origin": origin}
     external_id = _s(msg.get("external_userid"))
+    event_type = ""
     if msgtype == "event":
         ev = msg.get("event") if isinstance(msg.get("event"), dict) else {}
+        event_type = _s(ev.get("event_type"))
         kind = "kf_event"
         external_id = external_id or _s(ev.get("external_userid"))
-        details.update({"event_type": _s(ev.get("event_type")), "scene": _s(ev.get("scene")),
+        details.update({"event_type": event_type, "scene": _s(ev.get("scene")),
                         "scene_param": _s(ev.get("scene_param")), "welcome_code": _s(ev.get("welcome_code"))})
     else:
         kind = "message" if origin == 3 else "kf_servicer_message"
@@ -365,5 +533,4 @@ def normalize_kf(msg: dict[str, Any]) -> Normalized:
             details["Content"] = _s(body.get("content"))
         else:
             details.update({k: _s(v) for k, v in body.items() if isinstance(v, (str, int))})
-    return Normalized(kind, msgtype, _s((msg.get("event") or {}).get("event_type")) if msgtype == "event" else "",
-                      external_id, at, f"kf:{msgid}"[:255], details)
+    return Normalized(kind, msgtype, event_type, external_id, at, f"kf:{msgid}"[:255], details)

@@ -3,11 +3,13 @@ inbound event (idempotent on WeChat's retries), and the Official Account's auto-
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from asyncpg.exceptions import UniqueViolationError
 
@@ -17,11 +19,12 @@ from siyu.core.crypto import box
 from siyu.core.errors import InvalidInput, NotFound
 from siyu.core.i18n import N_
 from siyu.tenants.services import Actor, record_audit
-from siyu.wechat import windows
 from siyu.wechat.protocol import Account, Normalized
 from siyu.wechat.tables import AutoReply, InboundEvent
 
 CHANNELS = ("oa", "mp", "wecom")
+
+T = TypeVar("T")
 
 
 ACCOUNT_TTL = 60.0  # a safety net: changes reach every process at once through LISTEN/NOTIFY
@@ -42,7 +45,7 @@ async def callback_account(slug: str, channel: str, fresh: bool = False) -> Acco
         if hit and hit[0] > time.monotonic():
             return hit[1]
     rows = await InboundEvent.raw(
-        "SELECT c.id, c.tenant, c.app_id, c.callback_token, c.secret_encrypted, c.aes_key_encrypted, "
+        "SELECT c.id, c.tenant, c.app_id, c.token_encrypted, c.secret_encrypted, c.aes_key_encrypted, "
         "c.message_mode, c.push_format FROM channel_account c JOIN tenant t ON t.id = c.tenant "
         "WHERE t.slug = {} AND c.kind = {}", slug, channel,
     )
@@ -51,8 +54,9 @@ async def callback_account(slug: str, channel: str, fresh: bool = False) -> Acco
         return None
     r = rows[0]
     aes_key = box().open(r["aes_key_encrypted"], f"channel_account:{r['tenant']}:{channel}:aes_key")
+    token = box().open(r["token_encrypted"], f"channel_account:{r['tenant']}:{channel}:token")
     account = Account(tenant_id=r["tenant"], account_id=r["id"], channel=channel, app_id=r["app_id"],
-                      token=r["callback_token"], aes_key=aes_key, mode=r["message_mode"], push_format=r["push_format"],
+                      token=token, aes_key=aes_key, mode=r["message_mode"], push_format=r["push_format"],
                       slug=slug)
     _accounts[key] = (time.monotonic() + ACCOUNT_TTL, account)
     return account
@@ -112,10 +116,51 @@ RULES_TTL = 60.0  # a safety net: changes reach every process at once through LI
 _rules: dict[int, tuple[float, list[dict[str, Any]]]] = {}
 
 
+class Coalesced:
+    """Concurrent callers asking for the same key share one call: when a kept copy expires in the middle
+    of a burst, hundreds of callbacks would otherwise queue the same query on the pool at once."""
+
+    def __init__(self) -> None:
+        self._pending: dict[Any, asyncio.Future[Any]] = {}
+
+    async def run(self, key: Any, call: Callable[[], Awaitable[T]]) -> T:
+        pending = self._pending.get(key)
+        if pending is not None:
+            try:
+                return cast(T, await asyncio.shield(pending))
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this caller was cancelled
+            # the caller doing the work went away (its request was cancelled): do it here
+        shared: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[key] = shared
+        try:
+            result = await call()
+        except asyncio.CancelledError:
+            shared.cancel()
+            raise
+        except Exception as exc:
+            shared.set_exception(exc)
+            shared.exception()  # the waiters get it; nobody else needs to look
+            raise
+        else:
+            shared.set_result(result)
+            return result
+        finally:
+            self._pending.pop(key, None)
+
+
+_rules_lookups = Coalesced()
+
+
 async def _enabled_rules(tenant_id: int) -> list[dict[str, Any]]:
     hit = _rules.get(tenant_id)
     if hit and hit[0] > time.monotonic():
         return hit[1]
+    return await _rules_lookups.run(tenant_id, lambda: _load_rules(tenant_id))
+
+
+async def _load_rules(tenant_id: int) -> list[dict[str, Any]]:
     rows = await AutoReply.select(AutoReply.id, AutoReply.trigger, AutoReply.match_type, AutoReply.keyword,
                                   AutoReply.keyword_norm, AutoReply.scene, AutoReply.menu_key, AutoReply.reply).where(
         (AutoReply.tenant == tenant_id) & (AutoReply.enabled == True)  # noqa: E712
@@ -140,8 +185,10 @@ def best_keyword_rules(rules: list[dict[str, Any]], text: str) -> list[dict[str,
     return found
 
 
-async def auto_reply_for(tenant_id: int, event: Normalized) -> str | None:
-    """The passive reply the Official Account gives to this event, if a rule matches."""
+async def auto_reply_rule(tenant_id: int, event: Normalized, bot_silenced: bool) -> dict[str, Any] | None:
+    """The rule whose passive reply the Official Account gives to this event, if one matches. The gateway
+    reads `bot_silenced` (a rep has this customer) with the stored event and counts the hit in bulk, so a
+    burst of callbacks costs no query per reply (the rules themselves are kept per process)."""
     if event.kind not in ("follow", "menu_click") and not (event.kind == "message" and event.msg_type == "text"):
         return None
     rules = await _enabled_rules(tenant_id)
@@ -155,12 +202,9 @@ async def auto_reply_for(tenant_id: int, event: Normalized) -> str | None:
         found = [r for r in rules if r["trigger"] == "click" and r["menu_key"] == event.details.get("key", "")]
     else:
         found = best_keyword_rules(rules, str(event.details.get("Content", "")))
-        if found and await windows.bot_silenced(tenant_id, "oa", event.external_id):
+        if found and bot_silenced:
             return None  # a rep has this customer: the bot does not answer over them
-    if not found:
-        return None
-    await AutoReply.update({AutoReply.hits: AutoReply.hits + 1}).where(AutoReply.id == found[0]["id"])
-    return str(found[0]["reply"])
+    return found[0] if found else None
 
 
 async def match_keyword(tenant_id: int, text: str) -> list[dict[str, Any]]:
@@ -338,6 +382,27 @@ async def keyword_rule(tenant_id: int, text: str) -> dict[str, Any] | None:
     whether the bot can answer a message, and on the Mini Program and WeCom 微信客服 (no passive replies
     there) has the bot send that rule's reply as a customer-service message."""
     found = best_keyword_rules(await _enabled_rules(tenant_id), text)
+    return found[0] if found else None
+
+
+async def passive_rule(tenant_id: int, kind: str, msg_type: str, details: dict[str, Any],
+                       bot_silenced: bool) -> dict[str, Any] | None:
+    """The rule whose passive reply the Official Account gave to a stored callback (the gateway's choice in
+    `auto_reply_for`, made again from the same kept rules, without counting a hit): a welcome for a follow
+    (the QR scene's own before the general one), a menu button's reply, or a keyword rule for a text
+    while the bot is not silenced. The inbox writes it in the thread, so the rep sees what the customer
+    saw; the gateway's hot path stays as it is."""
+    if kind not in ("follow", "menu_click") and not (kind == "message" and msg_type == "text"):
+        return None
+    rules = await _enabled_rules(tenant_id)
+    if kind == "follow":
+        scene = details.get("scene", "")
+        found = [r for r in rules if r["trigger"] == "welcome" and r["scene"] in (scene, "")]
+        found.sort(key=lambda r: r["scene"] == "")
+    elif kind == "menu_click":
+        found = [r for r in rules if r["trigger"] == "click" and r["menu_key"] == details.get("key", "")]
+    else:
+        found = [] if bot_silenced else best_keyword_rules(rules, str(details.get("Content", "")))
     return found[0] if found else None
 
 

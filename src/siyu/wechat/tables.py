@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from piccolo.columns import (
     JSONB,
+    BigInt,
     BigSerial,
     Boolean,
     ForeignKey,
@@ -134,3 +135,53 @@ class Outbound(Table, tablename="wechat_outbound"):
     claimed_at = Timestamptz()  # when the current attempt was claimed
     attempted_at = Timestamptz(null=True, default=None)  # when its request last left for WeChat
     sent_at = Timestamptz(null=True, default=None)
+    # A WeCom 1:1 task (kind wecom_task) WeChat took is only a task: the member confirms it in WeCom, or not.
+    # What became of it (`siyu.wechat.owner_tasks`): '' (not a task), waiting, sent, not_sent.
+    task_state = Varchar(length=12, default="")
+    task_reason = Varchar(length=32, default="")  # not_sent: not_their_contact | receive_limit | rep_did_not_confirm
+    task_checks = Integer(default=0)  # times WeChat was asked
+    task_checked_at = Timestamptz(null=True, default=None)
+    task_next_check_at = Timestamptz(null=True, default=None)  # when asking again is due (backoff)
+    task_sent_at = Timestamptz(null=True, default=None)  # when the member sent it to the customer
+
+
+class Media(Table, tablename="wechat_media"):
+    """A picture, voice message, video or file: one a customer sent (fetched from WeChat's media API by its
+    MediaId, never from a URL in the message), or one a rep sends (uploaded to WeChat as temporary media before
+    its message). The bytes live in the media store (`siyu.core.storage`) under `storage_key`; the states and
+    their one writer are in `siyu.wechat.media`."""
+
+    id: BigSerial
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    channel = Varchar(length=8)
+    external_id = Varchar(length=128, default="")  # the customer it came from or goes to
+    direction = Varchar(length=4, default="in")  # in | out
+    media_id = Varchar(length=200)  # WeChat's MediaId (in), or Siyu's own id of an upload (out: "siyu:…")
+    kind = Varchar(length=12)  # image | voice | video | file
+    source_event = BigInt(null=True, default=None)  # the inbound callback it came with (wechat_inbound_event)
+    state = Varchar(length=8, default="pending")  # pending | stored | failed
+    content_type = Varchar(length=64, default="")  # sniffed from the bytes, never taken from WeChat's header
+    size = BigInt(default=0)
+    sha256 = Varchar(length=64, default="")
+    storage_key = Varchar(length=200, default="")
+    playable_key = Varchar(length=200, default="")  # voice transcoded for browsers (AMR is not playable there)
+    filename = Varchar(length=200, default="")
+    recognition = Text(default="")  # WeChat's speech-to-text of a voice message, when switched on
+    error = Varchar(length=32, default="")  # why it failed: an errcode or a reason key (siyu.wechat.errors)
+    errmsg = Text(default="")
+    attempts = Integer(default=0)
+    wechat_media_id = Varchar(length=200, default="")  # out: the temporary media id of the last upload
+    uploaded_at = Timestamptz(null=True, default=None)  # out: when (WeChat keeps it 3 days)
+    created_at = Timestamptz()
+    fetched_at = Timestamptz(null=True, default=None)
+
+
+class HeldJob(Table, tablename="wechat_held_job"):
+    """A job that would have sent something for a tenant while it was suspended: kept (by name and
+    arguments, unique per tenant) instead of run, and enqueued again when the tenant is reactivated."""
+
+    id: BigSerial
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    job = Varchar(length=64)
+    args = JSONB(default=[])
+    held_at = Timestamptz()

@@ -31,3 +31,19 @@ async def state(tenant_id: int, without_kinds: tuple[str, ...] = ()) -> dict[str
 async def live_contacts(tenant_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in await db.fetch(
         "SELECT * FROM contact WHERE tenant = $1 AND merged_into IS NULL ORDER BY id", tenant_id)]
+
+
+async def owned_by(tenant_id: int, staff_id: int, *contact_ids: int, userid: str = "acmerep") -> None:
+    """Give a rep these contacts as their WeCom customers (their WeCom UserID on their inbox profile, and
+    an owner row on each contact's first identity): the contact pages show a rep only people in their scope."""
+    from datetime import UTC, datetime
+
+    from siyu.contacts import services as contacts
+    from siyu.inbox import actions
+    from siyu.tenants.services import Actor
+
+    await actions.do_set_presence(tenant_id, staff_id, "offline", Actor.cli(), wecom_userid=userid)
+    for contact_id in contact_ids:
+        row = await db.fetchrow("SELECT min(id) AS id FROM identity WHERE tenant = $1 AND contact = $2",
+                                tenant_id, contact_id)
+        await contacts.record_owner_added(tenant_id, int(row["id"]), userid, datetime.now(UTC))

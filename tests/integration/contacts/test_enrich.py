@@ -17,6 +17,7 @@ from siyu.contacts.jobs import enrich_identity
 from siyu.contacts.tables import Contact
 from siyu.core import db
 from siyu.core.redis import JOB_SERIALIZATION, connect
+from siyu.inbox import actions as inbox_actions
 from siyu.tenants import services as tenants
 from siyu.wechat.outbound import WeChatRuntime
 from tests.conftest import MP, OA, WECOM, Client, Simulator, TenantFixture
@@ -381,6 +382,8 @@ async def test_the_contact_page_shows_what_wechat_told_in_both_languages(acme: T
     [live] = await live_contacts(acme.id)
     assert (await identity(acme.id, "oa", followed["openid"]))["contact"] == live["id"]
 
+    # The rep who added Jo on WeCom (their WeCom UserID on their inbox profile) may see Jo's page.
+    await inbox_actions.do_set_presence(acme.id, acme.agent_id, "offline", tenants.Actor.cli(), wecom_userid="zhangsan")
     en = await acme_agent.get(f"/contacts/{live['id']}")
     assert en.status_code == 200
     for shown in ("Subscribe scene", "Scanned a QR code", "spring_fair", "Profile from WeChat",

@@ -16,7 +16,7 @@ from siyu.core import db
 from siyu.tenants.services import Actor
 from siyu.timeline import services as timeline
 from tests.conftest import Client, TenantFixture
-from tests.integration.contacts.rows import live_contacts, table
+from tests.integration.contacts.rows import live_contacts, owned_by, table
 
 AGENT = Actor(None, "agent@acme.test")
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -258,6 +258,7 @@ async def test_tags_are_added_and_removed_on_the_page(acme_admin: Client, acme: 
 async def test_manual_merge_and_undo_through_the_pages(acme_agent: Client, acme: TenantFixture,
                                                        people: dict[str, int]) -> None:
     li, han = people["li"], people["han"]
+    await owned_by(acme.id, acme.agent_id, li, han)
     picked = await acme_agent.hx_get("/contacts/pick", params={"q": "Han", "exclude": str(li)})
     assert f'name="other" value="{han}"' in picked.text
     excluded = await acme_agent.hx_get("/contacts/pick", params={"q": "李", "exclude": str(li)})
@@ -307,6 +308,7 @@ async def test_merge_by_openid_without_javascript_and_refusals(acme_admin: Clien
 async def test_a_note_appears_on_the_timeline(acme_agent: Client, acme: TenantFixture,
                                               people: dict[str, int]) -> None:
     li = people["li"]
+    await owned_by(acme.id, acme.agent_id, li)
     r = await acme_agent.form(f"/contacts/{li}/notes", {"text": "客户想要 38 码的红色款"}, htmx=True)
     assert r.status_code == 200 and r.text.lstrip().startswith('<div id="timeline">')
     assert r.text.index("客户想要 38 码的红色款") < r.text.index("hello from oLiOpenid0001")  # newest first
@@ -321,7 +323,9 @@ async def test_a_note_appears_on_the_timeline(acme_agent: Client, acme: TenantFi
     assert "plain form" in (await acme_agent.get(f"/contacts/{li}")).text
 
 
-async def test_agents_see_contacts_and_the_nav_links_them(acme_agent: Client, people: dict[str, int]) -> None:
+async def test_agents_see_their_contacts_and_the_nav_links_them(acme_agent: Client, acme: TenantFixture,
+                                                                people: dict[str, int]) -> None:
+    await owned_by(acme.id, acme.agent_id, *people.values())
     r = await acme_agent.get("/contacts")
     assert r.status_code == 200 and len(contact_links(r.text)) == 3
     assert 'href="/contacts" aria-current="page"' in r.text

@@ -16,7 +16,7 @@ from siyu.core.errors import InvalidInput, NotFound
 from siyu.tenants import services as tenants
 from siyu.wechat.tables import InboundEvent
 from tests.conftest import Client, TenantFixture
-from tests.integration.contacts.rows import table
+from tests.integration.contacts.rows import owned_by, table
 from tests.integration.contacts.test_inbound import T0, Channels, link_all, run_worker
 from tests.wechat_payloads import event, text
 
@@ -157,7 +157,8 @@ async def test_export_and_erase_from_the_contact_page(acme_admin: Client, acme_a
     r = await acme_admin.get(f"/contacts/{cid}/export")
     assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
     assert r.json()["contact"]["phone"] == "13812345678"
-    # Sales reps neither see nor use it.
+    # Sales reps neither see nor use it, even for their own customers.
+    await owned_by(acme.id, acme.agent_id, cid)
     assert f"/contacts/{cid}/export" not in (await acme_agent.get(f"/contacts/{cid}")).text
     assert (await acme_agent.get(f"/contacts/{cid}/export")).status_code == 403
     assert (await acme_agent.form(f"/contacts/{cid}/erase", {"reason": "x"})).status_code == 403

@@ -53,7 +53,7 @@ async def test_a_rep_writes_through_the_owners_wecom_when_the_window_is_closed(
     shown = await page.get(f"/inbox/conversations/{conv['id']}")
     assert shown.status_code == 200
     assert "Replies are blocked" in shown.text
-    assert "Send the text above through Zhang San's WeCom" in shown.text
+    assert "Send the text in the reply box below through Zhang San's WeCom" in shown.text
     assert f'data-owner="{owner["id"]}"' in shown.text
 
     blocked = await page.form(f"/inbox/conversations/{conv['id']}/reply", {"text": "新品到了"}, htmx=True)
@@ -70,7 +70,7 @@ async def test_a_rep_writes_through_the_owners_wecom_when_the_window_is_closed(
     [message] = await db.fetch("SELECT * FROM inbox_message WHERE msg_type = 'wecom_task'")
     assert (message["status"], message["author_label"], message["direction"]) == ("sent", "Zhang San", "out")
     shown = await page.get(f"/inbox/conversations/{conv['id']}")
-    assert "Task created: Zhang San confirms it in WeCom" in shown.text
+    assert "Waiting for Zhang San to confirm it in WeCom" in shown.text
     out = await db.fetch("SELECT payload FROM timeline_event WHERE kind = 'message_out' AND channel = 'wecom'")
     assert len(out) == 1 and '"via": "wecom_task"' in out[0]["payload"]
     audit = await db.fetch("SELECT action FROM audit_log WHERE action = 'conversation.wecom_task'")

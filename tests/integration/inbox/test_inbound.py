@@ -78,9 +78,10 @@ async def test_a_customer_asks_for_a_human_and_the_rep_replies(acme: TenantFixtu
 
     await actions.do_resolve(acme.id, me, conv["id"])
     assert (await conversation())["status"] == "resolved"
-    sim.push(oa, "alice", "text", text="还有一个问题")  # back: the bot first
+    sim.push(oa, "alice", "text", text="还有一个问题")  # back: to the rep who resolved it (online, room)
     await run_worker()
-    assert (await conversation())["status"] == "bot"
+    back = await conversation()
+    assert back["status"] == "assigned" and back["assignee"] == rep
 
 
 async def test_the_bot_hands_over_after_three_messages_it_could_not_answer(

@@ -64,6 +64,16 @@ def test_who_hears_about_a_change() -> None:
     assert [live.reaches(x, presence) for x in (rep_a, rep_b, admin)] == [True, False, False]
     assert live.for_browser(moved) == ("conversation", json.dumps({"id": 7, "kind": "status"}))
     assert live.for_browser(change("sent:99", "assigned", 2, [10])) == ("conversation", '{"id": 7, "kind": "sent"}')
+    # Alerts: C is told about the conversation newly given to her, B about a customer's message in his; nobody
+    # about their own reply, a note, or a snooze waking up (it was theirs already).
+    assert live.for_browser(moved, rep_c) == ("conversation", json.dumps({"id": 7, "kind": "status",
+                                                                          "alert": "assigned"}))
+    assert live.for_browser(moved, manager) == ("conversation", json.dumps({"id": 7, "kind": "status"}))
+    customer = change("message:in", "assigned", 2, [10])
+    assert [live.alert_for(x, customer) for x in (rep_a, rep_b, manager)] == [None, "message", None]
+    woke = change("status:assigned", "assigned", 2, [10], previous=2)
+    assert [live.alert_for(x, m) for x in (rep_b,) for m in (message, woke, change("note", "assigned", 2, [10]))] \
+        == [None, None, None]
 
 
 @pytest.fixture
@@ -108,8 +118,9 @@ async def test_the_relay_fans_out_by_scope_and_unsubscribes(acme: TenantFixture,
         assert await next_event(streams[name]) == ("conversation", json.dumps({"id": conv["id"], "kind": "status"}))
     await db.execute("UPDATE inbox_conversation SET teams = $2 WHERE id = $1", conv["id"], [team])
     await actions.do_assign(acme.id, await viewer(acme.id, acme.admin_id), conv["id"], a)
-    for name in ("a", "b"):  # A has it; B saw it waiting in the team's queue
-        assert (await next_event(streams[name]))[1] == json.dumps({"id": conv["id"], "kind": "status"})
+    # A has it (and is alerted: it is new work for her); B saw it waiting in the team's queue.
+    assert (await next_event(streams["a"]))[1] == json.dumps({"id": conv["id"], "kind": "status", "alert": "assigned"})
+    assert (await next_event(streams["b"]))[1] == json.dumps({"id": conv["id"], "kind": "status"})
     await actions.do_note(acme.id, await viewer(acme.id, a), conv["id"], "a note")
     assert (await next_event(streams["a"]))[1] == json.dumps({"id": conv["id"], "kind": "note"})
     # B and the outsider heard nothing more: only keep-alives.
@@ -256,7 +267,8 @@ async def test_a_change_through_one_web_process_reaches_a_browser_on_the_other(
         r = await admin_on_two.post(f"/inbox/conversations/{conv['id']}/transfer", data={"to": f"staff:{rep}"},
                                     headers={"HX-Request": "true"})
         assert r.status_code == 200, r.text
-        assert await listening.next() == ("conversation", json.dumps({"id": conv["id"], "kind": "status"}))
+        assert await listening.next() == ("conversation", json.dumps({"id": conv["id"], "kind": "status",
+                                                                       "alert": "assigned"}))
         assert await bystander.next() == ("conversation", json.dumps({"id": conv["id"], "kind": "status"}))
         # Li Na's browser re-fetches the row from her server: it is hers now.
         row = await rep_on_one.get(f"/inbox/conversations/{conv['id']}/row?box=mine",
@@ -271,7 +283,8 @@ async def test_a_change_through_one_web_process_reaches_a_browser_on_the_other(
         assert second["assignee"] == rep
         # Queued (for everyone: no team rules), then assigned to Li Na, both announced after the commit.
         assert await listening.next() == ("conversation", json.dumps({"id": second["id"], "kind": "status"}))
-        assert await listening.next() == ("conversation", json.dumps({"id": second["id"], "kind": "status"}))
+        assert await listening.next() == ("conversation", json.dumps({"id": second["id"], "kind": "status",
+                                                                       "alert": "assigned"}))
         # A note in Li Na's conversation is nothing Wang Wu may know about.
         await asyncio.sleep(0.5)
         while not bystander.events.empty():

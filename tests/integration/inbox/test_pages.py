@@ -274,7 +274,9 @@ async def test_thread_in_english_and_chinese(client_factory: Any, acme: TenantFi
     assert "Sending…" in text and "Sent" in text
     assert "Not sent</span>" not in text
     assert "Not sent: The reply window is closed: the customer has not written in the last 48 hours." in text
-    assert "Not sent: WeChat did not accept the message (error 40003)." in text
+    # Every errcode in words, with what to do (the one table of WeChat's errors), never a bare "error 40003".
+    assert "Not sent: WeChat does not know this customer on this account (the openid is not valid)." in text
+    assert "error 40003" not in text
     assert '{"event"' not in text  # system lines are words, not JSON
 
     await rep.form("/language", {"locale": "zh_CN"})
@@ -353,7 +355,7 @@ async def test_window_state_and_blocked_replies(client_factory: Any, acme: Tenan
     await contacts.record_owner_added(acme.id, wecom.identity_id, "zhang.wei", datetime.now(UTC))
     with_owner = (await rep.hx_get(f"/inbox/conversations/{cid}/live")).text
     # The owner's WeCom is offered as an action (the words would only repeat it).
-    assert "Send the text above through Zhang Wei's WeCom" in with_owner
+    assert "Send the text in the reply box below through Zhang Wei's WeCom" in with_owner
     assert "Write to them 1:1 on WeCom" not in with_owner
     assert owner
 

@@ -257,7 +257,52 @@ async def test_the_last_try_fails_the_message_with_the_reason_in_words(
     assert copies(sim, oa, "总是繁忙") == 0
     assert (await actions.window_for(acme.id, conv)).remaining == 5  # the window got its place back
     page = await signed_in_as(client_factory, rep)
-    assert "WeChat was busy; try again." in (await page.get(f"/inbox/conversations/{conv['id']}")).text
+    shown = (await page.get(f"/inbox/conversations/{conv['id']}")).text
+    assert "WeChat was busy." in shown and "Try again in a few seconds." in shown  # words and what to do
+    assert f"/messages/{message_id}/send-again" in shown and ">Try again</button>" in shown  # busy: it can help
+
+    # The rep tries again: a new message under a new ledger key (audited), and only once.
+    tried = await page.form(f"/inbox/conversations/{conv['id']}/messages/{message_id}/send-again", {}, htmx=True)
+    assert tried.status_code == 200, tried.text
+    assert "Tried again as a new message." in tried.text
+    again = await page.form(f"/inbox/conversations/{conv['id']}/messages/{message_id}/send-again", {}, htmx=True)
+    assert again.status_code == 409
+    [new] = await db.fetch("SELECT id, body, status FROM inbox_message WHERE id > $1 AND direction = 'out'",
+                           message_id)
+    assert (new["body"], new["status"]) == ("总是繁忙", "sending")
+    assert (await message(message_id))["resent_as"] == new["id"]
+    assert await inbox_jobs.send_message({**job_ctx, "job_try": 1}, acme.id, new["id"]) == "sent"
+    assert copies(sim, oa, "总是繁忙") == 1
+    audit = await db.fetch("SELECT action FROM audit_log WHERE action = 'conversation.try_again'")
+    assert len(audit) == 1
+
+
+async def test_a_refusal_that_stays_is_explained_and_not_offered_again(
+        acme: TenantFixture, sim: Simulator, oa: str, make_rep: MakeRep, client_factory: Any,
+        job_ctx: dict[str, Any]) -> None:
+    """Regression: a reply WeChat refused showed "error 40096" (or another bare code) with nothing to do. Now
+    each errcode reads in words with what to do, and "Try again" is offered only where it can help."""
+    rep = await make_rep()
+    conv = await assigned_conversation(acme, sim, oa, rep)
+    sim.faults(oa, 43004)  # WeChat: the customer no longer follows
+    message_id = await actions.do_reply(acme.id, await viewer(acme.id, rep), conv["id"], "还在吗")
+    assert await inbox_jobs.send_message(job_ctx, acme.id, message_id) == "failed"
+    assert (await message(message_id))["error"] == "43004"
+    page = await signed_in_as(client_factory, rep)
+    shown = (await page.get(f"/inbox/conversations/{conv['id']}")).text
+    assert "The customer no longer follows the Official Account." in shown
+    assert "reach them on another channel" in shown
+    assert "error 43004" not in shown and ">Try again</button>" not in shown
+    refused = await page.form(f"/inbox/conversations/{conv['id']}/messages/{message_id}/send-again", {}, htmx=True)
+    assert refused.status_code == 409 and "Trying again cannot help" in refused.text
+    assert await db.fetch("SELECT id FROM inbox_message WHERE id > $1", message_id) == []
+
+    sim.faults(oa, 40096)  # a code the inbox had no words for
+    other = await actions.do_reply(acme.id, await viewer(acme.id, rep), conv["id"], "再试")
+    assert await inbox_jobs.send_message(job_ctx, acme.id, other) == "failed"
+    shown = (await page.get(f"/inbox/conversations/{conv['id']}")).text
+    assert "WeCom does not know this customer (the external_userid is not valid)." in shown
+    assert "error 40096" not in shown
 
 
 async def test_the_sweep_settles_a_reply_whose_worker_died_mid_call(

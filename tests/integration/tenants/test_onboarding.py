@@ -262,17 +262,40 @@ async def test_suspending_asks_for_the_slug_first(root: Client, acme_admin: Clie
 # --- linking accounts -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["oa", "mp", "wecom"])
-async def test_channels_page_shows_the_exact_callback_url_and_a_token(acme_admin: Client, kind: str) -> None:
+async def test_channels_page_shows_the_exact_callback_url_and_suggestions_that_stay_until_saved(
+        acme_admin: Client, acme: TenantFixture, kind: str) -> None:
+    token_re = re.compile(r'id="f-token" name="token" type="text" value="([A-Za-z0-9]{32})"')
+    key_re = re.compile(r'id="f-aes_key" name="aes_key" type="text" value="([A-Za-z0-9]{43})"')
     r = await acme_admin.get(f"/settings/channels?step={kind}")
     assert r.status_code == 200
     assert is_full_page(r)
     assert f"<code>https://siyu.test/wechat/acme/{kind}</code>" in r.text
-    token = re.search(r'id="f-token" name="token" type="text" value="([A-Za-z0-9]{32})"', r.text)
-    assert token, "a Token is suggested"
-    assert f"<code>{token.group(1)}</code>" in r.text  # the same Token in the copy box
+    token, key = token_re.search(r.text), key_re.search(r.text)
+    assert token and key, "a Token and an EncodingAESKey are suggested in the form"
+    # Saving comes first: nothing to paste into the console yet but the URL.
+    assert "Save step 1 first" in r.text
+    assert f"<code>{token.group(1)}</code>" not in r.text and f"<code>{key.group(1)}</code>" not in r.text
     fragment = await acme_admin.hx_get(f"/settings/channels?step={kind}")
     assert fragment.text.lstrip().startswith('<div id="channels-steps">')
     assert f"https://siyu.test/wechat/acme/{kind}" in fragment.text
+    # The same suggestions on every reload, and for every admin of the brand, until saved.
+    for again in (fragment, await acme_admin.get(f"/settings/channels?step={kind}")):
+        assert token_re.search(again.text).group(1) == token.group(1)  # type: ignore[union-attr]
+        assert key_re.search(again.text).group(1) == key.group(1)  # type: ignore[union-attr]
+    data = {"oa": OA, "mp": MP, "wecom": WECOM}[kind]
+    saved = await acme_admin.form(f"/settings/channels/{kind}",
+                                  {**data, "token": token.group(1), "aes_key": key.group(1)}, htmx=True)
+    assert saved.status_code == 200, saved.text
+    creds = await svc.channel_credentials(acme.id, kind)
+    assert (creds.token, creds.aes_key) == (token.group(1), key.group(1))
+    # Saved: the values go to the console card (to paste now); the form keeps the saved ones unless changed.
+    assert f"<code>{token.group(1)}</code>" in saved.text and f"<code>{key.group(1)}</code>" in saved.text
+    assert not token_re.search(saved.text) and not key_re.search(saved.text)
+    # Unlinked, the next account of this kind gets new suggestions.
+    await acme_admin.form(f"/settings/channels/{kind}/unlink", htmx=True)
+    fresh = await acme_admin.get(f"/settings/channels?step={kind}")
+    assert token_re.search(fresh.text).group(1) != token.group(1)  # type: ignore[union-attr]
+    assert key_re.search(fresh.text).group(1) != key.group(1)  # type: ignore[union-attr]
 
 
 async def test_linking_the_official_account_full_page(acme_admin: Client, acme: TenantFixture) -> None:
@@ -284,18 +307,18 @@ async def test_linking_the_official_account_full_page(acme_admin: Client, acme: 
     assert "Save changes" in r.text and "Check connection" in r.text
     assert "••••••••4567" in r.text  # the masked AppSecret, nothing more
     row = await ChannelAccount.objects().where(ChannelAccount.tenant == acme.id).first()
-    assert (row.kind, row.app_id, row.callback_token, row.oa_kind, row.message_mode) == (
-        "oa", OA["app_id"], "AcmeToken123", "service", "safe")
+    assert (row.kind, row.app_id, row.oa_kind, row.message_mode) == ("oa", OA["app_id"], "service", "safe")
+    assert "AcmeToken123" not in row.token_encrypted  # sealed at rest
     assert row.last_check_ok is None
     creds = await svc.channel_credentials(acme.id, "oa")
-    assert (creds.secret, creds.aes_key) == (OA["app_secret"], OA["aes_key"])
+    assert (creds.secret, creds.aes_key, creds.token) == (OA["app_secret"], OA["aes_key"], "AcmeToken123")
 
 
 async def test_linking_mini_program_and_wecom_over_htmx(acme_admin: Client, acme: TenantFixture) -> None:
     r = await acme_admin.form("/settings/channels/mp", MP, htmx=True)
     assert r.status_code == 200
     assert r.text.lstrip().startswith('<div id="channels-steps">')
-    assert "Saved. Paste the callback URL and Token" in r.headers["HX-Trigger"]
+    assert "Saved. Now paste the URL, Token and EncodingAESKey into the WeChat console" in r.headers["HX-Trigger"]
     assert "https://siyu.test/wechat/acme/mp" in r.text and "<code>AcmeMpToken1</code>" in r.text
     r = await acme_admin.form("/settings/channels/wecom", WECOM, htmx=True)
     assert r.status_code == 200
@@ -588,7 +611,8 @@ async def test_secrets_are_stored_encrypted_and_never_shown_logged_or_audited(
         assert_no_secret(page.text, f"the {kind} page before linking")
         r = await acme_admin.form(f"/settings/channels/{kind}", CREDS[kind], htmx=kind != "oa")
         assert r.status_code == 200
-        assert_no_secret(r.text, f"the answer to linking {kind}")
+        # The answer to saving shows the EncodingAESKey just typed (to paste into the console now); nothing else.
+        assert_no_secret(r.text.replace(CREDS[kind]["aes_key"], ""), f"the answer to linking {kind}")
         # A failed save does not echo the secrets either.
         bad = await acme_admin.form(f"/settings/channels/{kind}", {**CREDS[kind], "token": "!"}, htmx=True)
         assert bad.status_code == 400

@@ -92,7 +92,7 @@ async def test_accepting_an_invitation_creates_the_member_with_role_teams_and_ca
     assert await Invitation.exists().where(Invitation.accepted_at.is_not_null())
 
     login = await client.login("rita@acme.test", "a long password")
-    assert login.headers["location"] == "/workspace"
+    assert login.headers["location"] == "/inbox"  # a rep lands where their work is
     people = await acme_admin.hx_get("/settings/staff")
     assert "Rita Rep" in people.text
     assert '<span class="badge">Shanghai store</span>' in people.text

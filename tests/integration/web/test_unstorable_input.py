@@ -174,6 +174,7 @@ ROUTES = [
     Route("GET", "/inbox/manager", "admin"),
     Route("GET", "/inbox/presence", "agent"),
     Route("POST", "/inbox/presence", "agent", {"presence": "online"}),
+    Route("POST", "/inbox/alerts", "agent", {"alert": "sound", "on": "0"}),
     Route("GET", "/inbox/stream", "agent", control=None),
     Route("GET", "/inbox/conversations/{conversation}", "agent", QUERY_KEEP),
     Route("GET", "/inbox/conversations/{conversation}/live", "agent", QUERY_KEEP),

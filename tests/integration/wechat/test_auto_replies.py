@@ -40,7 +40,7 @@ async def ask(client: Client, sender: Sender, fields: dict[str, Any]) -> str | N
 
 
 async def test_keyword_rules_exact_beats_contains_and_longest_contains_wins(client: Client, oa: Sender,
-                                                                          acme: TenantFixture) -> None:
+                                                                          acme: TenantFixture, app: Any) -> None:
     await rule(acme, trigger="keyword", match_type="exact", keyword="价格", reply="价格表：https://brand.example/p")
     await rule(acme, trigger="keyword", match_type="contains", keyword="价", reply="想了解价格吗？")
     await rule(acme, trigger="keyword", match_type="contains", keyword="Opening hours", reply="10:00–22:00")
@@ -50,6 +50,7 @@ async def test_keyword_rules_exact_beats_contains_and_longest_contains_wins(clie
     assert await ask(client, oa, text("o1", "what are your OPENING HOURS?", 3)) == "10:00–22:00"
     assert await ask(client, oa, text("o1", "ＨＯＵＲＳ", 4)) == "Ask us!"  # full-width letters
     assert await ask(client, oa, text("o1", "你好", 5)) is None
+    await app.state.ingestor.settle()  # hits are counted in bulk, after the answers
     hits = {r["keyword"]: r["hits"] for r in await AutoReply.select(AutoReply.keyword, AutoReply.hits)}
     assert hits == {"价格": 1, "价": 1, "Opening hours": 1, "hours": 1}
 
@@ -188,11 +189,12 @@ async def test_a_callback_signed_for_one_tenant_is_refused_at_another_tenants_ur
 # --- editing a rule ---------------------------------------------------------------------------------
 
 async def test_admin_edits_a_rule_and_the_bot_answers_with_it_at_once(
-        acme_admin: Client, client: Client, oa: Sender, acme: TenantFixture) -> None:
+        acme_admin: Client, client: Client, oa: Sender, acme: TenantFixture, app: Any) -> None:
     from siyu.tenants.tables import AuditLog
 
     rule_id = await rule(acme, trigger="keyword", match_type="exact", keyword="价格", reply="旧价目表")
     assert await ask(client, oa, text("o1", "价格", 1)) == "旧价目表"  # the rules are now kept in memory
+    await app.state.ingestor.settle()  # its hit is counted after the answer
     await AutoReply.update({AutoReply.hits: 5}).where(AutoReply.id == rule_id)
 
     page = await acme_admin.get(f"/settings/auto-replies/{rule_id}")
