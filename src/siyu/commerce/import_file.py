@@ -103,6 +103,12 @@ class Staged:
     problems: list[Problem] = field(default_factory=list)  # lines Python had to leave out
 
 
+def printable(text: str) -> str:
+    """Text as it may be stored and shown: control characters (NUL, which PostgreSQL refuses, among them) and
+    undecodable bytes become "?"."""
+    return "".join(ch if ch.isprintable() and not "\udc80" <= ch <= "\udcff" else "?" for ch in text)
+
+
 def _header_problem(code: str, detail: str = "") -> InvalidInput:
     return InvalidInput.one("file", MESSAGES[code], detail=detail)
 
@@ -133,9 +139,9 @@ def read_header(head: bytes, encoding: str) -> list[str]:
     seen: set[str] = set()
     for name in names:
         if name not in COLUMNS:
-            raise _header_problem("unknown_column", name[:40] or '""')
+            raise _header_problem("unknown_column", printable(name[:40]) or '""')
         if name in seen:
-            raise _header_problem("duplicate_column", name)
+            raise _header_problem("duplicate_column", printable(name[:40]))
         seen.add(name)
     for name in REQUIRED:
         if name not in seen:

@@ -136,11 +136,14 @@ async def list_imports(tenant_id: int, limit: int = 20) -> list[Progress]:
     return [_progress(r) for r in rows]
 
 
-async def problems(tenant_id: int, import_id: int, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-    """The import's recorded problems by line, in pages (`after_id`: the last id of the previous page)."""
+async def problems(tenant_id: int, import_id: int, after: tuple[int, int] = (0, 0),
+                   limit: int = 1000) -> list[dict[str, Any]]:
+    """The import's recorded problems in line order, in keyset pages (`after`: the (line, id) of the last
+    problem of the previous page)."""
     rows = await db.fetch(
         "SELECT id, line, column_name, code, detail FROM commerce_import_error WHERE tenant = $1 "
-        "AND purchase_import = $2 AND id > $3 ORDER BY id LIMIT $4", tenant_id, import_id, after_id, limit)
+        "AND purchase_import = $2 AND (line, id) > ($3, $4) ORDER BY line, id LIMIT $5",
+        tenant_id, import_id, after[0], after[1], limit)
     return [dict(r) for r in rows]
 
 
@@ -151,7 +154,7 @@ async def report_csv(tenant_id: int, import_id: int, translate: Callable[[str], 
     import io
 
     yield "\ufeff".encode()
-    after = 0
+    after = (0, 0)
     first = True
     while True:
         rows = await problems(tenant_id, import_id, after, 5000)
@@ -165,7 +168,7 @@ async def report_csv(tenant_id: int, import_id: int, translate: Callable[[str], 
         yield buffer.getvalue().encode()
         if len(rows) < 5000:
             return
-        after = int(rows[-1]["id"])
+        after = (int(rows[-1]["line"]), int(rows[-1]["id"]))
 
 
 # --- starting -----------------------------------------------------------------------------------------------
@@ -177,7 +180,7 @@ async def _new_import(tenant_id: int, filename: str, encoding: str, actor: Actor
         "orders_total, lines_done, orders_done, created, merged, unchanged, refunds, failed_orders, error_lines, "
         "checkpoint, failure, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, '', 'staging', 0, 0, "
         f"0, 0, 0, 0, 0, 0, 0, 0, 0, '', $6, now(), now()) RETURNING {_COLUMNS}",
-        tenant_id, filename[:200], sha256, size, encoding, actor.label[:254])
+        tenant_id, import_file.printable(filename)[:200], sha256, size, encoding, actor.label[:254])
     return _progress(row)
 
 
@@ -194,7 +197,7 @@ async def _record_problems(tenant_id: int, import_id: int, found: Sequence[Probl
     keep = list(found)[:room]
     if keep:
         await db.copy_records("commerce_import_error", [
-            (tenant_id, import_id, p.line, p.column[:32], p.code, p.detail[:500]) for p in keep],
+            (tenant_id, import_id, p.line, p.column[:32], p.code, import_file.printable(p.detail)[:500]) for p in keep],
             ("tenant", "purchase_import", "line", "column_name", "code", "detail"))
     return stored + len(keep)
 
@@ -306,7 +309,7 @@ async def stage(tenant_id: int, imp: Progress, source: Source, encoding: str = "
 async def _fail(tenant_id: int, import_id: int, why: str, staging: str = "") -> None:
     await import_file.drop(staging)
     await db.execute("UPDATE commerce_import SET status = 'failed', failure = $3, finished_at = now(), updated_at = now() "
-                     "WHERE tenant = $1 AND id = $2", tenant_id, import_id, why[:1000])
+                     "WHERE tenant = $1 AND id = $2", tenant_id, import_id, import_file.printable(why)[:1000])
 
 
 async def staging_intact(imp: Progress) -> bool:
@@ -770,23 +773,24 @@ async def run(tenant_id: int, import_id: int, progress: Reporter | None = None,
     if imp.status == "importing":
         zone = (await tenants.get_tenant(tenant_id)).timezone
         while imp.checkpoint < imp.lines_total:
-            if deadline is not None and time.monotonic() > deadline:
-                return imp
             stored = await _batch(tenant_id, imp, imp.checkpoint, min(imp.checkpoint + BATCH_LINES, imp.lines_total),
                                   apps, zone, stored)
             imp = await get_import(tenant_id, import_id)
             if progress:
                 progress(imp)
+            # Looked at after a batch, so every run moves the import on (the next job's id depends on it).
+            if deadline is not None and time.monotonic() > deadline and imp.checkpoint < imp.lines_total:
+                return imp
         await _set(tenant_id, import_id, status="merging")
         imp = await get_import(tenant_id, import_id)
     more = True
     while more:
-        if deadline is not None and time.monotonic() > deadline:
-            return imp
         stored, more = await _merge_some(tenant_id, imp, apps, stored)
         imp = await get_import(tenant_id, import_id)
         if progress:
             progress(imp)
+        if more and deadline is not None and time.monotonic() > deadline:
+            return imp
     return await _finish(tenant_id, imp, actor)
 
 
