@@ -497,5 +497,10 @@ CARRIER = merge.Carrier("commerce.purchases", _move, _move_back)
 
 
 def install() -> None:
-    """Make merges carry purchases (the composition roots call this once per process)."""
+    """Make merges carry purchases, and data-subject exports and erasures reach them (the composition roots
+    call this once per process)."""
+    from siyu.commerce import privacy as commerce_privacy
+    from siyu.contacts import privacy
+
     merge.carry(CARRIER)
+    privacy.hold(commerce_privacy.HOLDER)
