@@ -241,7 +241,7 @@ async def pay_part(n: int, concurrency: int, tmp: Path) -> list[Row]:
                 break
             await asyncio.sleep(0.5)
         stored = await PayNotification.count()
-        purchases = int((await db.fetchrow("SELECT count(*) AS n FROM commerce_purchase"))["n"])
+        purchases = int((await db.fetchrow("SELECT count(*) AS n FROM commerce_purchase WHERE tenant = $1", t.id))["n"])
 
         def line(name: str, r: Result) -> str:
             return (f"{name:<24} {r.rate:>9.0f}/s p50 {r.pct(50):>7.2f} ms  p99 {r.pct(99):>7.2f} ms  "
@@ -258,6 +258,9 @@ async def pay_part(n: int, concurrency: int, tmp: Path) -> list[Row]:
                 Row("Pay notifications answered per second", "—", real_r.rate, base.rate, "/s", None)]
     finally:
         stop_processes([*([valkey] if valkey else []), *procs], timeout=15)
+        from siyu.core import db as pool
+
+        await pool.close_pool()
 
 
 async def main_async() -> int:
