@@ -283,7 +283,7 @@ def purchases_import(slug: str, file: Path, encoding: str, errors_file: Path | N
         if bar is not None:
             bar.__exit__(None, None, None)
     if done.status == "failed":
-        click.echo(f"error: {done.failure}", err=True)
+        click.echo(f"error: {done.failure_message()}", err=True)
         sys.exit(2)
     click.echo(f"done: {done.orders_done:,} orders from {done.lines_total:,} lines: {done.created:,} new purchases, "
                f"{done.merged:,} added to orders Siyu knew, {done.unchanged:,} imported before (unchanged), "

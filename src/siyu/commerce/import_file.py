@@ -78,7 +78,14 @@ MESSAGES = {
     "unknown_unionid": N_("No contact has this unionid yet: give the buyer's openid with the app id instead."),
     "refused": N_("Not imported: {detail}"),
     "not_imported": N_("The order was not imported: see the error on line {detail}."),
+    "staging_lost": N_("The file's lines were lost (the database restarted): import the file again; what was "
+                       "imported already is not imported twice."),
 }
+
+
+def code_of(template: str) -> str:
+    """The problem code of a message template of MESSAGES (what InvalidInput carries)."""
+    return next((code for code, text in MESSAGES.items() if text == template), "header")
 
 
 def message(code: str, detail: str, translate: Callable[[str], str] = str) -> str:

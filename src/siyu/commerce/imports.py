@@ -42,6 +42,7 @@ from siyu.commerce.schemas import MAX_FEN, iso_currencies
 from siyu.contacts import bulk
 from siyu.core import clock, db, effects
 from siyu.core.errors import Conflict, InvalidInput, NotFound
+from siyu.core.i18n import N_
 from siyu.tenants import services as tenants
 from siyu.tenants.services import Actor, record_audit
 from siyu.timeline import services as timeline
@@ -95,6 +96,13 @@ class Progress:
     sha256: str = ""
     encoding: str = "utf-8"
     size_bytes: int = 0
+
+    def failure_message(self, translate: Callable[[str], str] = str) -> str:
+        """Why the import failed, in the reader's words ("" unless it failed)."""
+        if not self.failure:
+            return ""
+        code, _, detail = self.failure.partition(":")
+        return import_file.message(code, detail, translate)
 
     @property
     def finished(self) -> bool:
@@ -161,7 +169,7 @@ async def report_csv(tenant_id: int, import_id: int, translate: Callable[[str], 
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         if first:
-            writer.writerow([translate("line"), translate("column"), translate("problem")])
+            writer.writerow([translate(N_("line")), translate(N_("column")), translate(N_("problem"))])
             first = False
         for r in rows:
             writer.writerow([r["line"], r["column_name"], import_file.message(r["code"], r["detail"], translate)])
@@ -266,7 +274,7 @@ async def stage(tenant_id: int, imp: Progress, source: Source, encoding: str = "
     if encoding == "auto":
         encoding = import_file.detect_encoding(source.head)
     if encoding not in import_file.ENCODINGS:
-        raise InvalidInput.one("encoding", "Choose utf-8, gb18030 or auto.")
+        raise InvalidInput.one("encoding", N_("Choose utf-8, gb18030 or auto."))
     staging = imp.staging or f"commerce_import_{imp.id}_{secrets.token_hex(4)}"
     await _set(tenant_id, imp.id, status="staging", staging=staging, encoding=encoding, checkpoint=0, lines_done=0,
                orders_done=0, created=0, merged=0, unchanged=0, refunds=0, failed_orders=0, error_lines=0)
@@ -274,9 +282,7 @@ async def stage(tenant_id: int, imp: Progress, source: Source, encoding: str = "
     try:
         columns = import_file.read_header(source.head, encoding)
     except InvalidInput as exc:
-        e = exc.errors[0]
-        await _fail(tenant_id, imp.id, e.message.format(**e.params), staging)
-        await _record_problems(tenant_id, imp.id, [Problem(1, "", "header", e.message.format(**e.params))], 0)
+        await _refuse_file(tenant_id, imp.id, exc, staging)
         raise
     digest = hashlib.sha256()
     size = 0
@@ -290,7 +296,11 @@ async def stage(tenant_id: int, imp: Progress, source: Source, encoding: str = "
             size += len(chunk)
             yield chunk
 
-    staged = await import_file.stage(staging, columns, hashed, encoding, source.binary)
+    try:
+        staged = await import_file.stage(staging, columns, hashed, encoding, source.binary)
+    except InvalidInput as exc:
+        await _refuse_file(tenant_id, imp.id, exc, staging)
+        raise
     await _set(tenant_id, imp.id, status="checking", lines_total=staged.lines + len(staged.problems),
                sha256=digest.hexdigest() if size else imp.sha256, size_bytes=size or imp.size_bytes)
     zone = (await tenants.get_tenant(tenant_id)).timezone
@@ -306,10 +316,22 @@ async def stage(tenant_id: int, imp: Progress, source: Source, encoding: str = "
     return await get_import(tenant_id, imp.id)
 
 
-async def _fail(tenant_id: int, import_id: int, why: str, staging: str = "") -> None:
+async def _refuse_file(tenant_id: int, import_id: int, exc: InvalidInput, staging: str) -> None:
+    """The whole file is refused (its header, or it cannot be read again): the import fails saying why, and
+    the reason is its one problem, on line 1."""
+    e = exc.errors[0]
+    code, detail = import_file.code_of(e.message), str(e.params.get("detail", ""))
+    await _fail(tenant_id, import_id, code, detail, staging)
+    await _record_problems(tenant_id, import_id, [Problem(1, "", code, detail)], 0)
+
+
+async def _fail(tenant_id: int, import_id: int, code: str, detail: str = "", staging: str = "") -> None:
+    """The import ends failed; `failure` keeps the problem's code and detail (put in the reader's words when
+    shown, see Progress.failure_message)."""
     await import_file.drop(staging)
+    why = f"{code}:{import_file.printable(detail)}"[:1000]
     await db.execute("UPDATE commerce_import SET status = 'failed', failure = $3, finished_at = now(), updated_at = now() "
-                     "WHERE tenant = $1 AND id = $2", tenant_id, import_id, import_file.printable(why)[:1000])
+                     "WHERE tenant = $1 AND id = $2", tenant_id, import_id, why)
 
 
 async def staging_intact(imp: Progress) -> bool:
@@ -765,8 +787,7 @@ async def run(tenant_id: int, import_id: int, progress: Reporter | None = None,
     if imp.finished:
         return imp
     if imp.status in ("staging", "checking") or not await staging_intact(imp):
-        await _fail(tenant_id, imp.id, "The staged lines were lost (the database restarted): import the file again; "
-                                       "what was imported already is not imported twice.", imp.staging)
+        await _fail(tenant_id, imp.id, "staging_lost", "", imp.staging)
         return await get_import(tenant_id, import_id)
     apps = await _apps(tenant_id)
     stored = await _stored(tenant_id, import_id)

@@ -204,6 +204,7 @@ class PurchaseImportController(Controller):
         found = await imports.problems(tid, import_id, limit=SHOWN_PROBLEMS)
         shown = [{**p, "message": import_file.message(p["code"], p["detail"], i18n.gettext)} for p in found]
         return render(request, "commerce/import_detail.html", {"imp": imp, "problems": shown,
+                                                               "failure": imp.failure_message(i18n.gettext),
                                                                "more_problems": imp.error_lines > len(shown)},
                       block="progress")
 

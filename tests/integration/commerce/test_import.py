@@ -170,7 +170,8 @@ async def test_a_bad_header_fails_the_import_in_words_and_imports_nothing(
         await imports.import_path(mp.id, write(tmp_path, text), ACTOR)
     assert exc.value.errors[0].field == "file"
     [imp] = await imports.list_imports(mp.id)
-    assert imp.status == "failed" and words in imp.failure
+    assert imp.status == "failed" and words in imp.failure_message()
+    assert said(await imports.problems(mp.id, imp.id))[0][:2] == (1, "")
     assert await count("commerce_purchase") == 0
 
 
@@ -314,3 +315,14 @@ async def test_the_cli_imports_shows_problems_by_line_and_writes_them_all(
                          capture_output=True, text=True, timeout=120)
     assert "0 new purchases" in out.stdout and "2 imported before (unchanged)" in out.stdout
     assert await count("commerce_purchase WHERE tenant = $1", mp.id) == 2
+
+
+async def test_an_import_whose_staged_lines_were_lost_fails_saying_to_import_again(
+        mp: TenantFixture, acme_admin: Client) -> None:
+    r = await upload(acme_admin, GOOD)
+    [imp] = await imports.list_imports(mp.id)
+    await import_file.drop(imp.staging)  # PostgreSQL restarted: unlogged tables come back empty
+    await run_jobs()
+    page = await acme_admin.get(r.headers["location"])
+    assert "The file&#39;s lines were lost" in page.text or "The file's lines were lost" in page.text
+    assert (await imports.get_import(mp.id, imp.id)).status == "failed" and await count("commerce_purchase") == 0
