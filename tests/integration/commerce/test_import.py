@@ -326,3 +326,12 @@ async def test_an_import_whose_staged_lines_were_lost_fails_saying_to_import_aga
     page = await acme_admin.get(r.headers["location"])
     assert "The file&#39;s lines were lost" in page.text or "The file's lines were lost" in page.text
     assert (await imports.get_import(mp.id, imp.id)).status == "failed" and await count("commerce_purchase") == 0
+
+
+async def test_the_cli_refuses_a_file_it_cannot_use_naming_it(mp: TenantFixture, tmp_path: Path,
+                                                              subprocess_env: dict[str, str]) -> None:
+    f = write(tmp_path, "order_id,paid_at,amount_fen,openid,app_id\n")
+    out = subprocess.run([sys.executable, "-m", "siyu", "purchases", "import", "acme", str(f)], env=subprocess_env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "error: FILE: The header lacks the required column sku." in out.stderr
+    assert "Traceback" not in out.stderr and await count("commerce_purchase") == 0
