@@ -5,6 +5,7 @@ other sources reported are merged through the purchases' writer, and history nev
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from datetime import datetime
@@ -285,6 +286,16 @@ async def test_the_upload_refuses_no_file_and_bad_encodings_naming_the_field(mp:
     page = await acme_admin.get(r.headers["location"])
     assert page.status_code == 200 and "The header names a column this format does not have: ???" in page.text
     assert await imports.list_imports(mp.id) and await run_jobs() == 0
+    junk = random.Random(11).randbytes(1024 * 1024)  # 1 MiB of noise under a good header, then alone
+    for body in (HEAD.encode() + junk, junk):
+        await acme_admin.prime()
+        r = await acme_admin.post("/purchases/import", data={"_csrf_token": acme_admin.csrf},
+                                  files={"file": ("junk.csv", body, "text/csv")})
+        assert r.status_code == 303, r.text[:300]
+        assert (await acme_admin.get(r.headers["location"])).status_code == 200
+    await run_jobs()
+    assert await count("commerce_purchase") == 0
+    assert all(i.status in ("done", "failed") for i in await imports.list_imports(mp.id))
 
 
 async def test_imports_are_for_admins_and_another_tenants_import_is_missing(
