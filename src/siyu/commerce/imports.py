@@ -54,6 +54,9 @@ RUN_IMPORT_TRIES = 20
 SWEEP_IMPORTS = "commerce.sweep_imports"
 SLICE_SECONDS = 40.0  # a job works this long, then hands over to the next (the worker's job timeout is 60 s)
 SWEEP_AFTER_SECONDS = 120  # an unfinished import nobody moved for this long is picked up again
+# An import still reading its file this long after it last moved lost its reader (the upload request or the
+# CLI died while staging): it fails saying to import again (the CLI's re-run would start a new one anyway).
+ABANDONED_STAGING_SECONDS = 3600
 BATCH_LINES = 100_000  # a batch is the orders whose first line falls in a range of this many lines
 MERGE_BATCH = 200
 MAX_STORED_ERRORS = 50_000
@@ -891,10 +894,18 @@ async def run_import(ctx: dict[str, Any], tenant_id: int, import_id: int) -> str
 
 
 async def sweep_imports(ctx: dict[str, Any]) -> int:
+    """Carry on the imports nobody moved for a while; fail those whose file reading was abandoned."""
+    for r in await db.fetch("SELECT tenant, id, staging FROM commerce_import WHERE status IN ('staging', 'checking') "
+                            "AND updated_at < now() - make_interval(secs => $1) LIMIT 50", ABANDONED_STAGING_SECONDS):
+        await _fail(int(r["tenant"]), int(r["id"]), "staging_lost", "", r["staging"])
     rows = await db.fetch("SELECT tenant, id, checkpoint, orders_done FROM commerce_import WHERE status IN "
                           "('importing', 'merging') AND updated_at < now() - make_interval(secs => $1) LIMIT 50",
                           SWEEP_AFTER_SECONDS)
+    # Its own job id per sweep (the stalled step's id may still be taken by a job or result arq keeps); two runs
+    # of one import at once are harmless: each batch re-checks the checkpoint under the import's row lock.
+    sweep = int(time.time() // SWEEP_AFTER_SECONDS)
     for r in rows:
+        step = int(r["checkpoint"]) + int(r["orders_done"])
         await ctx["redis"].enqueue_job(RUN_IMPORT, int(r["tenant"]), int(r["id"]),
-                                       _job_id=run_job_id(int(r["id"]), int(r["checkpoint"]) + int(r["orders_done"])))
+                                       _job_id=f"{run_job_id(int(r['id']), step)}:swept:{sweep}")
     return len(rows)

@@ -346,3 +346,18 @@ async def test_the_cli_refuses_a_file_it_cannot_use_naming_it(mp: TenantFixture,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "error: FILE: The header lacks the required column sku." in out.stderr
     assert "Traceback" not in out.stderr and await count("commerce_purchase") == 0
+
+
+async def test_the_sweeper_carries_on_a_stalled_import_and_fails_an_abandoned_one(
+        mp: TenantFixture, acme_admin: Client, effects_pool: Any) -> None:
+    await upload(acme_admin, GOOD)
+    await effects_pool.delete("arq:queue")  # the job's enqueue was lost (Redis restarted)
+    [stalled] = await imports.list_imports(mp.id)
+    abandoned = await imports._new_import(mp.id, "gone.csv", "auto", ACTOR)  # its upload request died while staging
+    await db.execute("UPDATE commerce_import SET updated_at = now() - interval '2 hours'")
+    assert await imports.sweep_imports({"redis": effects_pool}) == 1
+    await run_jobs()
+    assert (await imports.get_import(mp.id, stalled.id)).status == "done"
+    gone = await imports.get_import(mp.id, abandoned.id)
+    assert gone.status == "failed" and "import the file again" in gone.failure_message()
+    assert await count("commerce_purchase") == 2
