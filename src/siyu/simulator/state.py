@@ -179,8 +179,8 @@ class SimApp:
                 "follow_users": list(self.follow_users), "faults": list(self.faults),
                 "latency_ms": self.latency_ms, "endpoint_latency_ms": dict(self.endpoint_latency_ms),
                 "token_timeouts": self.token_timeouts, "token_timeout_ms": self.token_timeout_ms,
-                "backend": {"login_url": self.backend_login_url, "purchases_url": self.backend_purchases_url,
-                            "api_key_set": bool(self.backend_api_key)}
+                "backend": {"login_url": self.backend_login_url, "api_key_set": bool(self.backend_api_key),
+                            **({"purchases_url": self.backend_purchases_url} if self.backend_purchases_url else {})}
                 if self.backend_login_url or self.backend_purchases_url else None,
                 "task_confirm_after": self.task_confirm_after}
 
