@@ -43,6 +43,8 @@ from siyu.core.errors import Conflict, InvalidInput, SiyuError, TooManyRequests
 from siyu.core.i18n import N_
 from siyu.core.logs import configure_logging
 from siyu.core.settings import FRONTEND_DIR, get_settings
+from siyu.engagement.api import BroadcastsApi, JourneysApi
+from siyu.engagement.views import EngagementController
 from siyu.inbox.api import InboxApi
 from siyu.inbox.live import Relay as InboxRelay
 from siyu.inbox.manager_views import InboxManagerController
@@ -227,7 +229,8 @@ def create_app() -> Litestar:
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
             InvitationController, TenantApi, ContactsApi, PurchasesApi, PayNotifications, PaySettingsController,
             PurchasesController, PurchaseImportController, ProductsController, WeChatCallbacks, AutoRepliesController, ContactsController,
-            SegmentsController, SegmentsApi, InboxManagerController, InboxApi, InboxController, InboxSettingsController,
+            SegmentsController, SegmentsApi, EngagementController, JourneysApi, BroadcastsApi,
+            InboxManagerController, InboxApi, InboxController, InboxSettingsController,
             *([bare_endpoint] if s.bench_bare_endpoint else []),
             create_static_files_router(path="/static", directories=[FRONTEND_DIR / "static"], include_in_schema=False),
         ],

@@ -393,7 +393,9 @@ def web(host: str | None, port: int | None, workers: int | None) -> None:
 
 @main.command()
 @click.option("--burst", is_flag=True, help="Run queued jobs, then exit")
-def worker(burst: bool) -> None:
+@click.option("--lane", type=click.Choice(["main", "engagement"]), default="main", show_default=True,
+              help="engagement: re-engagement's sends only (with SIYU_ENGAGEMENT_LANE=1), niced further")
+def worker(burst: bool, lane: str) -> None:
     """Run the arq worker (it rides out Redis outages: see siyu.worker.run)."""
     from siyu import worker as worker_root
     from siyu.core.embedded import database_url, redis_url
@@ -401,10 +403,10 @@ def worker(burst: bool) -> None:
 
     database_url()
     redis_url()
-    nice = get_settings().worker_nice
+    nice = get_settings().worker_nice + (5 if lane == "engagement" else 0)
     if nice:
         os.nice(nice)  # jobs yield the CPU to the web process (answers to WeChat and to reps come first)
-    asyncio.run(worker_root.run(burst))
+    asyncio.run(worker_root.run(burst, lane))
 
 
 @main.command()

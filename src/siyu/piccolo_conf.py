@@ -10,4 +10,5 @@ DB = PostgresEngine(config={"dsn": database_url()}, extensions=())
 
 APP_REGISTRY = AppRegistry(apps=["siyu.tenants.piccolo_app", "siyu.contacts.piccolo_app", "siyu.timeline.piccolo_app",
                                  "siyu.wechat.piccolo_app", "siyu.segments.piccolo_app",
-                                 "siyu.inbox.piccolo_app", "siyu.commerce.piccolo_app"])
+                                 "siyu.inbox.piccolo_app", "siyu.commerce.piccolo_app",
+                                 "siyu.engagement.piccolo_app"])

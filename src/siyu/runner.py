@@ -139,6 +139,37 @@ async def _seed_demo_inbox(slug: str) -> None:
         await canned.do_create_canned(tenant.id, viewer, {**reply, "scope": "tenant"}, actor)
 
 
+# The demo's re-engagement: a post-purchase journey (thanks at once, a care tip a few minutes later, a
+# reminder when the product runs out) and a win-back for customers who have not bought for 60 days, both
+# with a holdout so their results compare like with like. Quiet hours are off in the demo, so the scene's
+# messages go whatever the hour of `make run`.
+DEMO_JOURNEYS: list[dict[str, Any]] = [
+    {"name": "下单后关怀", "status": "active", "holdout_percent": 10, "trigger": {"kind": "purchase"},
+     "steps": [{"id": "thanks", "send": {"purpose": "service", "text": "感谢您的订单！我们会尽快为您发货。"}},
+               {"id": "w1", "wait": "PT3M"},
+               {"id": "tip", "send": {"purpose": "marketing", "text": "使用小贴士：新包首次使用前请先用软布擦拭，避免阳光直晒。"}},
+               {"id": "w2", "wait": "replenishment"},
+               {"id": "again", "send": {"purpose": "marketing", "text": "您上次购买的商品快用完了吗？在小程序里一键回购。"}}]},
+    {"name": "老客唤回", "status": "active", "holdout_percent": 20,
+     "trigger": {"kind": "inactivity", "days": 60, "since": "purchase"},
+     "steps": [{"id": "miss", "send": {"purpose": "marketing", "text": "好久不见！送您一张 50 元回归券，7 天内有效。"}},
+               {"id": "w1", "wait": "P6D"},
+               {"id": "last", "send": {"purpose": "marketing", "text": "您的 50 元回归券明天到期，别错过。"}}]},
+]
+
+
+async def _seed_demo_engagement(slug: str) -> None:
+    from siyu.engagement import journeys, rules
+    from siyu.tenants import services as tenants
+
+    tenant = await tenants.get_tenant_by_slug(slug)
+    actor = tenants.Actor(None, "demo-seed")
+    await rules.do_update_settings(tenant.id, {"cap_count": "3", "cap_days": "7", "quiet_start": "00:00",
+                                               "quiet_end": "00:00", "conversion_days": "7"}, actor)
+    for journey in DEMO_JOURNEYS:
+        await journeys.do_create_journey(tenant.id, journey, actor)
+
+
 async def seed_demo_brand(data_dir: Path) -> dict[str, Any]:
     """The demo brand and what its features need: people, accounts, auto-replies, reps with WeCom UserIDs,
     canned replies, notice templates and the Mini Program backend's API key. Only a new brand is filled,
@@ -150,6 +181,7 @@ async def seed_demo_brand(data_dir: Path) -> dict[str, Any]:
     if seeded["created"]:
         await _seed_demo_replies(seeded["tenant_slug"])
         await _seed_demo_inbox(seeded["tenant_slug"])
+        await _seed_demo_engagement(seeded["tenant_slug"])
     return seeded
 
 
@@ -332,8 +364,11 @@ def main() -> None:
                 sup.add("the WeChat simulator", simulator)
             except RuntimeError as exc:
                 raise SystemExit(str(exc)) from None
-        say("starting the worker…")
+        say("starting the workers (jobs, and re-engagement's sends in their own lane)…")
+        env["SIYU_ENGAGEMENT_LANE"] = "1"
         sup.add("the worker", lambda: subprocess.Popen([py, "-m", "siyu", "worker"], env=env))
+        sup.add("the re-engagement worker",
+                lambda: subprocess.Popen([py, "-m", "siyu", "worker", "--lane", "engagement"], env=env))
         say("starting the web server (granian)…")
         sup.add("the web server", lambda: subprocess.Popen([py, "-m", "siyu", "web"], env=env))
         base = f"http://{s.host}:{s.port}"

@@ -21,6 +21,9 @@ from siyu.commerce import purchases as commerce_purchases
 from siyu.contacts import jobs as contact_jobs
 from siyu.core import db, effects
 from siyu.core.redis import JOB_SERIALIZATION, REDIS_DOWN, arq_pool, arq_settings
+from siyu.core.settings import get_settings
+from siyu.engagement import jobs as engagement_jobs
+from siyu.engagement.lane import QUEUE as ENGAGEMENT_QUEUE
 from siyu.inbox import jobs as inbox_jobs
 from siyu.tenants import jobs as tenant_jobs
 from siyu.wechat import jobs as wechat_jobs
@@ -61,6 +64,15 @@ def redis_settings() -> RedisSettings:
     return arq_settings()
 
 
+ENGAGEMENT_FUNCTIONS = [func(getattr(engagement_jobs, name.split(".")[1]), name=name, max_tries=tries)
+                        for name, tries in engagement_jobs.TRIES.items()]
+ENGAGEMENT_CRONS = [
+    # Every second, at most two at a time (a Redis slot each): due sends go out within about a second.
+    cron(engagement_jobs.sweep, name="cron:engagement.sweep", second=set(range(60)), run_at_startup=True, timeout=70),
+    cron(engagement_jobs.evaluate, name="cron:engagement.evaluate", minute=set(range(0, 60, 5)), second={35},
+         run_at_startup=False),
+]
+
 FUNCTIONS = [
     func(tenant_jobs.purge_expired_invitations, name="tenants.purge_expired_invitations", max_tries=3),
     # The sweeper's unit, queued under one id per event: no result is kept, or a run that failed (Redis or
@@ -90,6 +102,7 @@ FUNCTIONS = [
     func(commerce_jobs.sweep, name=commerce_jobs.SWEEP, max_tries=1),
     func(commerce_imports.run_import, name=commerce_imports.RUN_IMPORT, max_tries=commerce_imports.RUN_IMPORT_TRIES),
     func(commerce_imports.sweep_imports, name=commerce_imports.SWEEP_IMPORTS, max_tries=1),
+    *ENGAGEMENT_FUNCTIONS,
 ]
 
 
@@ -104,6 +117,7 @@ class WorkerSettings:
         cron(commerce_jobs.sweep, name=f"cron:{commerce_jobs.SWEEP}", second={35}, run_at_startup=True),
         cron(commerce_imports.sweep_imports, name=f"cron:{commerce_imports.SWEEP_IMPORTS}", second={50},
              run_at_startup=True),
+        *([] if get_settings().engagement_lane else ENGAGEMENT_CRONS),
     ]
     job_serializer = JOB_SERIALIZATION["job_serializer"]
     job_deserializer = JOB_SERIALIZATION["job_deserializer"]
@@ -113,6 +127,15 @@ class WorkerSettings:
     job_timeout = 60
     keep_result = 3600
     # redis_settings is filled in by `siyu worker` (it depends on the environment).
+
+
+class EngagementWorkerSettings(WorkerSettings):
+    """`siyu worker --lane engagement`: re-engagement's sends on a queue of their own (SIYU_ENGAGEMENT_LANE=1),
+    in a process niced further than the main worker, so broadcasts never take the CPU a rep's reply needs."""
+
+    queue_name = ENGAGEMENT_QUEUE
+    functions = ENGAGEMENT_FUNCTIONS
+    cron_jobs = ENGAGEMENT_CRONS
 
 
 # --- surviving Redis outages ---------------------------------------------------------------------------
@@ -172,11 +195,11 @@ class Worker(ArqWorker):
                 return
 
 
-def build_worker(burst: bool = False, **overrides: Any) -> Worker:
-    """The worker `siyu worker` runs: WorkerSettings, the pool with timeouts, this process's job timeout."""
-    from siyu.core.settings import get_settings
-
-    kwargs = {**get_kwargs(WorkerSettings), "job_timeout": get_settings().job_timeout, "burst": burst, **overrides}
+def build_worker(burst: bool = False, lane: str = "main", **overrides: Any) -> Worker:
+    """The worker `siyu worker` runs: WorkerSettings (EngagementWorkerSettings for `--lane engagement`), the
+    pool with timeouts, this process's job timeout."""
+    settings = EngagementWorkerSettings if lane == "engagement" else WorkerSettings
+    kwargs = {**get_kwargs(settings), "job_timeout": get_settings().job_timeout, "burst": burst, **overrides}
     return Worker(**kwargs)
 
 
@@ -195,7 +218,7 @@ async def _close(worker: Worker) -> None:
         await worker.pool.aclose()
 
 
-async def run(burst: bool = False) -> None:
+async def run(burst: bool = False, lane: str = "main") -> None:
     """`siyu worker`: run the worker until SIGINT/SIGTERM (or, with `burst`, until the queue is empty).
 
     A Redis outage is ridden out inside the poll loop (`Worker`). Anything that still stops the worker
@@ -208,7 +231,7 @@ async def run(burst: bool = False) -> None:
     stopping = asyncio.Event()
     pause = 1.0
     while True:
-        worker = build_worker(burst, redis_pool=await arq_pool())
+        worker = build_worker(burst, lane, redis_pool=await arq_pool())
         worker.on_stop = lambda _sig: stopping.set()  # a stop signal also ends this loop
         started = monotonic()
         worker.main_task = asyncio.create_task(worker.main())  # what arq's signal handler cancels

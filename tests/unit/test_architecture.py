@@ -15,9 +15,9 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "siyu"
 
 COMPOSITION_ROOTS = ("siyu.app", "siyu.cli", "siyu.worker", "siyu.runner", "siyu.__main__")
 DOMAINS = ("siyu.tenants", "siyu.contacts", "siyu.timeline", "siyu.wechat", "siyu.web", "siyu.simulator",
-           "siyu.segments", "siyu.inbox", "siyu.commerce")
+           "siyu.segments", "siyu.inbox", "siyu.commerce", "siyu.engagement")
 ABOVE_CORE = ("siyu.tenants", "siyu.contacts", "siyu.timeline", "siyu.web", "siyu.wechat", "siyu.simulator", "siyu.inbox",
-              "siyu.segments", "siyu.inbox", "siyu.commerce",
+              "siyu.segments", "siyu.inbox", "siyu.commerce", "siyu.engagement",
               *COMPOSITION_ROOTS)
 # Only these may speak HTTP or use WeChat's SDK.
 OUTSIDE_WORLD = {"httpx": ("siyu.wechat", "siyu.simulator", "siyu.runner"),
@@ -90,7 +90,8 @@ def test_domains_never_import_composition_roots() -> None:
 
 # A domain's HTTP edge (its pages and JSON API) sits on top of siyu.web; the rest of the domain below it.
 DOMAIN_EDGES = ("siyu.tenants.views", "siyu.tenants.api", "siyu.contacts.views", "siyu.contacts.api",
-                "siyu.segments.views", "siyu.segments.api", "siyu.commerce.views", "siyu.commerce.api")
+                "siyu.segments.views", "siyu.segments.api", "siyu.commerce.views", "siyu.commerce.api",
+                "siyu.engagement.views", "siyu.engagement.api")
 
 
 def test_domain_services_never_import_the_web_layer() -> None:
@@ -187,6 +188,43 @@ def test_the_inbox_sits_above_contacts_and_talks_to_wechat_through_narrow_doors(
                   and name != "siyu.wechat")
     assert wide == []
     assert "siyu.wechat.outbound" in MODULES["siyu.inbox.jobs"]  # the test can fail: the inbox does send
+
+
+# What re-engagement may use of its siblings: the inbox tells who is talking with a person (`reach`); WeChat is
+# reached through the send-once ledger and the window, consent and stored-event reads.
+ENGAGEMENT_USES_OF_WECHAT = ("siyu.wechat.events", "siyu.wechat.windows", "siyu.wechat.consents",
+                             "siyu.wechat.outbound")
+
+
+def test_engagement_sits_on_top_and_reaches_its_siblings_through_narrow_doors() -> None:
+    """Nothing below re-engagement imports it (contacts hands it events by job name); it reads the inbox only
+    through `siyu.inbox.reach`, people through `siyu.contacts.reach`, and WeChat through the send-once ledger.
+    Only its pages and API sit on the web layer."""
+    below = ("siyu.tenants", "siyu.contacts", "siyu.timeline", "siyu.wechat", "siyu.web", "siyu.core", "siyu.inbox",
+             "siyu.segments", "siyu.simulator")
+    assert violations(below, ("siyu.engagement",)) == []
+    into_inbox = sorted(f"{mod} imports {name}" for mod, names in MODULES.items() if within(mod, ("siyu.engagement",))
+                        for name in names if within(name, ("siyu.inbox",)) and name != "siyu.inbox"
+                        and not within(name, ("siyu.inbox.reach",)))
+    assert into_inbox == []
+    wide = sorted(f"{mod} imports {name}" for mod, names in MODULES.items() if within(mod, ("siyu.engagement",))
+                  for name in names if within(name, ("siyu.wechat",)) and name != "siyu.wechat"
+                  and not within(name, ENGAGEMENT_USES_OF_WECHAT))
+    assert wide == []
+    assert "siyu.wechat.outbound" in MODULES["siyu.engagement.sender"]  # the test can fail: it does send
+    assert "siyu.contacts.reach" in MODULES["siyu.engagement.sender"]
+    # Commerce is read in one module (`siyu.engagement.purchases`); purchases arrive by job name after commit.
+    into_commerce = sorted(f"{mod} imports {name}" for mod, names in MODULES.items()
+                           if within(mod, ("siyu.engagement",)) and mod != "siyu.engagement.purchases"
+                           for name in names if within(name, ("siyu.commerce",)))
+    assert into_commerce == []
+    assert violations(("siyu.commerce",), ("siyu.engagement",)) == []
+    # The doors stay narrow: they read their own domain's rows and nothing above core.
+    for door in ("siyu.inbox.reach", "siyu.contacts.reach"):
+        assert all(within(n, ("siyu.core",)) for n in MODULES[door] if within(n, ("siyu",)))
+    on_web = [v for v in violations(("siyu.engagement",), ("siyu.web",))
+              if not within(v.split(" imports ")[0], DOMAIN_EDGES)]
+    assert on_web == []
 
 
 # The narrow doors into commerce from below it: the channels page's WeChat Pay section (merchant status), the

@@ -35,7 +35,7 @@ from siyu.commerce import products, stats
 from siyu.commerce.buyers import Buyer
 from siyu.contacts import merge
 from siyu.contacts.live import lock_identity_contact, lock_live
-from siyu.core import db
+from siyu.core import db, effects
 from siyu.core.errors import Conflict, InvalidInput, NotFound
 from siyu.core.i18n import N_
 from siyu.timeline import services as timeline
@@ -229,6 +229,8 @@ async def _insert(tenant_id: int, payment: Payment, buyer: Buyer | None, contact
     await products.learn(tenant_id, items, payment.currency, payment.paid_at)
     await _timeline(tenant_id, p, buyer.channel if buyer else "mp", new=True)
     await stats.refresh(tenant_id, [contact])
+    if payment.source != "import":  # re-engagement: journeys and conversions, by job name after commit
+        await effects.enqueue("engagement.on_purchase", tenant_id, p["id"], job_id=f"engagement:purchase:{p['id']}")
     return Recorded(p["id"], p["order_id"], contact, created=True, first_report=True)
 
 
@@ -422,6 +424,10 @@ async def do_record_refund(tenant_id: int, report: RefundReport, purchase_id: in
                     report.transaction_id)
         if purchase is not None:
             await _settle_refunds(tenant_id, purchase["id"])
+            if status == "success" and (created or (existing is not None and existing["status"] != "success")):
+                # re-engagement: the order leaves its journeys, refund journeys start (by job name, after commit)
+                await effects.enqueue("engagement.on_refund", tenant_id, purchase["id"], refund_id,
+                                      job_id=f"engagement:refund:{refund_id}")
         return RefundRecorded(refund_id, purchase["id"] if purchase else None, status, created, changed, first)
 
     return await _retrying(attempt)

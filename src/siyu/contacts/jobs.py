@@ -43,6 +43,7 @@ DROPPED_DETAILS = frozenset({"welcome_code", "sync_token"})
 WECOM_ENRICH_KINDS = frozenset({"wecom_contact_added", "wecom_contact_edited"})
 ENRICH_JOB = "contacts.enrich_identity"
 INBOX_JOB = "inbox.handle_inbound"
+ENGAGEMENT_JOB = "engagement.handle_inbound"  # follows start welcome journeys; WeChat's mass-send results
 RESOLVE_TRIES = 5  # the worker registers resolve_inbound with this many tries; after the last, it parks
 PARKED_PER_SWEEP = 20
 
@@ -113,7 +114,8 @@ async def resolve_inbound(ctx: dict[str, Any], event_ids: list[int]) -> int:
     a second run adds none and changes nothing.
 
     Then, once all of it is committed, profile enrichment is queued for the identities that need it (see
-    `_EnrichWanted`). Called without a queue (tests, scripts), it queues nothing."""
+    `_EnrichWanted`), and the inbox's and re-engagement's parts, by name. Called without a queue (tests,
+    scripts), it queues nothing."""
     try:
         wanted = _EnrichWanted()
         appended = await _resolve_all(event_ids, wanted)
@@ -123,6 +125,7 @@ async def resolve_inbound(ctx: dict[str, Any], event_ids: list[int]) -> int:
                 await redis.enqueue_job(ENRICH_JOB, tenant_id, identity_id, _job_id=job_id)
             # The inbox's part needs the identities resolved: it runs next, by name (contacts never imports it).
             await redis.enqueue_job(INBOX_JOB, event_ids, _job_id=f"inbox.inbound:{event_ids[0]}")
+            await redis.enqueue_job(ENGAGEMENT_JOB, event_ids, _job_id=f"engagement.inbound:{event_ids[0]}")
         return appended
     except Exception as exc:
         if "job_try" not in ctx:  # called directly (tests, scripts): the real error

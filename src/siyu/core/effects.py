@@ -46,11 +46,11 @@ async def _now_or_after_commit(effect: Callable[[], Awaitable[Any]]) -> None:
         await effect()
 
 
-async def enqueue(name: str, *args: Any, job_id: str, defer_by: float | None = None) -> None:
-    """Enqueue the job `name` after commit. `job_id` is required: it is what makes a retried service or
-    a re-run job queue the work once."""
+async def enqueue(name: str, *args: Any, job_id: str, defer_by: float | None = None, queue: str | None = None) -> None:
+    """Enqueue the job `name` after commit (on `queue`, or the default one). `job_id` is required: it is what
+    makes a retried service or a re-run job queue the work once."""
     async def effect() -> None:
-        await pool().enqueue_job(name, *args, _job_id=job_id, _defer_by=defer_by)
+        await pool().enqueue_job(name, *args, _job_id=job_id, _defer_by=defer_by, _queue_name=queue)
 
     await _now_or_after_commit(effect)
 

@@ -72,6 +72,12 @@ class Settings:
     # The worker's CPU niceness: background jobs yield to the web process, which must answer WeChat's
     # callbacks within 5 s and reps' clicks at once (0 = same priority; 19 = lowest).
     worker_nice: int = 5
+    # Re-engagement: a claimed delivery not settled within this many seconds is taken back by the sweeper
+    # (its worker died); the send-once ledger keeps a second run from sending it twice.
+    engagement_lease_seconds: int = 120
+    # Re-engagement's sends run in a lane of their own (an arq queue served by `siyu worker --lane engagement`,
+    # niced further), so a broadcast never takes the CPU a rep's reply needs. Off: one worker does everything.
+    engagement_lane: bool = False
     session_max_age: int = 8 * 3600
     # Seconds to connect to Redis and to wait for each answer: a Redis that hangs makes a page answer with an
     # error (and /readyz with 503) instead of holding every request.
@@ -186,6 +192,8 @@ def load_settings() -> Settings:
         previous_secret_keys=previous,
         web_workers=_env_int("SIYU_WEB_WORKERS", 1),
         worker_nice=max(0, min(19, _env_int("SIYU_WORKER_NICE", 5))),
+        engagement_lease_seconds=max(1, _env_int("SIYU_ENGAGEMENT_LEASE_SECONDS", 120)),
+        engagement_lane=_env_bool("SIYU_ENGAGEMENT_LANE", False),
         session_max_age=_env_int("SIYU_SESSION_MAX_AGE", 8 * 3600),
         redis_timeout=_env_float("SIYU_REDIS_TIMEOUT", 2.0),
         job_timeout=max(1, _env_int("SIYU_JOB_TIMEOUT", 60)),

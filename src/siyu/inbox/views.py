@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -264,6 +264,20 @@ async def _opened(tid: int, viewer: Viewer, conv: dict[str, Any]) -> dict[str, A
     return conv
 
 
+ANSWER_WITHIN = timedelta(days=2)
+
+
+async def _answering(tid: int, conv: dict[str, Any]) -> timeline.Event | None:
+    """The re-engagement message the customer is most likely answering: the newest one sent to them on this
+    channel before their last message, within two days of it (from the timeline, where re-engagement writes
+    every message it sends)."""
+    last_in = conv.get("last_inbound_at")
+    if last_in is None:
+        return None
+    page = await timeline.page(tid, int(conv["contact"]), None, 5, channels=[conv["channel"]], kinds=["broadcast_sent"])
+    return next((e for e in page.events if e.occurred_at <= last_in and last_in - e.occurred_at <= ANSWER_WITHIN), None)
+
+
 async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any], query: str) -> dict[str, Any]:
     """The part of the conversation pane that changes live: header, messages, the reply window."""
     thread, earlier = await boxes.messages(tid, conv["id"])
@@ -282,6 +296,7 @@ async def _live_context(tid: int, viewer: Viewer, conv: dict[str, Any], query: s
                   "max": template.text_max if template else 0, "channel": conv["channel"], "left": left}
     return {
         "conv": conv, "messages": [_shown(m, found) for m in thread], "earlier": earlier,
+        "answering": await _answering(tid, conv),
         "image_max_mb": media.UPLOAD_MAX.get(conv["channel"], media.UPLOAD_MAX["oa"]) // (1024 * 1024),
         "window": state, "window_text": window_words(conv["channel"], state),
         "alternatives": alternatives(conv["channel"], state, [o["label"] for o in owners], frozenset(

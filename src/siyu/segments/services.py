@@ -193,6 +193,18 @@ async def members_of(tenant_id: int, definition: Definition, after_id: int | Non
     return MemberPage(contacts, int(contacts[-1]["id"]) if more else None)
 
 
+async def members_among(tenant_id: int, definition: Definition, contact_ids: list[int]) -> set[int]:
+    """Which of these contacts the definition selects now (the re-engagement engine's "left the segment")."""
+    if not contact_ids:
+        return set()
+    params = Params(tenant_id)
+    condition = where(definition, params, "$1", clock.now())
+    among = params.add(sorted(set(contact_ids)))
+    rows = await db.fetch(f"SELECT c.id FROM contact c WHERE {condition} AND c.id = ANY({among}::int[])",
+                          *params.values)
+    return {int(r["id"]) for r in rows}
+
+
 async def members(tenant_id: int, segment_id: int, after_id: int | None = None,
                   limit: int = PAGE_SIZE, scope: Scope = EVERYONE) -> MemberPage:
     """A saved segment's members now, in pages keyed by contact id: feed `next_after` back as `after_id`

@@ -313,6 +313,8 @@ def control_routes(sim: State) -> list[Any]:
                 m = sim.member(app, key)
                 if app.kind == "oa" and data.get("following", True) and not m.following:
                     sim.follow(app, m)
+                if data.get("window"):  # as if each had just written: a fresh 5 / 48 h reply window
+                    m.window.open("message", sim.now(), rules.MESSAGE_WINDOW)
         return _ok([_person_view(sim, app, k) for k in keys])
 
     @get("/_sim/mass")

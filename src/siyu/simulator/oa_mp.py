@@ -3,6 +3,7 @@ following, template / subscription / mass messages (consents, the monthly cap), 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 from typing import Any
@@ -11,6 +12,7 @@ from siyu.simulator import rules
 from siyu.simulator.api import MP, OA, OA_MP, Call, WeChatError, content_ok, endpoint, ok
 from siyu.simulator.media import check_sendable
 from siyu.simulator.state import Member, QrCode, SimApp, State
+from siyu.simulator.wire import DEFAULT_TIMEOUT, deliver, seal
 
 OA_CS_TYPES = {"text", "image", "voice", "video", "music", "news", "mpnews", "mpnewsarticle", "msgmenu",
                "wxcard", "miniprogrampage"}
@@ -56,6 +58,7 @@ def template_send(call: Call) -> dict[str, Any]:
         raise WeChatError(43004)
     msgid = call.sim.next_msgid()
     call.sim.accept(call.a, call.path, m.openid, body, msgid=msgid)
+    _announce(call.a, call.now, {"Event": "TEMPLATESENDJOBFINISH", "MsgID": msgid, "Status": "success"}, m.openid)
     return ok(msgid=msgid)
 
 
@@ -114,7 +117,25 @@ def _mass(call: Call, targets: list[Member]) -> dict[str, Any]:
         app.client_msg_ids[client_msg_id] = msg_id
     app.mass_jobs.append({"msg_id": msg_id, "endpoint": call.path, "payload": body, "sent_to": sent,
                           "skipped": skipped, "created_at": call.now})
+    _announce(app, call.now, {"Event": "MASSSENDJOBFINISH", "MsgID": msg_id, "Status": "send success",
+                              "TotalCount": len(targets), "FilterCount": len(sent), "SentCount": len(sent),
+                              "ErrorCount": 0})
     return ok("send job submission success", msg_id=msg_id, msg_data_id=msg_id * 10 + 1)
+
+
+_pushing: set[asyncio.Task[object]] = set()
+
+
+def _announce(app: SimApp, now: float, fields: dict[str, Any], sender: str = "mphelper") -> None:
+    """A job's result pushed to the account's callback URL after the API answered, as WeChat does
+    (MASSSENDJOBFINISH, TEMPLATESENDJOBFINISH): from the system sender, once the job is done."""
+    if not app.callback_url:
+        return
+    message = {"ToUserName": app.original_id, "FromUserName": sender, "CreateTime": int(now), "MsgType": "event",
+               **fields}
+    task = asyncio.get_running_loop().create_task(deliver(app.callback_url, seal(app, message, now), DEFAULT_TIMEOUT))
+    _pushing.add(task)
+    task.add_done_callback(_pushing.discard)
 
 
 @endpoint("wechat-api", "cgi-bin/message/mass/sendall", "POST", OA)

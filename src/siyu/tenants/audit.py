@@ -163,6 +163,17 @@ SENTENCES: dict[str, Sentence] = {
     "conversation.try_again": Sentence(
         N_("{actor} tried a message of {conversation} again, as a new message: WeChat had not taken the first one."),
         N_("Message tried again"), {"conversation": ("target", "conversation")}),
+    # re-engagement: journeys, broadcasts, their shared rules
+    "journey.created": Sentence(N_("{actor} created the journey “{name}”."), N_("Journey created")),
+    "journey.updated": Sentence(N_("{actor} changed the journey “{name}” (version {version})."), N_("Journey changed")),
+    "journey.status": Sentence(N_("{actor} changed the status of the journey “{name}”."), N_("Journey status changed"),
+                               diff=True),
+    "broadcast.created": Sentence(N_("{actor} created the broadcast “{name}”."), N_("Broadcast created")),
+    "broadcast.status": Sentence(N_("{actor} changed the status of the broadcast “{name}”."),
+                                 N_("Broadcast status changed"), diff=True),
+    "broadcast.test": Sentence(N_("{actor} sent a test message to contact #{contact}."), N_("Test message sent")),
+    "engagement.settings.updated": Sentence(N_("{actor} changed the caps and quiet hours."),
+                                            N_("Caps and quiet hours changed"), diff=True),
 }
 
 

@@ -427,6 +427,14 @@ class WeChatClient:
             "chat_type": "single", "external_userid": external_userids, "sender": sender,
             "text": {"content": text}}, repeatable=False, on_send=on_send)
 
+    async def mass_send_text(self, openids: list[str], text: str, clientmsgid: str,
+                             on_send: OnSend | None = None) -> dict[str, Any]:
+        """An OA mass send of a text to 2 to 10,000 followers (`message/mass/send`). `clientmsgid` is WeChat's
+        own idempotency key: the same one again within 24 h is refused (45065) with the first send's msg_id."""
+        return await self.call("POST", "cgi-bin/message/mass/send", json={
+            "touser": openids, "msgtype": "text", "text": {"content": text}, "clientmsgid": clientmsgid,
+            "send_ignore_reprint": 0}, bulk=True, repeatable=False, on_send=on_send)
+
     async def get_groupmsg_task(self, msgid: str, limit: int = 1000, cursor: str = "") -> dict[str, Any]:
         """Which WeCom members of a mass task have sent it (status 0 not yet, 2 sent)."""
         return await self.call("POST", "cgi-bin/externalcontact/get_groupmsg_task",

@@ -90,6 +90,7 @@ ERRCODES: dict[int, Explanation] = {
     40009: Explanation(N_("The picture is too large for WeChat."), N_("Send a picture of at most 2 MB.")),
     40010: Explanation(N_("The voice message is too large for WeChat."), N_("Keep voice to 2 MB and 60 seconds.")),
     40011: Explanation(N_("The video is too large for WeChat."), N_("Keep videos to 10 MB.")),
+    40012: Explanation(N_("The thumbnail is too large for WeChat."), N_("Keep thumbnails to 64 KB (JPG).")),
     44001: Explanation(N_("The media file was empty."), N_("Choose the file again and send it.")),
     45001: Explanation(N_("The media file is larger than WeChat allows."), N_("Send a smaller file.")),
     830002: Explanation(N_("The file is larger than 20 MB: WeCom hands such files out only in parts."),

@@ -229,6 +229,64 @@ async def deliver_owner_task(runtime: WeChatRuntime, tenant_id: int, sender_user
         sender_userid, [external_userid], text, on_send=on_send), tenant_id, "wecom", runtime, refused_by_answer)
 
 
+async def deliver_mass(runtime: WeChatRuntime, tenant_id: int, openids: list[str], text: str, idempotency_key: str,
+                       clientmsgid: str) -> Delivery:
+    """An OA mass send of one text to these followers, once per key. WeChat refuses a `clientmsgid` it has seen
+    within 24 h (45065): that answer means the first send went out, and is recorded as sent with its msg_id."""
+    claimed = await _claim(tenant_id, "oa", f"mass:{clientmsgid}"[:128], idempotency_key, "mass",
+                           {"text": text, "clientmsgid": clientmsgid, "recipients": len(openids)})
+    if isinstance(claimed, Delivery):
+        return claimed
+
+    async def send(client: WeChatClient, on_send: OnSend) -> dict[str, Any]:
+        try:
+            answer = await client.mass_send_text(openids, text, clientmsgid, on_send=on_send)
+        except WeChatError as exc:
+            if exc.errcode != 45065:
+                raise
+            answer = {"msg_id": exc.errmsg.rsplit(" ", 1)[-1] if "msg_id" in exc.errmsg else ""}
+        return {**answer, "msgid": str(answer.get("msg_id") or "")}
+
+    return await _call(claimed, send, tenant_id, "oa", runtime)
+
+
+async def mass_msg_id(tenant_id: int, idempotency_key: str) -> str:
+    """The msg_id WeChat gave a mass send recorded under this key ("" if none)."""
+    row = await db.fetchrow("SELECT wechat_msgid FROM wechat_outbound WHERE tenant = $1 AND idempotency_key = $2",
+                            tenant_id, idempotency_key)
+    return str(row["wechat_msgid"]) if row else ""
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    status: str  # waiting | sent | not_sent
+    reason: str = ""  # for not_sent: not_their_contact | receive_limit
+    sent_at: int | None = None  # unix seconds, for sent
+
+
+async def owner_task_result(runtime: WeChatRuntime, tenant_id: int, idempotency_key: str) -> TaskResult | None:
+    """What became of a 1:1 task sent with `deliver_owner_task` under this key: still waiting for the member,
+    sent to the customer, or not sent (no longer their contact, or the customer's monthly receive limit). None
+    when the key holds no task WeChat took."""
+    row = await db.fetchrow(
+        "SELECT wechat_msgid, external_id, payload::text AS payload, state FROM wechat_outbound WHERE tenant = $1 "
+        "AND idempotency_key = $2", tenant_id, idempotency_key)
+    if row is None or row["state"] != "sent" or not row["wechat_msgid"]:
+        return None
+    sender = str(json.loads(row["payload"] or "{}").get("sender", ""))
+    client = await runtime.client(tenant_id, "wecom")
+    answer = await client.get_groupmsg_send_result(row["wechat_msgid"], sender)
+    for item in answer.get("send_list") or []:
+        if item.get("external_userid") != row["external_id"]:
+            continue
+        status = int(item.get("status", 0) or 0)
+        if status == 1:
+            return TaskResult("sent", sent_at=int(item.get("send_time", 0) or 0) or None)
+        if status in (2, 3):
+            return TaskResult("not_sent", "not_their_contact" if status == 2 else "receive_limit")
+    return TaskResult("waiting")
+
+
 # --- the ledger's one writer ---------------------------------------------------------------------------
 
 _ROW = "id, state, errcode, reason"

@@ -461,7 +461,13 @@ def normalize(channel: str, data: dict[str, Any]) -> Normalized:
             details = {"session_from": _s(data.get("SessionFrom"))}
         elif kind == "location_report":
             details = {"latitude": _s(data.get("Latitude")), "longitude": _s(data.get("Longitude"))}
+        elif kind in ("mass_send_finished", "template_sent"):
+            details = {"msg_id": _s(data.get("MsgID") or data.get("MsgId")), "status": _s(data.get("Status"))[:64],
+                       **{k.lower(): _s(data.get(k))[:16] for k in ("TotalCount", "FilterCount", "SentCount",
+                                                                     "ErrorCount") if data.get(k) is not None}}
         dedup = f"evt:{sender}:{created}:{event}"
+        if details.get("msg_id"):  # job results come from one system sender: their MsgID tells them apart
+            dedup += f":{details['msg_id']}"
     elif msg_type in MESSAGE_TYPES:
         kind = "message"
         details = _message_details(msg_type, data)

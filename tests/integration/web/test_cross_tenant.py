@@ -464,7 +464,15 @@ COVERED = ({(m, t.split("?")[0].replace("{id}", "{}")) for m, t, _, _ in ID_ROUT
            # for byte.
            | {("GET", "/api/v1/conversations/{}")}
            # tests/integration/commerce/test_api.py compares another tenant's order with a missing one, byte for byte.
-           | {("GET", "/api/v1/purchases/{}"), ("POST", "/api/v1/purchases/{}/refunds")})
+           | {("GET", "/api/v1/purchases/{}"), ("POST", "/api/v1/purchases/{}/refunds")}
+           # Re-engagement: tests/integration/engagement/test_pages.py and test_api.py compare another tenant's
+           # journey and broadcast with missing ones (pages and API).
+           | {("GET", "/engagement/journeys/{}"), ("GET", "/engagement/journeys/{}/edit"),
+              ("GET", "/engagement/journeys/{}/export"), ("POST", "/engagement/journeys/{}"),
+              ("POST", "/engagement/journeys/{}/status"), ("GET", "/engagement/broadcasts/{}"),
+              ("GET", "/engagement/broadcasts/tests/{}"), ("POST", "/engagement/broadcasts/{}/status"),
+              ("GET", "/api/v1/journeys/{}"), ("PATCH", "/api/v1/journeys/{}"),
+              ("GET", "/api/v1/journeys/{}/deliveries"), ("GET", "/api/v1/broadcasts/{}")})
 
 
 def test_every_route_with_a_path_parameter_is_covered(app: Any) -> None:

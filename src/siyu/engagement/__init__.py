@@ -1,0 +1,1 @@
+"""Re-engagement: journeys and broadcasts that reach each person once, on the channel WeChat allows."""

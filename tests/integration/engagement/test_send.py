@@ -1,0 +1,135 @@
+"""Sending, per person, at that moment: the ladder of channels (each passed over with its reason), the
+send-once ledger under every call, exits re-checked between scheduling and sending, the frequency cap, the
+holdout — against the simulator, so what WeChat accepted is counted there too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from siyu.contacts import services as contacts
+from siyu.core import clock, db
+from siyu.engagement import jobs, journeys, triggers
+from siyu.wechat.outbound import WeChatRuntime
+from tests.integration.engagement.conftest import ACTOR, World, make_journey, rows, sweep, welcome
+
+CUSTOM = "cgi-bin/message/custom/send"
+TASK = "cgi-bin/externalcontact/add_msg_template"
+SUBSCRIBE = "cgi-bin/message/subscribe/send"
+TEMPLATE = "cgi-bin/message/template/send"
+
+
+async def follow(world: World, contact_id: int, event_id: int = 1) -> int:
+    return await triggers.on_follow(world.tenant.id, contact_id, "oa", event_id, clock.now())
+
+
+def marketing(text: str = "新品上市", channels: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    send: dict[str, Any] = {"purpose": "marketing", "text": text}
+    if channels is not None:
+        send["channels"] = channels
+    return welcome(steps=[{"id": "m", "send": send}], **extra)
+
+
+async def test_a_welcome_goes_through_the_open_window_once(world: World, runtime: WeChatRuntime) -> None:
+    j = await make_journey(world.tenant.id, welcome())
+    gina = await world.person("gina", window=True)
+    assert await follow(world, gina.contact_id) == 1
+    [row] = await rows(world.tenant.id)
+    assert (row.state, row.step, row.purpose, row.source) == ("scheduled", "hi", "service", f"journey:{j.id}")
+    await sweep(runtime)
+    [row] = await rows(world.tenant.id)
+    assert (row.state, row.channel, row.skips, row.reason) == ("sent", "oa_window", [], "")
+    assert row.sent_at is not None and row.settled_at is not None
+    assert [m["payload"]["text"]["content"] for m in world.received(gina, CUSTOM)] == ["欢迎关注"]
+    # The same follow again, another sweep, the deferred job run again: nothing more goes out.
+    assert await follow(world, gina.contact_id) == 0
+    await sweep(runtime)
+    assert await jobs.send_due({"wechat": runtime}, world.tenant.id, [row.id]) == "nothing due"
+    assert len(world.received(gina, CUSTOM)) == 1 and len(await rows(world.tenant.id)) == 1
+    [event] = await db.fetch("SELECT kind, channel, payload::text AS p FROM timeline_event WHERE kind LIKE 'broadcast%'")
+    assert (event["kind"], event["channel"]) == ("broadcast_sent", "oa") and "欢迎关注" in event["p"]
+
+
+async def test_the_ladder_passes_over_each_channel_with_its_reason(world: World, runtime: WeChatRuntime) -> None:
+    """Window closed → the customer's WeCom rep gets a task; no rep → the Mini Program subscription message on a
+    counted consent; no consent → the OA template; marketing never uses those two."""
+    tid = world.tenant.id
+    svc = {"purpose": "service", "text": "您的订单已发货",
+           "template": {"mp": {"template_id": "tplShip", "data": {"thing1": "已发货"}},
+                        "oa": {"template_id": "tplOa", "data": {"thing1": "已发货"}}}}
+    first = await make_journey(tid, welcome(steps=[{"id": "s", "send": svc}]))
+    ann = await world.person("ann", rep="zhangsan")  # no window: the rep's task
+    bob = await world.person("bob", mp=True, consents={"tplShip": 1})  # no rep: the subscription message
+    cai = await world.person("cai")  # only the OA: its template
+    for n, p in enumerate((ann, bob, cai)):
+        await follow(world, p.contact_id, n + 1)
+    await sweep(runtime)
+    by_contact = {r.contact: r for r in await rows(tid)}
+    a, b, c = by_contact[ann.contact_id], by_contact[bob.contact_id], by_contact[cai.contact_id]
+    assert (a.state, a.channel, a.sender) == ("waiting_for_rep", "wecom_task", "zhangsan")
+    assert a.skips == [{"channel": "window", "reason": "window_closed"}]
+    assert (b.state, b.channel) == ("sent", "mp_subscribe")
+    assert b.skips == [{"channel": "window", "reason": "window_closed"}, {"channel": "wecom_task", "reason": "no_rep"}]
+    assert (c.state, c.channel) == ("sent", "oa_template")
+    assert [s["reason"] for s in c.skips] == ["window_closed", "no_rep", "not_linked"]
+    assert len(world.received(bob, SUBSCRIBE)) == 1 and len(world.received(cai, TEMPLATE)) == 1
+    [task] = world.sim._get("/_sim/wecom/tasks", app_id="ww00112233445566aa")
+    assert task["external_userid"] == [ann.external_userid] and task["status"] == "pending"
+
+    # Marketing: the service-only channels are refused before WeChat, with the reason.
+    await journeys.do_set_status(tid, first.id, "archived", ACTOR)
+    await make_journey(tid, marketing(channels=["subscribe", "template", "mass"], name="Promo"))
+    dan = await world.person("dan", mp=True, consents={"tplShip": 1})
+    eve = await world.person("eve")
+    await follow(world, dan.contact_id, 10)
+    await follow(world, eve.contact_id, 11)
+    await sweep(runtime)
+    promo = [r for r in await rows(tid) if r.step == "m"]
+    assert all(r.skips[:2] == [{"channel": "subscribe", "reason": "service_only"},
+                               {"channel": "template", "reason": "service_only"}] for r in promo)
+    assert not world.received(dan, SUBSCRIBE)
+
+
+async def test_window_quota_is_kept_for_reps_and_refusals_move_on(world: World, runtime: WeChatRuntime) -> None:
+    tid = world.tenant.id
+    await make_journey(tid, marketing(channels=["window", "wecom_task"]))
+    gus = await world.person("gus", window=True, rep="lisi")
+    await db.execute("UPDATE wechat_reply_window SET user_sent = 4")  # one reply left: it is the reps'
+    await follow(world, gus.contact_id)
+    await sweep(runtime)
+    [row] = await rows(tid)
+    assert row.skips == [{"channel": "window", "reason": "kept_for_reps"}] and row.channel == "wecom_task"
+    assert not world.received(gus, CUSTOM)
+
+
+async def test_exits_are_checked_again_right_before_sending(world: World, runtime: WeChatRuntime) -> None:
+    """Scheduled while allowed; at send time the person is tagged, in a conversation, unfollowed or has
+    bought: each leaves the journey with its reason and their later steps are skipped."""
+    tid = world.tenant.id
+    tag = await contacts.do_tag(tid, (await world.person("tagger")).contact_id, "VIP", ACTOR)
+    steps = [{"id": "a", "send": {"purpose": "service", "text": "one"}}, {"id": "w", "wait": "P1D"},
+             {"id": "b", "send": {"purpose": "service", "text": "two"}}]
+    await make_journey(tid, welcome(steps=steps, exit={"tags_any": [tag]}))
+    people = {k: await world.person(k, window=True) for k in ("tagged", "talking", "gone", "buyer", "fine")}
+    for n, p in enumerate(people.values()):
+        await follow(world, p.contact_id, 100 + n)
+    await contacts.do_tag(tid, people["tagged"].contact_id, "VIP", ACTOR)
+    await db.execute("UPDATE contact SET last_purchase_at = now() + interval '1 second' WHERE id = $1",
+                     people["buyer"].contact_id)
+    await db.execute(
+        "INSERT INTO timeline_event (tenant, contact, identity, occurred_at, kind, channel, payload, source_key, "
+        "created_at) SELECT i.tenant, i.contact, i.id, now() + interval '1 second', 'unfollowed', 'oa', '{}', "
+        "'test:unfollow', now() FROM identity i WHERE i.contact = $1", people["gone"].contact_id)
+    ident = await db.fetchrow("SELECT id FROM identity WHERE contact = $1", people["talking"].contact_id)
+    await db.execute("INSERT INTO inbox_conversation (tenant, identity, channel, status, teams, vip, handoff_reason, "
+                     "unanswered, unread, open_kfid, preview, created_at, updated_at, queued_at) VALUES ($1, $2, 'oa', "
+                     "'queued', '{}', false, 'keyword', 0, 0, '', '', now(), now(), now())", tid, ident["id"])
+    await sweep(runtime)
+    got = {r.contact: r for r in await rows(tid, step="a")}
+    reasons = {k: (got[p.contact_id].state, got[p.contact_id].reason) for k, p in people.items()}
+    assert reasons == {"tagged": ("skipped", "tag"), "talking": ("skipped", "in_conversation"),
+                       "gone": ("skipped", "unfollowed"), "buyer": ("skipped", "purchased"), "fine": ("sent", "")}
+    later = {r.contact: r for r in await rows(tid, step="b")}
+    assert {k: later[p.contact_id].state for k, p in people.items()} == {
+        "tagged": "skipped", "talking": "skipped", "gone": "skipped", "buyer": "skipped", "fine": "scheduled"}
+    entries = await db.fetch("SELECT contact, exit_reason FROM engagement_entry WHERE exited_at IS NOT NULL")
+    assert len(entries) == 4
