@@ -117,7 +117,7 @@ class WorkerSettings:
         cron(commerce_jobs.sweep, name=f"cron:{commerce_jobs.SWEEP}", second={35}, run_at_startup=True),
         cron(commerce_imports.sweep_imports, name=f"cron:{commerce_imports.SWEEP_IMPORTS}", second={50},
              run_at_startup=True),
-        *([] if get_settings().engagement_lane else ENGAGEMENT_CRONS),
+        *ENGAGEMENT_CRONS,  # build_worker leaves them to the engagement lane's worker when there is one
     ]
     job_serializer = JOB_SERIALIZATION["job_serializer"]
     job_deserializer = JOB_SERIALIZATION["job_deserializer"]
@@ -200,6 +200,9 @@ def build_worker(burst: bool = False, lane: str = "main", **overrides: Any) -> W
     pool with timeouts, this process's job timeout."""
     settings = EngagementWorkerSettings if lane == "engagement" else WorkerSettings
     kwargs = {**get_kwargs(settings), "job_timeout": get_settings().job_timeout, "burst": burst, **overrides}
+    # Read here, not when this module is imported (tests import it before they configure the environment).
+    if lane != "engagement" and get_settings().engagement_lane:
+        kwargs["cron_jobs"] = [c for c in kwargs["cron_jobs"] if c not in ENGAGEMENT_CRONS]
     return Worker(**kwargs)
 
 

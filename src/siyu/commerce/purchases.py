@@ -424,7 +424,8 @@ async def do_record_refund(tenant_id: int, report: RefundReport, purchase_id: in
                     report.transaction_id)
         if purchase is not None:
             await _settle_refunds(tenant_id, purchase["id"])
-            if status == "success" and (created or (existing is not None and existing["status"] != "success")):
+            if status == "success" and report.source != "import" \
+                    and (created or (existing is not None and existing["status"] != "success")):
                 # re-engagement: the order leaves its journeys, refund journeys start (by job name, after commit)
                 await effects.enqueue("engagement.on_refund", tenant_id, purchase["id"], refund_id,
                                       job_id=f"engagement:refund:{refund_id}")
