@@ -423,6 +423,8 @@ SCOPE_EXEMPT = {
     ("POST", "/platform/tenants/{}/invite-admin"),
     # Products are the brand's catalogue, kept by tenant admins (a rep is refused before the id is read).
     ("POST", "/products/{}"),
+    # History imports are tenant admins' too (tests/integration/commerce/test_import.py refuses a rep).
+    ("GET", "/purchases/import/{}"), ("GET", "/purchases/import/{}/problems.csv"),
     # The JSON API: an API key acts for the whole tenant, no rep behind it (tenant isolation is tested there).
     ("GET", "/api/v1/contacts/{}"), ("GET", "/api/v1/contacts/{}/timeline"), ("GET", "/api/v1/contacts/{}/export"),
     ("POST", "/api/v1/contacts/{}/erase"), ("GET", "/api/v1/segments/{}"), ("GET", "/api/v1/segments/{}/contacts"),
