@@ -70,8 +70,9 @@ async def test_admin_links_official_account_and_checks_connection(
     await expect(oa_state).to_have_text("linked")
     await expect(page.locator("#console-values code").first).to_have_text(callback)
     await expect(page.locator("#console-values")).to_contain_text(OA["token"])
-    await expect(page.get_by_role("heading", name="3. Check the connection")).to_be_visible()
-    await expect(page.locator("#toasts")).to_contain_text("Saved. Paste the callback URL and Token")
+    await expect(page.get_by_role("heading", name="3. WeChat checks the URL")).to_be_visible()
+    await expect(page.get_by_role("heading", name="4. Check the connection")).to_be_visible()
+    await expect(page.locator("#toasts")).to_contain_text("Saved. Now paste the URL, Token and EncodingAESKey")
     await expect(page.get_by_text(callback, exact=True)).to_be_visible()
     await page.screenshot(path=str(SCREENSHOT), full_page=True)
 

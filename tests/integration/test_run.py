@@ -37,7 +37,8 @@ def _wait_for(log: Path, text: str, seconds: float, proc: subprocess.Popen[Any],
 
 
 def _child(run: psutil.Process, marker: str) -> psutil.Process:
-    found = [p for p in run.children() if marker in " ".join(p.cmdline())]
+    # The main worker, not the re-engagement lane's (`siyu worker --lane engagement`), when the marker names it.
+    found = [p for p in run.children() if marker in " ".join(p.cmdline()) and "--lane" not in p.cmdline()]
     assert len(found) == 1, [p.cmdline() for p in run.children()]
     return found[0]
 

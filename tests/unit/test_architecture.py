@@ -193,7 +193,7 @@ def test_the_inbox_sits_above_contacts_and_talks_to_wechat_through_narrow_doors(
 # What re-engagement may use of its siblings: the inbox tells who is talking with a person (`reach`); WeChat is
 # reached through the send-once ledger and the window, consent and stored-event reads.
 ENGAGEMENT_USES_OF_WECHAT = ("siyu.wechat.events", "siyu.wechat.windows", "siyu.wechat.consents",
-                             "siyu.wechat.outbound")
+                             "siyu.wechat.outbound", "siyu.wechat.owner_tasks")
 
 
 def test_engagement_sits_on_top_and_reaches_its_siblings_through_narrow_doors() -> None:

@@ -15,6 +15,7 @@ and the ledger's states decide what happens, never the queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -22,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from arq.worker import Retry
+from redis.exceptions import RedisError
 
 from siyu.contacts.resolve import resolve
 from siyu.core import clock
@@ -130,7 +132,9 @@ async def sweep(ctx: dict[str, Any]) -> str:
         done = await sweep_once(runtime_of(ctx))
         return ", ".join(f"{k} {v}" for k, v in sorted(done.items()) if v) or "idle"
     finally:
-        await redis.delete(slot)
+        # Redis away: the slot expires on its own (its TTL), and the worker says once that Redis is away.
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await redis.delete(slot)
 
 
 async def fan_out(ctx: dict[str, Any], tenant_id: int, broadcast_id: int) -> int:

@@ -6,13 +6,13 @@ task the rep has not confirmed within three days is recorded as not sent."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from siyu.core import clock
 from siyu.core.errors import NotFound, WeChatError
 from siyu.engagement import ledger
 from siyu.timeline import services as timeline
-from siyu.wechat import outbound
+from siyu.wechat import outbound, owner_tasks
 
 log = logging.getLogger("siyu.engagement.tasks")
 
@@ -26,12 +26,13 @@ async def poll(runtime: outbound.WeChatRuntime, limit: int = 200, ask_every: flo
     settled = 0
     for row in await ledger.waiting_for_rep(now, ask_every, limit):
         try:
-            result = await outbound.owner_task_result(runtime, row.tenant, row.outbound_key)
+            # The ledger row records WeChat's answer (one writer of the task columns, shared with the inbox).
+            result = await owner_tasks.poll_owner_task(runtime, row.tenant, row.outbound_key)
         except (WeChatError, NotFound) as exc:
             log.info("task of delivery %s: %r; asked again later", row.id, exc)
             continue
         if result is not None and result.status == "sent":
-            at = datetime.fromtimestamp(result.sent_at, UTC) if result.sent_at else now
+            at = result.sent_at or now
             moved = await ledger.transition(row, "waiting_for_rep", "sent", now, sent_at=at)
             if moved is not None:
                 settled += 1

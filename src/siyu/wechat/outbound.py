@@ -257,36 +257,6 @@ async def mass_msg_id(tenant_id: int, idempotency_key: str) -> str:
     return str(row["wechat_msgid"]) if row else ""
 
 
-@dataclass(frozen=True)
-class TaskResult:
-    status: str  # waiting | sent | not_sent
-    reason: str = ""  # for not_sent: not_their_contact | receive_limit
-    sent_at: int | None = None  # unix seconds, for sent
-
-
-async def owner_task_result(runtime: WeChatRuntime, tenant_id: int, idempotency_key: str) -> TaskResult | None:
-    """What became of a 1:1 task sent with `deliver_owner_task` under this key: still waiting for the member,
-    sent to the customer, or not sent (no longer their contact, or the customer's monthly receive limit). None
-    when the key holds no task WeChat took."""
-    row = await db.fetchrow(
-        "SELECT wechat_msgid, external_id, payload::text AS payload, state FROM wechat_outbound WHERE tenant = $1 "
-        "AND idempotency_key = $2", tenant_id, idempotency_key)
-    if row is None or row["state"] != "sent" or not row["wechat_msgid"]:
-        return None
-    sender = str(json.loads(row["payload"] or "{}").get("sender", ""))
-    client = await runtime.client(tenant_id, "wecom")
-    answer = await client.get_groupmsg_send_result(row["wechat_msgid"], sender)
-    for item in answer.get("send_list") or []:
-        if item.get("external_userid") != row["external_id"]:
-            continue
-        status = int(item.get("status", 0) or 0)
-        if status == 1:
-            return TaskResult("sent", sent_at=int(item.get("send_time", 0) or 0) or None)
-        if status in (2, 3):
-            return TaskResult("not_sent", "not_their_contact" if status == 2 else "receive_limit")
-    return TaskResult("waiting")
-
-
 # --- the ledger's one writer ---------------------------------------------------------------------------
 
 _ROW = "id, state, errcode, reason"

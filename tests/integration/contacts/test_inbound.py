@@ -88,10 +88,10 @@ async def test_callbacks_become_contacts_identities_and_timeline_events(acme: Te
     await c.post(c.wecom, c.wecom_change("add_external_contact", "wmCust", "lisi", T0 + 6))
     await c.post(c.wecom, c.wecom_change("del_follow_user", "wmCust", "lisi", T0 + 7))
     await c.settle()
-    # Eight new events, each its own batch (sequential callbacks), each batch one contacts job and one inbox
-    # job; then profile enrichment: one for the OA fan (never asked yet), one per WeCom add (the simulator
+    # Eight new events, each its own batch (sequential callbacks), each batch one contacts job, one inbox job
+    # and one re-engagement job; then profile enrichment: one for the OA fan (never asked yet), one per WeCom add (the simulator
     # does not know these accounts: logged as a configuration problem, nothing written).
-    assert await run_worker() == 27
+    assert await run_worker() == 35
 
     identities = {(i["channel"], i["external_id"]): i for i in await table("identity", acme.id)}
     assert set(identities) == {("oa", "oFan"), ("mp", "oShopper"), ("wecom", "wmCust")}

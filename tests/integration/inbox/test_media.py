@@ -274,6 +274,23 @@ async def test_a_rep_sends_a_picture_through_media_upload_and_the_ledger(
     assert any('"msg_type": "image"' in r["payload"] for r in out)
 
 
+async def test_a_picture_to_a_conversation_one_may_not_see_answers_like_a_missing_one(
+        acme: TenantFixture, world: World, make_rep: MakeRep, client_factory: Any,  # noqa: F811
+        globex_admin: Client) -> None:
+    await world.oa_push("kim", "follow")
+    await world.oa_push("kim", "text", text="图片")
+    await run_worker()
+    rep, conv = await held_by(acme, make_rep)
+    other = await signed_in_as(client_factory, await make_rep("Zhao Liu"))  # not shown this conversation
+    files = {"image": ("p.jpg", sample("photo.jpg"), "image/jpeg")}
+    missing = await other.form("/inbox/conversations/999999/image", files=files, htmx=True)
+    assert missing.status_code == 404
+    for client in (other, globex_admin):
+        got = await client.form(f"/inbox/conversations/{conv['id']}/image", files=files, htmx=True)
+        assert (got.status_code, got.text) == (missing.status_code, missing.text)
+    assert await rows() == [] and await db.fetch("SELECT id FROM inbox_message WHERE msg_type = 'image'") == []
+
+
 async def test_a_picture_waits_for_the_window_like_a_reply(
         acme: TenantFixture, world: World, make_rep: MakeRep, client_factory: Any) -> None:  # noqa: F811
     await world.oa_push("ida", "follow")

@@ -44,7 +44,8 @@ async def test_settings_pages_sit_under_one_menu(acme_admin: Client, acme_agent:
         assert re.findall(r'<a href="([^"]+)" aria-current="page"', menu.group(1)) == [path]
         top = page[page.index('<nav class="mainnav"'):page.index("</nav>")]
         top_links = re.findall(r'<a href="([^"]+)"', top.replace(menu.group(0), ""))
-        assert top_links == ["/workspace", "/inbox", "/contacts", "/segments", "/purchases"], path
+        assert top_links == ["/workspace", "/inbox", "/contacts", "/segments", "/purchases",
+                             "/engagement/journeys"], path
     other = (await acme_admin.get("/contacts")).text
     assert '<details class="navmenu">' in other and 'aria-current="page">' in other
     assert "navmenu" not in (await acme_agent.get("/inbox")).text  # reps have no settings

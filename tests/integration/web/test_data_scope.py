@@ -425,11 +425,24 @@ SCOPE_EXEMPT = {
     ("POST", "/products/{}"),
     # History imports are tenant admins' too (tests/integration/commerce/test_import.py refuses a rep).
     ("GET", "/purchases/import/{}"), ("GET", "/purchases/import/{}/problems.csv"),
+    # Re-engagement is run by tenant admins (the controller's guard; tests/integration/engagement/test_pages.py
+    # shows a rep refused); journeys and broadcasts are tenant-wide, their audiences computed by segments.
+    ("GET", "/engagement/journeys/{}"), ("GET", "/engagement/journeys/{}/edit"),
+    ("GET", "/engagement/journeys/{}/export"), ("POST", "/engagement/journeys/{}"),
+    ("POST", "/engagement/journeys/{}/status"), ("GET", "/engagement/broadcasts/{}"),
+    ("GET", "/engagement/broadcasts/tests/{}"), ("POST", "/engagement/broadcasts/{}/status"),
+    # Linking WeChat accounts: tenant admins only, by channel kind (tests/integration/tenants/test_linking.py).
+    ("GET", "/settings/channels/{}/url-check"), ("POST", "/settings/channels/{}/reveal"),
     # The JSON API: an API key acts for the whole tenant, no rep behind it (tenant isolation is tested there).
     ("GET", "/api/v1/contacts/{}"), ("GET", "/api/v1/contacts/{}/timeline"), ("GET", "/api/v1/contacts/{}/export"),
     ("POST", "/api/v1/contacts/{}/erase"), ("GET", "/api/v1/segments/{}"), ("GET", "/api/v1/segments/{}/contacts"),
     ("GET", "/api/v1/conversations/{}"), ("GET", "/api/v1/channels/{}"), ("GET", "/api/v1/purchases/{}"),
-    ("POST", "/api/v1/purchases/{}/refunds"),
+    ("POST", "/api/v1/purchases/{}/refunds"), ("GET", "/api/v1/journeys/{}"), ("PATCH", "/api/v1/journeys/{}"),
+    ("GET", "/api/v1/journeys/{}/deliveries"), ("GET", "/api/v1/broadcasts/{}"),
+    # Media: served behind the conversation's or the contact's own scoped lookup; tests/integration/inbox/
+    # test_media.py shows a rep not shown the conversation, and another tenant, answered like a missing id.
+    ("GET", "/inbox/conversations/{}/messages/{}/media"), ("GET", "/contacts/{}/events/{}/media"),
+    ("POST", "/inbox/conversations/{}/image"),
     # No object of a tenant: an invitation's token, static files, WeChat's callbacks.
     ("GET", "/invite/{}"), ("POST", "/invite/{}"), ("GET", "/static/{}"), ("HEAD", "/static/{}"),
     ("GET", "/wechat/{}/{}"), ("POST", "/wechat/{}/{}"), ("POST", "/wechat/{}/pay"),

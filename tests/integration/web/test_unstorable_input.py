@@ -142,6 +142,9 @@ ROUTES = [
           path_param=("kind", "oa")),
     Route("POST", "/settings/channels/{path}/check", "admin", path_param=("kind", "oa")),
     Route("POST", "/settings/channels/{path}/unlink", "admin", path_param=("kind", "oa")),
+    Route("GET", "/settings/channels/{path}/url-check", "admin", path_param=("kind", "oa"), control=OK | MISSING),
+    Route("POST", "/settings/channels/{path}/reveal", "admin", {"password": PASSWORD}, path_param=("kind", "oa"),
+          control=OK | MISSING | frozenset({400})),
     Route("GET", "/settings/general", "admin"),
     Route("POST", "/settings/general", "admin", {"name": "Acme", "timezone": "Asia/Shanghai", "locale": "zh_CN",
                                                  "open_platform_bound": "1"}),
@@ -186,6 +189,7 @@ ROUTES = [
     Route("POST", "/contacts/{contact}/merge", "admin", {"other": "oSeedOther0001"}),
     Route("POST", "/contacts/merges/{merge}/undo", "admin", {"back": "/contacts/{contact}"}),
     Route("GET", "/contacts/{contact}/export", "admin"),
+    Route("GET", "/contacts/{contact}/events/999999/media", "agent", control=MISSING),
     Route("POST", "/contacts/{contact}/erase", "admin", {"reason": "The person asked"}),
     # --- segments ----------------------------------------------------------------------------------------------
     Route("GET", "/segments", "agent"),
@@ -236,6 +240,9 @@ ROUTES = [
     Route("POST", "/inbox/conversations/{conversation}/transfer", "admin", {"to": "team:{team}"}),
     Route("POST", "/inbox/conversations/{conversation}/snooze", "agent", {"until": "1h"}),
     Route("POST", "/inbox/conversations/{conversation}/resolve", "agent"),
+    Route("GET", "/inbox/conversations/{conversation}/messages/999999/media", "agent", control=MISSING),
+    # A picture is a file (no text field to probe): the control proves the route answers, not 500.
+    Route("POST", "/inbox/conversations/{conversation}/image", "agent", control=frozenset({400})),
     Route("POST", "/inbox/conversations/{resolved}/reopen", "admin"),
     Route("GET", "/inbox/canned", "agent"),
     Route("POST", "/inbox/canned", "agent", {"shortcut": "bye", "title": "Goodbye", "body": "Bye!",

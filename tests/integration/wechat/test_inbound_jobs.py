@@ -38,9 +38,9 @@ async def test_worker_processes_each_stored_event_once(client: Client, oa: Sende
             await client.post(cb.url, content=cb.body)
     await app.state.ingestor.settle()
     w = await run_worker()
-    # One batch job per sequential callback, the contacts job each batch enqueues, the inbox job each
-    # contacts job enqueues, and the profile enrichment each new OA identity gets (contacts.enrich_identity).
-    assert w.jobs_complete == 20 and w.jobs_failed == 0
+    # One batch job per sequential callback, the contacts job each batch enqueues, the inbox and re-engagement
+    # jobs each contacts job enqueues, and the profile enrichment each new OA identity gets (contacts.enrich_identity).
+    assert w.jobs_complete == 25 and w.jobs_failed == 0
     rows = await InboundEvent.select(InboundEvent.processed_at, InboundEvent.attempts)
     assert len(rows) == 5 and all(r["processed_at"] is not None and r["attempts"] == 1 for r in rows)
 
@@ -91,6 +91,6 @@ async def test_sweeper_enqueues_events_that_never_reached_the_queue(client: Clie
     finally:
         await pool.aclose()
     w = await run_worker()
-    assert w.jobs_complete == 8  # the two swept events, their contacts, inbox and enrichment jobs
+    assert w.jobs_complete == 10  # the two swept events, their contacts, inbox, re-engagement and enrichment jobs
     pending = await InboundEvent.select(InboundEvent.external_id).where(InboundEvent.processed_at.is_null())
     assert [r["external_id"] for r in pending] == ["o2"]
