@@ -1,266 +1,217 @@
-"""Tag or untag many contacts at once from the contact list: the ones ticked on the page, or every contact the
-list's filters select.
+"""Identity resolution and contact locks for many people at once, for writers that attach history in bulk
+(commerce's purchase import): the same rules as `resolve` and `live`, set-based.
 
-- Ticked ones (at most a page): one transaction now. Ids the person may not see, missing ones and
-  merged-away ones are passed over alike (nothing tells them apart); each contact is locked like a single
-  tag (`FOR SHARE`: a merge waits), and one audit entry names the tag and the contacts.
-- Every matching one: a `contact_bulk_action` row and the job `contacts.bulk_tag`, which walks the matching
-  contacts by id in batches. Each batch compiles the filters again, applies the scope of the person who
-  started it as it is then (a rep acts only on contacts in their scope), locks its contacts, changes the
-  tags with ON CONFLICT / DELETE (a batch done twice changes nothing) and moves the cursor in the same
-  transaction: a job run twice, or cut off and run again, ends in the same state. The form's one-time key
-  makes a second submit find the first action. The page shows its progress; the start and the end are audited.
+- `resolve_many`: the identities of many (channel, external id) sightings, created on first sight with a
+  contact each (or on the live contact that holds their unionid). Race-safe like `resolve`: identities are
+  inserted ON CONFLICT DO NOTHING and the contacts made for the losers are removed in the same transaction;
+  the unique unionid index refuses a second live contact (the batch is retried). Sightings whose unionid
+  would converge two existing contacts go through `resolve` one by one (a merge is no bulk operation).
+- `lock_many`: inside the writer's transaction, lock the live contacts of many identities and contact ids
+  (FOR SHARE, lowest id first, the order merges use), following merges, and say where each one is now.
 """
 
 from __future__ import annotations
 
-import json
-import time
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from asyncpg.exceptions import QueryCanceledError
+from asyncpg.exceptions import DeadlockDetectedError, SerializationError, UniqueViolationError
 
-from siyu.contacts import audience as audiences
-from siyu.contacts import search as finder
-from siyu.contacts.listing import ListFilters, audience_of
-from siyu.contacts.scope import EVERYONE, Scope, condition
-from siyu.contacts.services import tag_id_for
-from siyu.core import clock, db, effects
-from siyu.core.errors import Conflict, InvalidInput, NotFound
+from siyu.contacts import resolve as single
+from siyu.contacts.live import MAX_HOPS
+from siyu.core import db
+from siyu.core.errors import Conflict
 from siyu.core.i18n import N_
-from siyu.tenants.services import Actor, record_audit
-from siyu.tenants.staff import load_current_user
 
-JOB = "contacts.bulk_tag"
-JOB_TRIES = 5
-SWEEP = "contacts.sweep_bulk"
-ACTIONS = ("tag", "untag")
-MAX_SELECTED = 100  # a page of the list
-BATCH = 1000
-RUN_SECONDS = 20  # a run hands over to a fresh job after this long, well inside arq's job timeout
-COUNT_TIMEOUT_MS = 10_000
-STALE_SECONDS = 120  # an unfinished action untouched this long is enqueued again by the sweeper
-KEY_MAX = 64
-_INT_MAX = 2**31 - 1
+log = logging.getLogger("siyu.contacts.bulk")
+
+MAX_ATTEMPTS = 10
+RETRYABLE = (UniqueViolationError, DeadlockDetectedError, SerializationError)
 
 
 @dataclass(frozen=True)
-class Outcome:
-    matched: int  # contacts acted on (visible, live)
-    changed: int  # of those, how many gained or lost the tag
+class Sighting:
+    external_id: str
+    unionid: str | None
+    first_at: datetime  # the earliest and latest time the source saw the person (their first and last order)
+    last_at: datetime
 
 
-def _check_action(action: str) -> None:
-    if action not in ACTIONS:
-        raise InvalidInput.one("action", N_("Choose one of: {choices}."), choices=", ".join(ACTIONS))
+@dataclass(frozen=True)
+class Found:
+    identity_id: int
+    contact_id: int
 
 
-async def _tag_for(tenant_id: int, action: str, tag_name: str, tag_id: int | None) -> tuple[int, str]:
-    """The tag to add (by name, made on first use, like a single tag) or to remove (an existing one)."""
-    if action == "tag":
-        return await tag_id_for(tenant_id, tag_name)
-    if tag_id is None or not 0 < tag_id <= _INT_MAX:
-        raise InvalidInput.one("tag_id", N_("Choose the tag to remove."))
-    row = await db.fetchrow("SELECT id, name FROM tag WHERE tenant = $1 AND id = $2", tenant_id, tag_id)
-    if row is None:
-        raise InvalidInput.one("tag_id", N_("This is an unknown tag; reload the page and choose again."))
-    return int(row["id"]), row["name"]
+_EXISTING = """
+SELECT i.id, i.external_id, i.contact, i.unionid, i.last_seen_at, c.unionid AS contact_unionid
+FROM identity i JOIN contact c ON c.tenant = i.tenant AND c.id = i.contact
+WHERE i.tenant = $1 AND i.channel = $2 AND i.external_id = ANY($3::varchar[])
+"""
+
+# New people: a contact each (or the live contact their unionid names), then the identities; an identity
+# someone else inserted meanwhile is skipped here and its contact removed below.
+_CREATE = """
+WITH wanted AS (
+    SELECT u.external_id, u.unionid, u.first_at, u.last_at, h.id AS holder,
+           CASE WHEN h.id IS NULL THEN nextval(pg_get_serial_sequence('contact', 'id')) END AS new_contact
+    FROM unnest($3::varchar[], $4::varchar[], $5::timestamptz[], $6::timestamptz[]) AS u(external_id, unionid, first_at, last_at)
+    LEFT JOIN contact h ON h.tenant = $1 AND u.unionid IS NOT NULL AND h.unionid = u.unionid AND h.merged_into IS NULL
+), contacts AS (
+    INSERT INTO contact (id, tenant, unionid, first_seen_at, created_at, updated_at)
+    SELECT new_contact, $1, unionid, first_at, now(), now() FROM wanted WHERE new_contact IS NOT NULL
+    RETURNING id
+), identities AS (
+    INSERT INTO identity (tenant, contact, channel, external_id, unionid, first_seen_at, last_seen_at, profile)
+    SELECT $1, COALESCE(holder, new_contact), $2, external_id, unionid, first_at, last_at, '{}'::jsonb FROM wanted
+    ON CONFLICT (tenant, channel, external_id) DO NOTHING
+    RETURNING id, external_id, contact
+)
+SELECT NULL::int AS id, NULL::varchar AS external_id, NULL::int AS contact, (SELECT array_agg(id) FROM contacts) AS made
+UNION ALL
+SELECT id, external_id, contact, NULL FROM identities
+"""
 
 
-async def _apply(tenant_id: int, action: str, tag: int, ids: list[int]) -> int:
-    """Add or remove the tag on these (locked, live) contacts; how many changed."""
-    if not ids:
-        return 0
-    if action == "tag":
-        rows = await db.fetch(
-            "INSERT INTO contact_tag (tenant, contact, tag, created_at) SELECT $1, unnest($2::int[]), $3, now() "
-            "ON CONFLICT (tenant, contact, tag) DO NOTHING RETURNING contact", tenant_id, ids, tag)
-    else:
-        rows = await db.fetch("DELETE FROM contact_tag WHERE tenant = $1 AND contact = ANY($2::int[]) AND tag = $3 "
-                              "RETURNING contact", tenant_id, ids, tag)
-    return len(rows)
-
-
-async def do_tag_selected(tenant_id: int, contact_ids: list[int], action: str, tag_name: str, tag_id: int | None,
-                          actor: Actor, scope: Scope = EVERYONE) -> Outcome:
-    """Tag (by name) or untag (by id) the ticked contacts that `scope` may see."""
-    _check_action(action)
-    wanted = sorted({i for i in contact_ids if 0 < i <= _INT_MAX})
-    if not wanted:
-        raise InvalidInput.one("contact", N_("Tick the contacts first."))
-    if len(wanted) > MAX_SELECTED:
-        raise InvalidInput.one("contact", N_("Tick at most {max} contacts, or act on all that match."),
-                               max=MAX_SELECTED)
-    async with db.transaction():
-        tag, name = await _tag_for(tenant_id, action, tag_name, tag_id)
-        args: list[Any] = [tenant_id, wanted]
-        seen = condition(scope, "c", args)
-        rows = await db.fetch(
-            "SELECT c.id FROM contact c WHERE c.tenant = $1 AND c.id = ANY($2::int[]) AND c.merged_into IS NULL"
-            f"{f' AND {seen}' if seen else ''} ORDER BY c.id FOR SHARE OF c", *args)
-        ids = [int(r["id"]) for r in rows]
-        changed = await _apply(tenant_id, action, tag, ids)
-        if ids:
-            await record_audit(actor, tenant_id, f"contacts.bulk_{'tagged' if action == 'tag' else 'untagged'}",
-                               "tag", tag, {"tag": name, "contacts": len(ids), "changed": changed, "ids": ids})
-    return Outcome(len(ids), changed)
-
-
-# --- every matching contact: an action and its job ----------------------------------------------------------
-
-def _matching(tenant_id: int, search: str, found: audiences.Audience | None, scope: Scope, now: datetime,
-              after_id: int | None = None) -> tuple[str, list[Any]]:
-    """The condition on `contact c` of the contacts an action reaches, and its values."""
-    args: list[Any] = [tenant_id]
-    clauses = ["c.tenant = $1", "c.merged_into IS NULL"]
-    if after_id is not None:
-        args.append(after_id)
-        clauses.append(f"c.id > ${len(args)}")
-    if found is not None and (filtered := found.where(args, now)) is not None:
-        clauses.append(filtered)
-    if search:
-        clauses.append(finder.text_condition(search, args))
-    if (seen := condition(scope, "c", args)) is not None:
-        clauses.append(seen)
-    return " AND ".join(clauses), args
-
-
-async def count_matching(tenant_id: int, filters: ListFilters, scope: Scope = EVERYONE) -> int:
-    """How many contacts an action on every match would reach now (bounded: a count that takes too long is
-    refused rather than left running)."""
-    found = await audience_of(tenant_id, filters)
-    where, args = _matching(tenant_id, filters.q, found, scope, clock.now())
-    try:
-        async with db.transaction():
-            await db.execute(f"SET LOCAL statement_timeout = {int(COUNT_TIMEOUT_MS)}")
-            row = await db.fetchrow(f"SELECT count(*) AS n FROM contact c WHERE {where}", *args)
-    except QueryCanceledError:
-        raise Conflict(N_("Counting these contacts took too long. Narrow the filters and try again.")) from None
-    return int(row["n"])
-
-
-async def do_start(tenant_id: int, filters: ListFilters, action: str, tag_name: str, tag_id: int | None,
-                   request_key: str, actor: Actor, staff_id: int, scope: Scope = EVERYONE) -> int:
-    """Start tagging (or untagging) every contact the filters select, as the job `contacts.bulk_tag`; the
-    action's id. The same `request_key` again (a second submit) answers the first action."""
-    _check_action(action)
-    key = (request_key or "").strip()
-    if not key or len(key) > KEY_MAX or not key.isascii() or not key.isprintable():
-        raise InvalidInput.one("request_key", N_("Reload the page and try again."))
-    found = await audience_of(tenant_id, filters)
-    total = await count_matching(tenant_id, filters, scope)
-    async with db.transaction():
-        existing = await db.fetchrow("SELECT id FROM contact_bulk_action WHERE tenant = $1 AND request_key = $2",
-                                     tenant_id, key)
-        if existing is not None:
-            return int(existing["id"])
-        tag, name = await _tag_for(tenant_id, action, tag_name, tag_id)
-        row = await db.fetchrow(
-            "INSERT INTO contact_bulk_action (tenant, staff, actor_label, request_key, action, tag, tag_name, search, "
-            "definition, filters, state, total, done, changed, after_id, error, created_at, updated_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, 'queued', $11, 0, 0, 0, '', now(), now()) "
-            "ON CONFLICT (tenant, request_key) DO NOTHING RETURNING id",
-            tenant_id, staff_id, actor.label[:254], key, action, tag, name, filters.q,
-            json.dumps(found.as_json() if found is not None else {}), json.dumps(filters.as_query()), total)
-        if row is None:  # a concurrent submit of the same form won
-            raise Conflict(N_("This action was started already."))
-        action_id = int(row["id"])
-        await record_audit(actor, tenant_id, "contacts.bulk_started", "tag", tag,
-                           {"tag": name, "action": action, "filters": filters.as_query(), "total": total,
-                            "bulk": action_id})
-        await effects.enqueue(JOB, tenant_id, action_id, job_id=f"{JOB}:{tenant_id}:{action_id}:0")
-    return action_id
-
-
-async def get_action(tenant_id: int, action_id: int, staff_id: int | None = None) -> dict[str, Any]:
-    """One action; with `staff_id`, only if that person started it (a rep sees only their own)."""
-    if not 0 < action_id <= _INT_MAX:
-        raise NotFound()
-    row = await db.fetchrow(
-        "SELECT id, staff, actor_label, action, tag, tag_name, search, filters::text AS filters, state, total, done, "
-        "changed, error, created_at, updated_at, finished_at FROM contact_bulk_action WHERE tenant = $1 AND id = $2",
-        tenant_id, action_id)
-    if row is None or (staff_id is not None and row["staff"] != staff_id):
-        raise NotFound()
-    return {**dict(row), "filters": json.loads(row["filters"])}
-
-
-async def _fail(tenant_id: int, action_id: int, error: str) -> None:
-    async with db.transaction():
-        row = await db.fetchrow(
-            "UPDATE contact_bulk_action SET state = 'failed', error = $3, updated_at = now(), finished_at = now() "
-            "WHERE tenant = $1 AND id = $2 AND state IN ('queued', 'running') RETURNING tag, tag_name, done, changed",
-            tenant_id, action_id, error)
-        if row is not None:
-            await record_audit(Actor(None, "system"), tenant_id, "contacts.bulk_failed", "tag", int(row["tag"]),
-                               {"tag": row["tag_name"], "bulk": action_id, "done": row["done"],
-                                "changed": row["changed"], "error": error})
-
-
-async def run_batch(tenant_id: int, action_id: int, batch: int = BATCH) -> bool:
-    """One batch of the action (its own transaction); True while there is more to do."""
-    a = await db.fetchrow(
-        "SELECT staff, actor_label, action, tag, tag_name, search, definition::text AS definition, state "
-        "FROM contact_bulk_action WHERE tenant = $1 AND id = $2", tenant_id, action_id)
-    if a is None or a["state"] not in ("queued", "running"):
-        return False
-    person = await load_current_user(int(a["staff"])) if a["staff"] is not None else None
-    if person is None or person.tenant_id != tenant_id:
-        await _fail(tenant_id, action_id, N_("The person who started it can no longer work in Siyu."))
-        return False
-    scope = await audiences.scope_for(tenant_id, person.id, person.role)
-    definition = json.loads(a["definition"])
-    try:
-        found = await audiences.compiler().definition(tenant_id, definition) if definition else None
-    except InvalidInput:
-        await _fail(tenant_id, action_id, N_("Its filters name a tag that was deleted."))
-        return False
-    now = clock.now()
-    async with db.transaction():
-        again = await db.fetchrow("SELECT state, after_id FROM contact_bulk_action WHERE tenant = $1 AND id = $2 "
-                                  "FOR UPDATE", tenant_id, action_id)
-        if again is None or again["state"] not in ("queued", "running"):
-            return False
-        where, args = _matching(tenant_id, a["search"], found, scope, now, int(again["after_id"]))
-        args.append(batch)
-        # FOR SHARE: a merge of one of these waits until the batch is written (the tag goes with the person).
-        rows = await db.fetch(f"SELECT c.id FROM contact c WHERE {where} ORDER BY c.id LIMIT ${len(args)} "
-                              "FOR SHARE OF c", *args)
-        ids = [int(r["id"]) for r in rows]
-        changed = await _apply(tenant_id, a["action"], int(a["tag"]), ids)
-        more = len(ids) == batch
-        row = await db.fetchrow(
-            "UPDATE contact_bulk_action SET state = $3::text, after_id = $4, done = done + $5, "
-            "changed = changed + $6, updated_at = now(), finished_at = CASE WHEN $3::text = 'done' THEN now() END "
-            "WHERE tenant = $1 AND id = $2 RETURNING done, changed",
-            tenant_id, action_id, "running" if more else "done", ids[-1] if ids else int(again["after_id"]),
-            len(ids), changed)
-        if not more:
-            await record_audit(Actor(person.id, a["actor_label"]), tenant_id,
-                               f"contacts.bulk_{'tagged' if a['action'] == 'tag' else 'untagged'}", "tag",
-                               int(a["tag"]), {"tag": a["tag_name"], "contacts": row["done"],
-                                               "changed": row["changed"], "bulk": action_id})
-    return more
-
-
-async def run(tenant_id: int, action_id: int, part: int = 0, seconds: float = RUN_SECONDS) -> None:
-    """Batches until the action is done; after `seconds` the rest goes to a fresh job (part + 1)."""
-    started = time.monotonic()
-    while await run_batch(tenant_id, action_id):
-        if time.monotonic() - started > seconds:
+async def resolve_many(tenant_id: int, channel: str, sightings: Sequence[Sighting]) -> dict[str, Found]:
+    """The identity (and live contact) of every sighting, by external id. Runs its own transactions."""
+    if db.in_transaction():
+        raise RuntimeError("resolve_many() runs its own transactions; call it outside one")
+    by_id = {s.external_id: s for s in sightings}
+    found: dict[str, Found] = {}
+    one_by_one: list[Sighting] = []
+    for n in range(MAX_ATTEMPTS):
+        try:
             async with db.transaction():
-                await effects.enqueue(JOB, tenant_id, action_id, part + 1,
-                                      job_id=f"{JOB}:{tenant_id}:{action_id}:{part + 1}")
-            return
+                found, one_by_one = await _attempt(tenant_id, channel, by_id)
+            break
+        except RETRYABLE as exc:
+            if n == MAX_ATTEMPTS - 1:
+                raise
+            log.debug("bulk resolution retried after %s", type(exc).__name__)
+            await asyncio.sleep(random.uniform(0, 0.01 * (n + 1)))
+    for s in one_by_one:  # a unionid that may join two contacts: the single path, which merges
+        r = await single.resolve(tenant_id, channel, s.external_id, unionid=s.unionid, at=s.last_at)
+        found[s.external_id] = Found(r.identity_id, r.contact_id)
+    return found
 
 
-async def unfinished(older_than_seconds: int = STALE_SECONDS) -> list[tuple[int, int]]:
-    """(tenant, action) of the actions not finished and untouched for a while: the sweeper enqueues them again
-    (their job was lost with Redis, or the worker died)."""
-    rows = await db.fetch(
-        "SELECT tenant, id FROM contact_bulk_action WHERE state IN ('queued', 'running') "
-        "AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT 100", older_than_seconds)
-    return [(int(r["tenant"]), int(r["id"])) for r in rows]
+async def _attempt(tenant_id: int, channel: str, by_id: dict[str, Sighting]) -> tuple[dict[str, Found], list[Sighting]]:
+    found: dict[str, Found] = {}
+    one_by_one: list[Sighting] = []
+    later: list[tuple[int, datetime]] = []
+    for r in await db.fetch(_EXISTING, tenant_id, channel, list(by_id)):
+        s = by_id[r["external_id"]]
+        found[s.external_id] = Found(int(r["id"]), int(r["contact"]))
+        if s.unionid is not None and (r["unionid"] != s.unionid or r["contact_unionid"] != s.unionid):
+            one_by_one.append(s)
+        elif s.last_at > r["last_seen_at"]:
+            later.append((int(r["id"]), s.last_at))
+    if later:  # seen again: the same note `resolve` makes of a sighting
+        await db.execute(
+            "UPDATE identity i SET last_seen_at = GREATEST(i.last_seen_at, u.at) FROM unnest($2::int[], $3::timestamptz[]) "
+            "AS u(id, at) WHERE i.tenant = $1 AND i.id = u.id", tenant_id, [i for i, _ in later], [a for _, a in later])
+    new: list[Sighting] = []
+    unionids: set[str] = set()
+    for key, s in by_id.items():
+        if key in found:
+            continue
+        if s.unionid is not None and s.unionid in unionids:
+            one_by_one.append(s)  # two new ids with one unionid: the second joins the first's contact
+            continue
+        if s.unionid is not None:
+            unionids.add(s.unionid)
+        new.append(s)
+    if unionids:  # the live contacts new identities will join must not be merged away meanwhile
+        await db.execute("SELECT id FROM contact WHERE tenant = $1 AND unionid = ANY($2::varchar[]) "
+                         "AND merged_into IS NULL ORDER BY id FOR SHARE", tenant_id, sorted(unionids))
+    if new:
+        rows = await db.fetch(_CREATE, tenant_id, channel, [s.external_id for s in new], [s.unionid for s in new],
+                              [s.first_at for s in new], [s.last_at for s in new])
+        made = {int(c) for r in rows if r["id"] is None for c in r["made"] or []}
+        rows = [r for r in rows if r["id"] is not None]
+        for r in rows:
+            found[r["external_id"]] = Found(int(r["id"]), int(r["contact"]))
+        kept = {int(r["contact"]) for r in rows}
+        orphans = sorted(made - kept)
+        lost = [s.external_id for s in new if s.external_id not in found]
+        if lost:  # first seen by someone else meanwhile: theirs stands, ours rolls back
+            if orphans:
+                await db.execute("DELETE FROM contact WHERE tenant = $1 AND id = ANY($2::int[])", tenant_id, orphans)
+            for r in await db.fetch(_EXISTING, tenant_id, channel, lost):
+                found[r["external_id"]] = Found(int(r["id"]), int(r["contact"]))
+        missing = [s.external_id for s in new if s.external_id not in found]
+        if missing:
+            raise SerializationError(f"{len(missing)} identities neither inserted nor found")
+    return found, one_by_one
 
+
+async def live_contacts(tenant_id: int, contact_ids: Sequence[int]) -> dict[int, int]:
+    """Each contact id that exists in this tenant → the live contact it is (or was merged into). Missing and
+    other tenants' ids are left out."""
+    out: dict[int, int] = {}
+    current = {c: c for c in set(contact_ids) if 0 < c < 2**31}
+    for _ in range(MAX_HOPS):
+        if not current:
+            return out
+        rows = await db.fetch("SELECT id, merged_into FROM contact WHERE tenant = $1 AND id = ANY($2::int[])",
+                              tenant_id, sorted(set(current.values())))
+        at = {int(r["id"]): r["merged_into"] for r in rows}
+        following: dict[int, int] = {}
+        for asked, now in current.items():
+            if now not in at:
+                continue
+            if at[now] is None:
+                out[asked] = now
+            else:
+                following[asked] = int(at[now])
+        current = following
+    raise Conflict(N_("This contact's merge chain is too long."))
+
+
+async def by_unionids(tenant_id: int, unionids: Sequence[str]) -> dict[str, int]:
+    """The live contact that holds each unionid (those no contact holds are left out)."""
+    rows = await db.fetch("SELECT id, unionid FROM contact WHERE tenant = $1 AND unionid = ANY($2::varchar[]) "
+                          "AND merged_into IS NULL", tenant_id, sorted(set(unionids)))
+    return {r["unionid"]: int(r["id"]) for r in rows}
+
+
+@dataclass(frozen=True)
+class Locked:
+    identities: dict[int, int]  # identity id → its live contact, locked
+    contacts: dict[int, int]  # contact id → the live contact it is now, locked
+
+
+async def lock_many(tenant_id: int, identity_ids: Sequence[int], contact_ids: Sequence[int]) -> Locked:
+    """Lock (FOR SHARE) the live contacts of these identities and contacts, lowest id first, and say where
+    each is now. Writers that only add rows take this share lock; merges (FOR NO KEY UPDATE) wait for it,
+    so rows added under it are moved by any merge that follows. Inside the writer's transaction."""
+    if not db.in_transaction():
+        raise RuntimeError("lock_many() must run inside siyu.core.db.transaction()")
+    identities = sorted(set(identity_ids))
+    asked = sorted(set(contact_ids))
+    locked: set[int] = set()
+    for _ in range(MAX_HOPS):
+        of_identity = {int(r["id"]): int(r["contact"]) for r in await db.fetch(
+            "SELECT id, contact FROM identity WHERE tenant = $1 AND id = ANY($2::int[])", tenant_id, identities)}
+        lives = await live_contacts(tenant_id, asked)
+        wanted = sorted((set(of_identity.values()) | set(lives.values())) - locked)
+        if wanted:
+            rows = await db.fetch("SELECT id FROM contact WHERE tenant = $1 AND id = ANY($2::int[]) ORDER BY id FOR SHARE",
+                                  tenant_id, wanted)
+            locked |= {int(r["id"]) for r in rows}
+        # Read again under the locks: a merge that committed meanwhile moved identities or contacts.
+        again = {int(r["id"]): int(r["contact"]) for r in await db.fetch(
+            "SELECT id, contact FROM identity WHERE tenant = $1 AND id = ANY($2::int[])", tenant_id, identities)}
+        lives_again = await live_contacts(tenant_id, asked)
+        merged = {int(r["id"]) for r in await db.fetch(
+            "SELECT id FROM contact WHERE tenant = $1 AND id = ANY($2::int[]) AND merged_into IS NOT NULL",
+            tenant_id, sorted(set(again.values())))}
+        if again == of_identity and lives_again == lives and not merged \
+                and set(again.values()) | set(lives_again.values()) <= locked:
+            return Locked(again, lives_again)
+    raise Conflict(N_("These contacts keep moving between merges."))

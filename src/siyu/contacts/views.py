@@ -21,7 +21,7 @@ from litestar.response import Redirect, Stream, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from siyu.commerce.stats import summary as purchase_summary
-from siyu.contacts import bulk, listing, privacy
+from siyu.contacts import bulk_tags, listing, privacy
 from siyu.contacts import scope as scoping
 from siyu.contacts import search as finder
 from siyu.contacts import services as svc
@@ -177,12 +177,12 @@ class ContactsController(Controller):
         if str(form.get("target") or "") == "all":
             user = current_user(request)
             assert user is not None
-            action_id = await bulk.do_start(tid, filters, action, name, tag_id, str(form.get("request_key") or ""),
+            action_id = await bulk_tags.do_start(tid, filters, action, name, tag_id, str(form.get("request_key") or ""),
                                             actor, user.id, contact_scope)
             return _go(request, f"/contacts/bulk/{action_id}")
         ids = [int(v) for v in form.getall("contact", []) if isinstance(v, str) and v.isascii() and v.isdigit()
                and len(v) < 11]
-        done = await bulk.do_tag_selected(tid, ids, action, name, tag_id, actor, contact_scope)
+        done = await bulk_tags.do_tag_selected(tid, ids, action, name, tag_id, actor, contact_scope)
         message = i18n.gettext(N_("Tag added (contacts: {n}).") if action == "tag"
                                else N_("Tag removed (contacts: {n}).")).format(n=done.matched)
         if _is_htmx(request):  # the list again in place (its tags changed), the boxes cleared, and a toast
@@ -197,7 +197,7 @@ class ContactsController(Controller):
         tid, _ = tenant_scope(request)
         user = current_user(request)
         assert user is not None
-        found = await bulk.get_action(tid, action_id, None if _is_admin(request) else user.id)
+        found = await bulk_tags.get_action(tid, action_id, None if _is_admin(request) else user.id)
         back = "/contacts" + (f"?{urlencode(found['filters'])}" if found["filters"] else "")
         return render(request, "contacts/bulk.html", {"action": found, "back": back,
                                                       "running": found["state"] in ("queued", "running")},

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from siyu.contacts import bulk
+from siyu.contacts import bulk_tags as bulk
 from siyu.contacts import services as contacts
 from siyu.core import db, effects
 from siyu.core.redis import arq_pool
