@@ -10,7 +10,7 @@ or broadcast answers exactly like a missing one (404).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Controller, Request, Response, get, patch, post
@@ -108,6 +108,12 @@ def _send_at(raw: Any) -> datetime | None:
     except ValueError:
         at = None
     if at is None or at.tzinfo is None:
+        raise InvalidInput.one("send_at", N_("Give a date and time with its offset, like 2026-12-24T20:00:00+08:00."))
+    try:  # an offset can carry a date past what PostgreSQL and Python hold (year 1 or 9999)
+        at = at.astimezone(UTC)
+    except OverflowError:
+        at = None
+    if at is None or not 2000 <= at.year <= 9000:
         raise InvalidInput.one("send_at", N_("Give a date and time with its offset, like 2026-12-24T20:00:00+08:00."))
     return at
 
