@@ -6,9 +6,13 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 HTMX_VERSION := 2.0.11
 HTMX := frontend/static/vendor/htmx.min.js
+SWAGGER_UI_VERSION := 5.35.0
+SWAGGER_UI_DIR := frontend/static/vendor/swagger-ui
+# A marker named by the version: changing SWAGGER_UI_VERSION fetches again on the next `make install`.
+SWAGGER_UI := $(SWAGGER_UI_DIR)/.version-$(SWAGGER_UI_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast check lint migrate i18n-extract i18n-check bench-ingest bench-identity bench-inbox bench-engagement clean
+.PHONY: help install run test test-fast check lint migrate i18n-extract i18n-check bench-ingest bench-identity bench-inbox bench-engagement bench-purchases clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -27,7 +31,10 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 $(HTMX):
 	@bash infra/fetch-htmx.sh $(HTMX_VERSION) $(HTMX)
 
-install: $(VENV)/.installed $(HTMX) ## Create .venv and install Siyu (editable) with test tools
+$(SWAGGER_UI):
+	@bash infra/fetch-swagger-ui.sh $(SWAGGER_UI_VERSION) $(SWAGGER_UI_DIR)
+
+install: $(VENV)/.installed $(HTMX) $(SWAGGER_UI) ## Create .venv and install Siyu (editable) with test tools
 
 run: install ## Start Siyu with embedded PostgreSQL + Redis, the demo brand and the WeChat simulator
 	@$(VENV)/bin/siyu run
@@ -62,6 +69,9 @@ bench-identity: install ## Identity graph at 1M identities / 5M events: resolve,
 
 bench-inbox: install ## Inbox at 100k open conversations: list page, routing, SSE fan-out vs baselines (BENCH_SCALE)
 	@$(PY) bench/inbox.py
+
+bench-purchases: install ## Import of 1M order lines vs a bare COPY; WeChat Pay notification p99 vs a bare endpoint (BENCH_LINES, BENCH_N, BENCH_C)
+	@$(PY) bench/purchases.py
 
 bench-engagement: install ## Broadcast to 100k among 50 tenants vs the simulator alone, pacing, rep replies meanwhile, kill/flush, 1M scheduled rows (BENCH_SCALE)
 	@$(PY) bench/engagement.py

@@ -16,6 +16,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Permissio
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
@@ -27,7 +28,13 @@ import siyu
 from siyu.commerce import purchases as commerce_purchases
 from siyu.commerce.api import PurchasesApi
 from siyu.commerce.notify import PayNotifications
-from siyu.commerce.views import PaySettingsController, ProductsController, PurchasesController
+from siyu.commerce.views import (
+    PaySettingsController,
+    ProductsController,
+    PurchaseImportController,
+    PurchasesController,
+)
+from siyu.contacts import audience as contact_audience
 from siyu.contacts.api import ContactsApi
 from siyu.contacts.scope import Scope as ContactScope
 from siyu.contacts.views import ContactsController
@@ -46,6 +53,7 @@ from siyu.inbox.manager_views import InboxManagerController
 from siyu.inbox.scope import contact_scope
 from siyu.inbox.settings_views import InboxSettingsController
 from siyu.inbox.views import InboxController
+from siyu.segments import audience as segment_audience
 from siyu.segments.api import SegmentsApi
 from siyu.segments.views import SegmentsController
 from siyu.tenants.api import TenantApi
@@ -55,6 +63,7 @@ from siyu.tenants.views import (
     PlatformController,
     SettingsController,
 )
+from siyu.web.apidocs import SwaggerViewer
 from siyu.web.auth import LOCALE_COOKIE, AccessWatch, AuthMiddleware, NotAuthenticated, require_tenant_id
 from siyu.web.headers import add_security_headers
 from siyu.web.inputs import InputGuard
@@ -211,6 +220,7 @@ def create_app() -> Litestar:
     s = get_settings()
     configure_logging(s.log_level)
     commerce_purchases.install()  # merges carry purchases in this process
+    contact_audience.install(segment_audience.COMPILER, contact_scope)  # the contact list filters like segments
     csrf = CSRFConfig(
         secret=derive_key(s.secret_key, "csrf").hex(),
         cookie_name="siyu_csrf",
@@ -223,7 +233,7 @@ def create_app() -> Litestar:
         route_handlers=[
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
             InvitationController, TenantApi, ContactsApi, PurchasesApi, PayNotifications, PaySettingsController,
-            PurchasesController, ProductsController, WeChatCallbacks, AutoRepliesController, ContactsController,
+            PurchasesController, PurchaseImportController, ProductsController, WeChatCallbacks, AutoRepliesController, ContactsController,
             SegmentsController, SegmentsApi, EngagementController, JourneysApi, BroadcastsApi,
             InboxManagerController, InboxApi, InboxController, InboxSettingsController,
             *([bare_endpoint] if s.bench_bare_endpoint else []),
@@ -250,9 +260,16 @@ def create_app() -> Litestar:
             RedisTimeoutError: _in_locale(_redis_unavailable),
             Exception: _in_locale(_server_error),
         },
-        # The OpenAPI document only: the interactive viewers run inline scripts from CDNs, which the pages'
-        # Content-Security-Policy (scripts from Siyu only) refuses; any OpenAPI viewer can open the document.
-        openapi_config=OpenAPIConfig(title="Siyu API", version=siyu.__version__, path="/schema",
-                                     render_plugins=[JsonRenderPlugin(path="/openapi.json")]),
+        # The document, and at /schema Swagger UI from Siyu's own static files (see siyu.web.apidocs): Litestar's
+        # own viewers load from CDNs with inline scripts, which the Content-Security-Policy refuses.
+        openapi_config=OpenAPIConfig(
+            title="Siyu API", version=siyu.__version__, path="/schema",
+            description="The JSON API for a brand's own systems. Every route takes `Authorization: Bearer <API key>` "
+                        "(Settings → API keys); a key acts for its whole brand. Mistakes answer 400 with `fields` "
+                        "naming each wrong parameter or field; another brand's object answers 404, like a missing one.",
+            render_plugins=[SwaggerViewer(path="/"), JsonRenderPlugin(path="/openapi.json")],
+            components=Components(security_schemes={"apiKey": SecurityScheme(
+                type="http", scheme="bearer", bearer_format="siyu_<prefix>_<secret>",
+                description="An API key from Settings → API keys")})),
         debug=False,
     )

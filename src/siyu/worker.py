@@ -15,8 +15,11 @@ from arq.connections import RedisSettings
 from arq.worker import Worker as ArqWorker
 from arq.worker import func, get_kwargs
 
+from siyu.commerce import imports as commerce_imports
 from siyu.commerce import jobs as commerce_jobs
 from siyu.commerce import purchases as commerce_purchases
+from siyu.contacts import audience as contact_audience
+from siyu.contacts import bulk_tags as contact_bulk
 from siyu.contacts import jobs as contact_jobs
 from siyu.core import db, effects
 from siyu.core.redis import JOB_SERIALIZATION, REDIS_DOWN, arq_pool, arq_settings
@@ -24,6 +27,8 @@ from siyu.core.settings import get_settings
 from siyu.engagement import jobs as engagement_jobs
 from siyu.engagement.lane import QUEUE as ENGAGEMENT_QUEUE
 from siyu.inbox import jobs as inbox_jobs
+from siyu.inbox.scope import contact_scope
+from siyu.segments import audience as segment_audience
 from siyu.tenants import jobs as tenant_jobs
 from siyu.wechat import jobs as wechat_jobs
 from siyu.wechat import media as wechat_media
@@ -40,6 +45,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(get_settings().log_level)
     await db.start_pool(min_size=1, max_size=5)
     commerce_purchases.install()  # merges carry purchases in this process
+    contact_audience.install(segment_audience.COMPILER, contact_scope)  # bulk tagging: filters and scopes
     ctx["wechat"] = WeChatRuntime(ctx["redis"])
     effects.install(ctx["redis"])
     # The auto-reply rules and accounts this process keeps follow every change at once, as the web
@@ -85,6 +91,8 @@ FUNCTIONS = [
     func(contact_jobs.resolve_inbound, name="contacts.resolve_inbound", max_tries=contact_jobs.RESOLVE_TRIES),
     func(contact_jobs.sweep_parked, name="contacts.sweep_parked", max_tries=1),
     func(contact_jobs.enrich_identity, name="contacts.enrich_identity", max_tries=8),
+    func(contact_jobs.bulk_tag, name=contact_bulk.JOB, max_tries=contact_bulk.JOB_TRIES),
+    func(contact_jobs.sweep_bulk, name=contact_bulk.SWEEP, max_tries=1),
     func(inbox_jobs.handle_inbound, name="inbox.handle_inbound", max_tries=5),
     func(inbox_jobs.send_message, name="inbox.send_message", max_tries=5),
     func(inbox_jobs.notify_customer, name="inbox.notify_customer", max_tries=3),
@@ -99,6 +107,8 @@ FUNCTIONS = [
     func(commerce_jobs.process_pay_notification, name=commerce_jobs.PROCESS_PAY,
          max_tries=commerce_jobs.PROCESS_PAY_TRIES),
     func(commerce_jobs.sweep, name=commerce_jobs.SWEEP, max_tries=1),
+    func(commerce_imports.run_import, name=commerce_imports.RUN_IMPORT, max_tries=commerce_imports.RUN_IMPORT_TRIES),
+    func(commerce_imports.sweep_imports, name=commerce_imports.SWEEP_IMPORTS, max_tries=1),
     *ENGAGEMENT_FUNCTIONS,
 ]
 
@@ -110,9 +120,12 @@ class WorkerSettings:
              hour={3}, minute={17}, run_at_startup=False),
         cron(wechat_jobs.sweep_inbound, name="cron:wechat.sweep_inbound", second={5}, run_at_startup=True),
         cron(contact_jobs.sweep_parked, name="cron:contacts.sweep_parked", second={40}, run_at_startup=True),
+        cron(contact_jobs.sweep_bulk, name=f"cron:{contact_bulk.SWEEP}", second={45}, run_at_startup=True),
         cron(inbox_jobs.sweep, name="cron:inbox.sweep", second={20, 50}, run_at_startup=True),
         cron(commerce_jobs.sweep, name=f"cron:{commerce_jobs.SWEEP}", second={35}, run_at_startup=True),
-        *([] if get_settings().engagement_lane else ENGAGEMENT_CRONS),
+        cron(commerce_imports.sweep_imports, name=f"cron:{commerce_imports.SWEEP_IMPORTS}", second={50},
+             run_at_startup=True),
+        *ENGAGEMENT_CRONS,  # build_worker leaves them to the engagement lane's worker when there is one
     ]
     job_serializer = JOB_SERIALIZATION["job_serializer"]
     job_deserializer = JOB_SERIALIZATION["job_deserializer"]
@@ -197,6 +210,9 @@ def build_worker(burst: bool = False, lane: str = "main", **overrides: Any) -> W
     # arq reads only a class's own attributes: the lane's settings class inherits the rest from the main one.
     inherited = {k: getattr(settings, k) for k in dir(settings) if not k.startswith("_")}
     kwargs = {**get_kwargs(inherited), "job_timeout": get_settings().job_timeout, "burst": burst, **overrides}
+    # Read here, not when this module is imported (tests import it before they configure the environment).
+    if lane != "engagement" and get_settings().engagement_lane:
+        kwargs["cron_jobs"] = [c for c in kwargs["cron_jobs"] if c not in ENGAGEMENT_CRONS]
     return Worker(**kwargs)
 
 

@@ -90,6 +90,7 @@ def test_domains_never_import_composition_roots() -> None:
 
 # A domain's HTTP edge (its pages and JSON API) sits on top of siyu.web; the rest of the domain below it.
 DOMAIN_EDGES = ("siyu.tenants.views", "siyu.tenants.api", "siyu.contacts.views", "siyu.contacts.api",
+                "siyu.contacts.schemas",
                 "siyu.segments.views", "siyu.segments.api", "siyu.commerce.views", "siyu.commerce.api",
                 "siyu.engagement.views", "siyu.engagement.api")
 

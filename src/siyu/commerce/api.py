@@ -43,7 +43,7 @@ from siyu.contacts import services as contacts
 from siyu.core import clock, db
 from siyu.core.errors import InvalidInput, NotFound
 from siyu.core.i18n import N_
-from siyu.web.api import whole_number
+from siyu.web.api import BEARER, whole_number
 from siyu.web.auth import api_key, api_tenant_id
 
 DEFAULT_LIMIT = 50
@@ -136,6 +136,7 @@ class PurchasesApi(Controller):
     path = "/api/v1/purchases"
     guards = [api_key]
     tags = ["purchases"]
+    security = BEARER
 
     @post("/", dependencies={"_body": Provide(_purchase_body)}, status_code=201, request_max_body_size=MAX_BODY,
           responses={200: ResponseSpec(PurchaseOut, description="The order was reported before: the same purchase"),

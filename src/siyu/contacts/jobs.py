@@ -9,9 +9,9 @@ from typing import Any
 
 from arq.worker import Retry
 
-from siyu.contacts import enrich, services
+from siyu.contacts import bulk_tags, enrich, services
 from siyu.contacts.resolve import resolve
-from siyu.core import clock, db
+from siyu.core import clock, db, effects
 from siyu.timeline import services as timeline
 from siyu.wechat import profiles
 from siyu.wechat.events import load_normalized
@@ -216,3 +216,18 @@ async def enrich_identity(ctx: dict[str, Any], tenant_id: int, identity_id: int)
             raise
         log.warning("enriching identity %s of tenant %s failed (try %s): %r", identity_id, tenant_id, tries, exc)
         raise Retry(defer=min(300, 2 ** tries)) from exc
+
+
+async def bulk_tag(ctx: dict[str, Any], tenant_id: int, action_id: int, part: int = 0) -> None:
+    """Tag or untag every contact a list filter selects (`siyu.contacts.bulk_tags`), batch by batch; a long one
+    hands over to its next part. Runs again safely: the cursor moves with each batch."""
+    await bulk_tags.run(tenant_id, action_id, part)
+
+
+async def sweep_bulk(ctx: dict[str, Any]) -> int:
+    """Every minute: enqueue again the bulk actions whose job was lost (Redis flushed, the worker killed)."""
+    stale = await bulk_tags.unfinished()
+    stamp = int(clock.now().timestamp())
+    for tenant_id, action_id in stale:
+        await effects.enqueue(bulk_tags.JOB, tenant_id, action_id, job_id=f"{bulk_tags.JOB}:{tenant_id}:{action_id}:sweep:{stamp}")
+    return len(stale)

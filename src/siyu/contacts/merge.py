@@ -92,11 +92,11 @@ def _survivor_changes(survivor: dict[str, Any], merged: dict[str, Any]) -> dict[
 
 
 async def _set_fields(tenant_id: int, contact_id: int, values: dict[str, Any]) -> None:
-    if not values:
-        return
+    """The survivor's fields after a merge or its undo. Its `updated_at` moves even when no field does: its
+    identities changed, and the API's list (`updated_since`) is how an integrator's copy learns of it."""
     names = sorted(values)
-    assignments = ", ".join(f"{name} = ${i + 3}" for i, name in enumerate(names))
-    await db.execute(f"UPDATE contact SET {assignments}, updated_at = now() WHERE tenant = $1 AND id = $2",
+    assignments = "".join(f"{name} = ${i + 3}, " for i, name in enumerate(names))
+    await db.execute(f"UPDATE contact SET {assignments}updated_at = now() WHERE tenant = $1 AND id = $2",
                      tenant_id, contact_id, *(values[n] for n in names))
 
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from siyu.contacts.audience import Audience
 from siyu.contacts.scope import EVERYONE, Scope, condition
 from siyu.contacts.scope import ids as scope_ids
-from siyu.core import db
+from siyu.core import clock, db
 from siyu.core.errors import InvalidInput
 from siyu.core.i18n import N_
 from siyu.timeline.services import decode_cursor, encode_cursor
@@ -39,7 +40,8 @@ def _like(text: str) -> str:
 
 
 def list_query(tenant_id: int, q: str, channel: str | None, tag_id: int | None,
-               before: tuple[datetime, int] | None, limit: int, scope: Scope = EVERYONE) -> tuple[str, list[Any]]:
+               before: tuple[datetime, int] | None, limit: int, scope: Scope = EVERYONE,
+               audience: Audience | None = None, now: datetime | None = None) -> tuple[str, list[Any]]:
     """The SQL of one list page (`limit` + 1 rows, to know whether there is more) and its arguments.
 
     Each way a contact can match is a branch its own index answers (migrations/contacts, "search grams"):
@@ -50,7 +52,9 @@ def list_query(tenant_id: int, q: str, channel: str | None, tag_id: int | None,
     rare one (an OR across the two tables would leave it nothing but a scan of every contact).
 
     `scope` (who is looking) keeps the rows to the contacts it selects, in every branch; a search reads its
-    ids once (a CTE the branches share). For everyone it adds nothing."""
+    ids once (a CTE the branches share). For everyone it adds nothing. `audience` (the list's filters, in the
+    segments' language) adds its condition to every branch likewise; without filters it adds nothing, so the
+    unfiltered list and search are the statements they always were."""
     args: list[Any] = [tenant_id]
     common = ["c.tenant = $1 AND c.merged_into IS NULL"]
     seen = scope_ids(scope, args) if q else condition(scope, "c", args)
@@ -64,6 +68,8 @@ def list_query(tenant_id: int, q: str, channel: str | None, tag_id: int | None,
         args.append(tag_id)
         common.append(f"EXISTS (SELECT 1 FROM contact_tag ct WHERE ct.tenant = c.tenant AND ct.contact = c.id "
                       f"AND ct.tag = ${len(args)})")
+    if audience is not None and (filtered := audience.where(args, now or clock.now())) is not None:
+        common.append(filtered)
     if before is not None:
         args += list(before)
         common.append(f"({_SORT}, c.id) < (${len(args) - 1}, ${len(args)})")
@@ -95,20 +101,26 @@ def list_query(tenant_id: int, q: str, channel: str | None, tag_id: int | None,
             f"JOIN contact c ON c.tenant = $1 AND c.id = h.id {order}", args)
 
 
-async def search(tenant_id: int, q: str = "", channel: str | None = None, tag_id: int | None = None,
-                 cursor: str | None = None, limit: int = PAGE_SIZE, scope: Scope = EVERYONE) -> ContactPage:
-    """Live contacts matching `q` (name, remark or phone containing it; an openid, unionid or
-    external_userid starting with it), linked on `channel`, carrying `tag_id`, that `scope` may see;
-    newest interaction first."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput.one("limit", N_("Use a number from 1 to {max}."), max=MAX_PAGE)
-    if channel is not None and channel not in CHANNELS:
-        raise InvalidInput.one("channel", N_("Choose one of: {choices}."), choices=", ".join(CHANNELS))
+def clean_query(q: str | None) -> str:
     q = " ".join((q or "").split())
     if len(q) > QUERY_MAX:
         raise InvalidInput.one("q", N_("Use 1 to {max} characters."), max=QUERY_MAX)
+    return q
+
+
+async def search(tenant_id: int, q: str = "", channel: str | None = None, tag_id: int | None = None,
+                 cursor: str | None = None, limit: int = PAGE_SIZE, scope: Scope = EVERYONE,
+                 audience: Audience | None = None, max_page: int = MAX_PAGE) -> ContactPage:
+    """Live contacts matching `q` (name, remark or phone containing it; an openid, unionid or
+    external_userid starting with it), linked on `channel`, carrying `tag_id`, selected by `audience`, that
+    `scope` may see; newest interaction first. (`max_page`: the CSV export reads larger pages.)"""
+    if not 1 <= limit <= max_page:
+        raise InvalidInput.one("limit", N_("Use a number from 1 to {max}."), max=max_page)
+    if channel is not None and channel not in CHANNELS:
+        raise InvalidInput.one("channel", N_("Choose one of: {choices}."), choices=", ".join(CHANNELS))
+    q = clean_query(q)
     before = decode_cursor(cursor) if cursor else None
-    sql, args = list_query(tenant_id, q, channel, tag_id, before, limit, scope)
+    sql, args = list_query(tenant_id, q, channel, tag_id, before, limit, scope, audience)
     if q:
         # The best plan depends on the text: a frequent one walks the list order, a rare one reads its
         # candidates from the grams index, a prefix becomes a range only once its value is known. So the
@@ -140,6 +152,18 @@ async def search(tenant_id: int, q: str = "", channel: str | None = None, tag_id
     more = len(rows) > limit
     last = contacts[-1]
     return ContactPage(contacts, encode_cursor(last["sort_at"], int(last["id"])) if more else None)
+
+
+def text_condition(q: str, args: list[Any]) -> str:
+    """What `q` matches as one condition on `contact c` (of the tenant in `$1`), its values appended to
+    `args`: the three branches of the list's search joined by OR. For walks in id order (the bulk actions),
+    where the list's per-branch plans do not apply."""
+    args += [q, f"%{_like(q)}%", f"{_like(q)}%"]
+    text, contains, prefix = f"${len(args) - 2}", f"${len(args) - 1}", f"${len(args)}"
+    return (f"((contact_search_grams(c.display_name, c.remark, c.phone) @> contact_search_query_grams({text}) "
+            f"AND (c.display_name ILIKE {contains} OR c.remark ILIKE {contains} OR c.phone LIKE {contains})) "
+            f"OR c.unionid LIKE {prefix} OR c.id IN (SELECT i.contact FROM identity i WHERE i.tenant = $1 "
+            f"AND (i.external_id LIKE {prefix} OR i.unionid LIKE {prefix})))")
 
 
 async def find_live(tenant_id: int, key: str, scope: Scope = EVERYONE) -> int:

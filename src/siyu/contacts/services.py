@@ -78,6 +78,19 @@ async def tags_of(tenant_id: int, contact_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+async def tag_id_for(tenant_id: int, name: str) -> tuple[int, str]:
+    """The tag called `name` (names compare case-insensitively), made on first use: its id and its name as
+    kept. Joins the caller's transaction."""
+    clean = _tag_name(name)
+    async with db.transaction():
+        await db.execute(
+            "INSERT INTO tag (tenant, name, created_at) VALUES ($1, $2, now()) "
+            "ON CONFLICT (tenant, lower(name)) DO NOTHING", tenant_id, clean)
+        tag = await db.fetchrow("SELECT id, name FROM tag WHERE tenant = $1 AND lower(name) = lower($2)",
+                                tenant_id, clean)
+    return int(tag["id"]), tag["name"]
+
+
 async def do_tag(tenant_id: int, contact_id: int, name: str, actor: Actor) -> int:
     """Tag a contact (creating the tag on first use; names compare case-insensitively). Returns the tag id;
     tagging twice changes nothing."""

@@ -121,3 +121,30 @@ class ParkedBatch(Table, tablename="contacts_parked_batch"):
     attempts = Integer(default=0)
     next_attempt_at = Timestamptz()
     created_at = Timestamptz()
+
+
+class BulkAction(Table, tablename="contact_bulk_action"):
+    """Tag or untag every contact a list filter selects (job `contacts.bulk_tag`): walked in batches by
+    contact id, each batch with the cursor moved in its own transaction, so a re-run continues where the last
+    stopped and a batch done twice changes nothing. The filter is compiled again when it runs, under the scope
+    of the person who started it (`staff`) as it is then."""
+
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    staff = Integer(null=True, default=None)  # who started it
+    actor_label = Varchar(length=254, default="")
+    request_key = Varchar(length=64)  # the form's one-time key: a second submit finds the first action
+    action = Varchar(length=8)  # tag | untag
+    tag = ForeignKey(Tag, null=False, on_delete=OnDelete.cascade)
+    tag_name = Varchar(length=40, default="")
+    search = Text(default="")  # the list's search text
+    definition = JSONB(default={})  # the list's filters, in the segments' language
+    filters = JSONB(default={})  # the list's query string, to link back to it
+    state = Varchar(length=8, default="queued")  # queued | running | done | failed
+    total = Integer(default=0)  # how many matched when it was asked for
+    done = Integer(default=0)  # contacts reached so far
+    changed = Integer(default=0)  # of those, how many gained (or lost) the tag
+    after_id = Integer(default=0)  # the cursor: contacts up to this id are done
+    error = Text(default="")
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+    finished_at = Timestamptz(null=True, default=None)

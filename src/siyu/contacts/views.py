@@ -9,24 +9,27 @@ is judged. A contact in scope is shown whole, timeline included."""
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
-from litestar.response import Redirect, Template
+from litestar.response import Redirect, Stream, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from siyu.commerce.stats import summary as purchase_summary
-from siyu.contacts import privacy
+from siyu.contacts import bulk_tags, listing, privacy
 from siyu.contacts import scope as scoping
 from siyu.contacts import search as finder
 from siyu.contacts import services as svc
 from siyu.contacts.scope import Scope
-from siyu.core import i18n
+from siyu.core import clock, i18n
 from siyu.core.errors import Forbidden, InvalidInput, NotFound
 from siyu.core.i18n import N_
+from siyu.tenants.services import get_tenant
 from siyu.timeline import services as timeline
 from siyu.web.auth import tenant_staff
 from siyu.web.media import media_response
@@ -54,6 +57,13 @@ SUBSCRIBE_SCENES = {
 }
 
 
+# The list's filters, as the bulk form carries them (hidden fields).
+LIST_FIELDS = ("q", "channel", "tag", "owner", "seen", "bought", "spent_min", "spent_max")
+SEEN_LABELS = {"within:7": N_("In the last 7 days"), "within:30": N_("In the last 30 days"),
+               "within:90": N_("In the last 90 days"), "more_than:30": N_("More than 30 days ago"),
+               "more_than:90": N_("More than 90 days ago"), "more_than:365": N_("More than a year ago"),
+               "never": N_("Never")}
+
 
 def _int_param(request: Request[Any, Any, Any], name: str) -> int | None:
     raw = request.query_params.get(name) or ""
@@ -76,6 +86,24 @@ def _go(request: Request[Any, Any, Any], url: str, message: str | None = None) -
     return Redirect(url, status_code=HTTP_303_SEE_OTHER)
 
 
+async def _list(request: Request[Any, Any, Any], tid: int, filters: listing.ListFilters, cursor: str | None,
+                scope: Scope, bulk_done: bool = False, headers: dict[str, str] | None = None) -> Template:
+    """The list under these filters: the whole page, its results (a search, a filter, after a bulk action:
+    then with the bulk form's tag choices out of band) or, with a cursor, the next rows."""
+    page = await finder.search(tid, filters.q, cursor=cursor, scope=scope,
+                               audience=await listing.audience_of(tid, filters))
+    shown = filters.as_query()
+    more_url = f"/contacts?{urlencode({**shown, 'cursor': page.next_cursor})}" if page.next_cursor else None
+    # A "load more" asks for the next rows only; a search or filter change replaces the results. Only the
+    # whole page has the filter and bulk forms, and so needs the tags and reps to choose from.
+    whole = not _is_htmx(request)
+    return render(request, "contacts/list.html", {
+        "page": page, "filters": filters, "shown": shown, "more_url": more_url,
+        "tags": await svc.list_tags(tid) if whole or bulk_done else [],
+        "owners": await listing.owner_choices(tid) if whole else [],
+        "seen_choices": SEEN_LABELS, "export_url": "/contacts/export.csv" + (f"?{urlencode(shown)}" if shown else ""),
+        "can_export": _is_admin(request), "request_key": secrets.token_urlsafe(16), "bulk_done": bulk_done,
+    }, block="rows" if cursor else "results", headers=headers)
 MEDIA_MESSAGES = ("image", "voice", "video", "shortvideo", "file")
 
 
@@ -114,17 +142,66 @@ class ContactsController(Controller):
     @get("/")
     async def index(self, request: Request[Any, Any, Any], contact_scope: NamedDependency[Scope]) -> Template:
         tid, _ = tenant_scope(request)
-        filters = {"q": request.query_params.get("q") or "", "channel": request.query_params.get("channel") or "",
-                   "tag": request.query_params.get("tag") or ""}
+        filters = listing.parse_filters(request.query_params)
         cursor = request.query_params.get("cursor") or None
-        page = await finder.search(tid, filters["q"], filters["channel"] or None, _int_param(request, "tag"),
-                                   cursor, scope=contact_scope)
-        shown = {k: v for k, v in filters.items() if v}
-        more_url = f"/contacts?{urlencode({**shown, 'cursor': page.next_cursor})}" if page.next_cursor else None
-        # A "load more" asks for the next rows only; a search or filter change replaces the results.
-        return render(request, "contacts/list.html", {
-            "page": page, "filters": filters, "more_url": more_url, "tags": await svc.list_tags(tid),
-        }, block="rows" if cursor else "results")
+        return await _list(request, tid, filters, cursor, contact_scope)
+
+    @get("/export.csv")
+    async def export_csv(self, request: Request[Any, Any, Any], contact_scope: NamedDependency[Scope]) -> Stream:
+        """Every contact the list shows under the same filters, as CSV (tenant admins; audited)."""
+        tid, actor = tenant_scope(request)
+        _admin_only(request, N_("Only the brand's administrators can export the contact list."))
+        filters = listing.parse_filters(request.query_params)
+        found = await listing.audience_of(tid, filters)
+        tenant = await get_tenant(tid)
+        await listing.do_record_export(tid, filters, actor)
+        stamp = clock.now().astimezone(ZoneInfo(tenant.timezone)).strftime("%Y%m%d-%H%M")
+        return Stream(listing.export_csv(tid, filters, found, tenant.timezone, contact_scope),
+                      media_type="text/csv; charset=utf-8",
+                      headers={"Content-Disposition": f'attachment; filename="contacts-{tenant.slug}-{stamp}.csv"',
+                               "Cache-Control": "no-store"})
+
+    @post("/bulk")
+    async def bulk_action(self, request: Request[Any, Any, Any],
+                          contact_scope: NamedDependency[Scope]) -> Template | Response[Any]:
+        """Tag or untag the ticked contacts now, or every contact the filters select as a job (its progress
+        page next). A rep reaches only the contacts in their scope."""
+        tid, actor = tenant_scope(request)
+        form = await request.form()
+        filters = listing.parse_filters({k: str(form.get(k) or "") for k in LIST_FIELDS})
+        back = "/contacts" + (f"?{urlencode(filters.as_query())}" if filters.as_query() else "")
+        action = str(form.get("action") or "")
+        name = str(form.get("name") or "")
+        raw_tag = str(form.get("tag_id") or "")
+        tag_id = int(raw_tag) if raw_tag.isascii() and raw_tag.isdigit() and len(raw_tag) < 11 else None
+        if str(form.get("target") or "") == "all":
+            user = current_user(request)
+            assert user is not None
+            action_id = await bulk_tags.do_start(tid, filters, action, name, tag_id, str(form.get("request_key") or ""),
+                                            actor, user.id, contact_scope)
+            return _go(request, f"/contacts/bulk/{action_id}")
+        ids = [int(v) for v in form.getall("contact", []) if isinstance(v, str) and v.isascii() and v.isdigit()
+               and len(v) < 11]
+        done = await bulk_tags.do_tag_selected(tid, ids, action, name, tag_id, actor, contact_scope)
+        message = i18n.gettext(N_("Tag added (contacts: {n}).") if action == "tag"
+                               else N_("Tag removed (contacts: {n}).")).format(n=done.matched)
+        if _is_htmx(request):  # the list again in place (its tags changed), the boxes cleared, and a toast
+            return await _list(request, tid, filters, None, contact_scope, bulk_done=True,
+                               headers=toast_header(message))
+        return _go(request, back, message)
+
+    @get("/bulk/{action_id:int}")
+    async def bulk_progress(self, request: Request[Any, Any, Any], action_id: FromPath[int]) -> Template:
+        """An action on every matching contact: how far it got (refreshed while it runs). Its starter and the
+        brand's administrators see it; anyone else gets a 404, as for a missing one."""
+        tid, _ = tenant_scope(request)
+        user = current_user(request)
+        assert user is not None
+        found = await bulk_tags.get_action(tid, action_id, None if _is_admin(request) else user.id)
+        back = "/contacts" + (f"?{urlencode(found['filters'])}" if found["filters"] else "")
+        return render(request, "contacts/bulk.html", {"action": found, "back": back,
+                                                      "running": found["state"] in ("queued", "running")},
+                      block="progress")
 
     @get("/pick")
     async def pick(self, request: Request[Any, Any, Any], contact_scope: NamedDependency[Scope]) -> Template:
@@ -303,7 +380,12 @@ class ContactsController(Controller):
         return _go(request, f"/contacts/{contact_id}", i18n.gettext(N_("Personal information erased.")))
 
 
-def _admin_only(request: Request[Any, Any, Any]) -> None:
+def _is_admin(request: Request[Any, Any, Any]) -> bool:
     user = current_user(request)
-    if user is None or user.role != "tenant_admin":
-        raise Forbidden(N_("Only the brand's administrators can export or erase a person's data."))
+    return user is not None and user.role == "tenant_admin"
+
+
+def _admin_only(request: Request[Any, Any, Any],
+                message: str = N_("Only the brand's administrators can export or erase a person's data.")) -> None:
+    if not _is_admin(request):
+        raise Forbidden(message)

@@ -10,7 +10,7 @@ or broadcast answers exactly like a missing one (404).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Controller, Request, Response, get, patch, post
@@ -41,7 +41,7 @@ from siyu.engagement.schemas import (
     convert,
     object_body,
 )
-from siyu.web.api import api_actor, whole_number
+from siyu.web.api import BEARER, api_actor, whole_number
 from siyu.web.auth import api_key, api_tenant_id
 
 DEFAULT_LIMIT = 50
@@ -109,12 +109,19 @@ def _send_at(raw: Any) -> datetime | None:
         at = None
     if at is None or at.tzinfo is None:
         raise InvalidInput.one("send_at", N_("Give a date and time with its offset, like 2026-12-24T20:00:00+08:00."))
+    try:  # an offset can carry a date past what PostgreSQL and Python hold (year 1 or 9999)
+        at = at.astimezone(UTC)
+    except OverflowError:
+        at = None
+    if at is None or not 2000 <= at.year <= 9000:
+        raise InvalidInput.one("send_at", N_("Give a date and time with its offset, like 2026-12-24T20:00:00+08:00."))
     return at
 
 
 class JourneysApi(Controller):
     path = "/api/v1/journeys"
     guards = [api_key]
+    security = BEARER  # the OpenAPI schema says which key these take
     tags = ["journeys"]
 
     @get("/")
@@ -174,6 +181,7 @@ class JourneysApi(Controller):
 class BroadcastsApi(Controller):
     path = "/api/v1/broadcasts"
     guards = [api_key]
+    security = BEARER  # the OpenAPI schema says which key these take
     tags = ["broadcasts"]
 
     @post("/", dependencies={"_body": Provide(_broadcast_body)}, status_code=201, request_max_body_size=MAX_BODY,

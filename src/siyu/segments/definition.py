@@ -324,8 +324,15 @@ def linked(channel_sql: str) -> str:
 def where(definition: Definition, params: Params, tenant_sql: str, now: datetime) -> str:
     """The condition on `contact c` that selects the definition's live contacts of the tenant in
     `tenant_sql`. `now` anchors the day windows (one instant for a whole count or page)."""
+    return " AND ".join([f"c.tenant = {tenant_sql}", "c.merged_into IS NULL", *filters(definition, params, now)])
+
+
+def filters(definition: Definition, params: Params, now: datetime) -> list[str]:
+    """The definition's own conditions on `contact c`, without the tenant and liveness that `where` adds
+    (for a query that has those already, such as the contact list: repeating them would skew its plan's
+    estimates). Empty for a definition that selects everyone, erased contacts included."""
     d = definition
-    clauses = [f"c.tenant = {tenant_sql}", "c.merged_into IS NULL"]
+    clauses: list[str] = []
     if not d.include_erased:
         clauses.append("c.erased_at IS NULL")
     has_tag = "SELECT 1 FROM contact_tag ct WHERE ct.tenant = c.tenant AND ct.contact = c.id"
@@ -376,4 +383,4 @@ def where(definition: Definition, params: Params, tenant_sql: str, now: datetime
         rule = d.first_purchase
         cutoff_at = None if rule.days is None else now - timedelta(days=rule.days)
         clauses.append(purchase_stats.segment_first_purchase(params.add, rule.op, cutoff_at))
-    return " AND ".join(clauses)
+    return clauses

@@ -65,13 +65,17 @@ def build_app(data: JSONBody[dict[str, Any]]) -> SimApp | str:
             isinstance(follow_users, list) and all(isinstance(u, str) for u in follow_users)):
         return "follow_users must be a list of strings"
     backend = data.get("backend")
-    login_url, api_key = "", ""
+    login_url, api_key, purchases_url = "", "", ""
     if backend is not None:
         if kind != "mp" or not isinstance(backend, dict):
-            return "backend is an object {login_url, api_key}, for a Mini Program"
+            return "backend is an object {login_url, purchases_url, api_key}, for a Mini Program"
         login_url, api_key = str(backend.get("login_url") or ""), str(backend.get("api_key") or "")
-        if not rules.is_loopback_url(login_url):
-            return "backend.login_url must be an http(s) URL on a loopback address (127.0.0.1, ::1, localhost)"
+        purchases_url = str(backend.get("purchases_url") or "")
+        if not login_url and not purchases_url:
+            return "backend needs a login_url and/or a purchases_url"
+        for name, url in (("login_url", login_url), ("purchases_url", purchases_url)):
+            if url and not rules.is_loopback_url(url):
+                return f"backend.{name} must be an http(s) URL on a loopback address (127.0.0.1, ::1, localhost)"
         if len(api_key) > 512 or any(c in api_key for c in "\r\n"):
             return "backend.api_key must be one line of at most 512 characters"
     is_wecom = kind == "wecom"
@@ -87,7 +91,7 @@ def build_app(data: JSONBody[dict[str, Any]]) -> SimApp | str:
         agent_id=str(data.get("agent_id") or ("1000002" if is_wecom else "")),
         open_kfids=list(open_kfids) if open_kfids is not None else ([rules.open_kfid(app_id)] if is_wecom else []),
         follow_users=list(follow_users) if follow_users is not None else (["zhangsan", "lisi"] if is_wecom else []),
-        backend_login_url=login_url, backend_api_key=api_key,
+        backend_login_url=login_url, backend_api_key=api_key, backend_purchases_url=purchases_url,
         task_confirm_after=float(confirm_after) if confirm_after is not None else None,
     )
 

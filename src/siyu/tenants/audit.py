@@ -102,6 +102,15 @@ SENTENCES: dict[str, Sentence] = {
     "contact.erased_on_unfollow": Sentence(
         N_("{actor} erased the profile of {contact}, who unfollowed the Official Account."),
         N_("Profile erased on unfollow"), {"contact": ("contact", "contact")}),
+    "contacts.bulk_tagged": Sentence(N_("{actor} tagged {contacts} contacts “{tag}” at once."),
+                                     N_("Contacts tagged in bulk")),
+    "contacts.bulk_untagged": Sentence(N_("{actor} removed the tag “{tag}” from {contacts} contacts at once."),
+                                       N_("Tag removed in bulk")),
+    "contacts.bulk_started": Sentence(N_("{actor} started changing the tag “{tag}” on every contact that matches "
+                                         "a search ({total} then)."), N_("Bulk tagging started")),
+    "contacts.bulk_failed": Sentence(N_("{actor} stopped changing the tag “{tag}” on many contacts after {done}: {error}"),
+                                     N_("Bulk tagging stopped")),
+    "contacts.exported": Sentence(N_("{actor} exported the contact list as CSV."), N_("Contact list exported")),
     "contacts.settings.updated": Sentence(N_("{actor} changed the contact settings."), N_("Contact settings changed"),
                                           diff=True),
     "segment.created": Sentence(N_("{actor} created the segment {segment}."), N_("Segment created"),
@@ -155,6 +164,11 @@ SENTENCES: dict[str, Sentence] = {
     "product.replenish_days": Sentence(N_("{actor} set how many days the product {sku} lasts."),
                                        N_("Replenishment interval set"), diff=True),
     "purchases.exported": Sentence(N_("{actor} downloaded the purchases as CSV."), N_("Purchases exported")),
+    "purchases.import_started": Sentence(N_("{actor} uploaded {filename} to import orders."),
+                                         N_("Purchase import started")),
+    "purchases.imported": Sentence(
+        N_("{actor} imported {filename}: {created} new purchases, {merged} added to known orders, {unchanged} "
+           "unchanged, {failed} left out."), N_("Purchases imported")),
     "conversation.try_again": Sentence(
         N_("{actor} tried a message of {conversation} again, as a new message: WeChat had not taken the first one."),
         N_("Message tried again"), {"conversation": ("target", "conversation")}),
@@ -215,6 +229,7 @@ FIELD_LABELS = {
     "mchid": N_("Merchant number (mchid)"), "api_v3_key_changed": N_("APIv3 key replaced"),
     "keys_added": N_("Keys added"), "key_id": N_("Key"), "sku": N_("SKU"),
     "replenish_days": N_("Runs out after (days)"), "filters": N_("Filters"),
+    "changed": N_("Changed"), "ids": N_("Contact ids"), "bulk": N_("Bulk action"), "action": N_("Action"),
 }
 
 VALUE_LABELS = {

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.exceptions import HTTPException
+from litestar.openapi import ResponseSpec
 from litestar.response import Redirect, Template
+from msgspec import UNSET, Meta, Struct, UnsetType
 from redis.asyncio import Redis
 
 from siyu.core import db, i18n
@@ -191,6 +193,21 @@ class AuthController(Controller):
         return render(request, "auth/workspace.html", {"me": me, "counts": counts})
 
 
+class Health(Struct):
+    status: Annotated[str, Meta(description="Always ok: the process answers")]
+
+
+class Checks(Struct):
+    postgres: Annotated[str, Meta(description="ok, or error: and the kind of failure")]
+    redis: Annotated[str, Meta(description="ok, or error: and the kind of failure")]
+
+
+class Readiness(Struct):
+    status: Annotated[str, Meta(description="ok, or unavailable when a check failed")]
+    checks: Checks
+    failed: Annotated[list[str] | UnsetType, Meta(description="The checks that failed (only when one did)")] = UNSET
+
+
 class HealthController(Controller):
     @get("/favicon.ico", sync_to_thread=False, include_in_schema=False)
     def favicon(self) -> Redirect:
@@ -199,12 +216,13 @@ class HealthController(Controller):
         return Redirect("/static/favicon.svg", status_code=301, headers={"cache-control": "public, max-age=86400"})
 
     @get("/healthz", sync_to_thread=False, include_in_schema=True, tags=["health"])
-    def healthz(self) -> dict[str, str]:
+    def healthz(self) -> Health:
         """200 while the process runs."""
-        return {"status": "ok"}
+        return Health(status="ok")
 
-    @get("/readyz", tags=["health"])
-    async def readyz(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    @get("/readyz", tags=["health"],
+         responses={503: ResponseSpec(Readiness, description="PostgreSQL or Redis did not answer")})
+    async def readyz(self, request: Request[Any, Any, Any]) -> Response[Readiness]:
         """200 only when PostgreSQL and Redis answer; 503 naming what failed. Both are asked at once and
         each has READY_TIMEOUT to answer, so a server that hangs (accepts, never answers) is named within
         that time instead of holding the probe."""
@@ -221,7 +239,5 @@ class HealthController(Controller):
                                            check("redis", request.app.state.redis.ping)))
         ok = all(v == "ok" for v in checks.values())
         failed = [k for k, v in checks.items() if v != "ok"]
-        body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": checks}
-        if failed:
-            body["failed"] = failed
+        body = Readiness(status="ok" if ok else "unavailable", checks=Checks(**checks), failed=failed or UNSET)
         return Response(body, status_code=200 if ok else 503)

@@ -38,7 +38,7 @@ async def test_lookup_by_openid_unionid_or_external_userid(client: Client, acme:
         assert {i["channel"] for i in found["identities"]} == {"oa", "wecom"}
         assert found["unionid"] == UNIONID
     none = await client.get("/api/v1/contacts", params={"identity": "oNobodyHasThis0000000000000"}, headers=acme_key)
-    assert none.json() == {"contacts": []}
+    assert none.json() == {"contacts": [], "next_cursor": None}
 
 
 @pytest.mark.parametrize("value", ["", "a b", "x" * 65, "<script>"])
@@ -88,7 +88,7 @@ async def test_another_tenants_contact_answers_like_a_missing_one(client: Client
     assert (await contacts.get_contact(globex.id, theirs.contact_id))["erased_at"] is None
     lookup = await client.get("/api/v1/contacts", params={"identity": "oGlobexOpenid000000000000001"},
                               headers=acme_key)
-    assert lookup.json() == {"contacts": []}
+    assert lookup.json() == {"contacts": [], "next_cursor": None}
     assert (await client.get(f"/api/v1/contacts/{theirs.contact_id}")).status_code == 401  # no key at all
 
 

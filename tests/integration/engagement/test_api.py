@@ -127,6 +127,10 @@ async def test_broadcasts_are_created_and_read_with_their_counts(client: Client,
                         ({"name": "x", "segment_id": seg, "message": {"purpose": "service", "text": "t"},
                           "send_at": "tomorrow"}, "send_at"),
                         ({"name": "x", "segment_id": seg, "message": {"purpose": "service", "text": "t"},
+                          "send_at": "9999-12-31T23:59:59-14:00"}, "send_at"),  # past year 9999 in UTC
+                        ({"name": "x", "segment_id": seg, "message": {"purpose": "service", "text": "t"},
+                          "send_at": "0001-01-01T00:00:00+14:00"}, "send_at"),  # before year 1 in UTC
+                        ({"name": "x", "segment_id": seg, "message": {"purpose": "service", "text": "t"},
                           "rate_per_minute": 0}, "rate_per_minute"),
                         ({"name": "x", "segment_id": seg, "message": {"purpose": "service", "text": "t"},
                           "colour": 1}, "colour")):

@@ -423,6 +423,8 @@ SCOPE_EXEMPT = {
     ("POST", "/platform/tenants/{}/invite-admin"),
     # Products are the brand's catalogue, kept by tenant admins (a rep is refused before the id is read).
     ("POST", "/products/{}"),
+    # History imports are tenant admins' too (tests/integration/commerce/test_import.py refuses a rep).
+    ("GET", "/purchases/import/{}"), ("GET", "/purchases/import/{}/problems.csv"),
     # Re-engagement is run by tenant admins (the controller's guard; tests/integration/engagement/test_pages.py
     # shows a rep refused); journeys and broadcasts are tenant-wide, their audiences computed by segments.
     ("GET", "/engagement/journeys/{}"), ("GET", "/engagement/journeys/{}/edit"),
@@ -434,6 +436,10 @@ SCOPE_EXEMPT = {
     # The JSON API: an API key acts for the whole tenant, no rep behind it (tenant isolation is tested there).
     ("GET", "/api/v1/contacts/{}"), ("GET", "/api/v1/contacts/{}/timeline"), ("GET", "/api/v1/contacts/{}/export"),
     ("POST", "/api/v1/contacts/{}/erase"), ("GET", "/api/v1/segments/{}"), ("GET", "/api/v1/segments/{}/contacts"),
+    ("GET", "/api/v1/conversations/{}"), ("GET", "/api/v1/channels/{}"),
+    # A bulk tagging action (not a person): its starter and the brand's admins see it, anyone else gets a 404
+    # (tests/integration/contacts/test_bulk.py); the contacts it reaches are scoped when it runs (same file).
+    ("GET", "/contacts/bulk/{}"),
     ("GET", "/api/v1/conversations/{}"), ("GET", "/api/v1/channels/{}"), ("GET", "/api/v1/purchases/{}"),
     ("POST", "/api/v1/purchases/{}/refunds"), ("GET", "/api/v1/journeys/{}"), ("PATCH", "/api/v1/journeys/{}"),
     ("GET", "/api/v1/journeys/{}/deliveries"), ("GET", "/api/v1/broadcasts/{}"),

@@ -76,11 +76,42 @@ async def test_every_kind_of_answer_carries_the_headers(client: Client, acme_adm
     assert answers["static script"].headers["content-type"].startswith("text/javascript")
 
 
-async def test_the_interactive_api_viewers_are_not_served(client: Client) -> None:
-    """They run inline scripts from CDNs, which the policy refuses; the document itself is served."""
+async def test_the_api_viewer_is_served_from_siyus_own_files(client: Client) -> None:
+    """/schema is Swagger UI from /static (fetched by `make install`): script and style are files of this origin,
+    with no inline script or style; Litestar's own viewers (inline scripts from CDNs) stay absent. That it runs
+    under the policy in a browser: tests/e2e/test_api_viewer_browser.py."""
+    import re
+
+    r = await client.get("/schema")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert_protected(r, "API viewer")
+    html = r.text
+    sources = re.findall(r'<(?:script|link)[^>]*(?:src|href)="([^"]+)"', html)
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in sources, \
+        f"the viewer is not installed here (run `make install`, which fetches it with npm): {html[:300]}"
+    assert all(s.startswith("/static/") for s in sources), sources
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html) and "<style" not in html and " style=" not in html
+    assert 'data-openapi-url="/schema/openapi.json"' in html
+    for source in sources:
+        served = await client.get(source)
+        assert served.status_code == 200, source
+        assert_protected(served, source)
     for path in ("/schema/swagger", "/schema/redoc", "/schema/elements", "/schema/rapidoc"):
         assert (await client.get(path)).status_code == 404
     assert (await client.get("/schema/openapi.json")).json()["info"]["title"] == "Siyu API"
+
+
+async def test_without_the_viewer_the_page_links_the_document_in_the_readers_language(
+        client: Client, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from siyu.web import apidocs
+
+    monkeypatch.setattr(apidocs, "VENDOR_DIR", tmp_path)  # as on a machine where npm was not available
+    r = await client.get("/schema", headers={"Accept-Language": "zh-CN"})
+    assert r.status_code == 200
+    assert "此服务器未安装交互式 API 参考" in r.text and '<a href="/schema/openapi.json">' in r.text
+    assert "<script" not in r.text and '<html lang="zh-CN">' in r.text
+    r = await client.get("/schema", headers={"Accept-Language": "en"})
+    assert "The interactive API reference is not installed" in r.text
 
 
 def test_no_template_runs_inline_code_or_styles(root_dir: Any) -> None:

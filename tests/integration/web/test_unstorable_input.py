@@ -181,7 +181,13 @@ ROUTES = [
                                                             "managers": "{admin}"}),
     Route("POST", "/settings/inbox/people/{agent}", "admin", {"wecom_userid": "seedrep"}),
     # --- contacts ---------------------------------------------------------------------------------------------
-    Route("GET", "/contacts", "agent", {"q": "oSeed", "channel": "oa", "tag": "{tag}", "cursor": ""}),
+    Route("GET", "/contacts", "agent", {"q": "oSeed", "channel": "oa", "tag": "{tag}", "cursor": "", "owner": "any",
+                                        "seen": "within:30", "bought": "yes", "spent_min": "1", "spent_max": "1000"}),
+    Route("GET", "/contacts/export.csv", "admin", {"q": "oSeed", "channel": "oa", "tag": "{tag}", "owner": "none",
+                                                   "seen": "never", "bought": "no", "spent_max": "10"}),
+    Route("POST", "/contacts/bulk", "agent", {"action": "tag", "name": "Gold", "tag_id": "", "target": "selected",
+                                              "contact": "{contact}", "request_key": "sweep-1", "q": "", "channel": ""}),
+    Route("GET", "/contacts/bulk/987654", "agent", control=frozenset({404})),  # a missing action: its own 404
     Route("GET", "/contacts/pick", "agent", {"q": "oSeed", "exclude": "{contact}"}),
     Route("GET", "/contacts/{contact}", "agent", {"channel": "oa", "kind": "message_in", "cursor": ""}),
     Route("POST", "/contacts/{contact}/tags", "agent", {"name": "Gold"}),
@@ -215,6 +221,11 @@ ROUTES = [
     Route("GET", "/purchases/export.csv", "admin", PURCHASE_FILTERS),
     Route("GET", "/products", "admin", {"q": "ACME", "after": ""}),
     Route("POST", "/products/{product}", "admin", {"replenish_days": "30"}),
+    Route("GET", "/purchases/import", "admin"),
+    # Without a file the upload is refused (400 naming the file): the NUL is refused before that, naming its field.
+    Route("POST", "/purchases/import", "admin", {"encoding": "auto"}, control=frozenset({400})),
+    Route("GET", "/purchases/import/{purchase_import}", "admin"),
+    Route("GET", "/purchases/import/{purchase_import}/problems.csv", "admin"),
     # --- the inbox -----------------------------------------------------------------------------------------------
     Route("GET", "/inbox", "agent", {**QUERY_KEEP, "cursor": "", "current": ""}),
     Route("GET", "/inbox/counts", "agent", QUERY_KEEP),
@@ -250,6 +261,9 @@ ROUTES = [
     Route("GET", "/api/v1/tenant", "api"),
     Route("GET", "/api/v1/channels/{path}", "api", path_param=("kind", "oa")),
     Route("GET", "/api/v1/contacts", "api", {"identity": "oSeedContact01"}),
+    Route("GET", "/api/v1/contacts", "api", {"limit": "10", "cursor": "", "updated_since": "2020-01-01T00:00:00+00:00",
+                                             "tag": "{tag}", "segment": "{segment}"}),
+    Route("GET", "/api/v1/tags", "api"),
     Route("GET", "/api/v1/contacts/{path}", "api", path_param=("contact_id", "{contact}")),
     Route("GET", "/api/v1/contacts/{path}/timeline", "api", {"channel": "oa", "kind": "message_in", "limit": "10",
                                                            "cursor": ""}, path_param=("contact_id", "{contact}")),
@@ -304,7 +318,8 @@ async def world(acme_seeded: Seeded, client_factory: Any) -> World:  # noqa: F81
            "resolved": str(acme_seeded.resolved_conversation_id), "canned": str(acme_seeded.canned_id),
            "team": str(acme_seeded.team_id), "invitation": str(acme_seeded.invitation_id),
            "api_key": str(acme_seeded.api_key_id), "auto_reply": str(acme_seeded.auto_reply_id),
-           "owner": str(acme_seeded.owner_id), "product": str(acme_seeded.product_id), "pay_pem": PAY_PEM, "missing": "999999"}
+           "owner": str(acme_seeded.owner_id), "product": str(acme_seeded.product_id),
+           "purchase_import": str(acme_seeded.import_id), "pay_pem": PAY_PEM, "missing": "999999"}
     api = client_factory()
     api.headers["Authorization"] = f"Bearer {acme_seeded.api_key}"
     clients = {"admin": await signed_in(client_factory, t.admin_email),
