@@ -10,9 +10,9 @@ from typing import Any
 from litestar import Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
+from siyu.simulator import buying, rules, wire
 from siyu.simulator import media as sim_media
 from siyu.simulator import push as pushing
-from siyu.simulator import rules, wire
 from siyu.simulator.state import APP_MEMORY, FORMATS, KINDS, MODES, FollowInfo, SimApp, State
 from siyu.simulator.wecom import confirm_task_now
 
@@ -65,13 +65,16 @@ def build_app(data: JSONBody[dict[str, Any]]) -> SimApp | str:
             isinstance(follow_users, list) and all(isinstance(u, str) for u in follow_users)):
         return "follow_users must be a list of strings"
     backend = data.get("backend")
-    login_url, api_key = "", ""
+    login_url, api_key, purchase_url = "", "", ""
     if backend is not None:
         if kind != "mp" or not isinstance(backend, dict):
-            return "backend is an object {login_url, api_key}, for a Mini Program"
+            return "backend is an object {login_url, api_key, purchase_url?}, for a Mini Program"
         login_url, api_key = str(backend.get("login_url") or ""), str(backend.get("api_key") or "")
+        purchase_url = str(backend.get("purchase_url") or "")
         if not rules.is_loopback_url(login_url):
             return "backend.login_url must be an http(s) URL on a loopback address (127.0.0.1, ::1, localhost)"
+        if purchase_url and not rules.is_loopback_url(purchase_url):
+            return "backend.purchase_url must be an http(s) URL on a loopback address (127.0.0.1, ::1, localhost)"
         if len(api_key) > 512 or any(c in api_key for c in "\r\n"):
             return "backend.api_key must be one line of at most 512 characters"
     is_wecom = kind == "wecom"
@@ -87,7 +90,7 @@ def build_app(data: JSONBody[dict[str, Any]]) -> SimApp | str:
         agent_id=str(data.get("agent_id") or ("1000002" if is_wecom else "")),
         open_kfids=list(open_kfids) if open_kfids is not None else ([rules.open_kfid(app_id)] if is_wecom else []),
         follow_users=list(follow_users) if follow_users is not None else (["zhangsan", "lisi"] if is_wecom else []),
-        backend_login_url=login_url, backend_api_key=api_key,
+        backend_login_url=login_url, backend_api_key=api_key, backend_purchase_url=purchase_url,
         task_confirm_after=float(confirm_after) if confirm_after is not None else None,
     )
 
@@ -352,6 +355,39 @@ def control_routes(sim: State) -> list[Any]:
         shown = sim_media.public(app, media_id) if app else None
         return _ok(shown) if shown else _bad("unknown media", 404, "unknown_media")
 
+    def _shop(app_id: str) -> SimApp | Response[Any]:
+        app = sim.apps.get(app_id)
+        if app is None:
+            return _bad("unknown app", 404, "unknown_app")
+        if app.kind != "mp" or not app.backend_purchase_url:
+            return _bad("buying needs a Mini Program registered with backend.purchase_url", 409, "no_shop")
+        return app
+
+    @post("/_sim/apps/{app_id:str}/buying", status_code=200)
+    async def set_buying(app_id: FromPath[str], data: JSONBody[dict[str, Any]]) -> Response[Any]:
+        """How the app's users buy again: a chance a round, raised by a message (simulator/buying.py)."""
+        app = _shop(app_id)
+        if isinstance(app, Response):
+            return app
+        b = buying.parse(data, sim.buying.get(app_id))
+        if isinstance(b, str):
+            return _bad(b)
+        buying.stop(sim.buying.get(app_id))
+        sim.buying[app_id] = b
+        buying.start(sim, app, b)
+        return _ok(b.public())
+
+    @post("/_sim/apps/{app_id:str}/buying/round", status_code=200)
+    async def buying_round(app_id: FromPath[str]) -> Response[Any]:
+        """One round now: who buys, reported to the brand's backend."""
+        app = _shop(app_id)
+        if isinstance(app, Response):
+            return app
+        b = sim.buying.get(app_id)
+        if b is None:
+            b = sim.buying[app_id] = buying.Buying()
+        return _ok(await buying.play_round(sim, app, b))
+
     @post("/_sim/reset", status_code=200)
     async def reset() -> dict[str, Any]:
         sim.reset()
@@ -363,4 +399,4 @@ def control_routes(sim: State) -> list[Any]:
 
     return [register_app, list_apps, get_app, add_faults, token_action, get_clock, move_clock, stats, messages,
             refusals, push, verify, people, seed_people, mass_jobs, tasks, confirm_task, media_bytes, media_info, reset,
-            health]
+            health, set_buying, buying_round]

@@ -134,6 +134,7 @@ class SimApp:
     # the brand's Mini Program backend, which the simulator plays: each wx.login's code goes there
     backend_login_url: str = ""
     backend_api_key: str = ""
+    backend_purchase_url: str = ""  # where that backend reports a paid order (Siyu's purchases API)
     # WeCom: seconds after which the simulated rep confirms a 1:1 task in the WeCom client (None: never by
     # itself; the control API confirms one)
     task_confirm_after: float | None = None
@@ -177,7 +178,8 @@ class SimApp:
                 "follow_users": list(self.follow_users), "faults": list(self.faults),
                 "latency_ms": self.latency_ms, "endpoint_latency_ms": dict(self.endpoint_latency_ms),
                 "token_timeouts": self.token_timeouts, "token_timeout_ms": self.token_timeout_ms,
-                "backend": {"login_url": self.backend_login_url, "api_key_set": bool(self.backend_api_key)}
+                "backend": {"login_url": self.backend_login_url, "purchase_url": self.backend_purchase_url,
+                            "api_key_set": bool(self.backend_api_key)}
                 if self.backend_login_url else None, "task_confirm_after": self.task_confirm_after}
 
     def pop_fault(self) -> int | None:
@@ -202,7 +204,7 @@ APP_MEMORY = ("token_slots", "menu", "menu_id", "qrcodes", "members", "by_openid
               "client_msg_ids", "tasks", "last_create_time", "follow_counter", "media")
 APP_SETTINGS = ("kind", "app_id", "secret", "ip_whitelisted", "token", "aes_key", "message_mode", "push_format",
                 "original_id", "callback_url", "open_platform", "agent_id", "open_kfids", "follow_users",
-                "backend_login_url", "backend_api_key", "task_confirm_after")
+                "backend_login_url", "backend_api_key", "backend_purchase_url", "task_confirm_after")
 
 
 class Stats:
@@ -225,6 +227,10 @@ class State:
         self.reset()
 
     def reset(self) -> None:
+        for b in getattr(self, "buying", {}).values():
+            if b.task is not None:
+                b.task.cancel()
+        self.buying: dict[str, Any] = {}  # Mini Program app id → buying.Buying (customers who buy again)
         self.clock.offset = 0.0
         self.apps: dict[str, SimApp] = {}
         self.people: dict[str, Person] = {}

@@ -1,0 +1,84 @@
+"""The simulator's customers buy again (simulator/buying.py) through the brand's Mini Program backend it plays:
+a `purchase` push reports one order to Siyu's purchases API; a round of buying reports an order for each person
+who draws one, and a message WeChat accepted for them raises their chance (here from 0 to 1, so the draw is
+certain); a purchase after the message spends it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from siyu.core import db
+from siyu.simulator import rules as sim_rules
+from siyu.tenants import services as tenants
+from tests.conftest import MP, Simulator, TenantFixture, WebServer
+from tests.integration.wechat.test_end_to_end import link_both
+
+ACTOR = tenants.Actor.cli()
+
+
+def shop(sim: Simulator, web: WebServer, key: str) -> str:
+    return link_both(sim, web, "mp", MP, push_format="json", backend={
+        "login_url": f"{web.base_url}/api/v1/mp/login", "api_key": key,
+        "purchase_url": f"{web.base_url}/api/v1/purchases"})
+
+
+def custom_send(sim: Simulator, app_id: str, person: str) -> None:
+    """A message WeChat accepts for the person (as Siyu's sender would make it)."""
+    token = httpx.post(f"{sim.base}/wechat-api/cgi-bin/stable_token", json={
+        "grant_type": "client_credential", "appid": app_id, "secret": MP["app_secret"]}).json()["access_token"]
+    r = httpx.post(f"{sim.base}/wechat-api/cgi-bin/message/custom/send", params={"access_token": token},
+                   json={"touser": sim_rules.openid(app_id, person), "msgtype": "text", "text": {"content": "回购提醒"}})
+    assert r.json().get("errcode", 0) == 0, r.text
+
+
+async def orders(tenant_id: int) -> list[Any]:
+    return await db.fetch("SELECT order_id, amount_fen, contact FROM commerce_purchase WHERE tenant = $1 "
+                          "ORDER BY id", tenant_id)
+
+
+async def test_customers_buy_through_the_backend_and_a_message_raises_their_chance(
+        acme: TenantFixture, sim: Simulator, web_server: WebServer) -> None:
+    await tenants.do_link_channel(ACTOR, acme.id, "mp", MP)
+    _, key = await tenants.do_create_api_key(ACTOR, acme.id, "mp backend")
+    app = shop(sim, web_server, key)
+
+    # One purchase, pushed: the backend reports it and Siyu has the order, for the Mini Program user.
+    done = await asyncio.to_thread(sim.push, app, "ming", "purchase", sku="TEA-01", amount_fen=12900,
+                                   order_id="SIM-ming-1")
+    assert done["delivered"], done
+    assert done["order"]["status"] == 201
+    [row] = await orders(acme.id)
+    assert (row["order_id"], row["amount_fen"]) == ("SIM-ming-1", 12900) and row["contact"]
+
+    # Two more people; only hong is messaged. Chance 0 without a message, 1 with one: hong alone buys.
+    for person in ("hong", "li"):
+        assert (await asyncio.to_thread(sim.push, app, person, "text", text="有货吗"))["delivered"]
+    await asyncio.to_thread(custom_send, sim, app, "hong")
+    settings = await asyncio.to_thread(sim._post, f"/_sim/apps/{app}/buying",
+                                       {"base": 0, "after_message": 1, "amount_fen": 5000, "sku": "REFILL"})
+    assert settings["after_message"] == 1.0
+    first = await asyncio.to_thread(sim._post, f"/_sim/apps/{app}/buying/round", {})
+    assert (first["messaged"], [b["person"] for b in first["bought"]], first["errors"]) == (1, ["hong"], [])
+    assert [r["amount_fen"] for r in await orders(acme.id)] == [12900, 5000]
+
+    # hong bought after the message: it no longer raises anything; nobody buys.
+    second = await asyncio.to_thread(sim._post, f"/_sim/apps/{app}/buying/round", {})
+    assert (second["messaged"], second["bought"]) == (0, [])
+    assert len(await orders(acme.id)) == 2
+
+
+async def test_buying_needs_a_shop_and_names_bad_settings(acme: TenantFixture, sim: Simulator,
+                                                          web_server: WebServer) -> None:
+    app = link_both(sim, web_server, "mp", MP, push_format="json")  # no backend: no shop
+    r = httpx.post(f"{sim.base}/_sim/apps/{app}/buying", json={})
+    assert (r.status_code, r.json()["code"]) == (409, "no_shop")
+    r = httpx.post(f"{sim.base}/_sim/push", json={"app_id": app, "person": "x", "action": "purchase"})
+    assert (r.status_code, r.json()["code"]) == (409, "no_shop")
+    shop(sim, web_server, "k")
+    r = httpx.post(f"{sim.base}/_sim/apps/{app}/buying", json={"base": 2})
+    assert r.status_code == 400 and "base" in r.json()["error"]
+    r = httpx.post(f"{sim.base}/_sim/push", json={"app_id": app, "person": "x", "action": "purchase", "amount_fen": -1})
+    assert r.status_code == 400 and "amount_fen" in r.json()["error"]
