@@ -18,6 +18,7 @@ from siyu import runner
 from siyu import worker as worker_root
 from siyu.core import db
 from siyu.core.redis import JOB_SERIALIZATION
+from siyu.engagement import attribution, journeys
 from siyu.inbox import canned, config
 from siyu.tenants import services as tenants
 from siyu.tenants.demo import DEMO_ACCOUNTS
@@ -51,6 +52,10 @@ def person(simulator_base: str, kind: str, key: str) -> dict[str, str]:
     r = httpx.get(f"{simulator_base}/_sim/people", params={"app_id": app_id, "person": key}, timeout=10)
     r.raise_for_status()
     return dict(r.json()[0])
+
+
+async def orders_of(tenant_id: int) -> list[Any]:
+    return await db.fetch("SELECT order_id FROM commerce_purchase WHERE tenant = $1", tenant_id)
 
 
 async def counts(tenant_id: int) -> dict[str, int]:
@@ -98,6 +103,16 @@ async def test_the_first_scene_shows_one_person_across_the_three_channels(
         r["shortcut"] for r in runner.DEMO_CANNED}
     userids = await db.fetch("SELECT wecom_userid FROM inbox_agent WHERE tenant = $1 AND wecom_userid <> ''", tenant.id)
     assert sorted(r["wecom_userid"] for r in userids) == sorted(runner.DEMO_REPS.values())
+
+    # The scene's orders started the post-purchase journey, whose results count them: each of the four buyers
+    # entered once; the thanks went to those with a channel open (or they are held out), demo00007 (who wrote
+    # nowhere) was skipped with a reason.
+    care = next(j for j in await journeys.list_journeys(tenant.id) if j.name == "下单后关怀")
+    assert (await attribution.entered(tenant.id, [care.id]))[care.id] == 4
+    thanks = (await attribution.figures(tenant.id, "journey", care.id))["thanks"]
+    assert thanks.targeted == 4 and thanks.sent >= 1, thanks
+    assert thanks.sent + thanks.held_out + thanks.by_state["skipped"] == 4, thanks
+    assert sum(1 for r in await orders_of(tenant.id) if r["order_id"].startswith("DEMO-SO-")) == 4
 
     # A second `make run`: nothing is created twice, and the simulator's backend keeps the same key.
     before = await counts(tenant.id)

@@ -103,10 +103,11 @@ def plan(sim: State, app: SimApp, b: Buying, now: float) -> tuple[list[str], set
 
 
 def order_body(app: SimApp, b: Buying, person: str, order_id: str, now: float, sku: str | None = None,
-               amount_fen: int | None = None) -> dict[str, Any]:
+               amount_fen: int | None = None, name: str | None = None) -> dict[str, Any]:
     amount = amount_fen if amount_fen is not None else b.amount_fen
+    item = {"sku": sku or b.sku, "name": name or b.name, "quantity": 1, "unit_price_fen": amount}
     return {"order_id": order_id, "paid_at": datetime.fromtimestamp(now, UTC).isoformat(), "amount_fen": amount,
-            "currency": "CNY", "items": [{"sku": sku or b.sku, "name": b.name, "quantity": 1, "unit_price_fen": amount}],
+            "currency": "CNY", "items": [item],
             "buyer": {"openid": app.members[person].openid, "app_id": app.app_id}}
 
 
@@ -123,11 +124,12 @@ async def report(app: SimApp, body: dict[str, Any], timeout: float = 10) -> dict
 
 
 async def buy(sim: State, app: SimApp, b: Buying, person: str, sku: str | None = None,
-              amount_fen: int | None = None, order_id: str | None = None) -> dict[str, Any]:
+              amount_fen: int | None = None, order_id: str | None = None, name: str | None = None) -> dict[str, Any]:
     now = sim.now()
     b.orders += 1
-    body = order_body(app, b, person, order_id or f"SIM-{app.app_id[-6:]}-{b.seed}-{b.orders}-{person}"[:64], now,
-                      sku, amount_fen)
+    # the round's own order ids carry the time: a simulator started afresh must not reuse an old order's id
+    auto = f"SIM-{int(now)}-{b.orders}-{person}"[:64]
+    body = order_body(app, b, person, order_id or auto, now, sku, amount_fen, name)
     outcome = await report(app, body)
     if outcome["error"] is None:
         b.last_bought[person] = now

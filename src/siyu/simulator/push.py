@@ -239,7 +239,10 @@ def mp_purchase(ctx: Ctx) -> None:
         raise ValueError("amount_fen is a whole number of fen, 1 to 100000000")
     if order_id is not None and not (isinstance(order_id, str) and 0 < len(order_id) <= 64):
         raise ValueError("order_id is a text of 1 to 64 characters")
-    ctx.extra.update({"sku": sku, "amount_fen": amount, "order_id": order_id})
+    name = ctx.data.get("name")
+    if name is not None and not (isinstance(name, str) and 0 < len(name.strip()) <= 64):
+        raise ValueError("name is a text of 1 to 64 characters")
+    ctx.extra.update({"sku": sku, "name": name, "amount_fen": amount, "order_id": order_id})
     return None
 
 
@@ -441,7 +444,7 @@ async def push(sim: State, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     if action is mp_purchase:
         shop = sim.buying.get(app.app_id) or sim.buying.setdefault(app.app_id, buying.Buying())
         order = await buying.buy(sim, app, shop, person, ctx.extra["sku"], ctx.extra["amount_fen"],
-                                 ctx.extra["order_id"])
+                                 ctx.extra["order_id"], ctx.extra["name"])
         return 200, {**result, "order": order, "delivered": order["error"] is None, "attempts": 1}
     if message is None:
         return 200, {**result, "delivered": False, "attempts": 0}
