@@ -194,7 +194,9 @@ def build_worker(burst: bool = False, lane: str = "main", **overrides: Any) -> W
     """The worker `siyu worker` runs: WorkerSettings (EngagementWorkerSettings for `--lane engagement`), the
     pool with timeouts, this process's job timeout."""
     settings = EngagementWorkerSettings if lane == "engagement" else WorkerSettings
-    kwargs = {**get_kwargs(settings), "job_timeout": get_settings().job_timeout, "burst": burst, **overrides}
+    # arq reads only a class's own attributes: the lane's settings class inherits the rest from the main one.
+    inherited = {k: getattr(settings, k) for k in dir(settings) if not k.startswith("_")}
+    kwargs = {**get_kwargs(inherited), "job_timeout": get_settings().job_timeout, "burst": burst, **overrides}
     return Worker(**kwargs)
 
 
