@@ -69,6 +69,15 @@ async def test_customers_buy_through_the_backend_and_a_message_raises_their_chan
     assert (second["messaged"], second["bought"]) == (0, [])
     assert len(await orders(acme.id)) == 2
 
+    # Rounds by themselves, every second, until set again without `every_seconds`.
+    played = second["round"]
+    await asyncio.to_thread(sim._post, f"/_sim/apps/{app}/buying", {"base": 0, "every_seconds": 1})
+    await asyncio.sleep(3.5)
+    after = await asyncio.to_thread(sim._post, f"/_sim/apps/{app}/buying", {"base": 0})
+    assert after["rounds"] >= played + 2 and after["every_seconds"] is None
+    await asyncio.sleep(1.5)
+    assert (await asyncio.to_thread(sim._post, f"/_sim/apps/{app}/buying", {"base": 0}))["rounds"] == after["rounds"]
+
 
 async def test_buying_needs_a_shop_and_names_bad_settings(acme: TenantFixture, sim: Simulator,
                                                           web_server: WebServer) -> None:
