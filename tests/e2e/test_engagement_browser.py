@@ -74,6 +74,7 @@ async def test_admin_builds_a_post_purchase_journey_a_customer_buys_and_the_resu
     await page.locator("#f-holdout_percent").fill("0")  # one customer: none may be held out
     preview = page.locator("#preview")
     await expect(preview).to_contain_text("People enter one by one")
+    await expect(preview).to_contain_text("No contacts yet: nobody to reach.")  # not an empty table of 0
     await page.screenshot(path=str(SHOTS / "siyu-engagement-editor.png"), full_page=True)
     await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_role("heading", level=1)).to_contain_text("Thanks for the tea")
