@@ -7,6 +7,7 @@ with WeCom UserIDs); seeding again duplicates nothing."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ from arq.worker import Worker
 
 from siyu import runner
 from siyu import worker as worker_root
-from siyu.core import db
-from siyu.core.redis import JOB_SERIALIZATION
+from siyu.core import db, effects
+from siyu.core.redis import JOB_SERIALIZATION, arq_pool
 from siyu.engagement import attribution, journeys
 from siyu.inbox import canned, config
 from siyu.tenants import services as tenants
@@ -43,8 +44,17 @@ async def run_jobs(quiet_rounds: int = 2) -> None:
         await asyncio.sleep(0.5)
 
 
-# `app`: the web app's lifespan installs the process's arq pool, through which the seed's services queue
-# their jobs (as `make run` installs one around the seed).
+# The seed's services and the jobs run here queue their jobs through an arq pool, as `make run` installs one
+# around the seed. Each test installs its own: the one the web app's lifespan installed may have been taken
+# away by another module's fixture (the engagement tests install and uninstall theirs).
+@pytest.fixture(autouse=True)
+async def effects_pool(pool: None) -> AsyncIterator[None]:
+    arq = await arq_pool()
+    effects.install(arq)
+    yield
+    await effects.flush()
+    effects.uninstall(arq)
+    await arq.aclose()
 
 
 def person(simulator_base: str, kind: str, key: str) -> dict[str, str]:
