@@ -8,7 +8,7 @@ HTMX_VERSION := 2.0.11
 HTMX := frontend/static/vendor/htmx.min.js
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast check lint migrate i18n-extract i18n-check bench-ingest bench-identity bench-inbox bench-engagement clean
+.PHONY: help install run test test-fast check lint migrate i18n-extract i18n-check bench-ingest bench-identity bench-inbox bench-engagement bench-purchases clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ bench-identity: install ## Identity graph at 1M identities / 5M events: resolve,
 
 bench-inbox: install ## Inbox at 100k open conversations: list page, routing, SSE fan-out vs baselines (BENCH_SCALE)
 	@$(PY) bench/inbox.py
+
+bench-purchases: install ## Import of 1M order lines vs a bare COPY; WeChat Pay notification p99 vs a bare endpoint (BENCH_LINES, BENCH_N, BENCH_C)
+	@$(PY) bench/purchases.py
 
 bench-engagement: install ## Broadcast to 100k among 50 tenants vs the simulator alone, pacing, rep replies meanwhile, kill/flush, 1M scheduled rows (BENCH_SCALE)
 	@$(PY) bench/engagement.py

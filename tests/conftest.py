@@ -130,7 +130,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 TABLES = ["engagement_conversion", "engagement_mass_batch", "engagement_delivery", "engagement_entry",
           "engagement_broadcast", "engagement_journey", "engagement_settings",
-          "commerce_contact_stats", "commerce_product", "commerce_refund", "commerce_purchase",
+          "commerce_import_error", "commerce_import", "commerce_contact_stats", "commerce_product", "commerce_refund", "commerce_purchase",
           "commerce_pay_notification", "commerce_pay_key", "commerce_pay_merchant", "inbox_canned_reply", "inbox_assignment", "inbox_message", "inbox_conversation", "inbox_agent",
           "inbox_team_route", "inbox_settings", "segment", "contacts_parked_batch", "timeline_event", "owner", "contact_tag", "tag", "contact_merge", "identity", "contact", "contact_settings",
           "wechat_subscribe_consent", "wechat_consent_grant", "wechat_media", "wechat_outbound", "wechat_reply_window", "wechat_inbound_event", "wechat_kf_cursor", "wechat_auto_reply", "audit_log", "api_key", "invitation", "team_member", "team", "channel_account", "staff", "tenant"]

@@ -27,7 +27,12 @@ import siyu
 from siyu.commerce import purchases as commerce_purchases
 from siyu.commerce.api import PurchasesApi
 from siyu.commerce.notify import PayNotifications
-from siyu.commerce.views import PaySettingsController, ProductsController, PurchasesController
+from siyu.commerce.views import (
+    PaySettingsController,
+    ProductsController,
+    PurchaseImportController,
+    PurchasesController,
+)
 from siyu.contacts.api import ContactsApi
 from siyu.contacts.scope import Scope as ContactScope
 from siyu.contacts.views import ContactsController
@@ -223,7 +228,7 @@ def create_app() -> Litestar:
         route_handlers=[
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
             InvitationController, TenantApi, ContactsApi, PurchasesApi, PayNotifications, PaySettingsController,
-            PurchasesController, ProductsController, WeChatCallbacks, AutoRepliesController, ContactsController,
+            PurchasesController, PurchaseImportController, ProductsController, WeChatCallbacks, AutoRepliesController, ContactsController,
             SegmentsController, SegmentsApi, EngagementController, JourneysApi, BroadcastsApi,
             InboxManagerController, InboxApi, InboxController, InboxSettingsController,
             *([bare_endpoint] if s.bench_bare_endpoint else []),

@@ -15,7 +15,7 @@ import siyu  # noqa: F401  (sets PICCOLO_CONF)
 from siyu.core.errors import ConfigurationError, InvalidInput, NotFound, SiyuError
 
 T = TypeVar("T")
-POSITIONAL = {"slug"}  # fields given as arguments, not options
+POSITIONAL = {"slug", "file"}  # fields given as arguments, not options
 
 
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
@@ -45,9 +45,9 @@ def main() -> None:
     except ConfigurationError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(2)
-    from siyu.commerce import purchases
+    from siyu.commerce import purchases as commerce_purchases
 
-    purchases.install()  # merges made by a command carry purchases too
+    commerce_purchases.install()  # merges made by a command carry purchases too
 
 
 # --- tenants ---------------------------------------------------------------------------------------
@@ -220,6 +220,82 @@ def user_create(slug: str, email: str, role: str, password: str, name: str) -> N
     click.echo(f"created {role} {s.email} (id {s.id})")
     if generated:
         click.echo(f"password: {password}")
+
+
+@main.group()
+def purchases() -> None:
+    """Purchases: import a brand's order history."""
+
+
+@purchases.command("import")
+@click.argument("slug")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--encoding", default="auto", show_default=True, type=click.Choice(["auto", "utf-8", "gb18030"]),
+              help="The file's text encoding (auto: UTF-8 unless it cannot be, then GB18030).")
+@click.option("--errors", "errors_file", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
+              help="Write the problems found (line, column, problem) to this CSV file.")
+def purchases_import(slug: str, file: Path, encoding: str, errors_file: Path | None) -> None:
+    """Import orders from a CSV FILE, one line per order line (docs/purchase-import.md).
+
+    Safe to run again: orders imported before change nothing, and an import that stopped (a crash, Ctrl-C)
+    continues where it was. Exit code 1 when some orders were left out for errors."""
+    from siyu.commerce import import_file, imports
+    from siyu.tenants import services as svc
+
+    bar: Any = None
+    shown = {"status": ""}
+    words = {"staging": "reading the file", "checking": "checking its lines", "importing": "importing orders",
+             "merging": "merging orders other sources reported"}
+
+    def progress(p: Any) -> None:
+        nonlocal bar
+        if p.status != shown["status"] and p.status in words:
+            shown["status"] = p.status
+            if p.status in ("importing", "merging") and bar is None and p.lines_total:
+                click.echo(f"{p.lines_total:,} lines, {p.orders_total:,} orders")
+                bar = click.progressbar(length=p.lines_total, label="importing", show_pos=True, show_percent=True)
+                bar.__enter__()
+            elif bar is None:
+                click.echo(f"{words[p.status]}…")
+        if bar is not None:
+            bar.update(p.lines_done - bar.pos)
+
+    async def go() -> Any:
+        from siyu.core import db
+
+        await db.start_pool(min_size=1, max_size=4)
+        try:
+            t = await svc.get_tenant_by_slug(slug)
+            done = await imports.import_path(t.id, file, svc.Actor.cli(), encoding, progress)
+            found = await imports.problems(t.id, done.id, limit=20)
+            if errors_file is not None:
+                with open(errors_file, "wb") as fh:
+                    async for chunk in imports.report_csv(t.id, done.id):
+                        fh.write(chunk)
+            return done, found
+        finally:
+            await db.close_pool()
+
+    click.echo(f"importing {file.name} into {slug}…")
+    try:
+        done, found = run(go)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if done.status == "failed":
+        click.echo(f"error: {done.failure_message()}", err=True)
+        sys.exit(2)
+    click.echo(f"done: {done.orders_done:,} orders from {done.lines_total:,} lines: {done.created:,} new purchases, "
+               f"{done.merged:,} added to orders Siyu knew, {done.unchanged:,} imported before (unchanged), "
+               f"{done.failed_orders:,} left out")
+    for r in found:
+        column = f", {r['column_name']}" if r["column_name"] else ""
+        click.echo(f"  line {r['line']}{column}: {import_file.message(r['code'], r['detail'])}")
+    if done.error_lines > len(found):
+        click.echo(f"  … {done.error_lines - len(found):,} more problem(s)"
+                   + (f" in {errors_file}" if errors_file else " (use --errors FILE.csv for all of them)"))
+    if done.failed_orders:
+        sys.exit(1)
 
 
 @main.group()

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from siyu.commerce.demo import catalog_item
 from siyu.core.processes import Supervisor, stop_processes, wait_http
 from siyu.core.settings import get_settings
 from siyu.tenants.demo import DEMO_ACCOUNTS, DEMO_SLUG
@@ -40,7 +41,8 @@ def register_demo_apps(sim_base: str, web_port: int, api_key: str, keep_state: b
     to the local web server; OA, MP and WeCom share an Open Platform account, so a customer has one unionid
     on all three. The simulator also plays the brand's Mini Program backend, which reports each login to
     Siyu's API with the demo's key; the WeCom sales reps are the demo's reps. `keep_state`: the simulator
-    keeps the customers it already has (a second `make run`); a new demo brand starts a new WeChat."""
+    keeps the customers it already has (a second `make run`); a new demo brand starts a new WeChat. The
+    backend reports each Mini Program order to Siyu's purchases API too (`link_demo_pay` links WeChat Pay)."""
     for kind, data in DEMO_ACCOUNTS.items():
         body: dict[str, Any] = {
             "kind": kind, "app_id": data.get("corp_id") or data["app_id"],
@@ -51,10 +53,32 @@ def register_demo_apps(sim_base: str, web_port: int, api_key: str, keep_state: b
             "keep_state": keep_state}
         if kind == "mp":
             body["backend"] = {"login_url": f"http://127.0.0.1:{web_port}/api/v1/mp/login", "api_key": api_key,
-                               "purchase_url": f"http://127.0.0.1:{web_port}/api/v1/purchases"}
+                               "purchases_url": f"http://127.0.0.1:{web_port}/api/v1/purchases"}
         if kind == "wecom":
             body["follow_users"] = list(DEMO_REPS.values())
         httpx.post(f"{sim_base}/_sim/apps", json=body, timeout=5, trust_env=False).raise_for_status()
+
+
+async def link_demo_pay(sim_base: str, web_port: int, data_dir: Path) -> bool:
+    """The demo brand's WeChat Pay merchant is the simulator's: the simulator learns the merchant (its APIv3
+    key, kept 0600 under the data dir, the notify_url on the local web server, what the brand sells), and
+    Siyu links it with the simulator's public key and id, as `siyu tenant link-pay` would. Every `make run`
+    does it (the simulator may have lost its memory); Siyu's side changes only when something differs.
+    Returns whether Siyu's link changed."""
+    from siyu.commerce import demo as commerce_demo
+    from siyu.tenants import services as tenants
+
+    apiv3 = commerce_demo.apiv3_key(data_dir)
+    mp_app = DEMO_ACCOUNTS["mp"]["app_id"]
+    async with httpx.AsyncClient(base_url=sim_base, trust_env=False, timeout=10) as http:
+        r = await http.post("/_sim/pay/merchants", json={
+            "mchid": commerce_demo.DEMO_MCHID, "app_id": mp_app, "apiv3_key": apiv3,
+            "notify_url": f"http://127.0.0.1:{web_port}/wechat/{DEMO_SLUG}/pay", "catalog": commerce_demo.DEMO_CATALOG})
+        r.raise_for_status()
+        key = (await http.get("/_sim/pay/key")).json()
+    tenant = await tenants.get_tenant_by_slug(DEMO_SLUG)
+    return await commerce_demo.link_demo_merchant(tenant.id, DEMO_SLUG, mp_app, key["public_key"],
+                                                  key["public_key_id"], apiv3)
 
 
 DEMO_REPLIES = [
@@ -205,23 +229,24 @@ FIRST_SCENE: list[tuple[str, str, str, dict[str, Any]]] = [
     ("wecom", "demo00003", "add_contact", {"user_id": "wangfang"}),
     ("wecom", "demo00001", "kf_text", {"text": "在吗？"}),
     ("wecom", "demo00002", "kf_text", {"text": "我昨天在小程序下单了，什么时候发货？"}),
-    # Orders paid in the Mini Program, reported by its backend: the post-purchase journey thanks them at once
-    # (demo00007 wrote nowhere, so no channel may carry the thanks: the results show why).
-    ("mp", "demo00001", "purchase", {"order_id": "DEMO-SO-0001", "sku": "ML-BAG-01", "name": "春季托特包",
-                                     "amount_fen": 268000}),
-    ("mp", "demo00002", "purchase", {"order_id": "DEMO-SO-0002", "sku": "ML-CARE-KIT", "name": "皮具护理套装",
-                                     "amount_fen": 16800}),
-    ("mp", "demo00003", "purchase", {"order_id": "DEMO-SO-0003", "sku": "ML-WALLET", "name": "短款钱包",
-                                     "amount_fen": 128000}),
-    ("mp", "demo00007", "purchase", {"order_id": "DEMO-SO-0004", "sku": "ML-CARE-KIT", "name": "皮具护理套装",
-                                     "amount_fen": 16800}),
+    # Orders in the Mini Program: the backend reports each one to Siyu's API and WeChat Pay notifies it
+    # (the simulator picks which arrives first); demo00008 buys without having logged in before (WeChat Pay
+    # names an openid Siyu has never seen); demo00007 sends back what they bought.
+    ("pay", "demo00001", "buy", {"items": [catalog_item("LUM-CANDLE-FIGUE", 2), catalog_item("LUM-DIFF-CEDRE")]}),
+    ("pay", "demo00002", "buy", {"items": [catalog_item("LUM-GIFT-DUO")]}),
+    ("pay", "demo00003", "buy", {"items": [catalog_item("LUM-DIFF-REFILL", 2), catalog_item("LUM-SNUFFER")]}),
+    ("pay", "demo00007", "buy", {"items": [catalog_item("LUM-SPRAY-ROSE"), catalog_item("LUM-CANDLE-MINI")]}),
+    ("pay", "demo00008", "buy", {"items": [catalog_item("LUM-CANDLE-AMBRE")]}),
+    ("pay", "demo00001", "buy", {"items": [catalog_item("LUM-DIFF-REFILL")]}),
+    ("pay", "demo00007", "refund", {}),
 ]
 
 # After the first scene the Mini Program's users buy again by themselves, a round every two minutes: rarely
 # unprompted, several times likelier within half an hour of a message, so the journeys' lift against their
 # holdout shows while the demo runs.
+_REFILL = catalog_item("LUM-DIFF-REFILL")
 DEMO_BUYING = {"base": 0.01, "after_message": 0.08, "message_window_seconds": 1800, "every_seconds": 120,
-               "sku": "ML-CARE-KIT", "name": "皮具护理套装", "amount_fen": 16800, "seed": 2026}
+               "sku": _REFILL["sku"], "name": _REFILL["name"][:64], "amount_fen": _REFILL["unit_price_fen"], "seed": 2026}
 
 
 def start_buying(sim_base: str) -> None:
@@ -234,15 +259,17 @@ async def play_first_scene(sim_base: str) -> list[str]:
     """A first scene, so a new user sees live traffic and one person across the three channels. Plays
     the pushes in order; returns what did not go through (empty when all did)."""
     apps = {k: DEMO_ACCOUNTS[k].get("corp_id") or DEMO_ACCOUNTS[k]["app_id"] for k in ("oa", "mp", "wecom")}
+    apps["pay"] = apps["mp"]  # customers pay in the Mini Program
     problems: list[str] = []
     async with httpx.AsyncClient(base_url=sim_base, trust_env=False, timeout=30) as http:
         for kind, person, action, fields in FIRST_SCENE:
-            r = await http.post("/_sim/push", json={"app_id": apps[kind], "person": person, "action": action,
-                                                    **fields})
+            path = f"/_sim/pay/{action}" if kind == "pay" else "/_sim/push"
+            r = await http.post(path, json={"app_id": apps[kind], "person": person, "action": action, **fields})
             answer = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
             if r.status_code != 200 or not answer.get("delivered"):
-                why = (answer.get("error") or (answer.get("backend") or {}).get("error")
-                       or (answer.get("order") or {}).get("error") or f"HTTP {r.status_code}")
+                attempts = (answer.get("pay") or {}).get("attempts") or [{}]
+                why = answer.get("error") or (answer.get("backend") or {}).get("error") or attempts[-1].get("error") \
+                    or f"HTTP {r.status_code}"
                 problems.append(f"{person} {action} on {kind}: {why}")
     return problems
 
@@ -339,6 +366,7 @@ def main() -> None:
                     if not wait_http(f"{sim_base}/_sim/health", 20, [proc]):
                         raise RuntimeError("the WeChat simulator did not start")
                     register_demo_apps(sim_base, s.port, seeded["api_key"], keep_state=keep_state[0])
+                    asyncio.run(link_demo_pay(sim_base, s.port, s.data_dir))
                 except BaseException:
                     stop_processes([proc])
                     raise
@@ -361,7 +389,8 @@ def main() -> None:
             raise SystemExit("the web server did not start; see the messages above")
 
         if use_simulator and seeded["created"]:
-            say("a first scene: demo customers follow, write, log in to the Mini Program and add a sales rep…")
+            say("a first scene: demo customers follow, write, log in to the Mini Program, buy there and add a "
+                "sales rep…")
             try:
                 problems = asyncio.run(play_first_scene(sim_base))
             except Exception as exc:  # the demo runs without its first scene

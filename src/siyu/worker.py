@@ -15,6 +15,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker as ArqWorker
 from arq.worker import func, get_kwargs
 
+from siyu.commerce import imports as commerce_imports
 from siyu.commerce import jobs as commerce_jobs
 from siyu.commerce import purchases as commerce_purchases
 from siyu.contacts import jobs as contact_jobs
@@ -99,6 +100,8 @@ FUNCTIONS = [
     func(commerce_jobs.process_pay_notification, name=commerce_jobs.PROCESS_PAY,
          max_tries=commerce_jobs.PROCESS_PAY_TRIES),
     func(commerce_jobs.sweep, name=commerce_jobs.SWEEP, max_tries=1),
+    func(commerce_imports.run_import, name=commerce_imports.RUN_IMPORT, max_tries=commerce_imports.RUN_IMPORT_TRIES),
+    func(commerce_imports.sweep_imports, name=commerce_imports.SWEEP_IMPORTS, max_tries=1),
     *ENGAGEMENT_FUNCTIONS,
 ]
 
@@ -112,7 +115,9 @@ class WorkerSettings:
         cron(contact_jobs.sweep_parked, name="cron:contacts.sweep_parked", second={40}, run_at_startup=True),
         cron(inbox_jobs.sweep, name="cron:inbox.sweep", second={20, 50}, run_at_startup=True),
         cron(commerce_jobs.sweep, name=f"cron:{commerce_jobs.SWEEP}", second={35}, run_at_startup=True),
-        *([] if get_settings().engagement_lane else ENGAGEMENT_CRONS),
+        cron(commerce_imports.sweep_imports, name=f"cron:{commerce_imports.SWEEP_IMPORTS}", second={50},
+             run_at_startup=True),
+        *ENGAGEMENT_CRONS,  # build_worker leaves them to the engagement lane's worker when there is one
     ]
     job_serializer = JOB_SERIALIZATION["job_serializer"]
     job_deserializer = JOB_SERIALIZATION["job_deserializer"]
@@ -197,6 +202,9 @@ def build_worker(burst: bool = False, lane: str = "main", **overrides: Any) -> W
     # arq reads only a class's own attributes: the lane's settings class inherits the rest from the main one.
     inherited = {k: getattr(settings, k) for k in dir(settings) if not k.startswith("_")}
     kwargs = {**get_kwargs(inherited), "job_timeout": get_settings().job_timeout, "burst": burst, **overrides}
+    # Read here, not when this module is imported (tests import it before they configure the environment).
+    if lane != "engagement" and get_settings().engagement_lane:
+        kwargs["cron_jobs"] = [c for c in kwargs["cron_jobs"] if c not in ENGAGEMENT_CRONS]
     return Worker(**kwargs)
 
 

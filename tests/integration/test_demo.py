@@ -64,12 +64,9 @@ def person(simulator_base: str, kind: str, key: str) -> dict[str, str]:
     return dict(r.json()[0])
 
 
-async def orders_of(tenant_id: int) -> list[Any]:
-    return await db.fetch("SELECT order_id FROM commerce_purchase WHERE tenant = $1", tenant_id)
-
-
 async def counts(tenant_id: int) -> dict[str, int]:
-    tables = ("staff", "team", "channel_account", "api_key", "wechat_auto_reply", "inbox_canned_reply")
+    tables = ("staff", "team", "channel_account", "api_key", "wechat_auto_reply", "inbox_canned_reply",
+              "commerce_pay_merchant", "commerce_pay_key", "commerce_purchase", "audit_log")
     return {t: int((await db.fetchrow(f"SELECT count(*) AS n FROM {t} WHERE tenant = $1", tenant_id))["n"])  # noqa: S608
             for t in tables}
 
@@ -79,6 +76,7 @@ async def test_the_first_scene_shows_one_person_across_the_three_channels(
     seeded = await runner.seed_demo_brand(tmp_path)
     assert seeded["created"] and seeded["api_key"].startswith("siyu_")
     runner.register_demo_apps(simulator_base, web_server.port, seeded["api_key"], keep_state=False)
+    assert await runner.link_demo_pay(simulator_base, web_server.port, tmp_path)  # WeChat Pay: the simulator's
     assert await runner.play_first_scene(simulator_base) == []  # every push went through, every login reported
     await run_jobs()
     tenant = await tenants.get_tenant_by_slug(seeded["tenant_slug"])
@@ -114,22 +112,42 @@ async def test_the_first_scene_shows_one_person_across_the_three_channels(
     userids = await db.fetch("SELECT wecom_userid FROM inbox_agent WHERE tenant = $1 AND wecom_userid <> ''", tenant.id)
     assert sorted(r["wecom_userid"] for r in userids) == sorted(runner.DEMO_REPS.values())
 
-    # The scene's orders started the post-purchase journey, whose results count them: each of the four buyers
-    # entered once; the thanks went to those with a channel open (or they are held out), demo00007 (who wrote
-    # nowhere) was skipped with a reason.
+    # The demo contacts show orders: demo00001's two (items from the backend, paid through WeChat Pay) on the
+    # same contact, demo00007's refunded, and demo00008, whom Siyu had never seen, known by their openid now.
+    bought = await db.fetch(
+        "SELECT p.order_id, p.contact, p.sources, p.flags, p.items, p.amount_fen, p.refunded_fen, p.skus "
+        "FROM commerce_purchase p WHERE p.tenant = $1 ORDER BY p.id", tenant.id)
+    assert len(bought) == 6 and all(sorted(p["sources"]) == ["api", "pay"] and p["flags"] == [] for p in bought)
+    mine = [p for p in bought if p["contact"] == contact["id"]]
+    assert len(mine) == 2 and {"LUM-CANDLE-FIGUE", "LUM-DIFF-CEDRE", "LUM-DIFF-REFILL"} == {
+        s for p in mine for s in p["skus"]}
+    refunded = [p for p in bought if p["refunded_fen"]]
+    assert len(refunded) == 1 and refunded[0]["refunded_fen"] == refunded[0]["amount_fen"]
+    assert ("mp", "purchase") in {(e.channel, e.kind) for e in (await timeline.page(tenant.id, contact["id"],
+                                                                                    limit=100)).events}
+    stranger = person(simulator_base, "mp", "demo00008")["openid"]
+    assert await db.fetchrow("SELECT 1 FROM identity i JOIN commerce_purchase p ON p.identity = i.id "
+                             "WHERE i.tenant = $1 AND i.external_id = $2", tenant.id, stranger)
+    products = await db.fetch("SELECT sku, name FROM commerce_product WHERE tenant = $1", tenant.id)
+    assert len(products) == 8 and all(p["name"] for p in products)
+
+    # The scene's orders started the post-purchase journey, whose results count them (make run's demo shows
+    # journey results after its first scene): every order is an entry, its thanks settled at once — sent on a
+    # channel the buyer has open, held out, or skipped with its reason (demo00008 wrote nowhere).
     care = next(j for j in await journeys.list_journeys(tenant.id) if j.name == "下单后关怀")
-    assert (await attribution.entered(tenant.id, [care.id]))[care.id] == 4
+    entered = (await attribution.entered(tenant.id, [care.id]))[care.id]
     thanks = (await attribution.figures(tenant.id, "journey", care.id))["thanks"]
-    assert thanks.targeted == 4 and thanks.sent >= 1, thanks
-    assert thanks.sent + thanks.held_out + thanks.by_state["skipped"] == 4, thanks
-    assert sum(1 for r in await orders_of(tenant.id) if r["order_id"].startswith("DEMO-SO-")) == 4
+    assert entered == len(bought) and thanks.targeted == entered and thanks.sent >= 1, thanks
+    assert thanks.sent + thanks.held_out + thanks.by_state["skipped"] == entered, thanks
 
     # A second `make run`: nothing is created twice, and the simulator's backend keeps the same key.
     before = await counts(tenant.id)
     again = await runner.seed_demo_brand(tmp_path)
     assert not again["created"] and again["api_key"] == seeded["api_key"]
-    assert await counts(tenant.id) == before and before["api_key"] == 1
+    assert not await runner.link_demo_pay(simulator_base, web_server.port, tmp_path)  # linked already
+    assert await counts(tenant.id) == before and before["api_key"] == 1 and before["commerce_pay_key"] == 1
     assert (tmp_path / "demo-api-key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "demo-pay-apiv3-key").stat().st_mode & 0o777 == 0o600
 
 
 async def test_a_revoked_demo_key_is_replaced_once(app: Any, tmp_path: Path) -> None:

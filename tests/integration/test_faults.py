@@ -392,3 +392,38 @@ async def test_the_sweeper_queues_an_event_again_after_its_job_failed(acme: Tena
     await run_worker()
     row = await db.fetchrow("SELECT processed_at, attempts FROM wechat_inbound_event WHERE id = $1", event["id"])
     assert row["processed_at"] is not None and row["attempts"] == 1
+
+
+async def test_the_web_starts_while_redis_is_down_and_goes_live_when_it_returns(
+        acme: TenantFixture, sim: Simulator, stack: Stack, mp: str) -> None:
+    """A web process (re)started during a Redis outage serves from PostgreSQL, and its live inbox subscribes
+    once Redis is back (it used to fail its start on the pub/sub subscription)."""
+    stack.kill("web", signal.SIGTERM)  # granian's own stop (SIGKILL would leave its worker child serving)
+    assert stack.web is not None
+    stack.web.wait(timeout=30)
+    stack.kill("valkey")
+    stack.start_web()  # waits for /healthz
+    ready = httpx.get(f"{stack.base_url}/readyz", timeout=10)
+    assert ready.status_code == 503 and ready.json()["failed"] == ["redis"]
+    assert _answered_at_once(_push(sim, mp, "while-down"))  # stored in PostgreSQL and acknowledged
+    assert "live updates wait for it" in stack.output("web", whole=True)
+
+    stack.start_valkey()
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{stack.base_url}/readyz", timeout=5).status_code != 200:
+        assert time.monotonic() < deadline, "Redis did not come back"
+        time.sleep(0.5)
+    agent = _sign_in(stack, acme.agent_email)
+    started = time.monotonic()
+    with agent.stream("GET", "/inbox/stream", timeout=15) as live:
+        assert live.status_code == 200
+        for line in live.iter_lines():
+            if line.startswith("event: ready"):
+                break
+            assert time.monotonic() - started < 15, "the live inbox never subscribed"
+
+    async def answered() -> bool:
+        return len(sim.messages(app_id=mp, endpoint="cgi-bin/message/custom/send")) == 1
+
+    # The sweeper (each minute, events older than 30 s) queues what the web could not.
+    await _until(answered, 150, "the customer who wrote while Redis was away answered once", stack)

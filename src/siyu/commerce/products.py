@@ -44,6 +44,33 @@ async def learn(tenant_id: int, items: list[dict[str, Any]], currency: str, at: 
         "AND first_sold_at > $3", tenant_id, skus, at)
 
 
+async def learn_many(tenant_id: int, sales: list[dict[str, Any]]) -> None:
+    """`learn` for many orders at once (a history import): per SKU its newest sale's name, price and currency
+    (`sku, name, unit_price_fen, currency, at`) and its first sale (`first_at`). The same rules: an older sale
+    never overwrites a newer one's name or price."""
+    if not sales:
+        return
+    sales = sorted(sales, key=lambda s: s["sku"])  # one lock order for concurrent writers sharing products
+    args = (tenant_id, [s["sku"] for s in sales], [s.get("name") or "" for s in sales],
+            [s.get("unit_price_fen") for s in sales], [s["currency"] for s in sales], [s["at"] for s in sales],
+            [s["first_at"] for s in sales])
+    rows = "unnest($2::varchar[], $3::varchar[], $4::bigint[], $5::varchar[], $6::timestamptz[], $7::timestamptz[]) " \
+           "AS u(sku, name, price, currency, at, first_at)"
+    await db.execute(
+        "INSERT INTO commerce_product (tenant, sku, name, last_price_fen, currency, price_at, first_sold_at, "
+        f"created_at, updated_at) SELECT $1, u.sku, u.name, u.price, u.currency, u.at, u.first_at, now(), now() FROM {rows} "
+        "ON CONFLICT (tenant, sku) DO NOTHING", *args)
+    await db.execute(
+        "UPDATE commerce_product p SET name = CASE WHEN u.name <> '' THEN u.name ELSE p.name END, "
+        "last_price_fen = COALESCE(u.price, p.last_price_fen), currency = u.currency, price_at = u.at, "
+        f"updated_at = now() FROM {rows} WHERE p.tenant = $1 AND p.sku = u.sku AND p.price_at < u.at "
+        "AND ((u.name <> '' AND u.name <> p.name) OR u.price IS DISTINCT FROM p.last_price_fen AND u.price IS NOT NULL "
+        "OR p.currency <> u.currency)", *args)
+    await db.execute(
+        f"UPDATE commerce_product p SET first_sold_at = u.first_at FROM {rows} WHERE p.tenant = $1 AND p.sku = u.sku "
+        "AND p.first_sold_at > u.first_at", *args)
+
+
 async def list_products(tenant_id: int, q: str = "", after_sku: str | None = None,
                         limit: int = PAGE) -> tuple[list[dict[str, Any]], str | None]:
     """Products by SKU in keyset pages; `q` finds SKUs and names containing it."""

@@ -424,7 +424,8 @@ async def do_record_refund(tenant_id: int, report: RefundReport, purchase_id: in
                     report.transaction_id)
         if purchase is not None:
             await _settle_refunds(tenant_id, purchase["id"])
-            if status == "success" and (created or (existing is not None and existing["status"] != "success")):
+            if status == "success" and report.source != "import" \
+                    and (created or (existing is not None and existing["status"] != "success")):
                 # re-engagement: the order leaves its journeys, refund journeys start (by job name, after commit)
                 await effects.enqueue("engagement.on_refund", tenant_id, purchase["id"], refund_id,
                                       job_id=f"engagement:refund:{refund_id}")
@@ -503,5 +504,10 @@ CARRIER = merge.Carrier("commerce.purchases", _move, _move_back)
 
 
 def install() -> None:
-    """Make merges carry purchases (the composition roots call this once per process)."""
+    """Make merges carry purchases, and data-subject exports and erasures reach them (the composition roots
+    call this once per process)."""
+    from siyu.commerce import privacy as commerce_privacy
+    from siyu.contacts import privacy
+
     merge.carry(CARRIER)
+    privacy.hold(commerce_privacy.HOLDER)

@@ -154,3 +154,47 @@ class ContactStats(Table, tablename="commerce_contact_stats"):
     last_purchase_at = Timestamptz(null=True, default=None)
     skus = Array(base_column=Varchar(length=64), default=[])  # bought and not wholly refunded
     updated_at = Timestamptz()
+
+
+class PurchaseImport(Table, tablename="commerce_import"):
+    """A history import of orders from a CSV file (docs/purchase-import.md): where it stands, so the page shows
+    its progress and a re-run continues after a crash. The file's lines wait in staging tables named by
+    `staging` (unlogged, dropped when the import ends); `checkpoint` is the last batch of orders committed."""
+
+    id = BigSerial(primary_key=True)
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    filename = Varchar(length=200, default="")
+    sha256 = Varchar(length=64)
+    size_bytes = BigInt(default=0)
+    encoding = Varchar(length=16, default="utf-8")
+    staging = Varchar(length=63, default="")
+    status = Varchar(length=16)  # staging | checking | importing | merging | done | failed
+    lines_total = BigInt(default=0)
+    orders_total = BigInt(default=0)
+    lines_done = BigInt(default=0)
+    orders_done = BigInt(default=0)
+    created = BigInt(default=0)  # new purchases
+    merged = BigInt(default=0)  # orders added to purchases other sources had reported
+    unchanged = BigInt(default=0)  # orders imported before, the same
+    refunds = BigInt(default=0)
+    failed_orders = BigInt(default=0)  # orders left out for an error on one of their lines
+    error_lines = BigInt(default=0)  # errors found (the first MAX_STORED_ERRORS are kept)
+    checkpoint = BigInt(default=0)
+    failure = Text(default="")
+    created_by = Varchar(length=254, default="")
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+    finished_at = Timestamptz(null=True, default=None)
+
+
+class PurchaseImportError(Table, tablename="commerce_import_error"):
+    """One problem an import found: the line (the header is line 1) and column, and what is wrong as a code
+    the pages and the downloadable report put in words."""
+
+    id = BigSerial(primary_key=True)
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    purchase_import = ForeignKey(PurchaseImport, null=False, on_delete=OnDelete.cascade)
+    line = BigInt()
+    column_name = Varchar(length=32, default="")
+    code = Varchar(length=32)
+    detail = Text(default="")

@@ -10,11 +10,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, get, post
+from litestar.datastructures import UploadFile
 from litestar.params import FromPath
 from litestar.response import Redirect, Stream, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
-from siyu.commerce import listing, merchants, products
+from siyu.commerce import import_file, imports, listing, merchants, products
 from siyu.core import clock, i18n
 from siyu.core.errors import InvalidInput
 from siyu.core.i18n import N_
@@ -152,3 +153,65 @@ class ProductsController(Controller):
             return Redirect("/products", status_code=HTTP_303_SEE_OTHER)
         return render(request, "commerce/_product_row.html", {"p": product},
                       headers=toast_header(i18n.gettext(N_("Saved."))))
+
+
+# --- history imports ------------------------------------------------------------------------------------------
+
+ENCODINGS = ("auto", "utf-8", "gb18030")
+SHOWN_PROBLEMS = 100
+
+
+class PurchaseImportController(Controller):
+    """Importing a brand's order history from a CSV file: the upload, each import's live progress (htmx polls
+    the progress block until the import ends), its problems and their downloadable report."""
+
+    path = "/purchases/import"
+    guards = [tenant_admin]
+    include_in_schema = False
+
+    @get("/")
+    async def index(self, request: Request[Any, Any, Any]) -> Template:
+        tid, _ = tenant_scope(request)
+        return render(request, "commerce/import.html", {"imports": await imports.list_imports(tid),
+                                                        "columns": import_file.COLUMNS, "encodings": ENCODINGS})
+
+    @post("/", request_max_body_size=imports.MAX_UPLOAD_BYTES)
+    async def upload(self, request: Request[Any, Any, Any]) -> Template | Redirect:
+        tid, actor = tenant_scope(request)
+        form = await request.form()
+        upload = form.get("file")
+        encoding = str(form.get("encoding") or "auto")
+        errors: dict[str, str] = {}
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            errors["file"] = i18n.gettext(N_("Choose a CSV file to import."))
+        elif encoding not in ENCODINGS:
+            errors["encoding"] = i18n.gettext(N_("Choose one of: {choices}.")).format(choices=", ".join(ENCODINGS))
+        if errors:
+            return render(request, "commerce/import.html", {
+                "imports": await imports.list_imports(tid), "columns": import_file.COLUMNS, "encodings": ENCODINGS,
+                "errors": errors}, status_code=400)
+        assert isinstance(upload, UploadFile)
+        try:
+            imp = await imports.do_upload(tid, actor, upload.filename[:200], upload.file, encoding)
+        finally:
+            await upload.close()
+        return Redirect(f"/purchases/import/{imp.id}", status_code=HTTP_303_SEE_OTHER)
+
+    @get("/{import_id:int}")
+    async def detail(self, request: Request[Any, Any, Any], import_id: FromPath[int]) -> Template:
+        tid, _ = tenant_scope(request)
+        imp = await imports.get_import(tid, import_id)
+        found = await imports.problems(tid, import_id, limit=SHOWN_PROBLEMS)
+        shown = [{**p, "message": import_file.message(p["code"], p["detail"], i18n.gettext)} for p in found]
+        return render(request, "commerce/import_detail.html", {"imp": imp, "problems": shown,
+                                                               "failure": imp.failure_message(i18n.gettext),
+                                                               "more_problems": imp.error_lines > len(shown)},
+                      block="progress")
+
+    @get("/{import_id:int}/problems.csv")
+    async def problems_csv(self, request: Request[Any, Any, Any], import_id: FromPath[int]) -> Stream:
+        tid, _ = tenant_scope(request)
+        imp = await imports.get_import(tid, import_id)  # another tenant's import is a 404
+        name = "".join(ch for ch in imp.filename.rsplit(".", 1)[0] if ch.isascii() and (ch.isalnum() or ch in "-_"))
+        return Stream(imports.report_csv(tid, imp.id, i18n.gettext), media_type="text/csv; charset=utf-8",
+                      headers={"Content-Disposition": f'attachment; filename="problems-{name or "import"}-{imp.id}.csv"'})

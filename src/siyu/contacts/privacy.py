@@ -7,11 +7,17 @@ suppression keeps holding; it removes what they said, what channels told us abou
 wrote about them: contact fields, identity profiles, timeline payloads (notes included), rep remarks and
 tags, contact tags, the profile values kept in merge snapshots, and the stored WeChat callbacks and sent
 messages. Merged-away contacts whose rows still hold personal fields for an undo are erased with it.
+
+Domains above contacts that keep rows about a person (commerce's purchases and refunds) register a `Holder`
+by name; the export adds what each holds under its name and the erasure asks each to erase its part, in the
+same transaction, without this module naming their tables.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +32,31 @@ from siyu.wechat.events import erase_personal_payloads
 
 FORMAT = "siyu.contact-export/1"
 REASON_MAX = 500
+
+
+@dataclass(frozen=True)
+class Holder:
+    """What a domain above contacts keeps about a person, for data-subject requests. `export(tenant,
+    contact)` returns its rows of the live contact as plain JSON-able dicts (the export's `name` key);
+    `erase(tenant, contacts)` erases the personal part of the rows of these contacts (the live one and
+    those merged into it) and returns how many rows it changed. Both run inside the request's transaction,
+    with the live contact locked."""
+
+    name: str
+    export: Callable[[int, int], Awaitable[list[dict[str, Any]]]]
+    erase: Callable[[int, Sequence[int]], Awaitable[int]]
+
+
+_holders: dict[str, Holder] = {}
+
+
+def hold(holder: Holder) -> None:
+    """Register a holder (again under the same name: replaced, so registering twice is harmless)."""
+    _holders[holder.name] = holder
+
+
+def holders() -> list[Holder]:
+    return list(_holders.values())
 
 
 def _plain(value: Any) -> Any:
@@ -73,10 +104,11 @@ async def export_contact(tenant_id: int, contact_id: int, actor: Actor) -> dict[
         merges = [dict(r) for r in await db.fetch(
             "SELECT id, survivor, merged, reason, created_at, undone_at FROM contact_merge "
             "WHERE tenant = $1 AND (survivor = $2 OR merged = $2) ORDER BY created_at, id", tenant_id, live)]
+        held = {h.name: await h.export(tenant_id, live) for h in holders()}
         await record_audit(actor, tenant_id, "contact.exported", "contact", live,
                            {"identities": len(identities), "events": len(events)})
     return _plain({"format": FORMAT, "contact": contact, "identities": identities, "owners": owners,
-                   "tags": tags, "timeline": events, "merges": merges})
+                   "tags": tags, "timeline": events, "merges": merges, **held})
 
 
 async def do_erase_contact(tenant_id: int, contact_id: int, reason: str, actor: Actor) -> dict[str, int]:
@@ -118,5 +150,7 @@ async def do_erase_contact(tenant_id: int, contact_id: int, reason: str, actor: 
             callbacks += await erase_personal_payloads(tenant_id, identity["channel"], identity["external_id"])
         summary = {"contacts": len(contacts), "identities": len(identities), "events": events,
                    "tags": int(untagged.split()[-1]), "callbacks": callbacks}
+        for h in holders():
+            summary[h.name] = await h.erase(tenant_id, contacts)
         await record_audit(actor, tenant_id, "contact.erased", "contact", live, {"reason": clean, **summary})
     return summary

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -107,6 +107,26 @@ async def execute(sql: str, *args: Any) -> str:
         return str(await conn.execute(sql, *args))
     async with _acquire() as pooled:
         return str(await pooled.execute(sql, *args))
+
+
+async def copy_to_table(table: str, **options: Any) -> str:
+    """COPY … FROM STDIN into `table` (asyncpg's `copy_to_table` options: source, columns, format, header,
+    encoding…), in the current transaction if there is one. Returns the command tag (`COPY n`)."""
+    conn = _current_connection()
+    if conn is not None:
+        return str(await conn.copy_to_table(table, **options))
+    async with _acquire() as pooled:
+        return str(await pooled.copy_to_table(table, **options))
+
+
+async def copy_records(table: str, records: Any, columns: Sequence[str]) -> str:
+    """Binary COPY of Python rows into `table` (asyncpg's `copy_records_to_table`), in the current transaction
+    if there is one."""
+    conn = _current_connection()
+    if conn is not None:
+        return str(await conn.copy_records_to_table(table, records=records, columns=list(columns)))
+    async with _acquire() as pooled:
+        return str(await pooled.copy_records_to_table(table, records=records, columns=list(columns)))
 
 
 def on_commit(hook: Callable[[], Awaitable[Any]]) -> None:

@@ -108,7 +108,10 @@ class Relay:
     async def start(self) -> None:
         self._pubsub = self._redis.pubsub()
         self._confirmed[self._own] = asyncio.Event()
-        await self._pubsub.subscribe(self._own)
+        try:
+            await self._pubsub.subscribe(self._own)
+        except Exception as exc:  # Redis is away: the web process serves anyway; the reader subscribes later
+            log.warning("inbox relay: Redis does not answer at start (%r); live updates wait for it", exc)
         self._reader = asyncio.create_task(self._read(), name="siyu-inbox-relay")
         self._end_streams_on_stop_signal()
 
@@ -156,6 +159,8 @@ class Relay:
         failures = 0
         while True:
             try:
+                if self._pubsub.connection is None:  # never subscribed (Redis was away at start)
+                    await self._pubsub.subscribe(self._own)
                 message = await self._pubsub.get_message(timeout=5.0)
                 failures = 0
             except asyncio.CancelledError:

@@ -18,8 +18,10 @@ from typing import Any
 
 from litestar import Litestar, Request
 
+from siyu.simulator import pay
 from siyu.simulator.api import api_routes
 from siyu.simulator.control import control_routes
+from siyu.simulator.pay_control import pay_routes
 from siyu.simulator.persist import STATE_DIR_ENV, Saver
 from siyu.simulator.state import State
 
@@ -30,17 +32,26 @@ def create_simulator(state_dir: str | Path | None = None) -> Litestar:
     sim = State()
     state_dir = state_dir or os.environ.get(STATE_DIR_ENV) or None
     saver = Saver(sim, Path(state_dir)) if state_dir else None
-    hooks: dict[str, Any] = {}
+    desk = pay.desk(sim)
+
+    def resume_pay() -> None:
+        resumed = desk.resume()  # WeChat Pay's retries owed before a restart
+        if resumed:
+            print(f"[simulator] resuming {resumed} WeChat Pay notification(s)", file=sys.stderr, flush=True)
+
+    hooks: dict[str, Any] = {"on_startup": [resume_pay]}
     if saver is not None:
         print(f"[simulator] {saver.load()}", file=sys.stderr, flush=True)
+        desk.on_change = saver.touch  # WeChat Pay's retries change its memory between requests
 
         async def saved_soon(request: Request[Any, Any, Any]) -> None:
             # Reading the control API changes nothing; anything else may (WeChat's GETs issue tokens).
             if not (request.method == "GET" and request.url.path.startswith("/_sim/")):
                 saver.touch()
 
-        hooks = {"after_response": saved_soon, "on_shutdown": [saver.flush]}
-    app = Litestar(route_handlers=[*api_routes(sim), *control_routes(sim)], openapi_config=None, **hooks)
+        hooks = {"after_response": saved_soon, "on_startup": [resume_pay], "on_shutdown": [saver.flush]}
+    app = Litestar(route_handlers=[*api_routes(sim), *control_routes(sim), *pay_routes(sim)], openapi_config=None,
+                   **hooks)
     app.state["simulator"] = sim  # for in-process tests that want to look inside
     app.state["simulator_saver"] = saver
     return app

@@ -2,9 +2,9 @@
 round that a message raises, so re-engagement has something to prove (the demo's lift against its holdout).
 
 A person "was messaged" when WeChat accepted a message to them (any of the brand's apps: the records name the
-person) after their last purchase here and within `message_window_seconds`. Each purchase is reported by the
-brand's Mini Program backend, which the simulator plays, to `backend.purchase_url` (Siyu's purchases API) with
-the backend's API key, as the shop's backend would after WeChat Pay's success.
+person) after their last purchase here and within `message_window_seconds`. Each purchase is paid as any
+simulated customer pays (`pay.buy`): the app's WeChat Pay merchant notifies, its backend reports the order to
+`backend.purchases_url`, whichever of the two the app has.
 
 The draws come from a seeded generator, so a round is repeatable in tests."""
 
@@ -14,13 +14,10 @@ import asyncio
 import contextlib
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
+from siyu.simulator import pay
 from siyu.simulator.state import SimApp, State
-from siyu.simulator.wire import _client
 
 MAX_PEOPLE_A_ROUND = 5_000
 
@@ -102,38 +99,19 @@ def plan(sim: State, app: SimApp, b: Buying, now: float) -> tuple[list[str], set
     return buyers, touched
 
 
-def order_body(app: SimApp, b: Buying, person: str, order_id: str, now: float, sku: str | None = None,
-               amount_fen: int | None = None, name: str | None = None) -> dict[str, Any]:
-    amount = amount_fen if amount_fen is not None else b.amount_fen
-    item = {"sku": sku or b.sku, "name": name or b.name, "quantity": 1, "unit_price_fen": amount}
-    return {"order_id": order_id, "paid_at": datetime.fromtimestamp(now, UTC).isoformat(), "amount_fen": amount,
-            "currency": "CNY", "items": [item],
-            "buyer": {"openid": app.members[person].openid, "app_id": app.app_id}}
-
-
-async def report(app: SimApp, body: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
-    """The backend reports the paid order to Siyu's purchases API; the answer's status and error."""
-    headers = {"Authorization": f"Bearer {app.backend_api_key}"} if app.backend_api_key else {}
-    try:
-        async with _client() as http:
-            r = await asyncio.wait_for(http.post(app.backend_purchase_url, json=body, headers=headers), timeout)
-    except (TimeoutError, httpx.HTTPError) as exc:
-        return {"order_id": body["order_id"], "status": None, "error": type(exc).__name__}
-    return {"order_id": body["order_id"], "status": r.status_code,
-            "error": None if 200 <= r.status_code < 300 else f"HTTP {r.status_code}: {r.text[:300]}"}
-
-
-async def buy(sim: State, app: SimApp, b: Buying, person: str, sku: str | None = None,
-              amount_fen: int | None = None, order_id: str | None = None, name: str | None = None) -> dict[str, Any]:
-    now = sim.now()
+async def buy(sim: State, app: SimApp, b: Buying, person: str) -> dict[str, Any]:
+    """One order of the shop's product, paid in the Mini Program; its outcome in short."""
     b.orders += 1
-    # the round's own order ids carry the time: a simulator started afresh must not reuse an old order's id
-    auto = f"SIM-{int(now)}-{b.orders}-{person}"[:64]
-    body = order_body(app, b, person, order_id or auto, now, sku, amount_fen, name)
-    outcome = await report(app, body)
-    if outcome["error"] is None:
-        b.last_bought[person] = now
-    return {**outcome, "person": person, "amount_fen": body["amount_fen"], "sku": body["items"][0]["sku"]}
+    item = {"sku": b.sku, "name": b.name, "quantity": 1, "unit_price_fen": b.amount_fen}
+    try:
+        paid = await pay.buy(sim, {"app_id": app.app_id, "person": person, "items": [item],
+                                   "sequence": "backend_first", "probe": False})
+    except pay.PayRefused as exc:
+        return {"person": person, "order_id": None, "error": exc.message}
+    if paid["delivered"]:
+        b.last_bought[person] = sim.now()
+    return {"person": person, "order_id": paid["order"]["out_trade_no"],
+            "error": None if paid["delivered"] else "not taken by the brand (backend or WeChat Pay)"}
 
 
 async def play_round(sim: State, app: SimApp, b: Buying) -> dict[str, Any]:

@@ -5,10 +5,14 @@
     siyu simulate scan     --app wx… --count 10 --scene spring
     siyu simulate click    --app wx… --count 10 --key MENU_CONTACT
     siyu simulate scenario --app wx… "200 customers follow, 50 write 你好"
+    siyu simulate scenario --app wx… "30 customers buy, 5 refund"
 
 Customers are named <prefix>00001, <prefix>00002, … so runs can build on each other. The verbs
 adapt to the app: for a Mini Program "follow" is a wx.login; for WeCom "follow" adds the customer
-as a sales rep's contact and "write" writes to the 微信客服 account.
+as a sales rep's contact and "write" writes to the 微信客服 account. "buy" and "refund" happen in a Mini
+Program with a WeChat Pay merchant (or a backend) registered: each buyer pays for an order (items from the
+merchant's catalog, or the SKU given: "10 buy CANDLE-01"), the backend reports it and WeChat Pay notifies
+it; "refund" refunds the customer's latest order in full.
 """
 
 from __future__ import annotations
@@ -27,15 +31,21 @@ import httpx
 
 from siyu.simulator.persist import announced_url
 
-VERBS = ("follow", "write", "scan", "click")
+VERBS = ("follow", "write", "scan", "click", "buy", "refund")
 # verb → action per app kind (None: not possible for that kind)
 ACTIONS: dict[str, dict[str, str | None]] = {
     "follow": {"oa": "follow", "mp": "mp_login", "wecom": "add_contact"},
     "write": {"oa": "text", "mp": "text", "wecom": "kf_text"},
     "scan": {"oa": "scan", "mp": None, "wecom": None},
     "click": {"oa": "click", "mp": None, "wecom": None},
+    "buy": {"oa": None, "mp": "buy", "wecom": None},
+    "refund": {"oa": None, "mp": "refund", "wecom": None},
 }
-ARG_FIELD = {"write": "text", "scan": "scene", "click": "key"}
+ARG_FIELD = {"write": "text", "scan": "scene", "click": "key", "buy": "sku"}
+OPTIONAL_ARG = ("follow", "buy")  # follow: a QR scene or a state; buy: a SKU
+NO_ARG = ("refund",)
+# WeChat Pay's side of the simulator (docs/simulator.md): a purchase, a refund.
+PAY_PATHS = {"buy": "/_sim/pay/buy", "refund": "/_sim/pay/refund"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,8 @@ class Step:
     arg: str = ""
 
 
-_CLAUSE = re.compile(r"^\s*(\d+)\s+(?:(?:customers?|people|persons?|users?)\s+)?(follow|write|scan|click)\b\s*(.*?)\s*$",
+_CLAUSE = re.compile(r"^\s*(\d+)\s+(?:(?:customers?|people|persons?|users?)\s+)?(follow|write|scan|click|buy|refund)\b"
+                     r"\s*(.*?)\s*$",
                      re.IGNORECASE | re.DOTALL)
 
 
@@ -75,7 +86,7 @@ def parse_scenario(text: str) -> list[Step]:
         m = _CLAUSE.match(clause)
         if m is None:
             raise ValueError(f"cannot read {clause!r}: expected '<N> customers follow', '<N> write <text>', "
-                             "'<N> scan <scene>' or '<N> click <key>'")
+                             "'<N> scan <scene>', '<N> click <key>', '<N> buy [<sku>]' or '<N> refund'")
         count, verb, arg = int(m.group(1)), m.group(2).lower(), m.group(3)
         if len(arg) >= 2 and arg[0] == arg[-1] == '"':
             arg = arg[1:-1]
@@ -83,7 +94,9 @@ def parse_scenario(text: str) -> list[Step]:
             raise ValueError(f"{clause!r}: the number of customers must be at least 1")
         if verb == "follow" and arg:
             raise ValueError(f"{clause!r}: follow takes no argument (use scan <scene> for a QR code)")
-        if verb != "follow" and not arg:
+        if verb in NO_ARG and arg:
+            raise ValueError(f"{clause!r}: {verb} takes no argument")
+        if verb not in OPTIONAL_ARG + NO_ARG and not arg:
             raise ValueError(f"{clause!r}: {verb} needs {'a text' if verb == 'write' else 'a ' + ARG_FIELD[verb]}")
         steps.append(Step(verb, count, arg))
     return steps
@@ -112,7 +125,29 @@ class Runner:
     async def _post(self, http: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
         return await http.post(f"{self.base}/_sim/push", json=body, timeout=self.timeout * 3 + 10)
 
+    async def _pay(self, http: httpx.AsyncClient, verb: str, n: int, arg: str) -> str:
+        body: dict[str, Any] = {"app_id": self.app_id, "person": person_key(self.prefix, n),
+                                "timeout_seconds": self.timeout}
+        if arg:
+            body[ARG_FIELD[verb]] = arg
+        resp = await http.post(f"{self.base}{PAY_PATHS[verb]}", json=body, timeout=self.timeout * 3 + 10)
+        code = resp.json().get("code") if resp.status_code != 200 else None
+        if verb == "refund" and code in ("no_order", "bad_amount"):
+            return "skipped (nothing to refund)"
+        if code == "nobody_to_tell":
+            raise click.ClickException(f"the Mini Program {self.app_id} has no WeChat Pay merchant or backend in the "
+                                       "simulator: register one (docs/simulator.md, /_sim/pay/merchants)")
+        if resp.status_code != 200:
+            return "refused"
+        data = resp.json()
+        if data.get("delivered"):
+            return "delivered"
+        pay = data.get("pay") or {}
+        return "failed (WeChat Pay retries)" if pay and not pay.get("gave_up") else "failed"
+
     async def _one(self, http: httpx.AsyncClient, verb: str, n: int, arg: str) -> str:
+        if verb in PAY_PATHS:
+            return await self._pay(http, verb, n, arg)
         action = ACTIONS[verb][self.kind]
         body: dict[str, Any] = {"app_id": self.app_id, "person": person_key(self.prefix, n), "action": action,
                                 "timeout_seconds": self.timeout}
@@ -149,7 +184,8 @@ class Runner:
             self.kind = app.json()["kind"]
             for step in steps:
                 if ACTIONS[step.verb][self.kind] is None:
-                    raise click.ClickException(f"{step.verb} is not possible for a {self.kind} app")
+                    hint = " (customers buy in a Mini Program: use its app id)" if step.verb in PAY_PATHS else ""
+                    raise click.ClickException(f"{step.verb} is not possible for a {self.kind} app{hint}")
             for step in steps:
                 label = f"{step.count} {step.verb}" + (f" {step.arg}" if step.arg else "")
                 counts = await self._step(http, step, label, echo)
@@ -194,7 +230,7 @@ def _run(options: dict[str, Any], app_id: str, steps: list[Step]) -> None:
         f"{s.count} {s.verb}" + (f" {s.arg}" if s.arg else "") for s in steps))
     totals = asyncio.run(runner.run(steps, click.echo))
     click.echo(f"done: {_summary(totals) or 'nothing to do'}")
-    if totals.get("failed") or totals.get("simulator unreachable"):
+    if any(k.startswith("failed") for k in totals) or totals.get("simulator unreachable"):
         raise SystemExit(1)
 
 
@@ -264,7 +300,8 @@ def click_(app_id: str, count: int, key: str, **options: Any) -> None:
 @common
 @click.argument("text")
 def scenario(app_id: str, text: str, **options: Any) -> None:
-    """Run a scenario TEXT such as "200 customers follow, 50 write 你好, 10 scan spring, 5 click MENU_A"."""
+    """Run a scenario TEXT such as "200 customers follow, 50 write 你好, 10 scan spring, 5 click MENU_A"
+    (or, on a Mini Program with WeChat Pay, "30 customers buy, 5 refund")."""
     try:
         steps = parse_scenario(text)
     except ValueError as exc:

@@ -65,16 +65,17 @@ def build_app(data: JSONBody[dict[str, Any]]) -> SimApp | str:
             isinstance(follow_users, list) and all(isinstance(u, str) for u in follow_users)):
         return "follow_users must be a list of strings"
     backend = data.get("backend")
-    login_url, api_key, purchase_url = "", "", ""
+    login_url, api_key, purchases_url = "", "", ""
     if backend is not None:
         if kind != "mp" or not isinstance(backend, dict):
-            return "backend is an object {login_url, api_key, purchase_url?}, for a Mini Program"
+            return "backend is an object {login_url, purchases_url, api_key}, for a Mini Program"
         login_url, api_key = str(backend.get("login_url") or ""), str(backend.get("api_key") or "")
-        purchase_url = str(backend.get("purchase_url") or "")
-        if not rules.is_loopback_url(login_url):
-            return "backend.login_url must be an http(s) URL on a loopback address (127.0.0.1, ::1, localhost)"
-        if purchase_url and not rules.is_loopback_url(purchase_url):
-            return "backend.purchase_url must be an http(s) URL on a loopback address (127.0.0.1, ::1, localhost)"
+        purchases_url = str(backend.get("purchases_url") or "")
+        if not login_url and not purchases_url:
+            return "backend needs a login_url and/or a purchases_url"
+        for name, url in (("login_url", login_url), ("purchases_url", purchases_url)):
+            if url and not rules.is_loopback_url(url):
+                return f"backend.{name} must be an http(s) URL on a loopback address (127.0.0.1, ::1, localhost)"
         if len(api_key) > 512 or any(c in api_key for c in "\r\n"):
             return "backend.api_key must be one line of at most 512 characters"
     is_wecom = kind == "wecom"
@@ -90,7 +91,7 @@ def build_app(data: JSONBody[dict[str, Any]]) -> SimApp | str:
         agent_id=str(data.get("agent_id") or ("1000002" if is_wecom else "")),
         open_kfids=list(open_kfids) if open_kfids is not None else ([rules.open_kfid(app_id)] if is_wecom else []),
         follow_users=list(follow_users) if follow_users is not None else (["zhangsan", "lisi"] if is_wecom else []),
-        backend_login_url=login_url, backend_api_key=api_key, backend_purchase_url=purchase_url,
+        backend_login_url=login_url, backend_api_key=api_key, backend_purchases_url=purchases_url,
         task_confirm_after=float(confirm_after) if confirm_after is not None else None,
     )
 
@@ -359,8 +360,8 @@ def control_routes(sim: State) -> list[Any]:
         app = sim.apps.get(app_id)
         if app is None:
             return _bad("unknown app", 404, "unknown_app")
-        if app.kind != "mp" or not app.backend_purchase_url:
-            return _bad("buying needs a Mini Program registered with backend.purchase_url", 409, "no_shop")
+        if app.kind != "mp":
+            return _bad("buying is for a Mini Program", 409, "no_shop")
         return app
 
     @post("/_sim/apps/{app_id:str}/buying", status_code=200)

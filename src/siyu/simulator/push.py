@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from siyu.simulator import buying, rules
 from siyu.simulator import media as sim_media
+from siyu.simulator import rules
 from siyu.simulator.state import Contact, FollowInfo, Member, OneTimeCode, SimApp, State
 from siyu.simulator.wire import DEFAULT_TIMEOUT, deliver, open_reply, report_login, seal
 
@@ -227,25 +227,6 @@ def mp_login(ctx: Ctx) -> None:
     return None
 
 
-def mp_purchase(ctx: Ctx) -> None:
-    """The person pays for an order in the Mini Program; the brand's backend (played here) reports it."""
-    _member(ctx)
-    if not ctx.app.backend_purchase_url:
-        raise PushRefused(409, "no_shop", "the Mini Program has no backend.purchase_url")
-    sku, amount, order_id = ctx.data.get("sku"), ctx.data.get("amount_fen"), ctx.data.get("order_id")
-    if sku is not None and not (isinstance(sku, str) and 0 < len(sku.strip()) <= 64):
-        raise ValueError("sku is a text of 1 to 64 characters")
-    if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= 100_000_000):
-        raise ValueError("amount_fen is a whole number of fen, 1 to 100000000")
-    if order_id is not None and not (isinstance(order_id, str) and 0 < len(order_id) <= 64):
-        raise ValueError("order_id is a text of 1 to 64 characters")
-    name = ctx.data.get("name")
-    if name is not None and not (isinstance(name, str) and 0 < len(name.strip()) <= 64):
-        raise ValueError("name is a text of 1 to 64 characters")
-    ctx.extra.update({"sku": sku, "name": name, "amount_fen": amount, "order_id": order_id})
-    return None
-
-
 def mp_text(ctx: Ctx) -> dict[str, Any]:
     return user_text(ctx)
 
@@ -388,7 +369,7 @@ ACTIONS: dict[str, dict[str, Action]] = {
            "voice": user_voice, "video": user_video, "shortvideo": user_shortvideo, "location": user_location,
            "link": user_link,
            "click": oa_click, "view": oa_view, "subscribe_consent": subscribe_consent},
-    "mp": {"mp_login": mp_login, "purchase": mp_purchase, "text": mp_text, "image": mp_image, "miniprogrampage": mp_page,
+    "mp": {"mp_login": mp_login, "text": mp_text, "image": mp_image, "miniprogrampage": mp_page,
            "enter_tempsession": mp_enter_tempsession, "subscribe_consent": subscribe_consent},
     "wecom": {"add_contact": wecom_add_contact, "edit_contact": wecom_edit_contact,
               "delete_contact": wecom_delete_contact, "del_follow_user": wecom_del_follow_user,
@@ -423,7 +404,7 @@ async def push(sim: State, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         timeout = -1
     if not 0 < timeout <= 60:
         return 400, {"error": "timeout_seconds must be in (0, 60]", "code": "bad_timeout"}
-    will_push = bool(app.callback_url) and action not in (mp_login, mp_purchase)
+    will_push = bool(app.callback_url) and action is not mp_login
     if will_push and not rules.is_loopback_url(app.callback_url):
         return 400, {"error": "callback_url must be a loopback address", "code": "not_loopback"}
     if will_push and (problem := crypto_problem(app)):
@@ -441,11 +422,6 @@ async def push(sim: State, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     if action is mp_login and app.backend_login_url:
         backend = await report_login(app.backend_login_url, app.backend_api_key, str(ctx.extra["code"]), timeout)
         return 200, {**result, "backend": backend, "delivered": backend["error"] is None, "attempts": 1}
-    if action is mp_purchase:
-        shop = sim.buying.get(app.app_id) or sim.buying.setdefault(app.app_id, buying.Buying())
-        order = await buying.buy(sim, app, shop, person, ctx.extra["sku"], ctx.extra["amount_fen"],
-                                 ctx.extra["order_id"], ctx.extra["name"])
-        return 200, {**result, "order": order, "delivered": order["error"] is None, "attempts": 1}
     if message is None:
         return 200, {**result, "delivered": False, "attempts": 0}
     if not app.callback_url:

@@ -7,6 +7,7 @@ import asyncio
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,7 +135,7 @@ class SimApp:
     # the brand's Mini Program backend, which the simulator plays: each wx.login's code goes there
     backend_login_url: str = ""
     backend_api_key: str = ""
-    backend_purchase_url: str = ""  # where that backend reports a paid order (Siyu's purchases API)
+    backend_purchases_url: str = ""  # where the backend reports each paid order (pay.py)
     # WeCom: seconds after which the simulated rep confirms a 1:1 task in the WeCom client (None: never by
     # itself; the control API confirms one)
     task_confirm_after: float | None = None
@@ -178,9 +179,10 @@ class SimApp:
                 "follow_users": list(self.follow_users), "faults": list(self.faults),
                 "latency_ms": self.latency_ms, "endpoint_latency_ms": dict(self.endpoint_latency_ms),
                 "token_timeouts": self.token_timeouts, "token_timeout_ms": self.token_timeout_ms,
-                "backend": {"login_url": self.backend_login_url, "purchase_url": self.backend_purchase_url,
-                            "api_key_set": bool(self.backend_api_key)}
-                if self.backend_login_url else None, "task_confirm_after": self.task_confirm_after}
+                "backend": {"login_url": self.backend_login_url, "api_key_set": bool(self.backend_api_key),
+                            **({"purchases_url": self.backend_purchases_url} if self.backend_purchases_url else {})}
+                if self.backend_login_url or self.backend_purchases_url else None,
+                "task_confirm_after": self.task_confirm_after}
 
     def pop_fault(self) -> int | None:
         return self.faults.pop(0) if self.faults else None
@@ -204,7 +206,7 @@ APP_MEMORY = ("token_slots", "menu", "menu_id", "qrcodes", "members", "by_openid
               "client_msg_ids", "tasks", "last_create_time", "follow_counter", "media")
 APP_SETTINGS = ("kind", "app_id", "secret", "ip_whitelisted", "token", "aes_key", "message_mode", "push_format",
                 "original_id", "callback_url", "open_platform", "agent_id", "open_kfids", "follow_users",
-                "backend_login_url", "backend_api_key", "backend_purchase_url", "task_confirm_after")
+                "backend_login_url", "backend_api_key", "backend_purchases_url", "task_confirm_after")
 
 
 class Stats:
@@ -219,6 +221,10 @@ class Stats:
         return {"token_fetches": dict(self.token_fetches), "tokens_issued": dict(self.tokens_issued),
                 "token_calls": self.token_calls, "calls": dict(self.calls),
                 "calls_by_app": {k: dict(v) for k, v in self.calls_by_app.items()}}
+
+
+# Other parts of WeChat's memory (WeChat Pay's, pay.py) forget theirs when the simulator is reset.
+RESET_HOOKS: list[Callable[[State], None]] = []
 
 
 class State:
@@ -240,6 +246,8 @@ class State:
         self.stats = Stats()
         self._msgid = 24_371_234_567_000_000 + secrets.randbelow(1_000_000)
         self._record_id = 0
+        for hook in RESET_HOOKS:
+            hook(self)
 
     def now(self) -> float:
         return self.clock.now()

@@ -155,6 +155,11 @@ SENTENCES: dict[str, Sentence] = {
     "product.replenish_days": Sentence(N_("{actor} set how many days the product {sku} lasts."),
                                        N_("Replenishment interval set"), diff=True),
     "purchases.exported": Sentence(N_("{actor} downloaded the purchases as CSV."), N_("Purchases exported")),
+    "purchases.import_started": Sentence(N_("{actor} uploaded {filename} to import orders."),
+                                         N_("Purchase import started")),
+    "purchases.imported": Sentence(
+        N_("{actor} imported {filename}: {created} new purchases, {merged} added to known orders, {unchanged} "
+           "unchanged, {failed} left out."), N_("Purchases imported")),
     "conversation.try_again": Sentence(
         N_("{actor} tried a message of {conversation} again, as a new message: WeChat had not taken the first one."),
         N_("Message tried again"), {"conversation": ("target", "conversation")}),

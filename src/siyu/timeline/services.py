@@ -123,6 +123,36 @@ def insert_locked_sql(first_param: int, tenant_id: int, contact_id: int, kind: s
                  json.dumps(payload, ensure_ascii=False), source_key]
 
 
+async def insert_many(tenant_id: int, kind: str, source_sql: str, *args: Any) -> int:
+    """Many events of one kind at once, for a writer that holds the contacts' locks and attaches history in
+    bulk (a purchase import). `source_sql` is the caller's SELECT of `contact, identity, occurred_at,
+    channel, payload (jsonb), source_key` over its own tables, with its parameters from `$2` (`$1` is the
+    tenant). Idempotent by source key like `append`; interactions move their contacts' last interaction
+    (and a purchase the last purchase) in the same statement. Returns how many events were new."""
+    _check(kind, "siyu", "bulk")
+    row = await db.fetchrow(
+        f"""WITH new AS (
+            INSERT INTO timeline_event (tenant, contact, identity, occurred_at, kind, channel, payload, source_key,
+                created_at)
+            SELECT $1, s.contact, s.identity, s.occurred_at, '{kind}', s.channel, s.payload, s.source_key, now()
+            FROM ({source_sql}) AS s
+            ON CONFLICT (tenant, source_key) DO NOTHING
+            RETURNING contact, occurred_at
+        ), latest AS (
+            SELECT contact, max(occurred_at) AS at FROM new GROUP BY contact
+        ), touched AS (
+            UPDATE contact c SET last_interaction_at = GREATEST(c.last_interaction_at, l.at),
+                last_purchase_at = CASE WHEN {kind == "purchase"} THEN GREATEST(c.last_purchase_at, l.at)
+                                   ELSE c.last_purchase_at END
+            FROM latest l WHERE {kind in INTERACTIONS} AND c.tenant = $1 AND c.id = l.contact
+                AND (c.last_interaction_at IS NULL OR c.last_interaction_at < l.at
+                     OR ({kind == "purchase"} AND (c.last_purchase_at IS NULL OR c.last_purchase_at < l.at)))
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM new) AS n""", tenant_id, *args)
+    return int(row["n"])
+
+
 # --- merges and erasure (the contacts domain holds the locks) ------------------------------------------
 
 async def move_all(tenant_id: int, from_contact: int, to_contact: int) -> list[int]:

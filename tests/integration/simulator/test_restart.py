@@ -159,7 +159,7 @@ async def test_the_simulated_mini_program_backend_reports_each_login(simc: Sim, 
     login_url = f"http://127.0.0.1:{receiver.port}/api/v1/mp/login"
     app = await simc.register("mp", MP_ID, open_platform="brand",
                               backend={"login_url": login_url, "api_key": "siyu_0123_secret"})
-    assert app["backend"] == {"login_url": login_url, "purchase_url": "", "api_key_set": True}
+    assert app["backend"] == {"login_url": login_url, "api_key_set": True}
     assert "siyu_0123_secret" not in json.dumps(await simc.get(f"/_sim/apps/{MP_ID}"))
     pushed = await simc.push(MP_ID, "alice", "mp_login")
     assert pushed["delivered"] and pushed["attempts"] == 1

@@ -4,12 +4,15 @@ globex's objects. An id of another tenant answers exactly like an id that does n
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from siyu.commerce import buyers as commerce_buyers
+from siyu.commerce import imports as commerce_imports
 from siyu.commerce import purchases as commerce_purchases
 from siyu.contacts import services as contacts_svc
 from siyu.contacts.tables import Contact, ContactMerge, ContactTag, Identity
@@ -61,13 +64,14 @@ class Seeded:
     canned_id: int = 0  # a tenant-wide canned reply
     owner_id: int = 0  # a WeCom rep who added the conversation's customer
     product_id: int = 0  # learned from the tenant's one purchase
+    import_id: int = 0  # a history import (done) with one problem
 
     def object_id(self, kind: str) -> int:
         return {"staff": self.tenant.admin_id, "team": self.team_id, "invitation": self.invitation_id,
                 "api_key": self.api_key_id, "auto_reply": self.auto_reply_id, "contact": self.contact_id,
                 "merge": self.merge_id, "segment": self.segment_id,
                 "conversation": self.conversation_id, "resolved_conversation": self.resolved_conversation_id,
-                "canned": self.canned_id, "product": self.product_id}[kind]
+                "canned": self.canned_id, "product": self.product_id, "purchase_import": self.import_id}[kind]
 
 
 async def seed(t: TenantFixture, name: str, channels: dict[str, dict[str, str]]) -> Seeded:
@@ -103,6 +107,12 @@ async def seed_purchase(seeded: Seeded, name: str) -> None:
         items=[{"sku": f"{name.upper()}-SKU", "name": f"{name} tea", "quantity": 1, "unit_price_fen": 8800}]), buyer)
     seeded.product_id = int((await db.fetchrow("SELECT id FROM commerce_product WHERE tenant = $1",
                                                seeded.tenant.id))["id"])
+    head = "order_id,paid_at,amount_fen,sku,contact_id\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}-history.csv"
+        path.write_text(f"{head}{name}-OLD-1,2024-01-02 10:00:00,100,OLD,{seeded.contact_id}\n"
+                        f"{name}-OLD-2,soon,1,OLD,1\n")
+        seeded.import_id = (await commerce_imports.import_path(seeded.tenant.id, path, svc.Actor.cli())).id
 
 
 async def seed_inbox(seeded: Seeded) -> None:
@@ -227,6 +237,8 @@ ID_ROUTES = [
     ("POST", "/inbox/canned/{id}", "canned", {"shortcut": "hi", "body": "Taken over"}),
     ("POST", "/inbox/canned/{id}/delete", "canned", {}),
     ("POST", "/products/{id}", "product", {"replenish_days": "30"}),
+    ("GET", "/purchases/import/{id}", "purchase_import", None),
+    ("GET", "/purchases/import/{id}/problems.csv", "purchase_import", None),
 ]
 
 

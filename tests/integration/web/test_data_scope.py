@@ -423,6 +423,8 @@ SCOPE_EXEMPT = {
     ("POST", "/platform/tenants/{}/invite-admin"),
     # Products are the brand's catalogue, kept by tenant admins (a rep is refused before the id is read).
     ("POST", "/products/{}"),
+    # History imports are tenant admins' too (tests/integration/commerce/test_import.py refuses a rep).
+    ("GET", "/purchases/import/{}"), ("GET", "/purchases/import/{}/problems.csv"),
     # Re-engagement is run by tenant admins (the controller's guard; tests/integration/engagement/test_pages.py
     # shows a rep refused); journeys and broadcasts are tenant-wide, their audiences computed by segments.
     ("GET", "/engagement/journeys/{}"), ("GET", "/engagement/journeys/{}/edit"),

@@ -79,10 +79,12 @@ def test_scenario_grammar() -> None:
     assert parse_scenario("3 scan spring，2 click MENU_A, 1 customer write \"hi, there\"") == [
         Step("scan", 3, "spring"), Step("click", 2, "MENU_A"), Step("write", 1, "hi, there")]
     assert parse_scenario("5 people follow") == [Step("follow", 5)]
+    assert parse_scenario("30 customers buy, 5 refund") == [Step("buy", 30), Step("refund", 5)]
+    assert parse_scenario("10 buy CANDLE-FIG") == [Step("buy", 10, "CANDLE-FIG")]
 
 
 @pytest.mark.parametrize("text", ["", "customers follow", "10 dance", "0 follow", "5 write", "5 click",
-                                  "5 follow spring"])
+                                  "5 follow spring", "5 refund half", "0 buy"])
 def test_scenario_grammar_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_scenario(text)
