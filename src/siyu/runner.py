@@ -241,6 +241,19 @@ FIRST_SCENE: list[tuple[str, str, str, dict[str, Any]]] = [
     ("pay", "demo00007", "refund", {}),
 ]
 
+# After the first scene the Mini Program's users buy again by themselves, a round every two minutes: rarely
+# unprompted, several times likelier within half an hour of a message, so the journeys' lift against their
+# holdout shows while the demo runs.
+_REFILL = catalog_item("LUM-DIFF-REFILL")
+DEMO_BUYING = {"base": 0.01, "after_message": 0.08, "message_window_seconds": 1800, "every_seconds": 120,
+               "sku": _REFILL["sku"], "name": _REFILL["name"][:64], "amount_fen": _REFILL["unit_price_fen"], "seed": 2026}
+
+
+def start_buying(sim_base: str) -> None:
+    app_id = DEMO_ACCOUNTS["mp"]["app_id"]
+    httpx.post(f"{sim_base}/_sim/apps/{app_id}/buying", json=DEMO_BUYING, timeout=5,
+               trust_env=False).raise_for_status()
+
 
 async def play_first_scene(sim_base: str) -> list[str]:
     """A first scene, so a new user sees live traffic and one person across the three channels. Plays
@@ -389,6 +402,11 @@ def main() -> None:
                 problems = [f"{type(exc).__name__}: {exc}"]
             for problem in problems:
                 say(f"the first scene: {problem}")
+        if use_simulator:
+            try:
+                start_buying(sim_base)
+            except httpx.HTTPError as exc:  # the demo runs without customers buying again
+                say(f"the simulator's customers will not buy again: {exc}")
 
         print("", flush=True)
         print("Demo logins (kept in " + str(s.data_dir / "demo-logins.json") + "):", flush=True)

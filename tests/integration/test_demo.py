@@ -7,6 +7,7 @@ with WeCom UserIDs); seeding again duplicates nothing."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ from arq.worker import Worker
 
 from siyu import runner
 from siyu import worker as worker_root
-from siyu.core import db
-from siyu.core.redis import JOB_SERIALIZATION
+from siyu.core import db, effects
+from siyu.core.redis import JOB_SERIALIZATION, arq_pool
+from siyu.engagement import attribution, journeys
 from siyu.inbox import canned, config
 from siyu.tenants import services as tenants
 from siyu.tenants.demo import DEMO_ACCOUNTS
@@ -42,8 +44,17 @@ async def run_jobs(quiet_rounds: int = 2) -> None:
         await asyncio.sleep(0.5)
 
 
-# `app`: the web app's lifespan installs the process's arq pool, through which the seed's services queue
-# their jobs (as `make run` installs one around the seed).
+# The seed's services and the jobs run here queue their jobs through an arq pool, as `make run` installs one
+# around the seed. Each test installs its own: the one the web app's lifespan installed may have been taken
+# away by another module's fixture (the engagement tests install and uninstall theirs).
+@pytest.fixture(autouse=True)
+async def effects_pool(pool: None) -> AsyncIterator[None]:
+    arq = await arq_pool()
+    effects.install(arq)
+    yield
+    await effects.flush()
+    effects.uninstall(arq)
+    await arq.aclose()
 
 
 def person(simulator_base: str, kind: str, key: str) -> dict[str, str]:
@@ -119,6 +130,15 @@ async def test_the_first_scene_shows_one_person_across_the_three_channels(
                              "WHERE i.tenant = $1 AND i.external_id = $2", tenant.id, stranger)
     products = await db.fetch("SELECT sku, name FROM commerce_product WHERE tenant = $1", tenant.id)
     assert len(products) == 8 and all(p["name"] for p in products)
+
+    # The scene's orders started the post-purchase journey, whose results count them (make run's demo shows
+    # journey results after its first scene): every order is an entry, its thanks settled at once — sent on a
+    # channel the buyer has open, held out, or skipped with its reason (demo00008 wrote nowhere).
+    care = next(j for j in await journeys.list_journeys(tenant.id) if j.name == "下单后关怀")
+    entered = (await attribution.entered(tenant.id, [care.id]))[care.id]
+    thanks = (await attribution.figures(tenant.id, "journey", care.id))["thanks"]
+    assert entered == len(bought) and thanks.targeted == entered and thanks.sent >= 1, thanks
+    assert thanks.sent + thanks.held_out + thanks.by_state["skipped"] == entered, thanks
 
     # A second `make run`: nothing is created twice, and the simulator's backend keeps the same key.
     before = await counts(tenant.id)

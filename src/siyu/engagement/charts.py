@@ -12,7 +12,8 @@ from siyu.engagement.attribution import Figures
 
 WIDTH = 640
 ROW = 26
-LABEL = 170
+LABEL = 170  # the narrowest label column
+MAX_LABEL = 300
 RIGHT = 90
 
 
@@ -35,13 +36,21 @@ class BarChart:
     label_width: int = LABEL
 
 
+def text_width(text: str) -> float:
+    """About how wide a label is at the charts' 12 px: a CJK character is a full em, Latin about half (the
+    SVG cannot measure its text on the server, and a label wider than its column is cut off at the left)."""
+    return sum(12.0 if ord(c) >= 0x2E80 else 6.8 for c in text)
+
+
 def bar_chart(title: str, items: list[tuple[str, float, str]], fmt: str = "{:,.0f}") -> BarChart:
-    """Rows of (label, value, tone), each bar scaled to the largest value."""
+    """Rows of (label, value, tone), each bar scaled to the largest value; the label column as wide as the
+    longest label (within bounds)."""
     top = max([v for _, v, _ in items] or [0]) or 1
-    span = WIDTH - LABEL - RIGHT
+    label_width = int(min(MAX_LABEL, max([LABEL] + [text_width(label) + 16 for label, _, _ in items])))
+    span = WIDTH - label_width - RIGHT
     bars = [Bar(8 + n * ROW, span * v / top, label, fmt.format(v), f"{label}: {fmt.format(v)}", tone)
             for n, (label, v, tone) in enumerate(items)]
-    return BarChart(title, bars, 16 + ROW * max(1, len(items)))
+    return BarChart(title, bars, 16 + ROW * max(1, len(items)), label_width=label_width)
 
 
 def funnel(f: Figures) -> BarChart:

@@ -10,9 +10,9 @@ from typing import Any
 from litestar import Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
+from siyu.simulator import buying, rules, wire
 from siyu.simulator import media as sim_media
 from siyu.simulator import push as pushing
-from siyu.simulator import rules, wire
 from siyu.simulator.state import APP_MEMORY, FORMATS, KINDS, MODES, FollowInfo, SimApp, State
 from siyu.simulator.wecom import confirm_task_now
 
@@ -356,6 +356,39 @@ def control_routes(sim: State) -> list[Any]:
         shown = sim_media.public(app, media_id) if app else None
         return _ok(shown) if shown else _bad("unknown media", 404, "unknown_media")
 
+    def _shop(app_id: str) -> SimApp | Response[Any]:
+        app = sim.apps.get(app_id)
+        if app is None:
+            return _bad("unknown app", 404, "unknown_app")
+        if app.kind != "mp":
+            return _bad("buying is for a Mini Program", 409, "no_shop")
+        return app
+
+    @post("/_sim/apps/{app_id:str}/buying", status_code=200)
+    async def set_buying(app_id: FromPath[str], data: JSONBody[dict[str, Any]]) -> Response[Any]:
+        """How the app's users buy again: a chance a round, raised by a message (simulator/buying.py)."""
+        app = _shop(app_id)
+        if isinstance(app, Response):
+            return app
+        b = buying.parse(data, sim.buying.get(app_id))
+        if isinstance(b, str):
+            return _bad(b)
+        buying.stop(sim.buying.get(app_id))
+        sim.buying[app_id] = b
+        buying.start(sim, app, b)
+        return _ok(b.public())
+
+    @post("/_sim/apps/{app_id:str}/buying/round", status_code=200)
+    async def buying_round(app_id: FromPath[str]) -> Response[Any]:
+        """One round now: who buys, reported to the brand's backend."""
+        app = _shop(app_id)
+        if isinstance(app, Response):
+            return app
+        b = sim.buying.get(app_id)
+        if b is None:
+            b = sim.buying[app_id] = buying.Buying()
+        return _ok(await buying.play_round(sim, app, b))
+
     @post("/_sim/reset", status_code=200)
     async def reset() -> dict[str, Any]:
         sim.reset()
@@ -367,4 +400,4 @@ def control_routes(sim: State) -> list[Any]:
 
     return [register_app, list_apps, get_app, add_faults, token_action, get_clock, move_clock, stats, messages,
             refusals, push, verify, people, seed_people, mass_jobs, tasks, confirm_task, media_bytes, media_info, reset,
-            health]
+            health, set_buying, buying_round]

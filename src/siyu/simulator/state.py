@@ -233,6 +233,10 @@ class State:
         self.reset()
 
     def reset(self) -> None:
+        for b in getattr(self, "buying", {}).values():
+            if b.task is not None:
+                b.task.cancel()
+        self.buying: dict[str, Any] = {}  # Mini Program app id → buying.Buying (customers who buy again)
         self.clock.offset = 0.0
         self.apps: dict[str, SimApp] = {}
         self.people: dict[str, Person] = {}
