@@ -42,8 +42,8 @@ KIND_LABELS = {
     "message_out": N_("Message sent"), "menu_click": N_("Menu click"), "scan": N_("Scanned a QR code"),
     "mp_login": N_("Mini Program login"), "purchase": N_("Purchase"), "wecom_added": N_("Added a sales rep"),
     "wecom_removed": N_("Removed by a sales rep"), "handoff": N_("Handed to an agent"), "assignment": N_("Assigned"),
-    "resolution": N_("Resolved"), "broadcast_sent": N_("Broadcast sent"), "broadcast_skipped": N_("Broadcast skipped"),
-    "broadcast_failed": N_("Broadcast failed"), "note": N_("Note"), "merged": N_("Merged"),
+    "resolution": N_("Resolved"), "broadcast_sent": N_("Re-engagement message sent"),
+    "broadcast_skipped": N_("Re-engagement message skipped"), "broadcast_failed": N_("Re-engagement message failed"), "note": N_("Note"), "merged": N_("Merged"),
     "unmerged": N_("Merge undone"), "refund": N_("Refund"),
 }
 # How a follower came to the Official Account (user/info `subscribe_scene`).

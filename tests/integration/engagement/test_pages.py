@@ -161,8 +161,17 @@ async def test_the_contact_timeline_shows_engagement_messages_and_skips(acme_adm
     await triggers.on_follow(tid, ivy.contact_id, "oa", 1, clock.now())
     await sweep(runtime)
     page = await acme_admin.get(f"/contacts/{ivy.contact_id}")
-    assert page.status_code == 200 and "欢迎关注" in page.text
+    assert page.status_code == 200 and "欢迎关注" in page.text and "Re-engagement message sent" in page.text
     assert any(r.state == "sent" for r in await rows(tid))
+    # Someone no channel can reach now: the skip is on their timeline with its reason in words.
+    ivo = await world.person("ivo", oa=False, mp=True)  # no window, no rep, no consent, not a follower
+    await triggers.on_follow(tid, ivo.contact_id, "oa", 1, clock.now())
+    await sweep(runtime)
+    [skip] = [r for r in await rows(tid) if r.contact == ivo.contact_id]
+    assert skip.state == "skipped", skip
+    page = await acme_admin.get(f"/contacts/{ivo.contact_id}")
+    assert "Re-engagement message skipped" in page.text
+    assert f"· {skip.reason}<" not in page.text  # not the code
 
 
 def _unused(x: Any) -> None:
