@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from siyu.commerce.demo import catalog_item
-from siyu.core.processes import Supervisor, stop_processes, wait_http
+from siyu.core.processes import OWN_GROUP, Supervisor, stop_processes, wait_http
 from siyu.core.settings import get_settings
 from siyu.tenants.demo import DEMO_ACCOUNTS, DEMO_SLUG
 
@@ -366,7 +366,7 @@ def main() -> None:
 
             def simulator() -> subprocess.Popen[Any]:
                 proc = subprocess.Popen([py, "-m", "siyu", "simulator", "--port", str(sim_port),
-                                         "--state-dir", str(s.data_dir / "simulator")], env=env)
+                                         "--state-dir", str(s.data_dir / "simulator")], env=env, **OWN_GROUP)
                 try:
                     if not wait_http(f"{sim_base}/_sim/health", 20, [proc]):
                         raise RuntimeError("the WeChat simulator did not start")
@@ -384,11 +384,11 @@ def main() -> None:
                 raise SystemExit(str(exc)) from None
         say("starting the workers (jobs, and re-engagement's sends in their own lane)…")
         env["SIYU_ENGAGEMENT_LANE"] = "1"
-        sup.add("the worker", lambda: subprocess.Popen([py, "-m", "siyu", "worker"], env=env))
+        sup.add("the worker", lambda: subprocess.Popen([py, "-m", "siyu", "worker"], env=env, **OWN_GROUP))
         sup.add("the re-engagement worker",
-                lambda: subprocess.Popen([py, "-m", "siyu", "worker", "--lane", "engagement"], env=env))
+                lambda: subprocess.Popen([py, "-m", "siyu", "worker", "--lane", "engagement"], env=env, **OWN_GROUP))
         say("starting the web server (granian)…")
-        sup.add("the web server", lambda: subprocess.Popen([py, "-m", "siyu", "web"], env=env))
+        sup.add("the web server", lambda: subprocess.Popen([py, "-m", "siyu", "web"], env=env, **OWN_GROUP))
         base = f"http://{s.host}:{s.port}"
         if not wait_http(f"{base}/healthz", 30, sup.procs()):
             raise SystemExit("the web server did not start; see the messages above")

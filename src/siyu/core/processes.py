@@ -3,6 +3,9 @@ answers, stop a group of processes politely, then firmly, and keep children runn
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -32,17 +35,40 @@ def wait_http(url: str, seconds: float, watch: Sequence[subprocess.Popen[Any]] =
     return False
 
 
+# `siyu run` starts its children each in a process group of its own: the terminal's Ctrl-C reaches `siyu run`
+# alone, which stops them in order, and a child's own children (granian's workers) stop with it.
+OWN_GROUP: dict[str, Any] = {"start_new_session": True}
+
+
+def _signal(p: subprocess.Popen[Any], sig: int) -> None:
+    """The process, and its whole group when it leads one (what it started, even once it is gone itself)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(p.pid) == p.pid:
+            os.killpg(p.pid, sig)
+            return
+    if p.poll() is None:
+        p.send_signal(sig)
+
+
 def stop_processes(procs: Sequence[subprocess.Popen[Any]], timeout: float = 10) -> None:
-    """SIGTERM every process (newest first), wait for each, SIGKILL what does not stop in time."""
+    """SIGTERM every process (newest first), wait for each, SIGKILL what does not stop in time; a group
+    leader's group is swept after it ends, so nothing it started outlives it (a killed granian's worker)."""
+    leaders = {}
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            leaders[p.pid] = os.getpgid(p.pid) == p.pid
     for p in reversed(procs):
         if p.poll() is None:
-            p.terminate()
+            _signal(p, signal.SIGTERM)
     for p in procs:
         try:
             p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            p.kill()
+            _signal(p, signal.SIGKILL)
             p.wait(timeout=5)
+        if leaders.get(p.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGKILL)
 
 
 @dataclass(eq=False)
@@ -110,6 +136,9 @@ class Supervisor:
             if child.due is None:
                 if child.running():
                     continue
+                if child.proc is not None:  # what it started goes with it (a killed granian's worker holds the port)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(child.proc.pid, signal.SIGKILL)
                 ran = now - child.started_at
                 child.pause = self.min_pause if ran >= self.stable_after or not child.pause else min(
                     self.max_pause, child.pause * 2)
