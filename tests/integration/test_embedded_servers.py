@@ -121,7 +121,9 @@ def test_the_suites_valkey_asks_for_a_password_too() -> None:
     from tests.conftest import _state
 
     if _state.get("valkey") is None:
-        pytest.skip("REDIS_URL names a server of the user's own")
+        # Only when you run the suite on your own Redis (REDIS_URL): its password is yours to set, and the
+        # embedded server's is proven by test_valkey_refuses_a_client_without_the_password above.
+        pytest.skip("the suite runs on your own Redis (REDIS_URL), not Siyu's embedded Valkey")
     parts = urlsplit(os.environ["REDIS_URL"])
     assert parts.password
     anonymous = Redis(host=parts.hostname, port=parts.port, socket_timeout=2)
@@ -133,7 +135,8 @@ def test_the_suites_valkey_asks_for_a_password_too() -> None:
 def test_the_embedded_postgres_data_directory_is_private() -> None:
     query = urlsplit(os.environ["DATABASE_URL"]).query
     if "host=" not in query:
-        pytest.skip("DATABASE_URL names a server of the user's own")
+        # Only when you run the suite on your own PostgreSQL (DATABASE_URL): its files are not Siyu's to check.
+        pytest.skip("the suite runs on your own PostgreSQL (DATABASE_URL), not Siyu's embedded one")
     pgdata = Path(dict(p.split("=", 1) for p in query.split("&"))["host"])
     assert (pgdata / "PG_VERSION").exists()
     assert _mode(pgdata) == 0o700

@@ -50,13 +50,16 @@ def _signal(p: subprocess.Popen[Any], sig: int) -> None:
         p.send_signal(sig)
 
 
+def sweep_group(p: subprocess.Popen[Any]) -> None:
+    """Kill what is left of the group an ended child led (a killed granian's worker holds its port). A child
+    that led no group has none by its pid: nothing happens."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(p.pid, signal.SIGKILL)
+
+
 def stop_processes(procs: Sequence[subprocess.Popen[Any]], timeout: float = 10) -> None:
-    """SIGTERM every process (newest first), wait for each, SIGKILL what does not stop in time; a group
-    leader's group is swept after it ends, so nothing it started outlives it (a killed granian's worker)."""
-    leaders = {}
-    for p in procs:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            leaders[p.pid] = os.getpgid(p.pid) == p.pid
+    """SIGTERM every process (newest first), wait for each, SIGKILL what does not stop in time; then sweep
+    the group each led, so nothing it started outlives it."""
     for p in reversed(procs):
         if p.poll() is None:
             _signal(p, signal.SIGTERM)
@@ -66,9 +69,7 @@ def stop_processes(procs: Sequence[subprocess.Popen[Any]], timeout: float = 10) 
         except subprocess.TimeoutExpired:
             _signal(p, signal.SIGKILL)
             p.wait(timeout=5)
-        if leaders.get(p.pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGKILL)
+        sweep_group(p)
 
 
 @dataclass(eq=False)
@@ -136,9 +137,8 @@ class Supervisor:
             if child.due is None:
                 if child.running():
                     continue
-                if child.proc is not None:  # what it started goes with it (a killed granian's worker holds the port)
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(child.proc.pid, signal.SIGKILL)
+                if child.proc is not None:
+                    sweep_group(child.proc)
                 ran = now - child.started_at
                 child.pause = self.min_pause if ran >= self.stable_after or not child.pause else min(
                     self.max_pause, child.pause * 2)

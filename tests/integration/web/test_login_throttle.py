@@ -132,7 +132,7 @@ async def test_an_account_attacked_from_many_clients_is_slowed_not_locked(
     assert [r.status_code for r in answers].count(401) == 1  # one attempt per interval on this account
     assert len(password_checks) == 21
     slowed = next(r for r in answers if r.status_code == 429)
-    assert 1 <= int(slowed.headers["Retry-After"]) <= 2
+    assert slowed.headers["Retry-After"] in ("1", "2")  # within the 2 s interval, whole seconds
 
     # The person's own browser is not slowed; a new client of theirs waits at most the interval.
     assert (await known.login(acme.admin_email, PASSWORD)).status_code == 302
