@@ -175,26 +175,36 @@ async def _public_tables() -> list[str]:
     return list(_state["tables"])
 
 
-async def _state_of_database() -> str:
-    """Every table's row count and every sequence's position, as one string."""
+async def _fingerprint() -> str:
+    """A digest of every row of every table and every sequence's position."""
     from siyu.core import db
 
-    counts = ", ".join(f'(SELECT count(*) FROM public."{t}")' for t in await _public_tables())
-    rows = await db.fetchrow(f"SELECT ARRAY[{counts}]::bigint[] AS n, (SELECT string_agg(format('%s=%s', "
-                             "sequencename, last_value), ',' ORDER BY sequencename) FROM pg_sequences "
-                             "WHERE schemaname = 'public') AS s")
-    return f"{list(rows['n'])}|{rows['s']}"
+    digests = " UNION ALL ".join(
+        f"SELECT {i} AS i, md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) AS h FROM public.\"{name}\" t"
+        for i, name in enumerate(await _public_tables()))
+    row = await db.fetchrow(f"SELECT (SELECT md5(string_agg(h, ',' ORDER BY i)) FROM ({digests}) d) AS rows, "
+                            "(SELECT string_agg(format('%s=%s', sequencename, last_value), ',' ORDER BY sequencename) "
+                            "FROM pg_sequences WHERE schemaname = 'public') AS sequences")
+    return f"{row['rows']}|{row['sequences']}"
 
 
 async def built_once(name: str, build: Callable[[], Awaitable[T]]) -> T:
-    """What `build` makes in the database, made for real by the first test that asks and restored, rows and
-    sequences, for the next ones that ask in the same state (the same rows counted in every table, the same
-    sequences): deterministic fixtures that need a rich world (the route matrices: hundreds of tests on two
-    seeded brands) then cost milliseconds instead of half a second each. Only PostgreSQL is restored: a build
-    whose tests need what it put in Redis or in the simulator must not use this."""
+    """What `build` makes in the database, made for real by the first test that asks and restored (rows and
+    sequences) for the next tests that ask after the same steps: deterministic fixtures that need a rich world
+    (the route matrices: hundreds of tests on two seeded brands) then cost milliseconds instead of half a second.
+
+    A test's steps form a chain from the empty database (the `clean` fixture): "tenant acme, then tenant globex,
+    then the seeded acme". A snapshot is used only while the database is exactly as the previous step left it
+    (same digest of every row): anything the test wrote in between (an API key, a setting) makes this and its
+    later steps build for real. Only PostgreSQL is restored: a build whose tests need what it put in Redis or
+    the simulator must not use this."""
     from siyu.core import db
 
-    key = f"{name}|{await _state_of_database()}"
+    chain, left = _state["chain"]
+    if chain is None or await _fingerprint() != left:
+        _state["chain"] = (None, "")  # the test wrote something of its own: no snapshot fits from here on
+        return await build()
+    key = f"{chain}/{name}"
     if key not in _SNAPSHOTS:
         value = await build()
         schema = f"snap_{len(_SNAPSHOTS)}"
@@ -205,14 +215,15 @@ async def built_once(name: str, build: Callable[[], Awaitable[T]]) -> T:
         sequences = [(r["name"], int(r["last"]), bool(r["called"])) for r in await db.fetch(
             "SELECT format('%I.%I', schemaname, sequencename) AS name, coalesce(last_value, start_value) AS last, "
             "last_value IS NOT NULL AS called FROM pg_sequences WHERE schemaname = 'public'")]
-        _SNAPSHOTS[key] = (value, schema, tables, sequences)
-        return value
-    value, schema, tables, sequences = _SNAPSHOTS[key]
-    restore = [f'DELETE FROM public."{t}";' for t in tables]
-    restore += [f'INSERT INTO public."{t}" SELECT * FROM {schema}."{t}";' for t in tables]
-    restore += [f"PERFORM setval('{seq}', {last}, {str(called).lower()});" for seq, last, called in sequences]
-    await db.execute("DO $restore$ BEGIN SET LOCAL session_replication_role = replica; "
-                     f"{' '.join(restore)} END $restore$")
+        _SNAPSHOTS[key] = (value, schema, tables, sequences, await _fingerprint())
+    else:
+        value, schema, tables, sequences, _ = _SNAPSHOTS[key]
+        restore = [f'DELETE FROM public."{t}";' for t in tables]
+        restore += [f'INSERT INTO public."{t}" SELECT * FROM {schema}."{t}";' for t in tables]
+        restore += [f"PERFORM setval('{seq}', {last}, {str(called).lower()});" for seq, last, called in sequences]
+        await db.execute("DO $restore$ BEGIN SET LOCAL session_replication_role = replica; "
+                         f"{' '.join(restore)} END $restore$")
+    _state["chain"] = (key, _SNAPSHOTS[key][4])
     return value  # type: ignore[no-any-return]
 
 
@@ -246,6 +257,9 @@ async def clean(pool: None, redis: Any) -> AsyncIterator[None]:
     except asyncpg.InsufficientPrivilegeError:
         _state["wipe"] = TRUNCATE_ALL
         await db.execute(TRUNCATE_ALL)
+    if "empty" not in _state:
+        _state["empty"] = await _fingerprint()
+    _state["chain"] = ("", _state["empty"])  # built_once's steps start from the empty database
     forget_cached()
     await redis.flushdb()
     httpx.post(f"{_state['simulator_base']}/_sim/reset", timeout=5).raise_for_status()
