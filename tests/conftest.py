@@ -156,11 +156,13 @@ async def redis() -> AsyncIterator[Any]:
 
 @pytest.fixture(autouse=True)
 async def clean(pool: None, redis: Any) -> AsyncIterator[None]:
+    from siyu.commerce.merchants import forget_configs
     from siyu.core import db
     from siyu.wechat.services import forget_cached
 
     await db.engine().run_ddl(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
     forget_cached()
+    forget_configs()
     await redis.flushdb()
     httpx.post(f"{_state['simulator_base']}/_sim/reset", timeout=5).raise_for_status()
     yield
