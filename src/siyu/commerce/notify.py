@@ -22,7 +22,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
 from siyu.commerce import merchants
-from siyu.commerce.jobs import PROCESS_PAY, pay_job_id
+from siyu.commerce.jobs import PROCESS_PAY, PROCESS_PAY_BATCH, pay_batch_job_id, pay_job_id
 from siyu.core import db, effects, groupcommit
 from siyu.wechat import pay
 from siyu.wechat.pay import PayRejected
@@ -129,23 +129,29 @@ async def _store_batch(items: list[_Item]) -> list[Stored | BaseException]:
         rows = await db.fetch(_STORE_SQL, *columns)
     by_key = {(int(r["tenant"]), r["mchid"], r["resource_key"], r["event_type"]): r for r in rows}
     results: list[Stored | BaseException] = [_merchant_gone() for _ in items]
-    pending: list[int] = []
+    new: list[int] = []
+    again: list[int] = []
     for key, members in groups.items():
         row = by_key.get(key)
         if row is None:
             continue  # the merchant was unlinked or changed since its config was read
         if row["pending"]:
-            pending.append(int(row["id"]))
+            (new if row["inserted"] else again).append(int(row["id"]))
         for n, i in enumerate(members):
             results[i] = Stored(int(row["id"]), bool(row["inserted"]) and n == 0)
-    if pending:
-        groupcommit.hand_over(_enqueue(pending), f"enqueueing {len(pending)} pay notifications")
+    if new or again:
+        groupcommit.hand_over(_enqueue(new, again), f"enqueueing {len(new) + len(again)} pay notifications")
     return results
 
 
-async def _enqueue(ids: list[int]) -> None:
+async def _enqueue(new: list[int], again: list[int]) -> None:
+    """The batch's new notifications as one job; a retried one still unprocessed by its own job id (the job
+    of its first delivery may be queued still: the id keeps it to one)."""
     target = effects.pool()
-    await asyncio.gather(*(target.enqueue_job(PROCESS_PAY, i, _job_id=pay_job_id(i)) for i in ids))
+    calls = [target.enqueue_job(PROCESS_PAY, i, _job_id=pay_job_id(i)) for i in again]
+    if new:
+        calls.append(target.enqueue_job(PROCESS_PAY_BATCH, new, _job_id=pay_batch_job_id(new[0])))
+    await asyncio.gather(*calls)
 
 
 def _merchant_gone() -> PayRejected:
