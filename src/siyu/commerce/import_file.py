@@ -370,7 +370,9 @@ async def check(staging: str, zone: str, now: datetime | None = None) -> int:
     now = now or clock.now()
     orders = orders_table(staging)
     async with db.transaction():
-        await db.execute("SELECT set_config('TimeZone', $1, true), set_config('work_mem', '256MB', true)", zone)
+        # The grouping is one hash aggregate of every line's order (about 75 MB per 100,000 lines): spilled to disk
+        # in batches, it took twice as long. Up to a million lines stay in memory (hash memory is twice work_mem).
+        await db.execute("SELECT set_config('TimeZone', $1, true), set_config('work_mem', '512MB', true)", zone)
         await db.execute(f"DROP TABLE IF EXISTS {orders}")
         await db.execute(_build_orders(lines_table(staging), orders), EARLIEST, now + FUTURE_SLACK)
         await db.execute(f"CREATE UNIQUE INDEX ON {orders} (first_rec)")
