@@ -59,7 +59,7 @@ SWEEP_AFTER_SECONDS = 120  # an unfinished import nobody moved for this long is 
 # An import still reading its file this long after it last moved lost its reader (the upload request or the
 # CLI died while staging): it fails saying to import again (the CLI's re-run would start a new one anyway).
 ABANDONED_STAGING_SECONDS = 3600
-BATCH_LINES = 50_000  # a batch is the orders whose first line falls in a range of this many lines
+BATCH_LINES = 100_000  # a batch is the orders whose first line falls in a range of this many lines
 MERGE_BATCH = 200
 MAX_STORED_ERRORS = 50_000
 MAX_UPLOAD_BYTES = 1024**3
