@@ -14,15 +14,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 _state: dict[str, Any] = {}
 
 
@@ -157,6 +158,62 @@ BEGIN
              WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> 'migration');
 END $wipe$
 """
+
+
+# --- built once, restored after: the rich worlds of the route matrices -----------------------------------
+
+_SNAPSHOTS: dict[str, Any] = {}
+
+async def _public_tables() -> list[str]:
+    from siyu.core import db
+
+    if "tables" not in _state:
+        _state["tables"] = [r["name"] for r in await db.fetch(
+            "SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> 'migration' "
+            "AND c.relname !~ '^commerce_import_[0-9]' ORDER BY 1")]  # (not an import's staging)
+    return list(_state["tables"])
+
+
+async def _state_of_database() -> str:
+    """Every table's row count and every sequence's position, as one string."""
+    from siyu.core import db
+
+    counts = ", ".join(f'(SELECT count(*) FROM public."{t}")' for t in await _public_tables())
+    rows = await db.fetchrow(f"SELECT ARRAY[{counts}]::bigint[] AS n, (SELECT string_agg(format('%s=%s', "
+                             "sequencename, last_value), ',' ORDER BY sequencename) FROM pg_sequences "
+                             "WHERE schemaname = 'public') AS s")
+    return f"{list(rows['n'])}|{rows['s']}"
+
+
+async def built_once(name: str, build: Callable[[], Awaitable[T]]) -> T:
+    """What `build` makes in the database, made for real by the first test that asks and restored, rows and
+    sequences, for the next ones that ask in the same state (the same rows counted in every table, the same
+    sequences): deterministic fixtures that need a rich world (the route matrices: hundreds of tests on two
+    seeded brands) then cost milliseconds instead of half a second each. Only PostgreSQL is restored: a build
+    whose tests need what it put in Redis or in the simulator must not use this."""
+    from siyu.core import db
+
+    key = f"{name}|{await _state_of_database()}"
+    if key not in _SNAPSHOTS:
+        value = await build()
+        schema = f"snap_{len(_SNAPSHOTS)}"
+        await db.execute(f"CREATE SCHEMA {schema}")
+        tables = await _public_tables()
+        for table in tables:
+            await db.execute(f'CREATE UNLOGGED TABLE {schema}."{table}" AS SELECT * FROM public."{table}"')
+        sequences = [(r["name"], int(r["last"]), bool(r["called"])) for r in await db.fetch(
+            "SELECT format('%I.%I', schemaname, sequencename) AS name, coalesce(last_value, start_value) AS last, "
+            "last_value IS NOT NULL AS called FROM pg_sequences WHERE schemaname = 'public'")]
+        _SNAPSHOTS[key] = (value, schema, tables, sequences)
+        return value
+    value, schema, tables, sequences = _SNAPSHOTS[key]
+    restore = [f'DELETE FROM public."{t}";' for t in tables]
+    restore += [f'INSERT INTO public."{t}" SELECT * FROM {schema}."{t}";' for t in tables]
+    restore += [f"PERFORM setval('{seq}', {last}, {str(called).lower()});" for seq, last, called in sequences]
+    await db.execute("DO $restore$ BEGIN SET LOCAL session_replication_role = replica; "
+                     f"{' '.join(restore)} END $restore$")
+    return value  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
@@ -369,6 +426,10 @@ class TenantFixture:
 
 
 async def make_tenant(slug: str, name: str) -> TenantFixture:
+    return await built_once(f"tenant:{slug}:{name}", lambda: _make_tenant(slug, name))
+
+
+async def _make_tenant(slug: str, name: str) -> TenantFixture:
     from siyu.tenants import services as svc
     from siyu.tenants import staff as staff_svc
 
