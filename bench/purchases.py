@@ -15,7 +15,7 @@ measured in the same run.
    of requests to a bare endpoint on the same server. Prints p50/p99 of both (target: p99 <= 50 ms) and
    checks every notification was stored once and processed.
 
-BENCH_PART=import|pay runs one part. BENCH_KEEP=1 keeps the import's database running afterwards.
+BENCH_PART=import|pay runs one part; BENCH_WORKERS sets the web processes (default 1, as `make run`). BENCH_KEEP=1 keeps the import's database running afterwards.
 """
 
 from __future__ import annotations
@@ -193,8 +193,9 @@ async def pay_part(n: int, concurrency: int, tmp: Path) -> list[Row]:
                                                   "public_key": key["public_key"], "public_key_id": key["public_key_id"]})
         port = free_port()
         env = {**os.environ, "SIYU_BENCH_BARE_ENDPOINT": "1", "SIYU_PORT": str(port), "SIYU_LOG_LEVEL": "WARNING"}
-        say("starting the web server (granian, 1 worker) and the arq worker…")
-        procs.append(subprocess.Popen([sys.executable, "-m", "siyu", "web", "--port", str(port), "--workers", "1"],
+        workers = int(os.environ.get("BENCH_WORKERS", 1))
+        say(f"starting the web server (granian, {workers} worker(s)) and the arq worker…")
+        procs.append(subprocess.Popen([sys.executable, "-m", "siyu", "web", "--port", str(port), "--workers", str(workers)],
                                       env=env, stdout=subprocess.DEVNULL))
         procs.append(subprocess.Popen([sys.executable, "-m", "siyu", "worker"], env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))

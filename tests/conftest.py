@@ -249,6 +249,7 @@ async def redis() -> AsyncIterator[Any]:
 async def clean(pool: None, redis: Any) -> AsyncIterator[None]:
     import asyncpg
 
+    from siyu.commerce.merchants import forget_configs
     from siyu.core import db
     from siyu.wechat.services import forget_cached
 
@@ -261,6 +262,7 @@ async def clean(pool: None, redis: Any) -> AsyncIterator[None]:
         _state["empty"] = await _fingerprint()
     _state["chain"] = ("", _state["empty"])  # built_once's steps start from the empty database
     forget_cached()
+    forget_configs()
     await redis.flushdb()
     httpx.post(f"{_state['simulator_base']}/_sim/reset", timeout=5).raise_for_status()
     yield

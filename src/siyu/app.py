@@ -25,6 +25,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import siyu
+from siyu.commerce import merchants as pay_merchants
+from siyu.commerce import notify as pay_notify
 from siyu.commerce import purchases as commerce_purchases
 from siyu.commerce.api import PurchasesApi
 from siyu.commerce.notify import PayNotifications
@@ -91,7 +93,11 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     await app.state.access_watch.start()
     app.state.ingestor = Ingestor(lambda ids: enqueue_batch(app.state.arq, ids))
     app.state.ingestor.start()
-    listener = db.Listener([db.ACCOUNTS_CHANGED, db.AUTO_REPLIES_CHANGED], wechat_services.on_change)
+    def on_change(channel: str, payload: str) -> None:
+        wechat_services.on_change(channel, payload)
+        pay_merchants.on_change(channel, payload)
+
+    listener = db.Listener([db.ACCOUNTS_CHANGED, db.AUTO_REPLIES_CHANGED], on_change)
     await listener.start()
     try:
         yield
@@ -100,6 +106,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await app.state.access_watch.stop()
         await app.state.inbox_relay.stop()
         await app.state.ingestor.stop()
+        await pay_notify.stop()
         await effects.flush()
         effects.uninstall(app.state.arq)
         await app.state.arq.aclose()

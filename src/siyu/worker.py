@@ -106,6 +106,8 @@ FUNCTIONS = [
     func(inbox_jobs.sweep, name="inbox.sweep", max_tries=1),
     func(commerce_jobs.process_pay_notification, name=commerce_jobs.PROCESS_PAY,
          max_tries=commerce_jobs.PROCESS_PAY_TRIES),
+    func(commerce_jobs.process_pay_notifications, name=commerce_jobs.PROCESS_PAY_BATCH,
+         max_tries=commerce_jobs.PROCESS_PAY_TRIES),
     func(commerce_jobs.sweep, name=commerce_jobs.SWEEP, max_tries=1),
     func(commerce_imports.run_import, name=commerce_imports.RUN_IMPORT, max_tries=commerce_imports.RUN_IMPORT_TRIES),
     func(commerce_imports.sweep_imports, name=commerce_imports.SWEEP_IMPORTS, max_tries=1),

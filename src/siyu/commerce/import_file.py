@@ -316,14 +316,14 @@ _BLANK_AS = {"transaction_id": "txn", "attach": "attach", "unionid": "unionid"}
 def _build_orders(lines: str, orders: str) -> str:
     """The lines grouped into orders in one pass, with only what must be seen line by line: the item's own
     checks (the order-level values are typed and checked once per order, by the batches), whether the lines
-    agree, and the items as JSON text (parsed once, by the INSERT of the purchase). No sort: an order is
-    numbered by its first line."""
+    agree, and the items as JSON text (parsed once, by the INSERT of the purchase). An order is numbered by
+    its first line."""
     key = " || E'\\x1f' || ".join(f"COALESCE(btrim({c}), '')" for c in AGREE)
     blanks = ", ".join(f'min(NULLIF(btrim({c}), \'\') COLLATE "C") AS {a}, max(NULLIF(btrim({c}), \'\') COLLATE "C") AS {a}_max'
                        for c, a in _BLANK_AS.items())
     return f"""
     CREATE UNLOGGED TABLE {orders} AS
-    SELECT order_id, min(rec) AS first_rec, count(*)::int AS n_lines,
+    SELECT any_value(order_id) AS order_id, min(rec) AS first_rec, count(*)::int AS n_lines,
         bool_and(item_ok) AS items_ok, array_agg(rec) FILTER (WHERE NOT item_ok) AS bad_recs,
         min(okey COLLATE "C") <> max(okey COLLATE "C") AS key_differs,
         any_value(paid_at) AS paid_raw, any_value(amount_fen) AS amount_raw, any_value(currency) AS currency_raw,
@@ -360,7 +360,7 @@ def _build_orders(lines: str, orders: str) -> str:
             FROM {lines}
         ) v
     ) l
-    GROUP BY order_id
+    GROUP BY order_id COLLATE "C"
     """
 
 
@@ -370,7 +370,11 @@ async def check(staging: str, zone: str, now: datetime | None = None) -> int:
     now = now or clock.now()
     orders = orders_table(staging)
     async with db.transaction():
-        await db.execute("SELECT set_config('TimeZone', $1, true), set_config('work_mem', '256MB', true)", zone)
+        # Grouped by sorting on the order id's bytes (the same groups: equality is bytewise): a hash aggregate
+        # keeps every order's aggregates in memory at once (about 75 MB per 100,000 lines) and, spilling past
+        # a few hundred thousand lines, took twice as long as the sort at a million lines.
+        await db.execute("SELECT set_config('TimeZone', $1, true), set_config('work_mem', '256MB', true), "
+                         "set_config('enable_hashagg', 'off', true)", zone)
         await db.execute(f"DROP TABLE IF EXISTS {orders}")
         await db.execute(_build_orders(lines_table(staging), orders), EARLIEST, now + FUTURE_SLACK)
         await db.execute(f"CREATE UNIQUE INDEX ON {orders} (first_rec)")

@@ -24,6 +24,8 @@ recomputed by each batch see every other's purchases.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -562,8 +564,24 @@ def _order_problem(r: Any, apps: dict[str, str], now: datetime) -> tuple[str, st
     return None
 
 
+@dataclass
+class _Prepared:
+    """A batch read, checked and its buyers resolved, ready for its transaction."""
+
+    hi: int
+    everyone: list[_Order]
+    candidates: list[_Order]
+    found: list[Problem]
+
+
 async def _batch(tenant_id: int, imp: Progress, lo: int, hi: int, apps: dict[str, str], zone: str, stored: int) -> int:
     """Import the orders whose first line is in (lo, hi]; returns how many problems are kept now."""
+    return await _write(tenant_id, imp, await _prepare(tenant_id, imp, lo, hi, apps, zone), stored)
+
+
+async def _prepare(tenant_id: int, imp: Progress, lo: int, hi: int, apps: dict[str, str], zone: str) -> _Prepared:
+    """Read the orders whose first line is in (lo, hi], check their own values and find or create their buyers
+    (outside the batch's transaction, as any writer would: `_write` locks and re-reads them)."""
     orders_t = import_file.orders_table(imp.staging)
     async with db.transaction():  # times without an offset are the brand's
         await db.execute("SELECT set_config('TimeZone', $1, true)", zone)
@@ -596,8 +614,13 @@ async def _batch(tenant_id: int, imp: Progress, lo: int, hi: int, apps: dict[str
         o.refunds = refunds
     candidates = [o for o in everyone if not o.state]
     await _resolve_buyers(tenant_id, candidates, apps, found)
-    candidates = [o for o in candidates if not o.state]
+    return _Prepared(hi, everyone, [o for o in candidates if not o.state], found)
 
+
+async def _write(tenant_id: int, imp: Progress, prepared: _Prepared, stored: int) -> int:
+    """The batch's one transaction: its purchases, refunds, events, products and figures, and the checkpoint."""
+    orders_t = import_file.orders_table(imp.staging)
+    hi, everyone, candidates, found = prepared.hi, prepared.everyone, prepared.candidates, prepared.found
     async with db.transaction():
         await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"commerce:import:{tenant_id}")
         row = await db.fetchrow("SELECT checkpoint FROM commerce_import WHERE tenant = $1 AND id = $2 FOR UPDATE",
@@ -630,8 +653,13 @@ async def _batch(tenant_id: int, imp: Progress, lo: int, hi: int, apps: dict[str
                 await timeline.insert_many(tenant_id, "refund", _REFUND_EVENTS, refund_ids)
             await products.learn_many(tenant_id, [dict(r) for r in await db.fetch(_SALES, tenant_id, ids)])
             await stats.refresh(tenant_id, {o.contact_id for o in created})
-        await db.execute(f"UPDATE {orders_t} o SET state = u.state FROM unnest($1::bigint[], $2::text[]) AS u(seq, state) "
-                         "WHERE o.first_rec = u.seq", [o.seq for o in everyone], [o.state for o in everyone])
+        # Only the orders not created are marked: an order row is wide (its items), and rewriting every one of them
+        # cost more than any other step but the inserts. Below the checkpoint, no mark means created.
+        marked = [o for o in everyone if o.state != "created"]
+        if marked:
+            await db.execute(f"UPDATE {orders_t} o SET state = u.state FROM unnest($1::bigint[], $2::text[]) "
+                             "AS u(seq, state) WHERE o.first_rec = u.seq", [o.seq for o in marked],
+                             [o.state for o in marked])
         stored = await _record_problems(tenant_id, imp.id, found, stored)
         done = [o for o in everyone if o.state != "merge"]
         await db.execute(
@@ -796,15 +824,36 @@ async def run(tenant_id: int, import_id: int, progress: Reporter | None = None,
     stored = await _stored(tenant_id, import_id)
     if imp.status == "importing":
         zone = (await tenants.get_tenant(tenant_id)).timezone
-        while imp.checkpoint < imp.lines_total:
-            stored = await _batch(tenant_id, imp, imp.checkpoint, min(imp.checkpoint + BATCH_LINES, imp.lines_total),
-                                  apps, zone, stored)
-            imp = await get_import(tenant_id, import_id)
-            if progress:
-                progress(imp)
-            # Looked at after a batch, so every run moves the import on (the next job's id depends on it).
-            if deadline is not None and time.monotonic() > deadline and imp.checkpoint < imp.lines_total:
-                return imp
+        # Two steps in flight: the next batch is read, checked and its buyers resolved (Python, and lookups)
+        # while this one's transaction runs in PostgreSQL, so the two cores both work. A prepared batch
+        # nobody writes (a deadline, a crash) leaves at most buyers found or created, which the next run finds.
+        ahead: asyncio.Task[_Prepared] | None = None
+        try:
+            lo = imp.checkpoint
+            while imp.checkpoint < imp.lines_total:
+                hi = min(lo + BATCH_LINES, imp.lines_total)
+                prepared = await ahead if ahead is not None else await _prepare(tenant_id, imp, lo, hi, apps, zone)
+                ahead = None
+                if hi < imp.lines_total and (deadline is None or time.monotonic() < deadline):
+                    ahead = asyncio.create_task(_prepare(tenant_id, imp, hi, min(hi + BATCH_LINES, imp.lines_total),
+                                                         apps, zone))
+                stored = await _write(tenant_id, imp, prepared, stored)
+                imp = await get_import(tenant_id, import_id)
+                lo = hi
+                if progress:
+                    progress(imp)
+                # Looked at after a batch, so every run moves the import on (the next job's id depends on it).
+                if deadline is not None and time.monotonic() > deadline and imp.checkpoint < imp.lines_total:
+                    return imp
+                if imp.checkpoint != hi:  # another run moved the import meanwhile: follow its checkpoint
+                    if ahead is not None:
+                        ahead.cancel()
+                    ahead, lo = None, imp.checkpoint
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
         await _set(tenant_id, import_id, status="merging")
         imp = await get_import(tenant_id, import_id)
     more = True
@@ -821,7 +870,8 @@ async def run(tenant_id: int, import_id: int, progress: Reporter | None = None,
 async def _finish(tenant_id: int, imp: Progress, actor: Actor | None) -> Progress:
     """Counts from the orders' final states (exact whatever the retries), the staging dropped, audited."""
     counts = {r["state"]: (int(r["n"]), int(r["lines"])) for r in await db.fetch(
-        f"SELECT state, count(*) AS n, sum(n_lines) AS lines FROM {import_file.orders_table(imp.staging)} GROUP BY state")}
+        f"SELECT COALESCE(state, 'created') AS state, count(*) AS n, sum(n_lines) AS lines "
+        f"FROM {import_file.orders_table(imp.staging)} GROUP BY 1")}
     async with db.transaction():
         row = await db.fetchrow("SELECT status FROM commerce_import WHERE tenant = $1 AND id = $2 FOR UPDATE",
                                 tenant_id, imp.id)

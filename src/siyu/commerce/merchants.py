@@ -8,6 +8,8 @@ module except inside `MerchantConfig`, for the notification endpoint.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -79,9 +81,66 @@ def notify_url(public_base_url: str, slug: str) -> str:
     return f"{public_base_url}/wechat/{slug}/pay"
 
 
+# The config a notification URL names is kept a few seconds per process: reading the tenant, the merchant and
+# its keys and opening the APIv3 key for every notification is most of an answer's cost under load. A change
+# made in any process reaches every web process through LISTEN/NOTIFY (`on_change`; the TTL is the safety net
+# while the listener reconnects), and a notification refused with the kept copy is checked once more against
+# a fresh one. An unlinked merchant never gets a row under a stale config: the store looks it up again.
+CONFIG_TTL = 5.0
+_configs: dict[str, tuple[float, MerchantConfig]] = {}
+_loading: dict[str, asyncio.Future[MerchantConfig | None]] = {}
+
+
+def forget_configs(slug: str | None = None) -> None:
+    if slug is None:
+        _configs.clear()
+    else:
+        _configs.pop(slug, None)
+
+
+def on_change(channel: str, payload: str) -> None:
+    """A committed change to a tenant's accounts or status, in any process (`db.ACCOUNTS_CHANGED`, which
+    linking a merchant sends too): drop what this process kept of it."""
+    if channel != db.ACCOUNTS_CHANGED:
+        return
+    if payload.isdigit():
+        for slug in [s for s, (_, c) in _configs.items() if c.tenant_id == int(payload)]:
+            _configs.pop(slug, None)
+    else:
+        forget_configs()
+
+
 async def config_for(slug: str) -> MerchantConfig | None:
     """The merchant a notification URL names, with its keys loaded and its APIv3 key opened; None when the
-    tenant does not exist, is suspended, or has no merchant linked."""
+    tenant does not exist, is suspended, or has no merchant linked. Kept for CONFIG_TTL seconds; notifications
+    that find it expired together share one lookup."""
+    hit = _configs.get(slug)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    loading = _loading.get(slug)
+    if loading is not None:
+        return await asyncio.shield(loading)
+    future: asyncio.Future[MerchantConfig | None] = asyncio.get_running_loop().create_future()
+    _loading[slug] = future
+    try:
+        config = await _load_config(slug)
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # the waiters get it; nobody else needs to look
+        raise
+    finally:
+        _loading.pop(slug, None)
+    future.set_result(config)
+    if config is not None:
+        if len(_configs) > 10_000:
+            _configs.clear()
+        _configs[slug] = (time.monotonic() + CONFIG_TTL, config)
+    else:
+        _configs.pop(slug, None)
+    return config
+
+
+async def _load_config(slug: str) -> MerchantConfig | None:
     try:
         tenant = await tenants.get_tenant_by_slug(slug)
     except NotFound:
@@ -149,10 +208,11 @@ async def note_failure(tenant_id: int, code: str, detail: str) -> None:
         logging.getLogger("siyu.commerce").exception("could not note a Pay notification failure")
 
 
-def note_success_sql() -> str:
-    """The statement that marks a notification accepted ($1 = tenant), for the transaction that stores it:
-    it writes only when the merchant was failing or its last success is more than a minute old."""
-    return ("UPDATE commerce_pay_merchant SET last_success_at = now(), failing_since = NULL WHERE tenant = $1 "
+def note_success_sql(tenants: str = "= $1") -> str:
+    """The statement that marks notifications accepted (`tenants`: how the merchants' tenant column is matched,
+    by default `= $1`), for the transaction that stores them: it writes only when the merchant was failing or
+    its last success is more than a minute old."""
+    return (f"UPDATE commerce_pay_merchant SET last_success_at = now(), failing_since = NULL WHERE tenant {tenants} "
             "AND (failing_since IS NOT NULL OR last_success_at IS NULL "
             f"OR last_success_at < now() - make_interval(secs => {SUCCESS_NOTE_EVERY_SECONDS}))")
 
@@ -260,9 +320,11 @@ async def do_link_pay(actor: Actor, tenant_id: int, data: dict[str, Any]) -> Pay
                 "VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (tenant, key_id) DO UPDATE SET "
                 "merchant = EXCLUDED.merchant, kind = EXCLUDED.kind, pem = EXCLUDED.pem, not_after = EXCLUDED.not_after",
                 tenant_id, merchant_id, k.key_id, k.kind, k.pem, k.not_after)
+        await db.notify(db.ACCOUNTS_CHANGED, str(tenant_id))
         await record_audit(actor, tenant_id, "pay.linked" if row is None else "pay.updated", "pay_merchant", merchant_id,
                            {"mchid": mchid, "app_id": app_id, "api_v3_key_changed": bool(apiv3),
                             "keys_added": [k.key_id for k in new_keys]})
+    forget_configs()
     result = await status(tenant_id)
     assert result is not None
     return result
@@ -278,7 +340,9 @@ async def do_remove_key(actor: Actor, tenant_id: int, key_id: str) -> None:
             raise NotFound()
         if int(left["n"]) <= 1:
             raise InvalidInput.one("key_id", N_("This is the merchant's last key: add the new one before removing it."))
+        await db.notify(db.ACCOUNTS_CHANGED, str(tenant_id))
         await record_audit(actor, tenant_id, "pay.key_removed", "pay_key", row["id"], {"key_id": key_id})
+    forget_configs()
 
 
 async def do_unlink_pay(actor: Actor, tenant_id: int) -> None:
@@ -286,7 +350,9 @@ async def do_unlink_pay(actor: Actor, tenant_id: int) -> None:
         row = await db.fetchrow("DELETE FROM commerce_pay_merchant WHERE tenant = $1 RETURNING id, mchid", tenant_id)
         if row is None:
             raise NotFound()
+        await db.notify(db.ACCOUNTS_CHANGED, str(tenant_id))
         await record_audit(actor, tenant_id, "pay.unlinked", "pay_merchant", row["id"], {"mchid": row["mchid"]})
+    forget_configs()
 
 
 async def do_rotate_secrets() -> tuple[int, int]:

@@ -10,6 +10,8 @@ records why notifications are failing, for the channels page.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -20,8 +22,8 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
 from siyu.commerce import merchants
-from siyu.commerce.jobs import PROCESS_PAY, pay_job_id
-from siyu.core import db, effects
+from siyu.commerce.jobs import PROCESS_PAY, PROCESS_PAY_BATCH, pay_batch_job_id, pay_job_id
+from siyu.core import db, effects, groupcommit
 from siyu.wechat import pay
 from siyu.wechat.pay import PayRejected
 
@@ -33,15 +35,25 @@ REFUND_EVENTS = ("REFUND.SUCCESS", "REFUND.ABNORMAL", "REFUND.CLOSED")
 # WeChat switched to that is not linked yet). A bad signature or a probe says nothing about the setup.
 NOTED = {"decrypt", "unknown_key", "merchant", "app", "stale", "unreadable"}
 
+# The notifications that arrive together share this one statement and one commit (siyu.core.groupcommit). The
+# merchant is looked up again here: one unlinked a moment ago (after its config was read) stores nothing.
+# Retries of one notification in the same batch are written once and count their deliveries.
 _STORE = """
-INSERT INTO commerce_pay_notification (tenant, mchid, resource_key, event_type, notification_id, resource,
-    received_at, deliveries, attempts, last_error, outcome)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, now(), 1, 0, '', '')
-ON CONFLICT (tenant, mchid, resource_key, event_type)
-DO UPDATE SET deliveries = commerce_pay_notification.deliveries + 1
-RETURNING id, (xmax = 0) AS inserted, processed_at IS NULL AS pending
+WITH stored AS (
+    INSERT INTO commerce_pay_notification (tenant, mchid, resource_key, event_type, notification_id, resource,
+        received_at, deliveries, attempts, last_error, outcome)
+    SELECT u.tenant, u.mchid, u.rkey, u.etype, u.nid, u.res::jsonb, now(), u.n, 0, '', ''
+    FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[])
+        AS u(tenant, merchant, mchid, rkey, etype, nid, res, n)
+    JOIN commerce_pay_merchant m ON m.tenant = u.tenant AND m.id = u.merchant AND m.mchid = u.mchid
+    ON CONFLICT (tenant, mchid, resource_key, event_type)
+    DO UPDATE SET deliveries = commerce_pay_notification.deliveries + EXCLUDED.deliveries
+    RETURNING id, tenant, mchid, resource_key, event_type, (xmax = 0) AS inserted, processed_at IS NULL AS pending
+), noted AS (
+    %s
+)
+SELECT * FROM stored
 """
-
 
 @dataclass(frozen=True)
 class Stored:
@@ -93,19 +105,75 @@ def check_resource(config: merchants.MerchantConfig, event_type: str, resource: 
     return key
 
 
+@dataclass(frozen=True)
+class _Item:
+    config: merchants.MerchantConfig
+    envelope: pay.Envelope
+    resource_key: str
+    resource: str  # JSON
+
+
+async def _store_batch(items: list[_Item]) -> list[Stored | BaseException]:
+    """One statement and one commit for the notifications that arrived together; the jobs are enqueued after
+    commit, in the background (the sweeper enqueues what a lost enqueue missed)."""
+    groups: dict[tuple[int, str, str, str], list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault((it.config.tenant_id, it.config.mchid, it.resource_key, it.envelope.event_type), []).append(i)
+    columns: list[list[Any]] = [[] for _ in range(8)]
+    for (tenant_id, mchid, key, event_type), members in groups.items():
+        it = items[members[0]]
+        for c, value in enumerate((tenant_id, it.config.merchant_id, mchid, key, event_type, it.envelope.id,
+                                   it.resource, len(members))):
+            columns[c].append(value)
+    async with db.transaction():
+        rows = await db.fetch(_STORE_SQL, *columns)
+    by_key = {(int(r["tenant"]), r["mchid"], r["resource_key"], r["event_type"]): r for r in rows}
+    results: list[Stored | BaseException] = [_merchant_gone() for _ in items]
+    new: list[int] = []
+    again: list[int] = []
+    for key, members in groups.items():
+        row = by_key.get(key)
+        if row is None:
+            continue  # the merchant was unlinked or changed since its config was read
+        if row["pending"]:
+            (new if row["inserted"] else again).append(int(row["id"]))
+        for n, i in enumerate(members):
+            results[i] = Stored(int(row["id"]), bool(row["inserted"]) and n == 0)
+    if new or again:
+        groupcommit.hand_over(_enqueue(new, again), f"enqueueing {len(new) + len(again)} pay notifications")
+    return results
+
+
+async def _enqueue(new: list[int], again: list[int]) -> None:
+    """The batch's new notifications as one job; a retried one still unprocessed by its own job id (the job
+    of its first delivery may be queued still: the id keeps it to one)."""
+    target = effects.pool()
+    calls = [target.enqueue_job(PROCESS_PAY, i, _job_id=pay_job_id(i)) for i in again]
+    if new:
+        calls.append(target.enqueue_job(PROCESS_PAY_BATCH, new, _job_id=pay_batch_job_id(new[0])))
+    await asyncio.gather(*calls)
+
+
+def _merchant_gone() -> PayRejected:
+    return PayRejected(404, "tenant", "no WeChat Pay merchant linked (it was unlinked just now)")
+
+
+_STORE_SQL = _STORE % merchants.note_success_sql("IN (SELECT DISTINCT tenant FROM stored)")
+_writer: groupcommit.GroupCommit[_Item, Stored] = groupcommit.GroupCommit(_store_batch, "pay-notifications")
+
+
 async def store(config: merchants.MerchantConfig, envelope: pay.Envelope, resource_key: str,
                 resource: dict[str, Any]) -> Stored:
-    """One INSERT … ON CONFLICT under the unique key (a retry counts a delivery); the job is enqueued after
-    commit while the notification is unprocessed (the sweeper covers a lost enqueue)."""
-    import json
+    """Stored under the unique key (a retry counts a delivery) together with the notifications arriving at the
+    same time; returns once its row is committed. The job is enqueued after commit while the notification is
+    unprocessed."""
+    return await _writer.submit(_Item(config, envelope, resource_key, json.dumps(resource, ensure_ascii=False)))
 
-    async with db.transaction():
-        row = await db.fetchrow(_STORE, config.tenant_id, config.mchid, resource_key, envelope.event_type,
-                                envelope.id, json.dumps(resource, ensure_ascii=False))
-        await db.execute(merchants.note_success_sql(), config.tenant_id)
-        if row["pending"]:
-            await effects.enqueue(PROCESS_PAY, int(row["id"]), job_id=pay_job_id(int(row["id"])))
-    return Stored(int(row["id"]), bool(row["inserted"]))
+
+async def stop() -> None:
+    """Write what is handed in, then stop the writer and wait for the enqueues (the app's shutdown)."""
+    await _writer.stop()
+    await groupcommit.settle()
 
 
 async def receive(slug: str, headers: Any, body: bytes, now: float | None = None) -> Stored | None:
@@ -114,19 +182,57 @@ async def receive(slug: str, headers: Any, body: bytes, now: float | None = None
     config = await merchants.config_for(slug)
     if config is None:
         raise PayRejected(404, "tenant", "no such tenant, or no WeChat Pay merchant linked")
+    checked_at = time.time() if now is None else now
     try:
-        pay.verify(headers, body, config.keys, time.time() if now is None else now)
-        envelope = pay.open_envelope(body)
-        if envelope.event_type not in TRANSACTION_EVENTS + REFUND_EVENTS:
-            log.info("pay notification of unused type %s for tenant %s acknowledged", envelope.event_type, slug)
-            return None
-        resource = pay.decrypt_resource(config.apiv3_key, envelope.resource)
-        key = check_resource(config, envelope.event_type, resource)
+        try:
+            envelope, key, resource = _open(config, headers, body, checked_at)
+        except PayRejected as exc:
+            fresh = await _fresh_config(slug, config, exc)
+            if fresh is None:
+                raise
+            config = fresh
+            envelope, key, resource = _open(config, headers, body, checked_at)
     except PayRejected as exc:
         if exc.code in NOTED:
             await merchants.note_failure(config.tenant_id, exc.code, exc.reason)
         raise
+    if envelope is None:
+        log.info("pay notification of an unused type for tenant %s acknowledged", slug)
+        return None
     return await store(config, envelope, key, resource)
+
+
+def _open(config: merchants.MerchantConfig, headers: Any, body: bytes,
+          now: float) -> tuple[pay.Envelope | None, str, dict[str, Any]]:
+    pay.verify(headers, body, config.keys, now)
+    envelope = pay.open_envelope(body)
+    if envelope.event_type not in TRANSACTION_EVENTS + REFUND_EVENTS:
+        return None, "", {}
+    resource = pay.decrypt_resource(config.apiv3_key, envelope.resource)
+    return envelope, check_resource(config, envelope.event_type, resource), resource
+
+
+# A refusal by the kept config is checked again with a fresh one (the admin may have just linked a key or
+# changed the APIv3 key in another process), at most this often per tenant: forged requests must not cost a
+# lookup each.
+FRESH_RETRY_SECONDS = 1.0
+RETRIED_CODES = {"unknown_key", "signature", "decrypt", "merchant", "app"}
+_fresh_at: dict[str, float] = {}
+
+
+async def _fresh_config(slug: str, config: merchants.MerchantConfig,
+                        exc: PayRejected) -> merchants.MerchantConfig | None:
+    if exc.code not in RETRIED_CODES:
+        return None
+    at = time.monotonic()
+    if at - _fresh_at.get(slug, -FRESH_RETRY_SECONDS) < FRESH_RETRY_SECONDS:
+        return None
+    if len(_fresh_at) > 10_000:
+        _fresh_at.clear()
+    _fresh_at[slug] = at
+    merchants.forget_configs(slug)
+    fresh = await merchants.config_for(slug)
+    return fresh if fresh is not None and fresh != config else None
 
 
 def _fail(slug: str, exc: PayRejected) -> Response[Any]:

@@ -55,7 +55,11 @@ async def deliver(client: Client | httpx.AsyncClient, n: Notification, slug: str
 
 
 async def run_jobs() -> int:
-    """Run every queued job with the worker's registered functions (a burst worker); raises if one failed."""
+    """Run every queued job with the worker's registered functions (a burst worker); raises if one failed.
+    The Pay notifications' enqueues run after their answers: they are waited for first."""
+    from siyu.core import groupcommit
+
+    await groupcommit.settle()
     w = Worker(functions=siyu_worker.FUNCTIONS, redis_settings=siyu_worker.redis_settings(), burst=True,
                **JOB_SERIALIZATION, handle_signals=False, poll_delay=0.05)
     try:

@@ -258,3 +258,112 @@ async def test_a_lost_enqueue_still_answers_204_and_the_row_is_kept(client: Clie
     r = await deliver(client, paying.transaction("O-5", 1, OPENID))
     assert r.status_code == 204
     assert await count("commerce_pay_notification") == 1
+
+
+# --- under load: group commit, the kept merchant config, one job per batch --------------------------------------
+
+async def test_concurrent_notifications_share_one_statement_and_each_answers_after_its_row_is_committed(
+        client: Client, paying: PaySender, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twenty notifications at once (three of them deliveries of one payment) are written by fewer statements
+    than notifications; every one answers 204 only once its row is there, the repeated one counts its
+    deliveries, and the batch becomes one job that makes every purchase."""
+    import asyncio
+
+    from siyu.commerce import notify
+
+    batches: list[int] = []
+    rows_at_answer: list[int] = []
+    real = notify._store_batch
+
+    async def counted(items: list[Any]) -> list[Any]:
+        batches.append(len(items))
+        return await real(items)
+
+    monkeypatch.setattr(notify._writer, "_write", counted)
+    same = paying.transaction("O-SAME", 100, OPENID)
+    notices = [paying.transaction(f"O-{i}", 100 + i, f"oBuyer{i:022d}") for i in range(17)] + [same, same, same]
+
+    async def one(n: Any) -> int:
+        r = await deliver(client, n)
+        rows_at_answer.append(await count("commerce_pay_notification"))
+        return r.status_code
+
+    assert await asyncio.gather(*(one(n) for n in notices)) == [204] * 20
+    assert sum(batches) == 20 and len(batches) < 20
+    assert min(rows_at_answer) >= 1
+    rows = await db.fetch("SELECT resource_key, deliveries FROM commerce_pay_notification ORDER BY id")
+    assert len(rows) == 18
+    assert {r["resource_key"]: r["deliveries"] for r in rows}[transaction_id_for("O-SAME")] == 3
+    await run_jobs()
+    assert await count("commerce_purchase") == 18
+    assert await count("commerce_pay_notification WHERE processed_at IS NULL") == 0
+
+
+async def test_a_merchant_unlinked_after_its_config_was_kept_stores_nothing(client: Client, paying: PaySender,
+                                                                            acme: TenantFixture) -> None:
+    """The kept config still verifies the notification, but the store looks the merchant up again: 404."""
+    assert (await deliver(client, paying.transaction("O-1", 1, OPENID))).status_code == 204
+    await db.execute("DELETE FROM commerce_pay_merchant WHERE tenant = $1", acme.id)  # another process unlinked it
+    r = await deliver(client, paying.transaction("O-2", 1, OPENID))
+    assert r.status_code == 404 and r.json()["code"] == "FAIL"
+    assert [r["resource_key"] for r in await db.fetch("SELECT resource_key FROM commerce_pay_notification")] == [
+        transaction_id_for("O-1")]  # only the first
+
+
+async def test_a_key_linked_by_another_process_is_found_by_a_fresh_look_at_the_merchant(
+        client: Client, paying: PaySender, acme: TenantFixture) -> None:
+    """No notice reached this process (its listener was away): the kept config does not know the new key, so
+    the refusal is checked once more against a fresh config, which does."""
+    from tests.pay_payloads import public_pem
+
+    assert (await deliver(client, paying.transaction("O-1", 1, OPENID))).status_code == 204  # config kept
+    merchant = await db.fetchrow("SELECT id FROM commerce_pay_merchant WHERE tenant = $1", acme.id)
+    await db.execute("INSERT INTO commerce_pay_key (tenant, merchant, key_id, kind, pem, created_at) "
+                     "VALUES ($1, $2, 'PUB_KEY_ID_0119000001092000000000000000NEW', 'public_key', $3, now())",
+                     acme.id, merchant["id"], public_pem(OTHER_KEY))
+    new_key = PaySender(OTHER_KEY, key_id="PUB_KEY_ID_0119000001092000000000000000NEW")
+    assert (await deliver(client, new_key.transaction("O-2", 1, OPENID))).status_code == 204
+
+
+async def test_relinking_in_any_process_drops_the_kept_config_everywhere(client: Client, paying: PaySender,
+                                                                         acme: TenantFixture) -> None:
+    """Linking notifies every process (ACCOUNTS_CHANGED); each drops what it kept of the tenant."""
+    from siyu.commerce.merchants import _configs, config_for, on_change
+    from siyu.core.db import ACCOUNTS_CHANGED
+
+    kept = await config_for("acme")
+    assert kept is not None and "acme" in _configs
+    on_change(ACCOUNTS_CHANGED, str(acme.id + 1))  # another tenant's change
+    assert "acme" in _configs
+    on_change(ACCOUNTS_CHANGED, str(acme.id))
+    assert "acme" not in _configs
+    await config_for("acme")
+    await merchants.do_link_pay(ACTOR, acme.id, pay_form(api_v3_key="N" * 32))
+    fresh = await config_for("acme")
+    assert fresh is not None and fresh.apiv3_key == "N" * 32
+
+
+async def test_the_batch_job_processes_each_notification_and_one_failure_holds_up_no_other(
+        client: Client, paying: PaySender, monkeypatch: pytest.MonkeyPatch) -> None:
+    from siyu.commerce import jobs
+
+    for i in range(3):
+        await deliver(client, paying.transaction(f"O-{i}", 10, OPENID))
+    from siyu.core import groupcommit
+
+    await groupcommit.settle()
+    ids = [int(r["id"]) for r in await db.fetch("SELECT id FROM commerce_pay_notification ORDER BY id")]
+    real = jobs.apply_notification
+
+    async def second_fails(tenant_id: int, event_type: str, resource: dict[str, Any], received_at: Any) -> str:
+        if resource["out_trade_no"] == "O-1":
+            raise RuntimeError("database hiccup")
+        return await real(tenant_id, event_type, resource, received_at)
+
+    monkeypatch.setattr(jobs, "apply_notification", second_fails)
+    with pytest.raises(RuntimeError):
+        await jobs.process_pay_notifications({}, ids)
+    assert await count("commerce_purchase") == 2
+    monkeypatch.undo()
+    assert await jobs.process_pay_notifications({}, ids) == 1  # arq's retry: only the one left
+    assert await count("commerce_purchase") == 3
