@@ -250,6 +250,7 @@ async def clean(pool: None, redis: Any) -> AsyncIterator[None]:
     import asyncpg
 
     from siyu.commerce.merchants import forget_configs
+    from siyu.commerce.notify import forget_fresh_looks
     from siyu.core import db
     from siyu.wechat.services import forget_cached
 
@@ -263,6 +264,7 @@ async def clean(pool: None, redis: Any) -> AsyncIterator[None]:
     _state["chain"] = ("", _state["empty"])  # built_once's steps start from the empty database
     forget_cached()
     forget_configs()
+    forget_fresh_looks()
     await redis.flushdb()
     httpx.post(f"{_state['simulator_base']}/_sim/reset", timeout=5).raise_for_status()
     yield

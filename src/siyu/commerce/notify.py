@@ -220,6 +220,11 @@ RETRIED_CODES = {"unknown_key", "signature", "decrypt", "merchant", "app"}
 _fresh_at: dict[str, float] = {}
 
 
+def forget_fresh_looks() -> None:
+    """Forget when each tenant's config was last looked at afresh (tests: each starts with none)."""
+    _fresh_at.clear()
+
+
 async def _fresh_config(slug: str, config: merchants.MerchantConfig,
                         exc: PayRejected) -> merchants.MerchantConfig | None:
     if exc.code not in RETRIED_CODES:
