@@ -134,6 +134,11 @@ async def load(raw: Any, stack: Stack, n: int) -> dict[str, Any]:
     for k in range(TENANTS - 1):
         await tenants.do_create_tenant(actor, {"slug": f"bench-{k:02d}", "name": f"Bench {k}"})
     await tenants.do_link_channel(actor, big.id, "oa", OA)
+    # No quiet hours: the default 21:00–09:00 (Shanghai) would hold every send when the bench runs at night there.
+    from siyu.engagement import rules
+
+    await rules.do_update_settings(big.id, {"cap_count": "2", "cap_days": "7", "quiet_start": "00:00",
+                                            "quiet_end": "00:00", "conversion_days": "7"}, actor)
     httpx.post(f"{stack.sim_base}/_sim/apps", json={"kind": "oa", "app_id": OA["app_id"], "secret": OA["app_secret"],
                                                   "token": OA["token"], "aes_key": OA["aes_key"]}, timeout=30)
     total = n + REP_CUSTOMERS
