@@ -24,12 +24,14 @@ Quiet hours are applied when rows are claimed (`ledger.claim_due`), so a row is 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from siyu.contacts.live import lock_live_many
 from siyu.contacts.reach import Reach, reach_of
 from siyu.core import clock, db
 from siyu.engagement import broadcasts as broadcasts_svc
@@ -45,6 +47,7 @@ from siyu.wechat import consents, outbound, windows
 log = logging.getLogger("siyu.engagement.sender")
 
 CONCURRENCY = 32  # rows of one claim sent at once
+FLUSH_EVERY = 0.25  # seconds between two settlements of the sends WeChat took
 MAX_ATTEMPTS = 8  # rate-limited / busy retries of one row before it is given up
 # Carriers: what actually takes the message, and which ladder step each belongs to.
 LADDER_OF = {"oa_window": "window", "mp_window": "window", "kf_window": "window", "wecom_task": "wecom_task",
@@ -70,6 +73,10 @@ class Batch:
     entries: dict[int, entries.EntryRow]
     kf: dict[int, str]
     segment_members: dict[int, set[int]] = field(default_factory=dict)
+    # Sends WeChat took, settled together every FLUSH_EVERY seconds (row, when WeChat took it, carrier's
+    # channel); only while `run` drives the batch, which flushes them before it returns.
+    deferred: bool = False
+    sent: list[tuple[Row, datetime]] = field(default_factory=list)
 
 
 async def run(runtime: outbound.WeChatRuntime, rows: list[Row]) -> Counter[str]:
@@ -81,6 +88,7 @@ async def run(runtime: outbound.WeChatRuntime, rows: list[Row]) -> Counter[str]:
     gate = asyncio.Semaphore(CONCURRENCY)
     for tenant_id, trows in by_tenant.items():
         batch = await _batch(tenant_id, trows)
+        batch.deferred = True
 
         async def one(row: Row, batch: Batch = batch) -> None:
             async with gate:
@@ -90,8 +98,43 @@ async def run(runtime: outbound.WeChatRuntime, rows: list[Row]) -> Counter[str]:
                     log.exception("engagement delivery %s failed; it will be retried", row.id)
                     done["error"] += 1
 
-        await asyncio.gather(*(one(r) for r in trows))
+        sending = asyncio.gather(*(one(r) for r in trows))
+        try:
+            while not sending.done():
+                await asyncio.wait([sending], timeout=FLUSH_EVERY)
+                await flush_sent(batch)
+        finally:
+            await sending
+            await flush_sent(batch)
     return done
+
+
+async def flush_sent(batch: Batch) -> None:
+    """Settle the sends WeChat took since the last flush: one ledger statement and one timeline write for
+    all of them. A flush that fails leaves its rows `sending` (WeChat's answer is in the send-once ledger):
+    the sweeper drives them again when their lease ends, learns `sent` from that ledger and settles them."""
+    pending, batch.sent = batch.sent, []
+    if not pending:
+        return
+    moved = await ledger.settle_sent(batch.tenant_id, [r.id for r, _ in pending], [at for _, at in pending],
+                                     clock.now())
+    at = {r.id: sent_at for r, sent_at in pending}
+    events = [(row, at[row.id]) for row in moved if row.step != "test"]
+    if not events:
+        return
+    async with db.transaction():
+        live = await lock_live_many(batch.tenant_id, [r.contact for r, _ in events], share=True)
+        events = [(r, a) for r, a in events if r.contact in live]
+        await timeline.insert_many(
+            batch.tenant_id, "broadcast_sent",
+            "SELECT u.c AS contact, NULL::bigint AS identity, u.o AS occurred_at, u.ch AS channel, u.p AS payload, "
+            "u.k AS source_key FROM unnest($2::int[], $3::timestamptz[], $4::text[], $5::jsonb[], $6::text[]) "
+            "AS u(c, o, ch, p, k)",
+            [live[r.contact] for r, _ in events], [a for _, a in events],
+            [WECHAT_CHANNEL[r.channel] for r, _ in events],
+            [json.dumps({"source": r.source, "step": r.step, "delivery": r.id, "carrier": r.channel,
+                         "text": _text(batch, r)}, ensure_ascii=False) for r, _ in events],
+            [f"engagement:{r.id}" for r, _ in events])
 
 
 async def _batch(tenant_id: int, rows: list[Row]) -> Batch:
@@ -342,6 +385,13 @@ async def _take(batch: Batch, row: Row, message: Message, choice: Choice, skips:
     """Under the person's lock: the frequency cap (first channel of a marketing row) and WeChat's monthly mass
     cap, then the row moves to `sending` on this carrier. A string says why not."""
     key = f"engagement:{row.id}:{choice.carrier}"
+    capped = row.counted_at is None and message.purpose == "marketing" and row.step != "test"
+    if not capped and choice.carrier != "oa_mass":
+        # Nothing is counted for this person here: no lock to hold, one statement (the row's own state check).
+        moved = await ledger.transition(row, row.state, "sending", now, channel=choice.carrier, skips=skips,
+                                        outbound_key=key, sender=choice.sender, counted_at=row.counted_at or now,
+                                        batch=None, next_attempt_at=None)
+        return moved if moved is not None else "lost"
     async with db.transaction():
         await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                          f"engagement:person:{batch.tenant_id}:{row.contact}")
@@ -418,6 +468,9 @@ async def settle(batch: Batch, row: Row, delivery: outbound.Delivery) -> str:
         if row.channel == "wecom_task":
             await ledger.transition(row, "sending", "waiting_for_rep", now)
             return "waiting_for_rep"
+        if batch.deferred:
+            batch.sent.append((row, now))
+            return "sent"
         moved = await ledger.transition(row, "sending", "sent", now, sent_at=now)
         if moved is not None:
             await _on_timeline(batch, moved, "broadcast_sent", WECHAT_CHANNEL[row.channel],
