@@ -389,7 +389,7 @@ async def part_scheduler(raw: Any, data: dict[str, Any], scale: float, people: i
         tenants.Actor.cli())
     await raw.execute("UPDATE wechat_reply_window SET user_msg_at = now(), user_sent = 0 WHERE tenant = $1",
                       data["tenant"])
-    start = time.time() + 20
+    start = time.time() + 20 + total / 20_000  # the first due a little after the rows are in (1M take ~30 s)
     say(f"journey scheduler: {total:,} scheduled rows, {per_second:,} due a second for {window} s…")
     await raw.execute(
         "INSERT INTO engagement_delivery (tenant, source_kind, source_id, step, contact, trigger_key, purpose, held_out, "
@@ -407,9 +407,10 @@ async def part_scheduler(raw: Any, data: dict[str, Any], scale: float, people: i
             "AND state NOT IN ('scheduled', 'due', 'sending') AND planned_at < now() + interval '1 day'", j.id)) >= due_rows
 
     await wait_until(settled, window + 600, 2)
+    # A row still unsettled when the wait ends counts as late as it is by then (a floor), never left out.
     late = [float(r["s"]) for r in await raw.fetch(
-        "SELECT extract(epoch FROM settled_at - planned_at) AS s FROM engagement_delivery WHERE source_kind = 'journey' "
-        "AND source_id = $1 AND planned_at < now() + interval '1 day' AND settled_at IS NOT NULL", j.id)]
+        "SELECT extract(epoch FROM coalesce(settled_at, now()) - planned_at) AS s FROM engagement_delivery "
+        "WHERE source_kind = 'journey' AND source_id = $1 AND planned_at < now() + interval '1 day'", j.id)]
     states = Counter(r["state"] for r in await raw.fetch(
         "SELECT state FROM engagement_delivery WHERE source_kind = 'journey' AND source_id = $1 "
         "AND planned_at < now() + interval '1 day'", j.id))
@@ -417,7 +418,8 @@ async def part_scheduler(raw: Any, data: dict[str, Any], scale: float, people: i
         "SELECT min(settled_at), max(settled_at) FROM engagement_delivery WHERE source_kind = 'journey' "
         "AND source_id = $1 AND planned_at < now() + interval '1 day'", j.id)
     seconds = (last - first).total_seconds() if first and last else 0
-    rate = len(late) / seconds if seconds else 0.0
+    settled_rows = sum(n for state, n in states.items() if state not in ("scheduled", "due", "sending"))
+    rate = settled_rows / seconds if seconds else 0.0
     p99 = pct(late, 99)
     return ([Row(f"scheduler: due → sent lateness p99 at {per_second:,}/s", "<= 5 s", p99, None, "s", p99 <= 5),
              # Keeping up: settled as fast as rows fall due (the first-to-last window is a little longer).

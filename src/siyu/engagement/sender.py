@@ -76,6 +76,8 @@ class Batch:
     # Sends WeChat took, settled together every FLUSH_EVERY seconds (row, when WeChat took it, carrier's
     # channel); only while `run` drives the batch, which flushes them before it returns.
     deferred: bool = False
+    # (channel, external id) → the reply window as read with the batch, for service rows (see `_window`).
+    window_reads: dict[tuple[str, str], windows.WindowState] = field(default_factory=dict)
     sent: list[tuple[Row, datetime]] = field(default_factory=list)
 
 
@@ -150,6 +152,11 @@ async def _batch(tenant_id: int, rows: list[Row]) -> Batch:
         await broadcasts_svc.by_ids(tenant_id, broadcast_ids) if broadcast_ids else {},
         await entries.get_entries(tenant_id, [r.entry for r in rows if r.entry is not None]),
         await inbox_reach.kf_accounts(tenant_id, identity_ids) if identity_ids else {})
+    if any(r.purpose == "service" for r in rows):
+        for channel in ("oa", "mp", "wecom"):
+            ids = [i.external_id for r in reach.values() for i in r.identities if i.channel == channel and i.usable]
+            for external_id, state in (await windows.states(tenant_id, channel, ids)).items():
+                batch.window_reads[(channel, external_id)] = state
     wanted_segments = {c.segment_id for j in batch.journeys.values()
                        for c in [j.definition.exit, *(s.stop_if for s in j.definition.steps if s.stop_if)]
                        if c.segment_id}
@@ -299,7 +306,7 @@ async def _choose(batch: Batch, row: Row, message: Message, reach: Reach, step: 
             open_kfid = batch.kf.get(ident.id, "") if channel == "wecom" else ""
             if channel == "wecom" and not open_kfid:
                 continue
-            state = await windows.state(tid, channel, ident.external_id, now)
+            state = await _window(batch, message, channel, ident.external_id, now)
             if not state.can_send:
                 reasons.append("quota_used" if state.refusal == 45047 else "window_closed")
             elif message.purpose == "marketing" and state.remaining < 2:
@@ -334,6 +341,15 @@ async def _choose(batch: Batch, row: Row, message: Message, reach: Reach, step: 
     if ident is None:
         return Choice(reason="not_following")
     return Choice("oa_mass", identity=ident, external_id=ident.external_id)
+
+
+async def _window(batch: Batch, message: Message, channel: str, external_id: str, now: datetime
+                  ) -> windows.WindowState:
+    """A service message takes the window as read with the batch: `windows.reserve`, right before WeChat is
+    asked, is what decides (a window used up meanwhile is a refusal there, and the next channel is tried). A
+    marketing message keeps the reps' last reply, which only a read at this moment can tell."""
+    read = batch.window_reads.get((channel, external_id)) if message.purpose == "service" else None
+    return read or await windows.state(batch.tenant_id, channel, external_id, now)
 
 
 def _remaining_steps(message: Message, row: Row) -> list[str]:
