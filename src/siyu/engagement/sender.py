@@ -19,6 +19,10 @@ unknown outcome is final. "Not allowed now" answers move to the next channel; ra
 leave the row `sending` until `next_attempt_at`.
 
 Quiet hours are applied when rows are claimed (`ledger.claim_due`), so a row is never due inside them.
+
+What a claim's rows share is read once for them (people, sources, entries, conversations, a service message's
+reply windows), and the sends WeChat took are settled together a few times a second (`flush_sent`): per send,
+only the statements that must be per person are made.
 """
 
 from __future__ import annotations
@@ -73,11 +77,11 @@ class Batch:
     entries: dict[int, entries.EntryRow]
     kf: dict[int, str]
     segment_members: dict[int, set[int]] = field(default_factory=dict)
-    # Sends WeChat took, settled together every FLUSH_EVERY seconds (row, when WeChat took it, carrier's
-    # channel); only while `run` drives the batch, which flushes them before it returns.
-    deferred: bool = False
     # (channel, external id) → the reply window as read with the batch, for service rows (see `_window`).
     window_reads: dict[tuple[str, str], windows.WindowState] = field(default_factory=dict)
+    # Sends WeChat took (row, when it took it), settled together every FLUSH_EVERY seconds; only while `run`
+    # drives the batch, which flushes them before it returns.
+    deferred: bool = False
     sent: list[tuple[Row, datetime]] = field(default_factory=list)
 
 
