@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from siyu.contacts import services as contacts
 from siyu.core import clock, db
 from siyu.engagement import jobs, journeys, triggers
@@ -151,10 +153,8 @@ async def test_sends_are_settled_together_and_a_lost_settlement_never_sends_agai
         raise RuntimeError("the worker died before it settled")
 
     monkeypatch.setattr(sender, "flush_sent", dies)
-    try:
+    with pytest.raises(RuntimeError):
         await sweep(runtime)
-    except RuntimeError:
-        pass
     assert {r.state for r in await rows(world.tenant.id)} == {"sending"}
     assert all(len(world.received(p, CUSTOM)) == 1 for p in people)
     monkeypatch.undo()
