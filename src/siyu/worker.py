@@ -217,16 +217,24 @@ def build_worker(burst: bool = False, lane: str = "main", **overrides: Any) -> W
     return Worker(**kwargs)
 
 
+CLOSE_WAIT_SECONDS = 5.0
+
+
 async def _close(worker: Worker) -> None:
     """arq's `close`, minus its failures when Redis is down: cancel what runs (it runs again once its claim
     expires), forget the health key if Redis answers, shut down our resources, close the pool."""
     tasks = [t for t in worker.tasks.values() if not t.done()]
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    # A job that holds on after its cancellation (in a library's cleanup) is left behind, never waited on for
+    # longer than this: the stop is what was asked for, and the job runs again once its claim expires.
+    _, holding = await asyncio.wait(worker.tasks.values(), timeout=CLOSE_WAIT_SECONDS) if worker.tasks else ((), ())
+    if holding:
+        log.warning("%d job(s) still running %.0f s after their cancellation: stopping without them",
+                    len(holding), CLOSE_WAIT_SECONDS)
     if worker._pool is not None:
-        with contextlib.suppress(*REDIS_DOWN):
-            await worker.pool.delete(worker.health_check_key)
+        with contextlib.suppress(*REDIS_DOWN, TimeoutError):
+            await asyncio.wait_for(worker.pool.delete(worker.health_check_key), CLOSE_WAIT_SECONDS)
     await shutdown(worker.ctx)
     if worker._pool is not None:
         await worker.pool.aclose()

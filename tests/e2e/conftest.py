@@ -11,11 +11,14 @@ download is not used. Without it every e2e test is skipped, loudly: this is the 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -99,8 +102,8 @@ def worker() -> Iterator[subprocess.Popen[Any]]:
     redis = Redis.from_url(os.environ["REDIS_URL"])
     redis.delete("arq:queue:health-check")
     fd, name = tempfile.mkstemp(prefix="siyu-e2e-worker-", suffix=".log")
-    proc = subprocess.Popen([sys.executable, "-m", "siyu", "worker"], stdout=fd, stderr=subprocess.STDOUT,
-                            env=dict(os.environ))
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "siyu", "worker"], stdout=fd,
+                            stderr=subprocess.STDOUT, env=dict(os.environ))
     os.close(fd)
     log = Path(name)
     try:
@@ -112,5 +115,14 @@ def worker() -> Iterator[subprocess.Popen[Any]]:
         yield proc
     finally:
         redis.close()
-        stop_processes([proc], timeout=15)
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # say where it hangs: faulthandler prints every thread's stack on SIGABRT
+            proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            warnings.warn(f"the worker did not stop within 10 s of SIGTERM:\n{log.read_text(errors='replace')[-8000:]}",
+                          stacklevel=1)
+        stop_processes([proc], timeout=5)
         log.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -36,9 +37,18 @@ async def start_pool(min_size: int = 1, max_size: int = 10) -> None:
         await engine().start_connection_pool(min_size=min_size, max_size=max_size, reset=_keep_session)
 
 
-async def close_pool() -> None:
-    if engine().pool is not None:
-        await engine().close_connection_pool()
+async def close_pool(timeout: float = 5.0) -> None:
+    """Close the pool; a connection still held after `timeout` (by a cancelled task that never gave it back)
+    is cut, so stopping a process never waits on it."""
+    pool = engine().pool
+    if pool is None:
+        return
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except TimeoutError:
+        log.warning("connections still in use after %.0f s: closing them", timeout)
+        pool.terminate()
+    engine().pool = None
 
 
 @asynccontextmanager

@@ -31,7 +31,7 @@ from siyu.tenants.tables import ApiKey, AuditLog, ChannelAccount, Invitation, St
 from siyu.wechat import services as wechat_svc
 from siyu.wechat import windows
 from siyu.wechat.tables import AutoReply
-from tests.conftest import MP, OA, WECOM, Client, TenantFixture
+from tests.conftest import MP, OA, WECOM, Client, TenantFixture, built_once
 
 MISSING_ID = 987654321
 
@@ -150,12 +150,13 @@ def with_own_ids(data: dict[str, Any] | None, own: Seeded) -> dict[str, Any] | N
 
 @pytest.fixture
 async def acme_seeded(acme: TenantFixture) -> Seeded:
-    return await seed(acme, "Acme", {"oa": OA})
+    return await built_once("acme_seeded", lambda: seed(acme, "Acme", {"oa": OA}))
 
 
 @pytest.fixture
 async def globex_seeded(globex: TenantFixture) -> Seeded:
-    return await seed(globex, "Globex", {"oa": GLOBEX_OA, "mp": GLOBEX_MP, "wecom": GLOBEX_WECOM})
+    return await built_once("globex_seeded", lambda: seed(globex, "Globex", {"oa": GLOBEX_OA, "mp": GLOBEX_MP,
+                                                                            "wecom": GLOBEX_WECOM}))
 
 
 async def tenant_state(tenant_id: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from siyu.tenants import staff as staff_svc
 from siyu.tenants.tables import AuditLog
 from siyu.timeline import services as timeline
 from siyu.timeline.tables import TimelineEvent
-from tests.conftest import PASSWORD, Client, TenantFixture, signed_in
+from tests.conftest import PASSWORD, Client, TenantFixture, built_once, signed_in
 
 ACTOR = tenants.Actor.cli()
 MISSING_ID = 987654321
@@ -124,7 +124,7 @@ async def cast_for(t: TenantFixture) -> Cast:
 
 @pytest.fixture
 async def cast(acme: TenantFixture) -> Cast:
-    return await cast_for(acme)
+    return await built_once("cast", lambda: cast_for(acme))
 
 
 @pytest.fixture
