@@ -13,8 +13,10 @@ with a few customers of their own. Then:
    Half-way the worker is killed with SIGKILL and Redis flushed; a new worker finishes. Afterwards: every
    person has exactly one ledger row, none is missing, and the simulator accepted no message twice.
 2. Throttled broadcast (`rate_per_minute`): the rate held, measured over the run. Target within ±5 %.
-3. Journey scheduler: 1,000,000 scheduled ledger rows, of which 1,000 a second fall due for BENCH_DUE_SECONDS;
-   lateness from due to sent, p99. Target <= 5 s.
+3. Journey scheduler: 1,000,000 scheduled ledger rows, of which 1,000 a second fall due for BENCH_DUE_SECONDS
+   (default 60); lateness from due to settled, p99 (a row still unsettled when the wait ends counts as late as
+   it is then). Target <= 5 s. Beside it, rows settled per second against the due rate (keeping up: >= 0.95x).
+   The tenant's quiet hours are off, so the figures do not depend on the time of day in Shanghai.
 
 BENCH_SCALE (default 1) scales the contacts and rows (`BENCH_SCALE=0.05` runs in a few minutes); BENCH_PARTS
 picks parts (default `broadcast,throttled,scheduler`); BENCH_WORKERS (default 1) worker processes.
