@@ -13,8 +13,10 @@ with a few customers of their own. Then:
    Half-way the worker is killed with SIGKILL and Redis flushed; a new worker finishes. Afterwards: every
    person has exactly one ledger row, none is missing, and the simulator accepted no message twice.
 2. Throttled broadcast (`rate_per_minute`): the rate held, measured over the run. Target within ±5 %.
-3. Journey scheduler: 1,000,000 scheduled ledger rows, of which 1,000 a second fall due for BENCH_DUE_SECONDS;
-   lateness from due to sent, p99. Target <= 5 s.
+3. Journey scheduler: 1,000,000 scheduled ledger rows, of which 1,000 a second fall due for BENCH_DUE_SECONDS
+   (default 60); lateness from due to settled, p99 (a row still unsettled when the wait ends counts as late as
+   it is then). Target <= 5 s. Beside it, rows settled per second against the due rate (keeping up: >= 0.95x).
+   The tenant's quiet hours are off, so the figures do not depend on the time of day in Shanghai.
 
 BENCH_SCALE (default 1) scales the contacts and rows (`BENCH_SCALE=0.05` runs in a few minutes); BENCH_PARTS
 picks parts (default `broadcast,throttled,scheduler`); BENCH_WORKERS (default 1) worker processes.
@@ -134,6 +136,11 @@ async def load(raw: Any, stack: Stack, n: int) -> dict[str, Any]:
     for k in range(TENANTS - 1):
         await tenants.do_create_tenant(actor, {"slug": f"bench-{k:02d}", "name": f"Bench {k}"})
     await tenants.do_link_channel(actor, big.id, "oa", OA)
+    # No quiet hours: the default 21:00–09:00 (Shanghai) would hold every send when the bench runs at night there.
+    from siyu.engagement import rules
+
+    await rules.do_update_settings(big.id, {"cap_count": "2", "cap_days": "7", "quiet_start": "00:00",
+                                            "quiet_end": "00:00", "conversion_days": "7"}, actor)
     httpx.post(f"{stack.sim_base}/_sim/apps", json={"kind": "oa", "app_id": OA["app_id"], "secret": OA["app_secret"],
                                                   "token": OA["token"], "aes_key": OA["aes_key"]}, timeout=30)
     total = n + REP_CUSTOMERS
@@ -384,7 +391,7 @@ async def part_scheduler(raw: Any, data: dict[str, Any], scale: float, people: i
         tenants.Actor.cli())
     await raw.execute("UPDATE wechat_reply_window SET user_msg_at = now(), user_sent = 0 WHERE tenant = $1",
                       data["tenant"])
-    start = time.time() + 20
+    start = time.time() + 20 + total / 40_000  # the first due a little after the rows are in (1M take ~20 s)
     say(f"journey scheduler: {total:,} scheduled rows, {per_second:,} due a second for {window} s…")
     await raw.execute(
         "INSERT INTO engagement_delivery (tenant, source_kind, source_id, step, contact, trigger_key, purpose, held_out, "
@@ -402,16 +409,27 @@ async def part_scheduler(raw: Any, data: dict[str, Any], scale: float, people: i
             "AND state NOT IN ('scheduled', 'due', 'sending') AND planned_at < now() + interval '1 day'", j.id)) >= due_rows
 
     await wait_until(settled, window + 600, 2)
+    # A row still unsettled when the wait ends counts as late as it is by then (a floor), never left out.
     late = [float(r["s"]) for r in await raw.fetch(
-        "SELECT extract(epoch FROM settled_at - planned_at) AS s FROM engagement_delivery WHERE source_kind = 'journey' "
-        "AND source_id = $1 AND planned_at < now() + interval '1 day' AND settled_at IS NOT NULL", j.id)]
+        "SELECT extract(epoch FROM coalesce(settled_at, now()) - planned_at) AS s FROM engagement_delivery "
+        "WHERE source_kind = 'journey' AND source_id = $1 AND planned_at < now() + interval '1 day'", j.id)]
     states = Counter(r["state"] for r in await raw.fetch(
         "SELECT state FROM engagement_delivery WHERE source_kind = 'journey' AND source_id = $1 "
         "AND planned_at < now() + interval '1 day'", j.id))
+    first, last = await raw.fetchrow(
+        "SELECT min(settled_at), max(settled_at) FROM engagement_delivery WHERE source_kind = 'journey' "
+        "AND source_id = $1 AND planned_at < now() + interval '1 day'", j.id)
+    seconds = (last - first).total_seconds() if first and last else 0
+    settled_rows = sum(n for state, n in states.items() if state not in ("scheduled", "due", "sending"))
+    rate = settled_rows / seconds if seconds else 0.0
     p99 = pct(late, 99)
-    return ([Row(f"scheduler: due → sent lateness p99 at {per_second:,}/s", "<= 5 s", p99, None, "s", p99 <= 5)],
+    return ([Row(f"scheduler: due → sent lateness p99 at {per_second:,}/s", "<= 5 s", p99, None, "s", p99 <= 5),
+             # Keeping up: settled as fast as rows fall due (the first-to-last window is a little longer).
+             Row("scheduler: settled per second (baseline: due per second)", ">= 0.95x", rate, float(per_second),
+                 "/s", rate >= 0.95 * per_second)],
             [f"scheduler: {total:,} rows, {due_rows:,} due over {window} s; lateness p50 {pct(late, 50):.2f} s, "
-             f"max {max(late or [0]):.2f} s; states {dict(states)}"])
+             f"p99 {p99:.2f} s, max {max(late or [0]):.2f} s; {rate:,.0f} settled/s over {seconds:.0f} s; "
+             f"states {dict(states)}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"])
 
 
 async def main_async(scale: float) -> int:

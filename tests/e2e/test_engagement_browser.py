@@ -123,6 +123,8 @@ async def test_admin_builds_a_post_purchase_journey_a_customer_buys_and_the_resu
     await expect(latest).to_have_count(1)
     await expect(latest).to_contain_text("Sent")
     await expect(latest).to_contain_text("Official Account reply window")
+    name = (await db.fetchrow("SELECT display_name FROM contact WHERE id = $1", contact_id))["display_name"]
+    await expect(latest.locator("a")).to_have_text(name or "Unnamed contact")  # the person, not their id
     await page.screenshot(path=str(SHOTS / "siyu-engagement-results.png"), full_page=True)
     row = await db.fetchrow("SELECT state, channel, contact FROM engagement_delivery WHERE source_id = $1",
                             journey_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,16 @@ async def get_contact(tenant_id: int, contact_id: int) -> dict[str, Any]:
     if row is None:
         raise NotFound()
     return dict(row)
+
+
+async def display_names(tenant_id: int, contact_ids: Sequence[int]) -> dict[int, str]:
+    """Contact id → display name ("" when the person has none), for many contacts in one read; another
+    tenant's or a missing id is left out."""
+    if not contact_ids:
+        return {}
+    rows = await db.fetch("SELECT id, display_name FROM contact WHERE tenant = $1 AND id = ANY($2::int[])",
+                          tenant_id, sorted(set(contact_ids)))
+    return {int(r["id"]): r["display_name"] or "" for r in rows}
 
 
 async def identities_of(tenant_id: int, contact_id: int) -> list[dict[str, Any]]:

@@ -55,6 +55,27 @@ EVALUATE_EVERY = timedelta(minutes=10)
 HOUSEKEEPING_EVERY = 5  # seconds between two rounds of mass batches, fan-outs, task results, finished broadcasts
 
 
+class QuietSweeps(logging.Filter):
+    """arq logs every job's start (→) and end (←) at INFO; the sweeper runs every second, so those two lines of
+    its runs would flood the worker's output. They are dropped; its warnings and errors, and every line of every
+    other job, pass."""
+
+    ROUTINE = ("%6.2fs → %s(%s)%s", "%6.2fs ← %s ● %s")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or record.msg not in self.ROUTINE or not isinstance(record.args, tuple):
+            return True
+        ref = record.args[1] if len(record.args) > 1 else ""
+        return not (isinstance(ref, str) and ref.endswith(f":cron:{SWEEP}"))
+
+
+def quiet_sweep_logs() -> None:
+    """Install `QuietSweeps` on arq's worker logger (once per process)."""
+    arq_log = logging.getLogger("arq.worker")
+    if not any(isinstance(f, QuietSweeps) for f in arq_log.filters):
+        arq_log.addFilter(QuietSweeps())
+
+
 class Holds:
     """Quiet hours per tenant, read once per sweep."""
 

@@ -37,6 +37,7 @@ _FIELDS = ("channel", "skips", "reason", "errcode", "outbound_key", "wechat_ref"
 _COLUMNS = ("id, tenant, source_kind, source_id, step, contact, trigger_key, entry, purpose, held_out, planned_at, "
             "due_at, state, channel, skips::text AS skips, reason, errcode, outbound_key, wechat_ref, sender, batch, "
             "attempts, next_attempt_at, claimed_at, counted_at, settled_at, sent_at, created_at")
+_D_COLUMNS = ", ".join(f"d.{c.strip()}" for c in _COLUMNS.split(","))  # the same, in a statement naming `d`
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,20 @@ async def transition_many(ids: Sequence[int], frm: str | Sequence[str], to: str,
         where += f" AND tenant = ${len(args)}"
     rows = await db.fetch(f"UPDATE engagement_delivery SET {', '.join(sets)} WHERE {where} RETURNING {_COLUMNS}",
                           *args)
+    return [_row(r) for r in rows]
+
+
+async def settle_sent(tenant_id: int, ids: Sequence[int], sent_ats: Sequence[datetime], now: datetime) -> list[Row]:
+    """Many `sending` rows WeChat took, each with the moment it took it, moved to `sent` in one statement
+    (rows no longer `sending` are left alone and not returned)."""
+    check(("sending",), "sent")
+    if not ids:
+        return []
+    rows = await db.fetch(
+        "UPDATE engagement_delivery d SET state = 'sent', sent_at = u.at, settled_at = $4 "
+        "FROM unnest($2::bigint[], $3::timestamptz[]) AS u(id, at) WHERE d.tenant = $1 AND d.id = u.id "
+        f"AND d.state = 'sending' RETURNING {_D_COLUMNS}",
+        tenant_id, list(ids), list(sent_ats), now)
     return [_row(r) for r in rows]
 
 

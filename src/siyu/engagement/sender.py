@@ -19,17 +19,23 @@ unknown outcome is final. "Not allowed now" answers move to the next channel; ra
 leave the row `sending` until `next_attempt_at`.
 
 Quiet hours are applied when rows are claimed (`ledger.claim_due`), so a row is never due inside them.
+
+What a claim's rows share is read once for them (people, sources, entries, conversations, a service message's
+reply windows), and the sends WeChat took are settled together a few times a second (`flush_sent`): per send,
+only the statements that must be per person are made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from siyu.contacts.live import lock_live_many
 from siyu.contacts.reach import Reach, reach_of
 from siyu.core import clock, db
 from siyu.engagement import broadcasts as broadcasts_svc
@@ -45,6 +51,7 @@ from siyu.wechat import consents, outbound, windows
 log = logging.getLogger("siyu.engagement.sender")
 
 CONCURRENCY = 32  # rows of one claim sent at once
+FLUSH_EVERY = 0.25  # seconds between two settlements of the sends WeChat took
 MAX_ATTEMPTS = 8  # rate-limited / busy retries of one row before it is given up
 # Carriers: what actually takes the message, and which ladder step each belongs to.
 LADDER_OF = {"oa_window": "window", "mp_window": "window", "kf_window": "window", "wecom_task": "wecom_task",
@@ -70,6 +77,12 @@ class Batch:
     entries: dict[int, entries.EntryRow]
     kf: dict[int, str]
     segment_members: dict[int, set[int]] = field(default_factory=dict)
+    # (channel, external id) → the reply window as read with the batch, for service rows (see `_window`).
+    window_reads: dict[tuple[str, str], windows.WindowState] = field(default_factory=dict)
+    # Sends WeChat took (row, when it took it), settled together every FLUSH_EVERY seconds; only while `run`
+    # drives the batch, which flushes them before it returns.
+    deferred: bool = False
+    sent: list[tuple[Row, datetime]] = field(default_factory=list)
 
 
 async def run(runtime: outbound.WeChatRuntime, rows: list[Row]) -> Counter[str]:
@@ -81,6 +94,7 @@ async def run(runtime: outbound.WeChatRuntime, rows: list[Row]) -> Counter[str]:
     gate = asyncio.Semaphore(CONCURRENCY)
     for tenant_id, trows in by_tenant.items():
         batch = await _batch(tenant_id, trows)
+        batch.deferred = True
 
         async def one(row: Row, batch: Batch = batch) -> None:
             async with gate:
@@ -90,8 +104,43 @@ async def run(runtime: outbound.WeChatRuntime, rows: list[Row]) -> Counter[str]:
                     log.exception("engagement delivery %s failed; it will be retried", row.id)
                     done["error"] += 1
 
-        await asyncio.gather(*(one(r) for r in trows))
+        sending = asyncio.gather(*(one(r) for r in trows))
+        try:
+            while not sending.done():
+                await asyncio.wait([sending], timeout=FLUSH_EVERY)
+                await flush_sent(batch)
+        finally:
+            await sending
+            await flush_sent(batch)
     return done
+
+
+async def flush_sent(batch: Batch) -> None:
+    """Settle the sends WeChat took since the last flush: one ledger statement and one timeline write for
+    all of them. A flush that fails leaves its rows `sending` (WeChat's answer is in the send-once ledger):
+    the sweeper drives them again when their lease ends, learns `sent` from that ledger and settles them."""
+    pending, batch.sent = batch.sent, []
+    if not pending:
+        return
+    moved = await ledger.settle_sent(batch.tenant_id, [r.id for r, _ in pending], [at for _, at in pending],
+                                     clock.now())
+    at = {r.id: sent_at for r, sent_at in pending}
+    events = [(row, at[row.id]) for row in moved if row.step != "test"]
+    if not events:
+        return
+    async with db.transaction():
+        live = await lock_live_many(batch.tenant_id, [r.contact for r, _ in events], share=True)
+        events = [(r, a) for r, a in events if r.contact in live]
+        await timeline.insert_many(
+            batch.tenant_id, "broadcast_sent",
+            "SELECT u.c AS contact, NULL::bigint AS identity, u.o AS occurred_at, u.ch AS channel, u.p AS payload, "
+            "u.k AS source_key FROM unnest($2::int[], $3::timestamptz[], $4::text[], $5::jsonb[], $6::text[]) "
+            "AS u(c, o, ch, p, k)",
+            [live[r.contact] for r, _ in events], [a for _, a in events],
+            [WECHAT_CHANNEL[r.channel] for r, _ in events],
+            [json.dumps({"source": r.source, "step": r.step, "delivery": r.id, "carrier": r.channel,
+                         "text": _text(batch, r)}, ensure_ascii=False) for r, _ in events],
+            [f"engagement:{r.id}" for r, _ in events])
 
 
 async def _batch(tenant_id: int, rows: list[Row]) -> Batch:
@@ -107,6 +156,11 @@ async def _batch(tenant_id: int, rows: list[Row]) -> Batch:
         await broadcasts_svc.by_ids(tenant_id, broadcast_ids) if broadcast_ids else {},
         await entries.get_entries(tenant_id, [r.entry for r in rows if r.entry is not None]),
         await inbox_reach.kf_accounts(tenant_id, identity_ids) if identity_ids else {})
+    if any(r.purpose == "service" for r in rows):
+        for channel in ("oa", "mp", "wecom"):
+            ids = [i.external_id for r in reach.values() for i in r.identities if i.channel == channel and i.usable]
+            for external_id, state in (await windows.states(tenant_id, channel, ids)).items():
+                batch.window_reads[(channel, external_id)] = state
     wanted_segments = {c.segment_id for j in batch.journeys.values()
                        for c in [j.definition.exit, *(s.stop_if for s in j.definition.steps if s.stop_if)]
                        if c.segment_id}
@@ -256,7 +310,7 @@ async def _choose(batch: Batch, row: Row, message: Message, reach: Reach, step: 
             open_kfid = batch.kf.get(ident.id, "") if channel == "wecom" else ""
             if channel == "wecom" and not open_kfid:
                 continue
-            state = await windows.state(tid, channel, ident.external_id, now)
+            state = await _window(batch, message, channel, ident.external_id, now)
             if not state.can_send:
                 reasons.append("quota_used" if state.refusal == 45047 else "window_closed")
             elif message.purpose == "marketing" and state.remaining < 2:
@@ -291,6 +345,15 @@ async def _choose(batch: Batch, row: Row, message: Message, reach: Reach, step: 
     if ident is None:
         return Choice(reason="not_following")
     return Choice("oa_mass", identity=ident, external_id=ident.external_id)
+
+
+async def _window(batch: Batch, message: Message, channel: str, external_id: str, now: datetime
+                  ) -> windows.WindowState:
+    """A service message takes the window as read with the batch: `windows.reserve`, right before WeChat is
+    asked, is what decides (a window used up meanwhile is a refusal there, and the next channel is tried). A
+    marketing message keeps the reps' last reply, which only a read at this moment can tell."""
+    read = batch.window_reads.get((channel, external_id)) if message.purpose == "service" else None
+    return read or await windows.state(batch.tenant_id, channel, external_id, now)
 
 
 def _remaining_steps(message: Message, row: Row) -> list[str]:
@@ -342,6 +405,13 @@ async def _take(batch: Batch, row: Row, message: Message, choice: Choice, skips:
     """Under the person's lock: the frequency cap (first channel of a marketing row) and WeChat's monthly mass
     cap, then the row moves to `sending` on this carrier. A string says why not."""
     key = f"engagement:{row.id}:{choice.carrier}"
+    capped = row.counted_at is None and message.purpose == "marketing" and row.step != "test"
+    if not capped and choice.carrier != "oa_mass":
+        # Nothing is counted for this person here: no lock to hold, one statement (the row's own state check).
+        moved = await ledger.transition(row, row.state, "sending", now, channel=choice.carrier, skips=skips,
+                                        outbound_key=key, sender=choice.sender, counted_at=row.counted_at or now,
+                                        batch=None, next_attempt_at=None)
+        return moved if moved is not None else "lost"
     async with db.transaction():
         await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                          f"engagement:person:{batch.tenant_id}:{row.contact}")
@@ -418,6 +488,9 @@ async def settle(batch: Batch, row: Row, delivery: outbound.Delivery) -> str:
         if row.channel == "wecom_task":
             await ledger.transition(row, "sending", "waiting_for_rep", now)
             return "waiting_for_rep"
+        if batch.deferred:
+            batch.sent.append((row, now))
+            return "sent"
         moved = await ledger.transition(row, "sending", "sent", now, sent_at=now)
         if moved is not None:
             await _on_timeline(batch, moved, "broadcast_sent", WECHAT_CHANNEL[row.channel],

@@ -225,9 +225,11 @@ class EngagementController(Controller):
         j = await journeys.get_journey(tid, journey_id)
         figures = await attribution.figures(tid, "journey", j.id)
         steps = [(s, figures.get(s.id) or attribution.Figures(s.id)) for s in j.definition.sends()]
+        recent = await ledger.page(tid, "journey", j.id, None, RECENT)
         return render(request, "engagement/journey.html", {
             "journey": j, "steps": steps, "charts": charts, "entered": (await attribution.entered(tid, [j.id])).get(j.id, 0),
-            "recent": await ledger.page(tid, "journey", j.id, None, RECENT), "moves": journeys.MOVES[j.status],
+            "recent": recent, "names": await contacts.display_names(tid, [r.contact for r in recent]),
+            "moves": journeys.MOVES[j.status],
             "settings": await rules.get_settings(tid), "as_of": clock.now()},
             block="results" if _is_htmx(request) else None)
 
@@ -330,10 +332,11 @@ class EngagementController(Controller):
         tid, _ = tenant_scope(request)
         b = await broadcasts.get_broadcast(tid, broadcast_id)
         figures = (await attribution.figures(tid, "broadcast", b.id)).get("message") or attribution.Figures("message")
+        recent = await ledger.page(tid, "broadcast", b.id, None, RECENT)
         return render(request, "engagement/broadcast.html", {
             "broadcast": b, "f": figures, "charts": charts, "moves": broadcasts.MOVES[b.status],
             "segment": await _segment_name(tid, b.segment_id), "as_of": clock.now(),
-            "recent": await ledger.page(tid, "broadcast", b.id, None, RECENT)},
+            "recent": recent, "names": await contacts.display_names(tid, [r.contact for r in recent])},
             block="progress" if _is_htmx(request) else None)
 
     @post("/broadcasts/{broadcast_id:int}/status")

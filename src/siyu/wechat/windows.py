@@ -122,6 +122,20 @@ async def state(tenant_id: int, channel: str, external_id: str, now: datetime | 
     return _evaluate(RULES[channel], row, now or clock_now())
 
 
+async def states(tenant_id: int, channel: str, external_ids: list[str], now: datetime | None = None
+                 ) -> dict[str, WindowState]:
+    """`state` for many people of one channel in one read (a person without a window row reads closed)."""
+    if not external_ids:
+        return {}
+    rows = await ReplyWindow.raw(
+        "SELECT external_id, event_at, event_sent, user_msg_at, user_sent FROM wechat_reply_window "
+        "WHERE tenant = {} AND channel = {} AND external_id = ANY({}::text[])", tenant_id, channel,
+        sorted(set(external_ids)))
+    by_id = {r["external_id"]: r for r in rows}
+    at = now or clock_now()
+    return {x: _evaluate(RULES[channel], by_id.get(x), at) for x in external_ids}
+
+
 async def reserve(tenant_id: int, channel: str, external_id: str, now: datetime | None = None) -> str | int:
     """Take one message from the open windows, atomically. Returns which windows it counted against
     ("event", "user" or "event+user"), or the errcode WeChat would answer (45015 closed, 45047 quota used)."""

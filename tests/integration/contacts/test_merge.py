@@ -165,3 +165,21 @@ async def test_an_undone_unionid_merge_does_not_come_back(acme: TenantFixture) -
     assert len(await table("contact_merge", acme.id)) == 1
     holders = await db.fetch("SELECT id FROM contact WHERE unionid = 'uSplit' AND merged_into IS NULL")
     assert [h["id"] for h in holders] == [oa.contact_id]
+
+
+async def test_many_contacts_locked_at_once_follow_their_merges(acme: TenantFixture, globex: TenantFixture) -> None:
+    """`lock_live_many`: each contact's live id in one statement, a merged-away one followed to its survivor,
+    another tenant's and a missing id left out; only inside a transaction."""
+    from siyu.contacts.live import lock_live_many
+
+    a = await contacts.resolve(acme.id, "oa", "oLiveA")
+    b = await contacts.resolve(acme.id, "oa", "oLiveB")
+    c = await contacts.resolve(acme.id, "oa", "oLiveC")
+    theirs = await contacts.resolve(globex.id, "oa", "oTheirs")
+    await contacts.do_merge(acme.id, a.contact_id, b.contact_id, "manual", AGENT)
+    with pytest.raises(RuntimeError):
+        await lock_live_many(acme.id, [a.contact_id])
+    async with db.transaction():
+        live = await lock_live_many(acme.id, [b.contact_id, a.contact_id, c.contact_id, theirs.contact_id, 999999],
+                                    share=True)
+    assert live == {a.contact_id: a.contact_id, b.contact_id: a.contact_id, c.contact_id: c.contact_id}

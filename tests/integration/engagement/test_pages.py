@@ -195,3 +195,30 @@ async def test_a_thread_shows_which_message_the_customer_is_answering(acme_admin
     page = await acme_admin.get(f"/inbox/conversations/{conv['id']}")
     assert page.status_code == 200
     assert "Answering a re-engagement message" in page.text and "会员日八折" in page.text
+
+
+async def test_results_name_the_people(acme_admin: Client, world: World, runtime: WeChatRuntime) -> None:
+    """The latest messages of a broadcast and of a journey show each person's display name (one read through
+    the contacts domain), "Unnamed contact" for a person without one — never their bare id."""
+    from siyu.core import db
+
+    tid = world.tenant.id
+    ann = await world.person("ann", window=True)
+    bob = await world.person("bob")
+    await db.execute("UPDATE contact SET display_name = '安妮 Ann' WHERE tenant = $1 AND id = $2", tid, ann.contact_id)
+    await db.execute("UPDATE contact SET display_name = '' WHERE tenant = $1 AND id = $2", tid, bob.contact_id)
+    seg = await segments.do_create_segment(tid, "Followers", {"channels": ["oa"]}, ACTOR)
+    b = await broadcasts.do_create_broadcast(tid, {"name": "名字", "segment_id": seg, "message": {
+        "purpose": "service", "text": "您好", "channels": ["window"]}}, ACTOR)
+    await broadcasts.fan_out(tid, b.id)
+    await sweep(runtime)
+    j = await make_journey(tid, welcome(name="Welcome names"))
+    await triggers.on_follow(tid, ann.contact_id, "oa", 424242, clock.now())
+    await sweep(runtime)
+    for url in (f"/engagement/broadcasts/{b.id}", f"/engagement/journeys/{j.id}"):
+        page = await acme_admin.get(url)
+        assert page.status_code == 200, url
+        assert f'<a href="/contacts/{ann.contact_id}">安妮 Ann</a>' in page.text, url
+        assert f">#{ann.contact_id}<" not in page.text and f">#{bob.contact_id}<" not in page.text, url
+    page = await acme_admin.get(f"/engagement/broadcasts/{b.id}")
+    assert f'<a href="/contacts/{bob.contact_id}">Unnamed contact</a>' in page.text

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from siyu.contacts import services as contacts
 from siyu.core import clock, db
 from siyu.engagement import jobs, journeys, triggers
@@ -133,3 +135,33 @@ async def test_exits_are_checked_again_right_before_sending(world: World, runtim
         "tagged": "skipped", "talking": "skipped", "gone": "skipped", "buyer": "skipped", "fine": "scheduled"}
     entries = await db.fetch("SELECT contact, exit_reason FROM engagement_entry WHERE exited_at IS NOT NULL")
     assert len(entries) == 4
+
+
+async def test_sends_are_settled_together_and_a_lost_settlement_never_sends_again(
+        world: World, runtime: WeChatRuntime, monkeypatch: Any) -> None:
+    """The sends WeChat took in a run are settled together (one statement, one timeline write). A run that dies
+    before it settles leaves its rows `sending`; the next run, once their lease is over, learns from the
+    send-once ledger that WeChat took them and settles them — nobody gets a second message."""
+    from siyu.engagement import sender
+
+    await make_journey(world.tenant.id, welcome())
+    people = [await world.person(f"s{n}", window=True) for n in range(5)]
+    for n, p in enumerate(people):
+        await follow(world, p.contact_id, event_id=100 + n)
+
+    async def dies(batch: sender.Batch) -> None:
+        raise RuntimeError("the worker died before it settled")
+
+    monkeypatch.setattr(sender, "flush_sent", dies)
+    with pytest.raises(RuntimeError):
+        await sweep(runtime)
+    assert {r.state for r in await rows(world.tenant.id)} == {"sending"}
+    assert all(len(world.received(p, CUSTOM)) == 1 for p in people)
+    monkeypatch.undo()
+    await jobs.sweep_once(runtime, budget=20, idle_exit=0, lease=0)
+    settled = await rows(world.tenant.id)
+    assert {r.state for r in settled} == {"sent"} and all(r.sent_at and r.settled_at for r in settled)
+    assert all(len(world.received(p, CUSTOM)) == 1 for p in people)
+    events = await db.fetch("SELECT contact, source_key FROM timeline_event WHERE kind = 'broadcast_sent'")
+    assert sorted(int(e["contact"]) for e in events) == sorted(p.contact_id for p in people)
+    assert sorted(e["source_key"] for e in events) == sorted(f"engagement:{r.id}" for r in settled)

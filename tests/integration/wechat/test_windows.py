@@ -92,3 +92,19 @@ async def test_concurrent_reservations_never_exceed_the_quota(acme: TenantFixtur
 async def test_windows_are_per_tenant(acme: TenantFixture, globex: TenantFixture) -> None:
     await windows.note_inbound(acme.id, "oa", "o1", "message", T0)
     assert await windows.reserve(globex.id, "oa", "o1", T0) == 45015
+
+
+async def test_many_windows_read_at_once_read_as_one_at_a_time(acme: TenantFixture, globex: TenantFixture) -> None:
+    await windows.note_inbound(acme.id, "oa", "open", "message", T0)
+    await windows.note_inbound(acme.id, "oa", "used", "follow", T0)
+    for _ in range(3):
+        await windows.reserve(acme.id, "oa", "used", T0 + timedelta(seconds=1))
+    await windows.note_inbound(acme.id, "oa", "old", "message", T0 - timedelta(days=3))
+    await windows.note_inbound(globex.id, "oa", "theirs", "message", T0)  # another tenant's: reads closed here
+    people = ["open", "used", "old", "never", "theirs"]
+    at = T0 + timedelta(seconds=2)
+    many = await windows.states(acme.id, "oa", people, at)
+    assert many == {p: await windows.state(acme.id, "oa", p, at) for p in people}
+    assert [many[p].can_send for p in people] == [True, False, False, False, False]
+    assert (many["used"].refusal, many["old"].refusal) == (45047, 45015)
+    assert await windows.states(acme.id, "oa", [], at) == {}
