@@ -66,7 +66,8 @@ class QuietSweeps(logging.Filter):
         if record.levelno > logging.INFO or record.msg not in self.ROUTINE or not isinstance(record.args, tuple):
             return True
         ref = record.args[1] if len(record.args) > 1 else ""
-        return not (isinstance(ref, str) and ref.endswith(f":cron:{SWEEP}"))
+        # A cron job's ref is its name ("cron:engagement.sweep"); a queued run's, "<job id>:<name>".
+        return not (isinstance(ref, str) and (ref == f"cron:{SWEEP}" or ref.endswith(f":cron:{SWEEP}")))
 
 
 def quiet_sweep_logs() -> None:
