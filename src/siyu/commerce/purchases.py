@@ -34,7 +34,7 @@ from asyncpg.exceptions import DeadlockDetectedError, SerializationError, Unique
 from siyu.commerce import products, stats
 from siyu.commerce.buyers import Buyer
 from siyu.contacts import merge
-from siyu.contacts.live import lock_identity_contact, lock_live
+from siyu.contacts.live import erased, lock_identity_contact, lock_live
 from siyu.core import db, effects
 from siyu.core.errors import Conflict, InvalidInput, NotFound
 from siyu.core.i18n import N_
@@ -292,6 +292,11 @@ async def _merge(tenant_id: int, row: dict[str, Any], payment: Payment, buyer: B
         elif contact != row["contact"]:
             flags.add("buyer_mismatch")
         changes["buyer"] = {**row["buyer"], **{k: v for k, v in buyer.named.items() if k not in row["buyer"]}}
+    if row["contact"] is not None and await erased(tenant_id, row["contact"]):
+        # The person asked to be erased after an earlier report: a later source still settles the order's
+        # bookkeeping (amounts, ids, flags) but brings back nothing about them (commerce.privacy).
+        for personal in ("items", "skus", "attach", "buyer"):
+            changes.pop(personal, None)
     changes["flags"] = sorted(flags)
     await _update(tenant_id, row["id"], changes)
     p = await get_purchase(tenant_id, row["id"])

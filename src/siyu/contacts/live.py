@@ -91,3 +91,10 @@ async def lock_live_many(tenant_id: int, contact_ids: list[int], share: bool = F
         except NotFound:
             continue
     return live
+
+
+async def erased(tenant_id: int, contact_id: int) -> bool:
+    """Whether the person's data was erased (a data-subject request): what later reports say about them is
+    not stored again."""
+    row = await db.fetchrow("SELECT erased_at FROM contact WHERE tenant = $1 AND id = $2", tenant_id, contact_id)
+    return row is not None and row["erased_at"] is not None

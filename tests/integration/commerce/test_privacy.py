@@ -95,3 +95,36 @@ async def test_a_merged_away_contacts_purchases_are_erased_with_the_survivor(
     erased = await privacy.do_erase_contact(acme.id, shoppers["wang"], "DSR-9", ACTOR)  # the merged-away id
     assert erased["purchases"] == 2
     assert "Candle" not in json.dumps((await privacy.export_contact(acme.id, shoppers["li"], ACTOR))["purchases"])
+
+
+@pytest.mark.parametrize("first", ["backend", "pay"])
+async def test_another_source_reporting_an_erased_order_brings_nothing_back(
+        client: Client, paying: PaySender, acme: TenantFixture, first: str) -> None:
+    """The order was reported by one source, the person was erased, then the other source reported it: the
+    order's bookkeeping merges, what was bought, the attach and how the source named the buyer do not come
+    back (they did on the old code)."""
+    _, key = await tenants.do_create_api_key(ACTOR, acme.id, "mp backend")
+
+    async def backend() -> None:
+        r = await client.post("/api/v1/purchases", headers={"Authorization": f"Bearer {key}"}, json={
+            "order_id": "E-1", "paid_at": "2026-11-20T10:00:05+08:00", "amount_fen": 32000, "currency": "CNY",
+            "items": [{"sku": "PERF-ROSE", "name": "Rose perfume", "quantity": 1, "unit_price_fen": 32000}],
+            "buyer": {"openid": WANG, "app_id": MP["app_id"]}, "attach": "gift for my mother"})
+        assert r.status_code in (200, 201), r.text
+
+    async def pay() -> None:
+        n = paying.transaction("E-1", 32000, WANG, attach="gift for my mother")
+        assert (await deliver(client, n)).status_code == 204
+        await run_jobs()
+
+    steps = [backend, pay] if first == "backend" else [pay, backend]
+    await steps[0]()
+    wang = await contacts.resolve_identity(acme.id, "mp", WANG)
+    await privacy.do_erase_contact(acme.id, wang, "DSR-2026-0078", ACTOR)
+    await steps[1]()
+
+    row = await db.fetchrow("SELECT items::text AS items, skus, attach, buyer::text AS buyer, sources, amount_fen "
+                            "FROM commerce_purchase WHERE tenant = $1 AND order_id = 'E-1'", acme.id)
+    assert sorted(row["sources"]) == ["api", "pay"] and row["amount_fen"] == 32000  # the bookkeeping merged
+    assert (row["items"], list(row["skus"]), row["attach"], row["buyer"]) == ("[]", [], "", "{}")
+    assert (await stats.figures(acme.id, wang)).skus == []
