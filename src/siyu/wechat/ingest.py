@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from siyu.core import db
+from siyu.core.groupcommit import is_connection_error
 from siyu.wechat.protocol import Account, Normalized
 
 log = logging.getLogger("siyu.wechat.ingest")
@@ -87,13 +88,6 @@ def _payload(fields: dict[str, Any], details: dict[str, Any], original: str | No
     if original is not None:  # the text as WeChat sent it, when characters had to be replaced to store it
         body["original_b64"] = original
     return json.dumps(body, ensure_ascii=False)
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    """The database is unreachable (not this data): writing the rows one by one cannot help."""
-    import asyncpg
-
-    return isinstance(exc, OSError | asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError)
 
 
 class Ingestor:
@@ -166,7 +160,7 @@ class Ingestor:
             try:
                 await self._write(batch)
             except Exception as exc:
-                if len(batch) == 1 or _is_connection_error(exc):
+                if len(batch) == 1 or is_connection_error(exc):
                     self._fail(batch, exc)
                 else:
                     log.warning("storing %s inbound events together failed (%r); storing them one by one",
@@ -185,7 +179,7 @@ class Ingestor:
             try:
                 await self._write([p])
             except Exception as exc:
-                if _is_connection_error(exc):
+                if is_connection_error(exc):
                     self._fail(batch[i:], exc)
                     return
                 log.error("an inbound event cannot be stored (tenant %s, %s, key %r): %r", p.account.slug,
