@@ -137,6 +137,8 @@ class Relay:
                 continue
 
             def chained(previous: asyncio.Handle = previous) -> None:
+                log.info("inbox relay: told to stop, ending %s live stream(s)",
+                         sum(len(group) for group in self._groups.values()))
                 self.end_streams()
                 previous._run()
 

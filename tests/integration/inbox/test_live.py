@@ -315,9 +315,13 @@ async def test_a_web_process_stops_at_once_with_browsers_connected(acme: TenantF
     from siyu.core.processes import stop_processes
 
     port = _free_port()
-    env = {**os.environ, "SIYU_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
+    # The server's output goes to a file, with every thread's stack (faulthandler) if it has to be aborted:
+    # a stop that hangs names where it hangs.
+    env = {**os.environ, "SIYU_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "PYTHONFAULTHANDLER": "1",
+           "GRANIAN_LOG_LEVEL": "debug"}
+    output = tempfile.TemporaryFile()
     proc = subprocess.Popen([sys.executable, "-m", "siyu", "web", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             "--workers", "2"], env=env, stdout=output, stderr=subprocess.STDOUT,
                             start_new_session=True)
     client = None
     try:
@@ -328,11 +332,21 @@ async def test_a_web_process_stops_at_once_with_browsers_connected(acme: TenantF
             await s.start()
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(proc.wait, 20) == 0
+        try:
+            code = await asyncio.to_thread(proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGABRT)
+            await asyncio.sleep(2)
+            output.seek(0)
+            pytest.fail("the web process did not stop within 20 s; its output:\n"
+                        + output.read().decode(errors="replace")[-20000:])
+        assert code == 0
         assert time.monotonic() - started < 10
         for s in streams:
             await s.close()
     finally:
+        output.close()
         if client is not None:
             await client.aclose()
         stop_processes([proc], timeout=5)
