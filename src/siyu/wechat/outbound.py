@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from siyu.core import db
 from siyu.core.errors import NotFound
 from siyu.core.settings import get_settings
-from siyu.tenants.services import channel_credentials
+from siyu.tenants.services import api_credentials
 from siyu.wechat import consents, windows
 from siyu.wechat.client import (
     ApiAccount,
@@ -64,11 +64,13 @@ class WeChatRuntime:
         s = get_settings()
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(s.wechat_timeout_ms / 1000, connect=s.wechat_connect_timeout_ms / 1000),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+            # Every connection stays open for the next call: a sender runs 32 calls at once, and a pool that kept
+            # fewer would open (and WeChat accept) a new connection for most calls.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
         self.limiter = RateLimiter(redis)
 
     async def client(self, tenant_id: int, channel: str) -> WeChatClient:
-        creds = await channel_credentials(tenant_id, channel)  # NotFound when the account is not linked
+        creds = await api_credentials(tenant_id, channel)  # NotFound when the account is not linked
         return WeChatClient(self.http, self.redis, self.limiter,
                             ApiAccount(tenant_id, channel, creds.app_id, creds.secret))
 
