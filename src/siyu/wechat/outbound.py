@@ -56,26 +56,43 @@ RETRY_DEADLINE_SECONDS = 1800  # waiting for a retry that never came → failed
 OWNER_TASK_FIRST_CHECK = 30  # seconds: a WeCom task WeChat took is first asked about this soon (owner_tasks)
 
 
+HTTP_SHARDS = 8  # connection pools a runtime spreads its calls over (see WeChatRuntime)
+HTTP_CONNECTIONS = 16  # per pool
+
+
 class WeChatRuntime:
-    """What every WeChat call of a process shares: one HTTP connection pool, Redis and the rate limiter."""
+    """What every WeChat call of a process shares: HTTP connection pools, Redis and the rate limiter.
+
+    The calls are spread over several small connection pools, one picked per client in turn: httpx's pool
+    costs more CPU per request the more requests wait in it at once (measured: 3.4 ms a call with 32 at once
+    in one pool, 1.2 ms over 8 pools, 1.0 ms one at a time), and a sender runs 32 calls at once. Every
+    connection stays open for the next call."""
 
     def __init__(self, redis: Redis, http: httpx.AsyncClient | None = None) -> None:
         self.redis = redis
         s = get_settings()
-        self.http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(s.wechat_timeout_ms / 1000, connect=s.wechat_connect_timeout_ms / 1000),
-            # Every connection stays open for the next call: a sender runs 32 calls at once, and a pool that kept
-            # fewer would open (and WeChat accept) a new connection for most calls.
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
+
+        def pool() -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                timeout=httpx.Timeout(s.wechat_timeout_ms / 1000, connect=s.wechat_connect_timeout_ms / 1000),
+                limits=httpx.Limits(max_connections=HTTP_CONNECTIONS, max_keepalive_connections=HTTP_CONNECTIONS))
+
+        self._pools = [http] if http is not None else [pool() for _ in range(HTTP_SHARDS)]
+        self._turn = 0
         self.limiter = RateLimiter(redis)
+
+    def _next_pool(self) -> httpx.AsyncClient:
+        self._turn = (self._turn + 1) % len(self._pools)
+        return self._pools[self._turn]
 
     async def client(self, tenant_id: int, channel: str) -> WeChatClient:
         creds = await api_credentials(tenant_id, channel)  # NotFound when the account is not linked
-        return WeChatClient(self.http, self.redis, self.limiter,
+        return WeChatClient(self._next_pool(), self.redis, self.limiter,
                             ApiAccount(tenant_id, channel, creds.app_id, creds.secret))
 
     async def close(self) -> None:
-        await self.http.aclose()
+        for pool in self._pools:
+            await pool.aclose()
 
 
 def runtime_of(ctx: dict[str, Any]) -> WeChatRuntime:
