@@ -31,6 +31,7 @@ from siyu.inbox.conversations import Viewer, live_channel, viewer_for
 log = logging.getLogger("siyu.inbox.live")
 
 HEARTBEAT_SECONDS = 15.0
+STOP_WAIT_SECONDS = 5.0  # how long a stopping process waits for its streams' responses to finish
 QUEUE_SIZE = 200  # per browser; a browser this far behind is told to reload everything instead
 SUBSCRIBE_TIMEOUT = 5.0
 VIEWER_REFRESH = 20  # heartbeats between re-reading the viewer's teams (about 5 minutes)
@@ -104,6 +105,10 @@ class Relay:
         # something to read from (redis-py refuses to read from an unsubscribed pub/sub).
         self._own = f"siyu:inbox:relay:{secrets.token_hex(8)}"
         self._closing = False
+        # Stream responses still being written (see `counted`): a stopping process waits for them.
+        self._responses = 0
+        self._no_responses = asyncio.Event()
+        self._no_responses.set()
 
     async def start(self) -> None:
         self._pubsub = self._redis.pubsub()
@@ -144,8 +149,26 @@ class Relay:
 
             loop.add_signal_handler(sig, chained)
 
-    async def stop(self) -> None:
+    def response_started(self) -> None:
+        self._responses += 1
+        self._no_responses.clear()
+
+    def response_ended(self) -> None:
+        self._responses -= 1
+        if self._responses <= 0:
+            self._no_responses.set()
+
+    async def stop(self, wait: float = STOP_WAIT_SECONDS) -> None:
+        """End every stream and wait (bounded) until their responses are written to the end. The ASGI server
+        runs this process's event loop only while the app stops: a stream still finishing when the stop is
+        done would never finish, and the server would wait for it (measured: a stop that hung until the
+        browser left)."""
         self.end_streams()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_responses.wait(), wait)
+        if self._responses:
+            log.warning("inbox relay: %s live stream(s) still open after %.0f s; stopping anyway",
+                        self._responses, wait)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -275,3 +298,18 @@ async def stream(relay: Relay, tenant_id: int, viewer: Viewer, heartbeat: float 
         finally:
             if waker is not None:
                 waker.cancel()
+
+
+def counted(app: Any) -> Any:
+    """ASGI middleware for the stream route: the relay counts the response from its start until the server
+    has taken its last byte, so a stopping process can wait for it (`Relay.stop`)."""
+
+    async def counted_app(scope: Any, receive: Any, send: Any) -> None:
+        relay: Relay = scope["app"].state.inbox_relay
+        relay.response_started()
+        try:
+            await app(scope, receive, send)
+        finally:
+            relay.response_ended()
+
+    return counted_app

@@ -588,7 +588,7 @@ class InboxController(Controller):
             return Redirect("/inbox", status_code=HTTP_303_SEE_OTHER)
         return render(request, "inbox/_alerts.html", {"alerts": alerts})
 
-    @get("/stream")
+    @get("/stream", middleware=[live.counted])
     async def stream(self, request: Request[Any, Any, Any]) -> ServerSentEvent:
         """Server-sent events for this viewer: `ready`, then `conversation` ({"id", "kind"}), `presence`,
         `resync` (reload everything) and keep-alive comments every 15 s."""

@@ -156,6 +156,54 @@ async def test_a_slow_browser_is_told_to_resync(acme: TenantFixture, relay: live
     await s.aclose()
 
 
+async def test_a_stopping_relay_waits_until_its_streams_are_written_to_the_end(acme: TenantFixture) -> None:
+    """The ASGI server runs a web process's event loop only while the app stops: a stream response still being
+    written when the relay's stop returns would never end, and the server would wait for it forever."""
+    from types import SimpleNamespace
+
+    redis = connect()
+    relay = live.Relay(redis)
+    await relay.start()
+    admin = await viewer(acme.id, acme.admin_id)
+    written: list[str] = []
+
+    async def response(scope: Any, receive: Any, send: Any) -> None:  # the stream route, as the server runs it
+        async for name, _ in live.stream(relay, acme.id, admin):
+            written.append(str(name))
+        await asyncio.sleep(0.5)  # the last bytes reach the server a while after the stream ended
+        written.append("end")
+
+    app = live.counted(response)
+    task = asyncio.create_task(app({"app": SimpleNamespace(state=SimpleNamespace(inbox_relay=relay))}, None, None))
+    try:
+        for _ in range(100):
+            if written:
+                break
+            await asyncio.sleep(0.05)
+        assert written == ["ready"]
+        await relay.stop(wait=5)
+        assert written == ["ready", "end"]  # the stop waited for the whole response
+        assert task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await redis.aclose()
+
+
+async def test_a_stopping_relay_waits_no_longer_than_its_limit(acme: TenantFixture) -> None:
+    import time
+
+    redis = connect()
+    relay = live.Relay(redis)
+    await relay.start()
+    relay.response_started()  # a response that never ends
+    started = time.monotonic()
+    await relay.stop(wait=0.5)
+    assert 0.4 < time.monotonic() - started < 3
+    await redis.aclose()
+
+
 async def redis_publish(tenant_id: int, message: dict[str, Any]) -> None:
     client = connect()
     try:
