@@ -388,7 +388,8 @@ def web(host: str | None, port: int | None, workers: int | None) -> None:
     database_url()
     redis_url()
     Granian("siyu.app:create_app", factory=True, interface=Interfaces.ASGI, address=host or s.host,
-            port=port or s.port, workers=workers or s.web_workers, log_access=False).serve()
+            port=port or s.port, workers=workers or s.web_workers, log_access=False,
+            workers_kill_timeout=s.web_stop_seconds).serve()
 
 
 @main.command()

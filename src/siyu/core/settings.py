@@ -69,6 +69,9 @@ class Settings:
     secret_key: str
     previous_secret_keys: tuple[str, ...] = field(default_factory=tuple)
     web_workers: int = 1
+    # How long a stopping web process gives its workers to finish open requests before it kills them (a
+    # deploy never waits forever; below an orchestrator's usual 30 s grace period).
+    web_stop_seconds: int = 20
     # The worker's CPU niceness: background jobs yield to the web process, which must answer WeChat's
     # callbacks within 5 s and reps' clicks at once (0 = same priority; 19 = lowest).
     worker_nice: int = 5
@@ -191,6 +194,7 @@ def load_settings() -> Settings:
         secret_key=secret_key,
         previous_secret_keys=previous,
         web_workers=_env_int("SIYU_WEB_WORKERS", 1),
+        web_stop_seconds=max(1, _env_int("SIYU_WEB_STOP_SECONDS", 20)),
         worker_nice=max(0, min(19, _env_int("SIYU_WORKER_NICE", 5))),
         engagement_lease_seconds=max(1, _env_int("SIYU_ENGAGEMENT_LEASE_SECONDS", 120)),
         engagement_lane=_env_bool("SIYU_ENGAGEMENT_LANE", False),

@@ -142,3 +142,16 @@ def test_the_worker_runs_at_a_lower_cpu_priority_by_default(env: pytest.MonkeyPa
     assert load_settings().worker_nice == 19  # the kernel's range
     env.setenv("SIYU_WORKER_NICE", "0")
     assert load_settings().worker_nice == 0
+
+
+def test_the_web_stop_limit_defaults_to_20_s_and_is_at_least_one(env: pytest.MonkeyPatch) -> None:
+    env.setenv("SIYU_SECRET_KEY", STRONG_KEY)
+    env.delenv("SIYU_WEB_STOP_SECONDS", raising=False)
+    assert load_settings().web_stop_seconds == 20
+    env.setenv("SIYU_WEB_STOP_SECONDS", "5")
+    assert load_settings().web_stop_seconds == 5
+    env.setenv("SIYU_WEB_STOP_SECONDS", "0")
+    assert load_settings().web_stop_seconds == 1
+    env.setenv("SIYU_WEB_STOP_SECONDS", "soon")
+    with pytest.raises(ConfigurationError, match="SIYU_WEB_STOP_SECONDS must be an integer"):
+        load_settings()
