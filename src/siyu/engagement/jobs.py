@@ -139,7 +139,16 @@ async def housekeeping(ctx: dict[str, Any]) -> None:
     await broadcasts.finish_done(now)
 
 
+_sweeping_here = False  # one sweep per process: the sweepers spread over the lane's worker processes
+
+
 async def sweep(ctx: dict[str, Any]) -> str:
+    """One of SWEEPERS sweeps at a time across the workers, and one per worker process: arq hands the every-
+    second cron run to whichever worker asks first, so both sweeps could otherwise run in one process while
+    another worker's CPU stays idle (measured: 87 % against 25 %)."""
+    global _sweeping_here
+    if _sweeping_here:
+        return "already sweeping in this worker"
     redis = ctx["redis"]
     slot = None
     for n in range(SWEEPERS):
@@ -148,12 +157,14 @@ async def sweep(ctx: dict[str, Any]) -> str:
             break
     if slot is None:
         return "enough sweepers"
+    _sweeping_here = True
     try:
         if await redis.set("siyu:engagement:housekeeping", "1", nx=True, ex=HOUSEKEEPING_EVERY):
             await housekeeping(ctx)
         done = await sweep_once(runtime_of(ctx))
         return ", ".join(f"{k} {v}" for k, v in sorted(done.items()) if v) or "idle"
     finally:
+        _sweeping_here = False
         # Redis away: the slot expires on its own (its TTL), and the worker says once that Redis is away.
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             await redis.delete(slot)

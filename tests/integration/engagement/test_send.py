@@ -4,6 +4,7 @@ holdout — against the simulator, so what WeChat accepted is counted there too.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -165,3 +166,17 @@ async def test_sends_are_settled_together_and_a_lost_settlement_never_sends_agai
     events = await db.fetch("SELECT contact, source_key FROM timeline_event WHERE kind = 'broadcast_sent'")
     assert sorted(int(e["contact"]) for e in events) == sorted(p.contact_id for p in people)
     assert sorted(e["source_key"] for e in events) == sorted(f"engagement:{r.id}" for r in settled)
+
+
+async def test_a_worker_runs_one_sweep_at_a_time_so_the_sweeps_spread_over_the_workers(
+        redis: Any, runtime: WeChatRuntime) -> None:
+    """arq gives the every-second cron run to whichever worker asks first: a worker already sweeping declines,
+    and the run falls to another worker (a free sweeper slot is left for it)."""
+    ctx = {"redis": redis, "wechat": runtime}
+    first = asyncio.create_task(jobs.sweep(ctx))  # nothing is due: it idles IDLE_EXIT seconds, then ends
+    await asyncio.sleep(0.3)
+    assert await jobs.sweep(ctx) == "already sweeping in this worker"
+    keys = [f"siyu:engagement:sweeper:{n}" for n in range(jobs.SWEEPERS)]
+    assert sum([await redis.exists(k) for k in keys]) == 1  # the other slot is free for another worker
+    assert await first == "idle"
+    assert await jobs.sweep(ctx) == "idle"  # once its sweep has ended, the worker sweeps again

@@ -367,7 +367,7 @@ async def test_a_web_process_stops_at_once_with_browsers_connected(acme: TenantF
     # a stop that hangs names where it hangs.
     env = {**os.environ, "SIYU_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "PYTHONFAULTHANDLER": "1",
            "GRANIAN_LOG_LEVEL": "debug"}
-    output = tempfile.TemporaryFile()
+    output = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
     proc = subprocess.Popen([sys.executable, "-m", "siyu", "web", "--host", "127.0.0.1", "--port", str(port),
                              "--workers", "2"], env=env, stdout=output, stderr=subprocess.STDOUT,
                             start_new_session=True)
