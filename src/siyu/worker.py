@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 from time import monotonic
 from typing import Any
@@ -206,13 +207,20 @@ class Worker(ArqWorker):
                 return
 
 
+POLL_DELAY = 0.5  # seconds between two polls of the queue (arq's default), varied per process
+
+
 def build_worker(burst: bool = False, lane: str = "main", **overrides: Any) -> Worker:
     """The worker `siyu worker` runs: WorkerSettings (EngagementWorkerSettings for `--lane engagement`), the
     pool with timeouts, this process's job timeout."""
     settings = EngagementWorkerSettings if lane == "engagement" else WorkerSettings
     # arq reads only a class's own attributes: the lane's settings class inherits the rest from the main one.
     inherited = {k: getattr(settings, k) for k in dir(settings) if not k.startswith("_")}
-    kwargs = {**get_kwargs(inherited), "job_timeout": get_settings().job_timeout, "burst": burst, **overrides}
+    kwargs = {**get_kwargs(inherited), "job_timeout": get_settings().job_timeout, "burst": burst,
+              # Each process polls at its own pace around arq's 0.5 s: a cron run (due on the second) goes to the
+              # worker that polls first after it, and with equal paces that was always the same worker, so the
+              # engagement sweepers all ran in one process while the lane's others stayed idle.
+              "poll_delay": POLL_DELAY * random.uniform(0.8, 1.2), **overrides}
     # Read here, not when this module is imported (tests import it before they configure the environment).
     if lane != "engagement" and get_settings().engagement_lane:
         kwargs["cron_jobs"] = [c for c in kwargs["cron_jobs"] if c not in ENGAGEMENT_CRONS]

@@ -17,3 +17,12 @@ def test_the_engagement_lane_runs_with_the_main_workers_settings() -> None:
         assert getattr(lane, attr) == getattr(main, attr), attr
     assert set(lane.functions) < set(main.functions)
     assert {c.name for c in lane.cron_jobs} == {c.name for c in worker_root.ENGAGEMENT_CRONS}
+
+
+def test_each_worker_polls_at_its_own_pace() -> None:
+    """A cron run goes to the worker that polls first after it is due: with equal paces that was always the same
+    worker, and the engagement sweepers never spread over the lane's processes."""
+    delays = {worker_root.build_worker(burst=True, lane="engagement", handle_signals=False).poll_delay_s
+              for _ in range(5)}
+    assert len(delays) > 1
+    assert all(0.4 <= d <= 0.6 for d in delays)

@@ -133,12 +133,11 @@ async def deliver_text(runtime: WeChatRuntime, tenant_id: int, channel: str, ext
     if isinstance(claimed, Delivery):
         return claimed
 
-    slot = await windows.reserve(tenant_id, channel, external_id)
+    slot = await windows.reserve(tenant_id, channel, external_id, outbound_id=claimed.outbound_id)
     if isinstance(slot, int):  # Siyu knows WeChat would refuse: do not call it
         reason = WeChatNotAllowed.REASONS.get(slot, "not_allowed")
         return await _finish(claimed, "failed", errcode=slot, reason=reason,
                              errmsg=f"{reason} (checked by Siyu before sending)")
-    await db.execute("UPDATE wechat_outbound SET window_slot = $2 WHERE id = $1", claimed.outbound_id, slot)
 
     def send(client: WeChatClient, on_send: OnSend) -> Awaitable[dict[str, Any]]:
         if channel == "wecom":
@@ -174,12 +173,11 @@ async def deliver_image(runtime: WeChatRuntime, tenant_id: int, channel: str, ex
     claimed = await _claim(tenant_id, channel, external_id, idempotency_key, kind, payload)
     if isinstance(claimed, Delivery):
         return claimed
-    slot = await windows.reserve(tenant_id, channel, external_id)
+    slot = await windows.reserve(tenant_id, channel, external_id, outbound_id=claimed.outbound_id)
     if isinstance(slot, int):
         reason = WeChatNotAllowed.REASONS.get(slot, "not_allowed")
         return await _finish(claimed, "failed", errcode=slot, reason=reason,
                              errmsg=f"{reason} (checked by Siyu before sending)")
-    await db.execute("UPDATE wechat_outbound SET window_slot = $2 WHERE id = $1", claimed.outbound_id, slot)
 
     async def send(client: WeChatClient, on_send: OnSend) -> dict[str, Any]:
         try:

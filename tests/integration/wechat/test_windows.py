@@ -108,3 +108,26 @@ async def test_many_windows_read_at_once_read_as_one_at_a_time(acme: TenantFixtu
     assert [many[p].can_send for p in people] == [True, False, False, False, False]
     assert (many["used"].refusal, many["old"].refusal) == (45047, 45015)
     assert await windows.states(acme.id, "oa", [], at) == {}
+
+
+async def test_a_reservation_records_its_slot_on_the_send_in_the_same_statement(acme: TenantFixture) -> None:
+    """The window is counted and the send learns which slot it took together: no moment where a dead run
+    leaves the window counted and the send unable to give it back."""
+    from siyu.core import db
+
+    sends = [int((await db.fetchrow(
+        "INSERT INTO wechat_outbound (tenant, channel, external_id, idempotency_key, kind, payload, state, "
+        "window_slot, reason, errmsg, wechat_msgid, attempts, created_at, claimed_at) VALUES ($1, 'oa', 'o1', $2, "
+        "'custom', '{}'::jsonb, 'queued', '', '', '', '', 1, now(), now()) RETURNING id", acme.id, f"k{n}"))["id"])
+        for n in range(2)]
+    await windows.note_inbound(acme.id, "oa", "o1", "message", T0)
+    await windows.note_inbound(acme.id, "oa", "o1", "follow", T0)
+    assert await windows.reserve(acme.id, "oa", "o1", T0 + timedelta(seconds=5), outbound_id=sends[0]) == "event+user"
+    assert await windows.reserve(acme.id, "oa", "o1", T0 + timedelta(minutes=5), outbound_id=sends[1]) == "user"
+    slots = {r["id"]: r["window_slot"] for r in await db.fetch(
+        "SELECT id, window_slot FROM wechat_outbound WHERE id = ANY($1::bigint[])", sends)}
+    assert slots == {sends[0]: "event+user", sends[1]: "user"}
+    # A refusal records nothing.
+    await db.execute("UPDATE wechat_outbound SET window_slot = '' WHERE id = $1", sends[1])
+    assert await windows.reserve(acme.id, "oa", "o1", T0 + timedelta(days=3), outbound_id=sends[1]) == 45015
+    assert (await db.fetchrow("SELECT window_slot FROM wechat_outbound WHERE id = $1", sends[1]))["window_slot"] == ""
