@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +182,12 @@ async def load(raw: Any, stack: Stack, n: int) -> dict[str, Any]:
 
 async def simulator_rate(stack: Stack, first: int, calls: int) -> float:
     """The simulator's own acceptance rate for custom sends at the sender's concurrency."""
-    async with httpx.AsyncClient(base_url=stack.sim_base, timeout=60,
-                                 limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
-        token = (await http.post("/wechat-api/cgi-bin/stable_token", json={
+    # The calls spread over 8 connection pools as Siyu's WeChat runtime does (one httpx pool with 32 calls
+    # waiting in it costs 3.4 ms of CPU a call: the baseline would measure httpx, not the simulator).
+    pools = [httpx.AsyncClient(base_url=stack.sim_base, timeout=60, limits=httpx.Limits(max_connections=8))
+             for _ in range(8)]
+    try:
+        token = (await pools[0].post("/wechat-api/cgi-bin/stable_token", json={
             "grant_type": "client_credential", "appid": OA["app_id"], "secret": OA["app_secret"]})).json()["access_token"]
         gate = asyncio.Semaphore(CONCURRENCY)
         ok = 0
@@ -191,14 +195,20 @@ async def simulator_rate(stack: Stack, first: int, calls: int) -> float:
         async def one(i: int) -> None:
             nonlocal ok
             async with gate:
-                r = await http.post("/wechat-api/cgi-bin/message/custom/send", params={"access_token": token},
-                                    json={"touser": openid(first + i % 1000), "msgtype": "text",
-                                          "text": {"content": "baseline"}})
+                r = await pools[i % 8].post("/wechat-api/cgi-bin/message/custom/send", params={"access_token": token},
+                                            json={"touser": openid(first + i % 1000), "msgtype": "text",
+                                                  "text": {"content": "baseline"}})
                 ok += r.json().get("errcode", 0) == 0
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(calls)))
-        return ok / (time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+    finally:
+        for pool in pools:
+            await pool.aclose()
+    if ok < calls:
+        raise SystemExit(f"the baseline is not valid: the simulator refused {calls - ok:,} of {calls:,} sends")
+    return ok / elapsed
 
 
 class Replies:
@@ -268,8 +278,13 @@ async def part_broadcast(raw: Any, stack: Stack, data: dict[str, Any], n: int, w
     rows: list[Row] = []
     notes: list[str] = []
     say(f"baseline: the simulator's acceptance rate, {BASELINE_CALLS:,} custom sends at concurrency {CONCURRENCY}…")
-    base_rate = await simulator_rate(stack, n, BASELINE_CALLS)
+    # The first 1,000 of the audience, 5 each: their whole reply quota in the simulator, opened afresh after.
+    # (This took people from n on, of whom only the rep's 60 exist: 94 % of the calls were refused, and the
+    # baseline counted only the accepted ones.)
+    base_rate = await simulator_rate(stack, 0, BASELINE_CALLS)
     say(f"  {base_rate:,.0f} sends/s")
+    httpx.post(f"{stack.sim_base}/_sim/people", json={"app_id": OA["app_id"], "people": [f"p{i}" for i in range(1000)],
+                                                     "window": True}, timeout=60).raise_for_status()
     import asyncpg
 
     replies = Replies(data, await asyncpg.connect(os.environ["DATABASE_URL"]), stack, n)
@@ -291,12 +306,14 @@ async def part_broadcast(raw: Any, stack: Stack, data: dict[str, Any], n: int, w
     done_flag = {"done": False}
     reply_task = asyncio.create_task(replies.run(lambda: done_flag["done"]))
     killed = False
+    killed_at = None
     t0 = time.perf_counter()
     while True:
         count = await sent_count(raw, bid)
         total = int(await raw.fetchval("SELECT targeted FROM engagement_broadcast WHERE id = $1", bid))
         if not killed and total and count >= n // 2:
             say(f"  {count:,} settled: SIGKILL the worker and FLUSHALL Redis, then a new worker…")
+            killed_at = await raw.fetchval("SELECT now()")
             replies.recording = False  # from here on the replies measure the restart, not the broadcast
             stack.kill_workers()
             redis = connect()
@@ -313,12 +330,16 @@ async def part_broadcast(raw: Any, stack: Stack, data: dict[str, Any], n: int, w
     done_flag["done"] = True
     await reply_task
     await replies.conn.close()
-    first, last = await raw.fetchrow("SELECT min(sent_at), max(sent_at) FROM engagement_delivery WHERE "
-                                     "source_kind = 'broadcast' AND source_id = $1 AND state = 'sent'", bid)
     sent = int(await raw.fetchval("SELECT count(*) FROM engagement_delivery WHERE source_kind = 'broadcast' "
                                   "AND source_id = $1 AND state = 'sent'", bid))
-    seconds = (last - first).total_seconds() if first and last else 0
-    rate = sent / seconds if seconds else 0.0
+    # The pace before the kill, leaving out its first 5 % (the start): after it, the rate measures the recovery
+    # (rows whose run died wait for their lease, sends left `queued` for the send-once ledger's deadline).
+    steady = sorted(r["sent_at"] for r in await raw.fetch(
+        "SELECT sent_at FROM engagement_delivery WHERE source_kind = 'broadcast' AND source_id = $1 AND state = 'sent' "
+        "AND sent_at < $2", bid, killed_at or datetime.now(UTC)))
+    steady = steady[len(steady) // 20:]
+    seconds = (steady[-1] - steady[0]).total_seconds() if len(steady) > 1 else 0
+    rate = (len(steady) - 1) / seconds if seconds else 0.0
     rows.append(Row("broadcast sends/s, unthrottled (baseline: simulator alone)", ">= 0.8x", rate, base_rate, "/s",
                     rate >= 0.8 * base_rate))
     q99, b99 = pct(quiet, 99), pct(replies.times, 99)
@@ -338,7 +359,8 @@ async def part_broadcast(raw: Any, stack: Stack, data: dict[str, Any], n: int, w
         "SELECT state FROM engagement_delivery WHERE source_kind = 'broadcast' AND source_id = $1", bid))
     rows.append(Row("after SIGKILL + FLUSHALL: people with 2+ rows, missing, duplicates", "0", float(
         doubled_rows + missing + duplicates), None, "", doubled_rows + missing + duplicates == 0))
-    notes.append(f"unthrottled: {sent:,} sent in {seconds:.0f} s; states {dict(states)}; the simulator accepted "
+    notes.append(f"unthrottled: {sent:,} sent, the rate over {len(steady):,} of them before the kill "
+                 f"({seconds:.0f} s); states {dict(states)}; the simulator accepted "
                  f"{sum(texts.values()):,} for {len(texts):,} people; quiet replies n={len(quiet)}, during n="
                  f"{len(replies.times)} (replies lost to the flush: {replies.lost}); killed and flushed at half-way: {killed}")
     return rows, notes
