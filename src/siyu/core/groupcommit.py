@@ -57,6 +57,7 @@ class GroupCommit(Generic[T, R]):
         self._queue: asyncio.Queue[_Pending[T, R]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._writing = False  # a batch taken from the queue is being written
 
     def _ensure_started(self) -> asyncio.Queue[_Pending[T, R]]:
         loop = asyncio.get_running_loop()
@@ -80,7 +81,8 @@ class GroupCommit(Generic[T, R]):
         queue, task = self._queue, self._task
         if task is None or queue is None or self._loop is not asyncio.get_running_loop():
             return
-        while not queue.empty():
+        # The batch being written is off the queue already: cancelling it would leave its callers waiting.
+        while not queue.empty() or self._writing:
             await asyncio.sleep(0.001)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -90,18 +92,22 @@ class GroupCommit(Generic[T, R]):
     async def _run(self, queue: asyncio.Queue[_Pending[T, R]]) -> None:
         while True:
             batch = [await queue.get()]
-            await asyncio.sleep(self._max_wait)
-            while len(batch) < self._max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
+            self._writing = True
             try:
-                await self._deliver(batch)
-            except Exception as exc:
-                if len(batch) == 1 or is_connection_error(exc):
-                    self._fail(batch, exc)
-                else:
-                    log.warning("%s: writing %s together failed (%r); writing them one by one", self._name,
-                                len(batch), exc)
-                    await self._one_by_one(batch)
+                await asyncio.sleep(self._max_wait)
+                while len(batch) < self._max_batch and not queue.empty():
+                    batch.append(queue.get_nowait())
+                try:
+                    await self._deliver(batch)
+                except Exception as exc:
+                    if len(batch) == 1 or is_connection_error(exc):
+                        self._fail(batch, exc)
+                    else:
+                        log.warning("%s: writing %s together failed (%r); writing them one by one", self._name,
+                                    len(batch), exc)
+                        await self._one_by_one(batch)
+            finally:
+                self._writing = False
 
     async def _deliver(self, batch: list[_Pending[T, R]]) -> None:
         results = await self._write([p.item for p in batch])

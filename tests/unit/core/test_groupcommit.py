@@ -86,3 +86,20 @@ async def test_a_failed_hand_over_is_logged_not_raised_and_settle_waits_for_them
     hand_over(fails(), "fails")
     await settle()
     assert done == ["ok"]
+
+
+async def test_stop_waits_for_the_batch_being_written() -> None:
+    """The batch in the writer's hands is no longer in its queue: a stop that only watched the queue cancelled the
+    write and left its callers waiting forever."""
+    started = asyncio.Event()
+
+    async def write(items: list[int]) -> list[Any]:
+        started.set()
+        await asyncio.sleep(0.3)
+        return [i + 1 for i in items]
+
+    gc: GroupCommit[int, int] = GroupCommit(write, "test")
+    caller = asyncio.create_task(gc.submit(1))
+    await started.wait()
+    await gc.stop()
+    assert await asyncio.wait_for(caller, 2) == 2
