@@ -53,7 +53,7 @@ class GroupCommit(Generic[T, R]):
         self._write = write
         self._name = name
         self._max_batch = max_batch
-        self._max_wait = max_wait
+        self.max_wait = max_wait  # may be changed while it runs (tests wait longer to batch what they send)
         self._queue: asyncio.Queue[_Pending[T, R]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -88,26 +88,35 @@ class GroupCommit(Generic[T, R]):
         with contextlib.suppress(asyncio.CancelledError):
             await task
         self._task = self._queue = None
+        # Handed in between the last look and the cancel: written here, so no caller is left waiting.
+        leftovers = []
+        while not queue.empty():
+            leftovers.append(queue.get_nowait())
+        if leftovers:
+            await self._write_batch(leftovers)
 
     async def _run(self, queue: asyncio.Queue[_Pending[T, R]]) -> None:
         while True:
             batch = [await queue.get()]
             self._writing = True
             try:
-                await asyncio.sleep(self._max_wait)
+                await asyncio.sleep(self.max_wait)
                 while len(batch) < self._max_batch and not queue.empty():
                     batch.append(queue.get_nowait())
-                try:
-                    await self._deliver(batch)
-                except Exception as exc:
-                    if len(batch) == 1 or is_connection_error(exc):
-                        self._fail(batch, exc)
-                    else:
-                        log.warning("%s: writing %s together failed (%r); writing them one by one", self._name,
-                                    len(batch), exc)
-                        await self._one_by_one(batch)
+                await self._write_batch(batch)
             finally:
                 self._writing = False
+
+    async def _write_batch(self, batch: list[_Pending[T, R]]) -> None:
+        try:
+            await self._deliver(batch)
+        except Exception as exc:
+            if len(batch) == 1 or is_connection_error(exc):
+                self._fail(batch, exc)
+            else:
+                log.warning("%s: writing %s together failed (%r); writing them one by one", self._name,
+                            len(batch), exc)
+                await self._one_by_one(batch)
 
     async def _deliver(self, batch: list[_Pending[T, R]]) -> None:
         results = await self._write([p.item for p in batch])

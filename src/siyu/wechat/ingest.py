@@ -8,22 +8,22 @@ tenant suspended, has a rep silenced the bot for this person), so a callback cos
 own. Processing is handed to the worker as one arq job per batch (ids only). If the process dies between
 the commit and the enqueue, the sweeper enqueues the events from PostgreSQL.
 
-One bad row never fails the others: a batch whose write fails is written again row by row, and only a
-row that cannot be stored on its own answers 500 (WeChat retries it).
+The batching is the core's group commit (`siyu.core.groupcommit`): one bad row never fails the others (a
+batch whose write fails is written again row by row, and only a row that cannot be stored on its own answers
+500, so WeChat retries it), and an unreachable database fails the batch at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from siyu.core import db
-from siyu.core.groupcommit import is_connection_error
+from siyu.core import db, groupcommit
+from siyu.core.groupcommit import GroupCommit
 from siyu.wechat.protocol import Account, Normalized
 
 log = logging.getLogger("siyu.wechat.ingest")
@@ -75,12 +75,11 @@ class Stored:
     bot_silenced: bool = False  # a rep has this person: the Official Account's keyword rules stay quiet
 
 
-@dataclass
-class _Pending:
+@dataclass(frozen=True)
+class _Item:
     account: Account
     event: Normalized
     payload: str
-    future: asyncio.Future[Stored]
 
 
 def _payload(fields: dict[str, Any], details: dict[str, Any], original: str | None) -> str:
@@ -93,37 +92,28 @@ def _payload(fields: dict[str, Any], details: dict[str, Any], original: str | No
 class Ingestor:
     def __init__(self, enqueue: Any) -> None:
         self._enqueue = enqueue  # async callable(list[int])
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        # `_write` is looked up at each batch (tests wrap it on a running ingestor).
+        self.writer: GroupCommit[_Item, Stored] = GroupCommit(lambda items: self._write(items), "inbound events",
+                                                              max_batch=MAX_BATCH, max_wait=MAX_WAIT)
         self._hits: Counter[tuple[int, int]] = Counter()
         self._hits_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="siyu-ingest")
+        """Nothing to start: the writer starts with the first callback, on the loop that serves it."""
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-        await self.flush_hits()
+        await self.settle()
 
     async def settle(self) -> None:
-        """Wait until everything handed in is written and handed over (tests, shutdown)."""
-        while not self._queue.empty() or self._background:
-            await asyncio.sleep(0.001)
-            if self._background:
-                await asyncio.gather(*list(self._background), return_exceptions=True)
+        """Wait until everything handed in is written and handed over (tests, shutdown); the next callback
+        starts the writer again."""
+        await self.writer.stop()
+        await groupcommit.settle()
         await self.flush_hits()
 
     async def store(self, account: Account, event: Normalized, fields: dict[str, Any],
                     original: str | None = None) -> Stored:
-        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(account, event, _payload(fields, event.details, original), future))
-        return await future
+        return await self.writer.submit(_Item(account, event, _payload(fields, event.details, original)))
 
     # --- auto-reply hits: a counter, not a record. One UPDATE at a time per process, carrying every hit
     # counted while the previous one ran, so a burst of replies to the same keyword does not queue each
@@ -150,81 +140,36 @@ class Ingestor:
 
     # --- the writer
 
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            # Give the callbacks that arrive together a moment to join, then take what is there.
-            await asyncio.sleep(MAX_WAIT)
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._write(batch)
-            except Exception as exc:
-                if len(batch) == 1 or is_connection_error(exc):
-                    self._fail(batch, exc)
-                else:
-                    log.warning("storing %s inbound events together failed (%r); storing them one by one",
-                                len(batch), exc)
-                    await self._write_one_by_one(batch)
-
-    def _fail(self, batch: list[_Pending], exc: BaseException) -> None:
-        """Each waiting request answers 500; WeChat retries."""
-        log.error("storing %s inbound events failed: %r", len(batch), exc)
-        for p in batch:
-            if not p.future.done():
-                p.future.set_exception(exc)
-
-    async def _write_one_by_one(self, batch: list[_Pending]) -> None:
-        for i, p in enumerate(batch):
-            try:
-                await self._write([p])
-            except Exception as exc:
-                if is_connection_error(exc):
-                    self._fail(batch[i:], exc)
-                    return
-                log.error("an inbound event cannot be stored (tenant %s, %s, key %r): %r", p.account.slug,
-                          p.account.channel, p.event.dedup_key, exc)
-                if not p.future.done():
-                    p.future.set_exception(exc)
-
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, items: list[_Item]) -> list[Stored | BaseException]:
+        """One statement and one commit for a batch; each item's row, or AccountGone for its own."""
         # Retries of one message can arrive in the same batch: write each key once, count its deliveries.
-        by_key: dict[tuple[str, str, str], list[_Pending]] = {}
-        for p in batch:
-            by_key.setdefault((p.account.slug, p.account.channel, p.event.dedup_key), []).append(p)
+        by_key: dict[tuple[str, str, str], list[int]] = {}
+        for n, item in enumerate(items):
+            by_key.setdefault((item.account.slug, item.account.channel, item.event.dedup_key), []).append(n)
         columns: list[list[Any]] = [[] for _ in range(10)]
         for group in by_key.values():
-            p = group[0]
-            e = p.event
-            for i, value in enumerate((p.account.slug, p.account.channel, e.dedup_key, e.kind, e.msg_type, e.event,
-                                       e.external_id, e.occurred_at, p.payload, len(group))):
-                columns[i].append(value)
-        pool = db.engine().pool
-        async with pool.acquire() as conn, conn.transaction():
+            item = items[group[0]]
+            e = item.event
+            for c, value in enumerate((item.account.slug, item.account.channel, e.dedup_key, e.kind, e.msg_type,
+                                       e.event, e.external_id, e.occurred_at, item.payload, len(group))):
+                columns[c].append(value)
+        async with db.engine().pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_INSERT, *columns)
-        results = {(r["slug"], r["channel"], r["dedup_key"]): r for r in rows}
+        found = {(r["slug"], r["channel"], r["dedup_key"]): r for r in rows}
+        results: dict[int, Stored | BaseException] = {}
         new_ids: list[int] = []
         for key, group in by_key.items():
-            row = results.get(key)
+            row = found.get(key)
             if row is None:
-                for p in group:
-                    if not p.future.done():
-                        p.future.set_exception(AccountGone(key[0]))
+                for n in group:
+                    results[n] = AccountGone(key[0])
                 continue
             inserted = bool(row["inserted"])
             if inserted:
                 new_ids.append(int(row["id"]))
-            for i, p in enumerate(group):
-                if not p.future.done():
-                    p.future.set_result(Stored(int(row["id"]), inserted and i == 0, int(row["tenant"]),
-                                               bool(row["suspended"]), bool(row["bot_silenced"])))
+            for k, n in enumerate(group):
+                results[n] = Stored(int(row["id"]), inserted and k == 0, int(row["tenant"]), bool(row["suspended"]),
+                                    bool(row["bot_silenced"]))
         if new_ids:
-            task = asyncio.create_task(self._hand_over(new_ids))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _hand_over(self, ids: list[int]) -> None:
-        try:
-            await self._enqueue(ids)
-        except Exception:  # the events are durable; the sweeper enqueues them
-            log.exception("could not enqueue %s inbound events; the sweeper will pick them up", len(ids))
+            groupcommit.hand_over(self._enqueue(new_ids), f"enqueueing {len(new_ids)} inbound events")
+        return [results[n] for n in range(len(items))]

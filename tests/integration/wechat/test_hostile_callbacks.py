@@ -176,14 +176,14 @@ async def test_an_overlong_sender_id_is_a_400_naming_it(client: Client, safe_oa:
 def one_batch(monkeypatch: pytest.MonkeyPatch, app: Any) -> list[int]:
     """Callbacks posted together share one group commit (a longer wait for company), and the sizes of the
     batches written are recorded."""
-    monkeypatch.setattr(ingest, "MAX_WAIT", 0.3)
     sizes: list[int] = []
     ingestor: Ingestor = app.state.ingestor
+    monkeypatch.setattr(ingestor.writer, "max_wait", 0.3)
     real = ingestor._write
 
-    async def recording(batch: list[Any]) -> None:
+    async def recording(batch: list[Any]) -> list[Any]:
         sizes.append(len(batch))
-        await real(batch)
+        return await real(batch)
 
     monkeypatch.setattr(ingestor, "_write", recording)
     return sizes
