@@ -103,3 +103,15 @@ async def test_stop_waits_for_the_batch_being_written() -> None:
     await started.wait()
     await gc.stop()
     assert await asyncio.wait_for(caller, 2) == 2
+
+
+async def test_an_item_handed_in_while_the_writer_stops_is_still_written() -> None:
+    async def write(items: list[int]) -> list[Any]:
+        return [i * 10 for i in items]
+
+    gc: GroupCommit[int, int] = GroupCommit(write, "test")
+    assert await gc.submit(1) == 10  # the writer runs
+    stopping = asyncio.create_task(gc.stop())  # runs first: an empty queue, so it cancels the writer…
+    late = asyncio.create_task(gc.submit(5))  # …and this one is handed to the writer being cancelled
+    await stopping
+    assert await asyncio.wait_for(late, 2) == 50
