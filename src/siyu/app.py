@@ -92,7 +92,6 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     app.state.access_watch = AccessWatch(app.state.redis)  # ends live streams whose session ended
     await app.state.access_watch.start()
     app.state.ingestor = Ingestor(lambda ids: enqueue_batch(app.state.arq, ids))
-    app.state.ingestor.start()
     def on_change(channel: str, payload: str) -> None:
         wechat_services.on_change(channel, payload)
         pay_merchants.on_change(channel, payload)

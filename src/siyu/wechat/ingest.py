@@ -92,14 +92,12 @@ def _payload(fields: dict[str, Any], details: dict[str, Any], original: str | No
 class Ingestor:
     def __init__(self, enqueue: Any) -> None:
         self._enqueue = enqueue  # async callable(list[int])
-        # `_write` is looked up at each batch (tests wrap it on a running ingestor).
+        # The writer starts with the first callback, on the loop that serves it. `_write` is looked up at each
+        # batch (tests wrap it on a running ingestor).
         self.writer: GroupCommit[_Item, Stored] = GroupCommit(lambda items: self._write(items), "inbound events",
                                                               max_batch=MAX_BATCH, max_wait=MAX_WAIT)
         self._hits: Counter[tuple[int, int]] = Counter()
         self._hits_task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Nothing to start: the writer starts with the first callback, on the loop that serves it."""
 
     async def stop(self) -> None:
         await self.settle()

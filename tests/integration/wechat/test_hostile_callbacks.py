@@ -230,7 +230,6 @@ async def test_a_failing_batch_is_written_row_by_row_so_only_the_unstorable_row_
         enqueued.append(ids)
 
     ingestor = Ingestor(enqueue)
-    ingestor.start()
     try:
         def account(t: TenantFixture, channel: str) -> Account:
             return Account(t.id, 0, channel, "", "", "", "safe", "xml", slug=t.slug)
