@@ -35,6 +35,7 @@ from siyu.tenants.services import api_credentials
 from siyu.wechat import consents, windows
 from siyu.wechat.client import (
     ApiAccount,
+    JsonTransport,
     OnSend,
     WeChatClient,
     WeChatError,
@@ -80,6 +81,9 @@ class WeChatRuntime:
         self._pools = [http] if http is not None else [pool() for _ in range(HTTP_SHARDS)]
         self._turn = 0
         self.limiter = RateLimiter(redis)
+        # The JSON calls (every send) go through aiohttp unless a test hands in its own httpx client.
+        self.json_http = JsonTransport(HTTP_SHARDS * HTTP_CONNECTIONS, s.wechat_timeout_ms / 1000,
+                                       s.wechat_connect_timeout_ms / 1000) if http is None else None
 
     def _next_pool(self) -> httpx.AsyncClient:
         self._turn = (self._turn + 1) % len(self._pools)
@@ -88,11 +92,13 @@ class WeChatRuntime:
     async def client(self, tenant_id: int, channel: str) -> WeChatClient:
         creds = await api_credentials(tenant_id, channel)  # NotFound when the account is not linked
         return WeChatClient(self._next_pool(), self.redis, self.limiter,
-                            ApiAccount(tenant_id, channel, creds.app_id, creds.secret))
+                            ApiAccount(tenant_id, channel, creds.app_id, creds.secret), json_http=self.json_http)
 
     async def close(self) -> None:
         for pool in self._pools:
             await pool.aclose()
+        if self.json_http is not None:
+            await self.json_http.close()
 
 
 def runtime_of(ctx: dict[str, Any]) -> WeChatRuntime:
