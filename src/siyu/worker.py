@@ -45,7 +45,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
     configure_logging(get_settings().log_level)
     engagement_jobs.quiet_sweep_logs()  # its every-second runs would drown the other jobs' lines
-    await db.start_pool(min_size=1, max_size=5)
+    await db.start_pool(min_size=1, max_size=16)
     commerce_purchases.install()  # merges carry purchases in this process
     contact_audience.install(segment_audience.COMPILER, contact_scope)  # bulk tagging: filters and scopes
     ctx["wechat"] = WeChatRuntime(ctx["redis"])

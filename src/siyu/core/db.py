@@ -20,10 +20,17 @@ _after_commit: contextvars.ContextVar[list[Callable[[], Awaitable[Any]]] | None]
 )
 
 
+_engine: PostgresEngine | None = None
+
+
 def engine() -> PostgresEngine:
-    db = engine_finder()
-    assert isinstance(db, PostgresEngine), "Siyu runs on PostgreSQL only"
-    return db
+    """The process's engine (PICCOLO_CONF's `DB`), found once: every statement asks for it."""
+    global _engine
+    if _engine is None:
+        found = engine_finder()
+        assert isinstance(found, PostgresEngine), "Siyu runs on PostgreSQL only"
+        _engine = found
+    return _engine
 
 
 async def _keep_session(conn: Any) -> None:

@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from siyu.core.errors import WeChatError
 from siyu.core.logs import quiet_http_clients
 from siyu.core.settings import get_settings
-from siyu.wechat.ratelimit import BEIJING, RateLimiter
+from siyu.wechat.ratelimit import BEIJING, Admission, DailyQuotaUsed, RateLimiter
 
 log = logging.getLogger("siyu.wechat.client")
 quiet_http_clients()  # token URLs carry secrets in their query string
@@ -377,6 +377,18 @@ class WeChatClient:
         # Something between us and WeChat may have answered after WeChat carried the send out.
         raise WeChatBusy(-1, what) if repeatable else WeChatOutcomeUnknown(what)
 
+    async def _admit(self, path: str, bulk: bool, with_token: bool) -> Admission:
+        """The call's daily quota and rate limit, counted by Siyu (and the cached token, when it needs one)."""
+        a = self.account
+        try:
+            return await self.limiter.admit(a.tenant_id, a.channel, a.app_id, path,
+                                            self.token_key if with_token else "", bulk=bulk)
+        except DailyQuotaUsed:
+            raise WeChatRateLimited(45009, f"daily quota of {path} used (counted by Siyu)",
+                                    retry_after=seconds_to_beijing_midnight()) from None
+        except TimeoutError as exc:
+            raise WeChatRateLimited(45011, f"{exc} (counted by Siyu)", retry_after=60) from None
+
     async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                    json: dict[str, Any] | None = None, bulk: bool = False, with_token: bool = True,
                    repeatable: bool = True, on_send: OnSend | None = None,
@@ -386,22 +398,16 @@ class WeChatClient:
         A send passes `repeatable=False`: once its request may have reached WeChat, a failure without an
         answer is `WeChatOutcomeUnknown`. `on_send` runs right before each request leaves (after the
         rate limit and the token step), so the caller can record that WeChat is being asked."""
-        left = await self.limiter.count_daily(self.account.app_id, path)
-        if left == -1:
-            raise WeChatRateLimited(45009, f"daily quota of {path} used (counted by Siyu)",
-                                    retry_after=seconds_to_beijing_midnight())
-        try:
-            await self.limiter.acquire(self.account.tenant_id, self.account.channel, self.account.app_id,
-                                       bulk=bulk)
-        except TimeoutError as exc:
-            raise WeChatRateLimited(45011, f"{exc} (counted by Siyu)", retry_after=60) from None
+        admission = await self._admit(path, bulk, with_token)
+        cached = admission.token  # read with the admission: no second round trip for it
         token: str | None = None
         refreshed = False
         busy_tries = 0
         while True:
             query = dict(params or {})
             if with_token:
-                token = await self.access_token()
+                token = cached or await self.access_token()
+                cached = None
                 query["access_token"] = token
             if on_send is not None:
                 await on_send()
@@ -506,14 +512,7 @@ class WeChatClient:
         WeChat's JSON (an errcode → the typed error; a video's `video_url` → `Download.video_url`). Read as a
         stream and refused past `max_bytes` (`MediaTooLarge`), so a huge answer never fills memory. A read:
         busy and token errors are asked again as in `call`."""
-        left = await self.limiter.count_daily(self.account.app_id, "cgi-bin/media/get")
-        if left == -1:
-            raise WeChatRateLimited(45009, "daily quota of cgi-bin/media/get used (counted by Siyu)",
-                                    retry_after=seconds_to_beijing_midnight())
-        try:
-            await self.limiter.acquire(self.account.tenant_id, self.account.channel, self.account.app_id)
-        except TimeoutError as exc:
-            raise WeChatRateLimited(45011, f"{exc} (counted by Siyu)", retry_after=60) from None
+        await self._admit("cgi-bin/media/get", False, False)
         refreshed, busy_tries = False, 0
         while True:
             token = await self.access_token()

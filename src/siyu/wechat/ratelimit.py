@@ -12,34 +12,60 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from redis.asyncio import Redis
 
-# Refill `rate` tokens per second up to `burst`; take `cost` if available. Returns 0 when granted, else
-# the milliseconds to wait before enough tokens are there.
-_BUCKET = """
-local key = KEYS[1]
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local now_ms = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
-local state = redis.call('HMGET', key, 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil then tokens = burst; ts = now_ms end
-if now_ms > ts then
-  tokens = math.min(burst, tokens + (now_ms - ts) * rate / 1000)
-  ts = now_ms
+# One round trip decides a call (a send costs one Redis command, not four):
+# 1. the endpoint's daily quota (KEYS[1], '' when it has none): used up → {-1};
+# 2. the buckets (KEYS[2] the bulk share, '' for a reply; KEYS[3] the account's; '' skips one): each refills
+#    `rate` tokens per second up to `burst`; the call needs `cost` from every bucket, and takes them from all
+#    or from none → {milliseconds to wait} when one is short;
+# 3. granted: the call is counted against the day and the account's cached access token is read (KEYS[4],
+#    '' for none) → {0, calls left today (-2: no quota), token or nil}.
+# Times come in as an argument: production passes the clock, tests a simulated one.
+_ADMIT = """
+local now = tonumber(ARGV[7])
+local cost = tonumber(ARGV[8])
+local quota = tonumber(ARGV[1])
+if KEYS[1] ~= '' then
+  local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if used + 1 > quota then return {-1} end
 end
 local wait = 0
-if tokens >= cost then
-  tokens = tokens - cost
-else
-  wait = math.ceil((cost - tokens) * 1000 / rate)
+local buckets = {}
+local specs = {{KEYS[2], ARGV[3], ARGV[4]}, {KEYS[3], ARGV[5], ARGV[6]}}
+for _, spec in ipairs(specs) do
+  if spec[1] ~= '' then
+    local rate = tonumber(spec[2])
+    local burst = tonumber(spec[3])
+    local state = redis.call('HMGET', spec[1], 'tokens', 'ts')
+    local tokens = tonumber(state[1])
+    local ts = tonumber(state[2])
+    if tokens == nil then tokens = burst; ts = now end
+    if now > ts then
+      tokens = math.min(burst, tokens + (now - ts) * rate / 1000)
+      ts = now
+    end
+    if tokens < cost then wait = math.max(wait, math.ceil((cost - tokens) * 1000 / rate)) end
+    buckets[#buckets + 1] = {spec[1], tokens, ts, rate, burst}
+  end
 end
-redis.call('HSET', key, 'tokens', tokens, 'ts', ts)
-redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 60000)
-return wait
+for _, b in ipairs(buckets) do
+  local tokens = b[2]
+  if wait == 0 then tokens = tokens - cost end
+  redis.call('HSET', b[1], 'tokens', tokens, 'ts', b[3])
+  redis.call('PEXPIRE', b[1], math.ceil(b[5] * 1000 / b[4]) + 60000)
+end
+if wait > 0 then return {wait} end
+local left = -2
+if KEYS[1] ~= '' then
+  left = quota - redis.call('INCR', KEYS[1])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+local token = false
+if KEYS[4] ~= '' then token = redis.call('GET', KEYS[4]) end
+return {0, left, token}
 """
 
 BEIJING = timezone(timedelta(hours=8))
@@ -76,6 +102,16 @@ class Limits:
         return max(1.0, self.rate * 2)  # two seconds' worth
 
 
+class DailyQuotaUsed(Exception):
+    """The endpoint's daily quota is used up (counted by Siyu): the call must not be made."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    left: int | None  # calls of the endpoint left today after this one (None: no quota counted)
+    token: str | None  # the account's cached access token, when one was asked for and is there
+
+
 class RateLimiter:
     def __init__(self, redis: Redis, limits: dict[str, Limits] | None = None) -> None:
         self.redis = redis
@@ -84,50 +120,69 @@ class RateLimiter:
 
             limits = {k: Limits(v) for k, v in get_settings().wechat_rate_per_minute}
         self.limits = limits
-        self._script = redis.register_script(_BUCKET)
+        self._script = redis.register_script(_ADMIT)
 
     def _key(self, tenant_id: int, channel: str, app_id: str, bulk: bool) -> str:
         return f"siyu:wx:bucket:{tenant_id}:{channel}:{app_id}{':bulk' if bulk else ''}"
 
-    async def try_acquire(self, tenant_id: int, channel: str, app_id: str, *, bulk: bool = False,
-                          now_ms: int | None = None, cost: int = 1) -> int:
-        """0 when granted, else milliseconds to wait. Bulk work must pass both its own bucket and the
-        account's."""
-        limits = self.limits[channel]
-        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-        if bulk:
-            wait = int(await self._script(keys=[self._key(tenant_id, channel, app_id, True)],
-                                          args=[limits.rate * BULK_SHARE, limits.burst * BULK_SHARE, now_ms, cost]))
-            if wait:
-                return wait
-        return int(await self._script(keys=[self._key(tenant_id, channel, app_id, False)],
-                                      args=[limits.rate, limits.burst, now_ms, cost]))
-
-    async def acquire(self, tenant_id: int, channel: str, app_id: str, *, bulk: bool = False,
-                      max_wait: float = 30.0) -> None:
-        """Wait for a token (bounded); raises TimeoutError when the account stays saturated."""
-        deadline = time.monotonic() + max_wait
-        while True:
-            wait_ms = await self.try_acquire(tenant_id, channel, app_id, bulk=bulk)
-            if wait_ms == 0:
-                return
-            if time.monotonic() + wait_ms / 1000 > deadline:
-                raise TimeoutError(f"rate limit of {channel} {app_id} saturated for {max_wait} s")
-            await asyncio.sleep(wait_ms / 1000)
-
-    async def count_daily(self, app_id: str, endpoint: str, now: datetime | None = None) -> int | None:
-        """Count one call against the endpoint's daily quota. Returns the calls left after it, None when
-        the endpoint has no tracked quota, and -1 when the quota is used up (the call must not be made)."""
+    @staticmethod
+    def _quota_key(app_id: str, endpoint: str, now: datetime | None) -> tuple[str, int]:
         quota = DAILY_QUOTAS.get(endpoint)
         if quota is None:
-            return None
+            return "", 0
         day = (now or datetime.now(BEIJING)).astimezone(BEIJING).strftime("%Y%m%d")
-        key = f"siyu:wx:quota:{app_id}:{endpoint}:{day}"
-        pipe = self.redis.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, 2 * 86400)
-        used, _ = await pipe.execute()
-        if int(used) > quota:
-            await self.redis.decr(key)  # a refused call does not use quota
-            return -1
-        return quota - int(used)
+        return f"siyu:wx:quota:{app_id}:{endpoint}:{day}", quota
+
+    async def _run(self, quota: tuple[str, int], buckets: tuple[str, str], limits: Limits | None,
+                   token_key: str, now_ms: int, cost: int) -> list[Any]:
+        rate, burst = (limits.rate, limits.burst) if limits else (1.0, 1.0)
+        return list(await self._script(
+            keys=[quota[0], buckets[0], buckets[1], token_key],
+            args=[quota[1], 2 * 86400, rate * BULK_SHARE, burst * BULK_SHARE, rate, burst, now_ms, cost]))
+
+    async def try_admit(self, tenant_id: int, channel: str, app_id: str, endpoint: str = "", token_key: str = "",
+                        *, bulk: bool = False, now_ms: int | None = None, now: datetime | None = None,
+                        cost: int = 1) -> int | Admission:
+        """One Redis round trip: the daily quota, the buckets (bulk work must pass both its own share and the
+        account's), and the cached token. An Admission when granted (counted), else the milliseconds to wait,
+        or -1 when the endpoint's daily quota is used up (nothing is counted then)."""
+        limits = self.limits[channel]
+        buckets = (self._key(tenant_id, channel, app_id, True) if bulk else "",
+                   self._key(tenant_id, channel, app_id, False))
+        got = await self._run(self._quota_key(app_id, endpoint, now), buckets, limits, token_key,
+                              now_ms if now_ms is not None else int(time.time() * 1000), cost)
+        if int(got[0]) != 0:
+            return int(got[0])
+        token = got[2] if len(got) > 2 else None
+        return Admission(None if int(got[1]) == -2 else int(got[1]),
+                         token.decode() if isinstance(token, bytes) else token)
+
+    async def admit(self, tenant_id: int, channel: str, app_id: str, endpoint: str, token_key: str = "", *,
+                    bulk: bool = False, max_wait: float = 30.0) -> Admission:
+        """Wait for the buckets (bounded): raises DailyQuotaUsed, or TimeoutError when the account stays
+        saturated."""
+        deadline = time.monotonic() + max_wait
+        while True:
+            got = await self.try_admit(tenant_id, channel, app_id, endpoint, token_key, bulk=bulk)
+            if isinstance(got, Admission):
+                return got
+            if got == -1:
+                raise DailyQuotaUsed(endpoint)
+            if time.monotonic() + got / 1000 > deadline:
+                raise TimeoutError(f"rate limit of {channel} {app_id} saturated for {max_wait} s")
+            await asyncio.sleep(got / 1000)
+
+    async def try_acquire(self, tenant_id: int, channel: str, app_id: str, *, bulk: bool = False,
+                          now_ms: int | None = None, cost: int = 1) -> int:
+        """The buckets alone: 0 when granted, else milliseconds to wait."""
+        got = await self.try_admit(tenant_id, channel, app_id, bulk=bulk, now_ms=now_ms, cost=cost)
+        return 0 if isinstance(got, Admission) else got
+
+    async def count_daily(self, app_id: str, endpoint: str, now: datetime | None = None) -> int | None:
+        """The daily quota alone: count one call. Returns the calls left after it, None when the endpoint has
+        no tracked quota, and -1 when the quota is used up (the call must not be made; nothing is counted)."""
+        quota = self._quota_key(app_id, endpoint, now)
+        if not quota[0]:
+            return None
+        got = await self._run(quota, ("", ""), None, "", int(time.time() * 1000), 1)
+        return -1 if int(got[0]) == -1 else int(got[1])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from siyu.core import db
 from siyu.core.clock import now as clock_now
 from siyu.wechat.tables import ReplyWindow
 
@@ -116,9 +117,10 @@ def _evaluate(rule: Rule, row: dict[str, Any] | None, now: datetime) -> WindowSt
 
 
 async def state(tenant_id: int, channel: str, external_id: str, now: datetime | None = None) -> WindowState:
-    row = await ReplyWindow.select().where(
-        (ReplyWindow.tenant == tenant_id) & (ReplyWindow.channel == channel)
-        & (ReplyWindow.external_id == external_id)).first()
+    # Plain asyncpg on the send path: Piccolo's query building cost more CPU than the statement (profiled).
+    row = await db.fetchrow(
+        "SELECT event_at, event_sent, user_msg_at, user_sent FROM wechat_reply_window "
+        "WHERE tenant = $1 AND channel = $2 AND external_id = $3", tenant_id, channel, external_id)
     return _evaluate(RULES[channel], row, now or clock_now())
 
 
@@ -146,22 +148,20 @@ async def reserve(tenant_id: int, channel: str, external_id: str, now: datetime 
     now = now or clock_now()
     event_cut = now - rule.event_window
     user_cut = now - rule.user_window
-    took = await ReplyWindow.raw(
+    took = await db.fetchrow(
         "WITH took AS (UPDATE wechat_reply_window SET "
-        "event_sent = event_sent + CASE WHEN {} > 0 AND event_at > {} THEN 1 ELSE 0 END, "
-        "user_sent = user_sent + CASE WHEN user_msg_at > {} THEN 1 ELSE 0 END, updated_at = now() "
-        "WHERE tenant = {} AND channel = {} AND external_id = {} "
-        "AND (({} > 0 AND event_at > {} AND event_sent < {}) OR (user_msg_at > {} AND user_sent < {})) "
-        "RETURNING ({} > 0 AND event_at > {}) AS event_open, (user_msg_at > {}) AS user_open), "
+        "event_sent = event_sent + CASE WHEN $1::int > 0 AND event_at > $2 THEN 1 ELSE 0 END, "
+        "user_sent = user_sent + CASE WHEN user_msg_at > $3 THEN 1 ELSE 0 END, updated_at = now() "
+        "WHERE tenant = $4 AND channel = $5 AND external_id = $6 "
+        "AND (($1::int > 0 AND event_at > $2 AND event_sent < $1::int) OR (user_msg_at > $3 AND user_sent < $7::int)) "
+        "RETURNING ($1::int > 0 AND event_at > $2) AS event_open, (user_msg_at > $3) AS user_open), "
         "slot AS (SELECT CASE WHEN event_open AND user_open THEN 'event+user' WHEN event_open THEN 'event' "
         "ELSE 'user' END AS name FROM took), "
-        "recorded AS (UPDATE wechat_outbound SET window_slot = slot.name FROM slot WHERE wechat_outbound.id = {}) "
+        "recorded AS (UPDATE wechat_outbound SET window_slot = slot.name FROM slot WHERE wechat_outbound.id = $8) "
         "SELECT name FROM slot",
-        rule.event_quota, event_cut, user_cut, tenant_id, channel, external_id,
-        rule.event_quota, event_cut, rule.event_quota, user_cut, rule.user_quota,
-        rule.event_quota, event_cut, user_cut, outbound_id)
+        rule.event_quota, event_cut, user_cut, tenant_id, channel, external_id, rule.user_quota, outbound_id)
     if took:
-        return str(took[0]["name"])
+        return str(took["name"])
     refusal = (await state(tenant_id, channel, external_id, now)).refusal
     return refusal or 45047
 
@@ -172,9 +172,9 @@ async def release(tenant_id: int, channel: str, external_id: str, slot: str) -> 
                      if name in slot.split("+"))
     if not sets:
         return
-    await ReplyWindow.raw(
+    await db.execute(
         f"UPDATE wechat_reply_window SET {sets}, updated_at = now() "
-        "WHERE tenant = {} AND channel = {} AND external_id = {}", tenant_id, channel, external_id)
+        "WHERE tenant = $1 AND channel = $2 AND external_id = $3", tenant_id, channel, external_id)
 
 
 async def set_bot_silenced(tenant_id: int, channel: str, external_id: str, silenced: bool) -> None:

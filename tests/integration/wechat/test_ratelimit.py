@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from siyu.wechat.ratelimit import BEIJING, BULK_SHARE, DAILY_QUOTAS, Limits, RateLimiter
+from siyu.wechat.ratelimit import BEIJING, BULK_SHARE, DAILY_QUOTAS, Admission, Limits, RateLimiter
 
 
 async def granted_over(limiter: RateLimiter, tenant: int, seconds: float, step_ms: int = 5, *,
@@ -71,3 +71,41 @@ async def test_daily_quota_is_counted_and_stops_before_wechat_would(redis: Any, 
     next_day = datetime(2026, 11, 22, 0, 1, tzinfo=BEIJING)
     assert await limiter.count_daily("wx1", "cgi-bin/message/mass/sendall", next_day) == 2  # Beijing midnight
     assert await limiter.count_daily("wx1", "cgi-bin/unknown", day) is None
+
+
+async def test_one_round_trip_counts_the_day_takes_a_token_and_reads_the_access_token(redis: Any,
+                                                                                      monkeypatch: Any) -> None:
+    monkeypatch.setitem(DAILY_QUOTAS, "cgi-bin/message/custom/send", 2)
+    limiter = RateLimiter(redis, {"oa": Limits(per_minute=600)})
+    await redis.set("siyu:test:token", "ACCESS-1")
+    day = datetime(2026, 11, 21, 12, 0, tzinfo=BEIJING)
+    first = await limiter.try_admit(1, "oa", "wxq", "cgi-bin/message/custom/send", "siyu:test:token",
+                                    now_ms=0, now=day)
+    assert first == Admission(left=1, token="ACCESS-1")
+    second = await limiter.try_admit(1, "oa", "wxq", "cgi-bin/message/custom/send", now_ms=0, now=day)
+    assert second == Admission(left=0, token=None)  # no token asked for: none read
+    assert await limiter.try_admit(1, "oa", "wxq", "cgi-bin/message/custom/send", now_ms=0, now=day) == -1
+    # An endpoint without a daily quota counts nothing; a token that is not cached reads as None.
+    assert await limiter.try_admit(1, "oa", "wxq", "cgi-bin/user/info2", "siyu:test:none", now_ms=0) == \
+        Admission(left=None, token=None)
+
+
+async def test_a_call_that_must_wait_for_the_rate_uses_none_of_the_daily_quota(redis: Any, monkeypatch: Any) -> None:
+    monkeypatch.setitem(DAILY_QUOTAS, "cgi-bin/message/mass/send", 3)
+    limiter = RateLimiter(redis, {"oa": Limits(per_minute=60)})  # 1/s, burst 2
+    day = datetime(2026, 11, 21, 12, 0, tzinfo=BEIJING)
+    granted = [await limiter.try_admit(1, "oa", "wxr", "cgi-bin/message/mass/send", now_ms=0, now=day)
+               for _ in range(5)]
+    assert [g.left if isinstance(g, Admission) else "wait" for g in granted] == [2, 1, "wait", "wait", "wait"]
+    later = await limiter.try_admit(1, "oa", "wxr", "cgi-bin/message/mass/send", now_ms=1000, now=day)
+    assert later == Admission(left=0, token=None)  # the three waits counted nothing
+
+
+async def test_bulk_work_takes_from_its_share_and_the_account_together_or_not_at_all(redis: Any) -> None:
+    limiter = RateLimiter(redis, {"oa": Limits(per_minute=60)})  # account 1/s burst 2; bulk 0.8/s burst 1.6
+    assert await limiter.try_acquire(1, "oa", "wxb", now_ms=0) == 0  # replies empty the account's bucket
+    assert await limiter.try_acquire(1, "oa", "wxb", now_ms=0) == 0
+    assert await limiter.try_acquire(1, "oa", "wxb", bulk=True, now_ms=0) > 0
+    assert await limiter.try_acquire(1, "oa", "wxb", bulk=True, now_ms=500) > 0
+    # The account refilled one token; the bulk share lost nothing to the refused tries, so it can pay too.
+    assert await limiter.try_acquire(1, "oa", "wxb", bulk=True, now_ms=1000) == 0
