@@ -85,13 +85,15 @@ class Batch:
     sent: list[tuple[Row, datetime]] = field(default_factory=list)
 
 
-async def run(runtime: outbound.WeChatRuntime, rows: list[Row]) -> Counter[str]:
-    """Send claimed rows; returns how many ended in each state (or stayed, for `sending`)."""
+async def run(runtime: outbound.WeChatRuntime, rows: list[Row], gate: asyncio.Semaphore | None = None
+              ) -> Counter[str]:
+    """Send claimed rows; returns how many ended in each state (or stayed, for `sending`). Runs sharing a
+    `gate` share its CONCURRENCY (the sweeper prepares the next claim while this one sends)."""
     done: Counter[str] = Counter()
     by_tenant: dict[int, list[Row]] = {}
     for row in rows:
         by_tenant.setdefault(row.tenant, []).append(row)
-    gate = asyncio.Semaphore(CONCURRENCY)
+    gate = gate or asyncio.Semaphore(CONCURRENCY)
     for tenant_id, trows in by_tenant.items():
         batch = await _batch(tenant_id, trows)
         batch.deferred = True
