@@ -180,3 +180,31 @@ async def test_a_worker_runs_one_sweep_at_a_time_so_the_sweeps_spread_over_the_w
     assert sum([await redis.exists(k) for k in keys]) == 1  # the other slot is free for another worker
     assert await first == "idle"
     assert await jobs.sweep(ctx) == "idle"  # once its sweep has ended, the worker sweeps again
+
+
+async def test_a_sweep_reads_the_next_claim_while_one_sends(world: World, runtime: WeChatRuntime,
+                                                           monkeypatch: Any) -> None:
+    """The sends never pause for a claim: while one claim's rows are sent, the next claim is already taken
+    and waiting at the shared gate (at most CLAIMS_AHEAD at once), and every person is sent to once."""
+    from siyu.engagement import sender
+
+    await make_journey(world.tenant.id, welcome())
+    people = [await world.person(f"q{n}", window=True) for n in range(5)]
+    for n, p in enumerate(people):
+        await follow(world, p.contact_id, event_id=300 + n)
+    real_run, active, most = sender.run, [0], [0]
+
+    async def slow_run(rt: WeChatRuntime, claimed: list[Any], gate: Any = None) -> Any:
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        try:
+            await asyncio.sleep(0.3)  # a claim that takes a while to send
+            return await real_run(rt, claimed, gate)
+        finally:
+            active[0] -= 1
+
+    monkeypatch.setattr(sender, "run", slow_run)
+    await jobs.sweep_once(runtime, budget=20, idle_exit=0, chunk=1)
+    assert most[0] == jobs.CLAIMS_AHEAD == 2
+    assert {r.state for r in await rows(world.tenant.id)} == {"sent"}
+    assert all(len(world.received(p, CUSTOM)) == 1 for p in people)
