@@ -199,7 +199,6 @@ async def simulator_rate(stack: Stack, first: int, calls: int, with_round_trip: 
         pg = await asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=16, max_size=16) if with_round_trip else None
 
         async def one(i: int) -> None:
-            nonlocal ok
             async with gate:
                 if pg is not None:  # the floor's one PostgreSQL round trip
                     await pg.fetchval("SELECT $1::int", i)

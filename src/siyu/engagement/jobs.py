@@ -127,9 +127,7 @@ async def sweep_once(runtime: WeChatRuntime, budget: float = SWEEP_BUDGET, idle_
     start = last_work = time.monotonic()
     try:
         while time.monotonic() - start < budget:
-            await settle(block=len(running) >= CLAIMS_AHEAD)
-            if len(running) >= CLAIMS_AHEAD:
-                continue
+            await settle(block=len(running) >= CLAIMS_AHEAD)  # blocking: until one claim is done
             now = clock.now()
             claimed = await ledger.claim_due(now, chunk, holds)
             rows = claimed.rows or await ledger.reclaim_stale(now, lease, chunk)

@@ -172,7 +172,7 @@ class JsonTransport:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.connections, limit_per_host=0,
                                                keepalive_timeout=self.keepalive_s),
-                timeout=self.timeout, auto_decompress=True, raise_for_status=False)
+                timeout=self.timeout)
         return self._session
 
     async def request(self, method: str, url: str, params: dict[str, Any],
@@ -295,10 +295,10 @@ return 0
 
 
 class WeChatClient:
-    def __init__(self, http: httpx.AsyncClient, redis: Redis, limiter: RateLimiter, account: ApiAccount,
-                 json_http: JsonTransport | None = None) -> None:
-        self.http = http
-        self.json_http = json_http  # the JSON calls' transport; None: they go through `http` too
+    def __init__(self, http: httpx.AsyncClient, json_http: JsonTransport, redis: Redis, limiter: RateLimiter,
+                 account: ApiAccount) -> None:
+        self.http = http  # tokens, media, uploads
+        self.json_http = json_http  # the JSON API calls
         self.redis = redis
         self.limiter = limiter
         self.account = account
@@ -412,10 +412,10 @@ class WeChatClient:
             if on_send is not None:
                 await on_send()
             try:
-                if files is None and self.json_http is not None:
+                if files is None:
                     status, raw = await self.json_http.request(method, f"{self.base}/{path}", query, json)
                 else:
-                    resp = await self.http.request(method, f"{self.base}/{path}", params=query, json=json, files=files)
+                    resp = await self.http.request(method, f"{self.base}/{path}", params=query, files=files)
                     status, raw = resp.status_code, resp.content
             except TRANSPORT_ERRORS as exc:
                 raise transport_failure(path, exc, repeatable) from None

@@ -57,48 +57,35 @@ RETRY_DEADLINE_SECONDS = 1800  # waiting for a retry that never came → failed
 OWNER_TASK_FIRST_CHECK = 30  # seconds: a WeCom task WeChat took is first asked about this soon (owner_tasks)
 
 
-HTTP_SHARDS = 8  # connection pools a runtime spreads its calls over (see WeChatRuntime)
-HTTP_CONNECTIONS = 16  # per pool
+JSON_CONNECTIONS = 128  # kept-alive connections for the JSON API calls (a sender runs 32 calls at once)
+HTTP_CONNECTIONS = 16  # httpx: tokens, media and uploads
 
 
 class WeChatRuntime:
-    """What every WeChat call of a process shares: HTTP connection pools, Redis and the rate limiter.
+    """What every WeChat call of a process shares: Redis, the rate limiter, and two HTTP clients. The JSON
+    API calls (every send) go over aiohttp: a sender is bound by its CPU, and an httpx call costs six times as
+    much (measured against the simulator: 1.0–3.4 ms a call depending on how many wait in the pool, aiohttp
+    0.16 ms). Tokens, media downloads and uploads go over httpx. Every connection stays open for the next
+    call."""
 
-    The calls are spread over several small connection pools, one picked per client in turn: httpx's pool
-    costs more CPU per request the more requests wait in it at once (measured: 3.4 ms a call with 32 at once
-    in one pool, 1.2 ms over 8 pools, 1.0 ms one at a time), and a sender runs 32 calls at once. Every
-    connection stays open for the next call."""
-
-    def __init__(self, redis: Redis, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, redis: Redis) -> None:
         self.redis = redis
         s = get_settings()
-
-        def pool() -> httpx.AsyncClient:
-            return httpx.AsyncClient(
-                timeout=httpx.Timeout(s.wechat_timeout_ms / 1000, connect=s.wechat_connect_timeout_ms / 1000),
-                limits=httpx.Limits(max_connections=HTTP_CONNECTIONS, max_keepalive_connections=HTTP_CONNECTIONS))
-
-        self._pools = [http] if http is not None else [pool() for _ in range(HTTP_SHARDS)]
-        self._turn = 0
+        timeout_s, connect_s = s.wechat_timeout_ms / 1000, s.wechat_connect_timeout_ms / 1000
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=connect_s),
+                                      limits=httpx.Limits(max_connections=HTTP_CONNECTIONS,
+                                                          max_keepalive_connections=HTTP_CONNECTIONS))
+        self.json_http = JsonTransport(JSON_CONNECTIONS, timeout_s, connect_s)
         self.limiter = RateLimiter(redis)
-        # The JSON calls (every send) go through aiohttp unless a test hands in its own httpx client.
-        self.json_http = JsonTransport(HTTP_SHARDS * HTTP_CONNECTIONS, s.wechat_timeout_ms / 1000,
-                                       s.wechat_connect_timeout_ms / 1000) if http is None else None
-
-    def _next_pool(self) -> httpx.AsyncClient:
-        self._turn = (self._turn + 1) % len(self._pools)
-        return self._pools[self._turn]
 
     async def client(self, tenant_id: int, channel: str) -> WeChatClient:
         creds = await api_credentials(tenant_id, channel)  # NotFound when the account is not linked
-        return WeChatClient(self._next_pool(), self.redis, self.limiter,
-                            ApiAccount(tenant_id, channel, creds.app_id, creds.secret), json_http=self.json_http)
+        return WeChatClient(self.http, self.json_http, self.redis, self.limiter,
+                            ApiAccount(tenant_id, channel, creds.app_id, creds.secret))
 
     async def close(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
-        if self.json_http is not None:
-            await self.json_http.close()
+        await self.http.aclose()
+        await self.json_http.close()
 
 
 def runtime_of(ctx: dict[str, Any]) -> WeChatRuntime:
