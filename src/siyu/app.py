@@ -29,7 +29,6 @@ from siyu.commerce import merchants as pay_merchants
 from siyu.commerce import notify as pay_notify
 from siyu.commerce import purchases as commerce_purchases
 from siyu.commerce.api import PurchasesApi
-from siyu.commerce.notify import PayNotifications
 from siyu.commerce.views import (
     PaySettingsController,
     ProductsController,
@@ -222,6 +221,19 @@ def _in_locale(handler: Callable[[Request[Any, Any, Any], Any], Response[Any]]) 
     return answer
 
 
+class Siyu(Litestar):
+    """The app, with WeChat Pay's notifications answered before Litestar's router and middlewares: the answer
+    WeChat Pay waits for is on the path of every payment (siyu.commerce.notify.PayEndpoint)."""
+
+    _pay = pay_notify.PayEndpoint()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and (match := pay_notify.PATH.fullmatch(scope["path"])) is not None:
+            await self._pay(scope, receive, send, match.group(1))
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app() -> Litestar:
     s = get_settings()
     configure_logging(s.log_level)
@@ -235,10 +247,10 @@ def create_app() -> Litestar:
         # Callbacks are signed by WeChat; the JSON API authenticates with a Bearer key, not a cookie.
         exclude=["^/api/", "^/wechat", "^/healthz$", "^/readyz$"],
     )
-    return Litestar(
+    return Siyu(
         route_handlers=[
             AuthController, HealthController, PlatformController, ChannelsController, SettingsController,
-            InvitationController, TenantApi, ContactsApi, PurchasesApi, PayNotifications, PaySettingsController,
+            InvitationController, TenantApi, ContactsApi, PurchasesApi, PaySettingsController,
             PurchasesController, PurchaseImportController, ProductsController, WeChatCallbacks, AutoRepliesController, ContactsController,
             SegmentsController, SegmentsApi, EngagementController, JourneysApi, BroadcastsApi,
             InboxManagerController, InboxApi, InboxController, InboxSettingsController,

@@ -13,17 +13,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Controller, Request, Response, post
-from litestar.exceptions import HTTPException
-from litestar.params import FromPath
 
 from siyu.commerce import merchants
 from siyu.commerce.jobs import PROCESS_PAY, PROCESS_PAY_BATCH, pay_batch_job_id, pay_job_id
 from siyu.core import db, effects, groupcommit
+from siyu.web.headers import SECURITY_HEADERS
 from siyu.wechat import pay
 from siyu.wechat.pay import PayRejected
 
@@ -176,7 +175,7 @@ async def stop() -> None:
     await groupcommit.settle()
 
 
-async def receive(slug: str, headers: Any, body: bytes, now: float | None = None) -> Stored | None:
+async def receive_notification(slug: str, headers: Any, body: bytes, now: float | None = None) -> Stored | None:
     """Verify, decrypt, check and store one notification. None: an event type Siyu does not use (answered
     so WeChat stops sending it, stored nowhere). Raises PayRejected."""
     config = await merchants.config_for(slug)
@@ -240,30 +239,96 @@ async def _fresh_config(slug: str, config: merchants.MerchantConfig,
     return fresh if fresh is not None and fresh != config else None
 
 
-def _fail(slug: str, exc: PayRejected) -> Response[Any]:
+def _fail(slug: str, exc: PayRejected) -> tuple[int, bytes]:
     log.warning("pay notification refused: tenant=%s status=%s code=%s reason=%s", slug[:40], exc.status, exc.code,
                 exc.reason)
-    return Response({"code": "FAIL", "message": exc.reason}, status_code=exc.status,
-                    media_type="application/json")
+    return exc.status, json.dumps({"code": "FAIL", "message": exc.reason}, ensure_ascii=False).encode()
 
 
-class PayNotifications(Controller):
-    path = "/wechat"
-    include_in_schema = False
+# `POST /wechat/{tenant}/pay`, answered before Litestar's router and middlewares (see `PayEndpoint`).
+PATH = re.compile(r"/wechat/([^/]{1,200})/pay/?")
 
-    @post("/{tenant:str}/pay", request_max_body_size=pay.MAX_BODY, status_code=200)
-    async def receive(self, request: Request[Any, Any, Any], tenant: FromPath[str]) -> Response[Any]:
+
+class _Headers:
+    """The request's headers as `pay.verify` reads them: case-insensitive, the first of repeated names."""
+
+    __slots__ = ("_by_name",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        by_name: dict[str, str] = {}
+        for name, value in raw[:200]:
+            by_name.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        self._by_name = by_name
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._by_name.get(name.lower(), default)
+
+
+class PayEndpoint:
+    """WeChat Pay's notifications as a bare ASGI endpoint. The answer WeChat Pay waits for is on the path of
+    every payment, so none of what the people's pages need runs here: no session, CSRF or input middleware
+    (the body is verified before it is parsed, see `receive`), no routing table, no dependency injection. The
+    app (siyu.app.Siyu) hands it the requests whose path matches `PATH`; any other method answers 405."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any, slug: str) -> None:
+        if scope["method"] != "POST":
+            await _answer(send, 405, json.dumps({"code": "FAIL", "message": "only POST"}).encode(),
+                          extra=[(b"allow", b"POST")])
+            return
         try:
-            body = await request.body()
-        except HTTPException as exc:
-            if exc.status_code == 413:
-                return _fail(tenant, PayRejected(413, "too_large", f"body over {pay.MAX_BODY} bytes"))
-            raise
+            body = await _read_body(scope, receive)
+        except _ClientGone:
+            return  # nothing to answer, nothing stored
+        if body is None:
+            status, answer = _fail(slug, PayRejected(413, "too_large", f"body over {pay.MAX_BODY} bytes"))
+            await _answer(send, status, answer)
+            return
         try:
-            await receive(tenant, request.headers, body)
+            await receive_notification(slug, _Headers(scope["headers"]), body)
         except PayRejected as exc:
-            return _fail(tenant, exc)
+            await _answer(send, *_fail(slug, exc))
+            return
         except Exception:  # the database is away: nothing was stored, WeChat Pay retries on a 5xx
-            log.exception("pay notification for tenant %s not stored", tenant[:40])
-            return _fail(tenant, PayRejected(503, "unavailable", "temporarily unable to store the notification"))
-        return Response(None, status_code=204)
+            log.exception("pay notification for tenant %s not stored", slug[:40])
+            await _answer(send, *_fail(slug, PayRejected(503, "unavailable",
+                                                         "temporarily unable to store the notification")))
+            return
+        await _answer(send, 204, b"")
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before the body was read."""
+
+
+async def _read_body(scope: dict[str, Any], receive: Any) -> bytes | None:
+    """The whole body, or None once it is over `pay.MAX_BODY` (said by Content-Length or seen while read):
+    nothing more of it is read."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if not value.isdigit() or len(value) > 12 or int(value) > pay.MAX_BODY:
+                return None
+            break
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > pay.MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+_SECURITY = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+
+async def _answer(send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [*_SECURITY, *(extra or [])]
+    if body:
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

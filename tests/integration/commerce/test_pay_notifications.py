@@ -162,6 +162,50 @@ async def test_a_body_over_64_kib_is_refused(client: Client, paying: PaySender) 
     await nothing_stored()
 
 
+async def test_a_body_over_64_kib_without_a_length_is_refused_as_it_is_read(client: Client,
+                                                                              paying: PaySender) -> None:
+    """Sent in chunks (no Content-Length): the endpoint stops reading once the body passes 64 KiB."""
+    content, headers = _resigned(paying, b'{"x": "' + b"a" * (256 * 1024) + b'"}')
+    sent: list[int] = []
+
+    async def chunks() -> Any:
+        for i in range(0, len(content), 8192):
+            sent.append(i)
+            yield content[i:i + 8192]
+
+    r = await client.post("/wechat/acme/pay", content=chunks(), headers=headers)
+    assert r.status_code == 413 and r.json()["code"] == "FAIL"
+    assert len(sent) == 9  # 8 chunks make 64 KiB, the 9th passes it; the other 24 were never asked for
+    await nothing_stored()
+
+
+@pytest.mark.parametrize("length", ["65537", "99999999999999999999", "-1", "12a"])
+async def test_a_content_length_over_the_limit_or_unreadable_is_refused(client: Client, paying: PaySender,
+                                                                        length: str) -> None:
+    n = paying.transaction("O-1", 1, OPENID)
+    r = await client.post("/wechat/acme/pay", content=n.body, headers={**n.headers, "Content-Length": length})
+    assert r.status_code == 413 and r.json()["code"] == "FAIL"
+    await nothing_stored()
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_other_methods_answer_405_naming_post(client: Client, paying: PaySender, method: str) -> None:
+    r = await client.request(method, "/wechat/acme/pay")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json()["code"] == "FAIL"
+
+
+async def test_answers_carry_the_security_headers(client: Client, paying: PaySender) -> None:
+    from siyu.web.headers import SECURITY_HEADERS
+
+    ok = await deliver(client, paying.transaction("O-1", 1, OPENID))
+    refused = await deliver(client, paying.transaction("O-2", 1, OPENID), slug="nobody")
+    assert (ok.status_code, refused.status_code) == (204, 404)
+    for r in (ok, refused):
+        for name, value in SECURITY_HEADERS.items():
+            assert r.headers[name] == value
+
+
 async def test_missing_headers_are_refused(client: Client, paying: PaySender) -> None:
     n = paying.transaction("O-1", 1, OPENID)
     headers = {k: v for k, v in n.headers.items() if k != "Wechatpay-Signature"}

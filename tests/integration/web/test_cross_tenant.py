@@ -451,9 +451,6 @@ ROUTES_WITHOUT_TENANT_OBJECT_IDS = {
     # WeChat's callbacks name the tenant by slug and prove it with that tenant's signature;
     # tests/integration/wechat covers a callback signed for one tenant sent to another's URL.
     ("GET", "/wechat/{tenant}/{channel}"), ("POST", "/wechat/{tenant}/{channel}"),
-    # WeChat Pay's notifications: the same, proven by the merchant's keys; tests/integration/commerce covers one
-    # tenant's notification sent to another's URL.
-    ("POST", "/wechat/{tenant}/pay"),
 }
 COVERED = ({(m, t.split("?")[0].replace("{id}", "{}")) for m, t, _, _ in ID_ROUTES}
            | {(m, t.replace("{id}", "{}")) for m, t, _ in PLATFORM_ROUTES if "{id}" in t}

@@ -411,8 +411,6 @@ def test_the_sweep_counts_its_probes() -> None:
 NOT_SWEPT = {
     # WeChat's callbacks: verified (signature) before parsed, by the gateway; tests/integration/wechat.
     ("GET", "/wechat/{}/{}"), ("POST", "/wechat/{}/{}"),
-    # WeChat Pay's notifications: the same (signature, then decryption); tests/integration/commerce.
-    ("POST", "/wechat/{}/pay"),
 }
 
 
