@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-
 from siyu.commerce import merchants
 from siyu.commerce.jobs import PROCESS_PAY, PROCESS_PAY_BATCH, pay_batch_job_id, pay_job_id
 from siyu.core import db, effects, groupcommit
