@@ -196,6 +196,55 @@ async def settle_sent(tenant_id: int, ids: Sequence[int], sent_ats: Sequence[dat
     return [_row(r) for r in rows]
 
 
+@dataclass(frozen=True)
+class Take:
+    """One row moving to `sending` on a carrier (see `take_many`)."""
+
+    id: int
+    frm: str
+    channel: str
+    skips: list[dict[str, str]]
+    outbound_key: str
+    sender: str
+    counted_at: datetime
+
+
+async def take_many(takes: Sequence[Take], now: datetime) -> list[Row]:
+    """Many rows moved to `sending`, each on its own carrier, in one statement (what `transition(row, frm,
+    "sending", …)` does for one); a row no longer in its `frm` is left alone and not returned."""
+    for frm in {t.frm for t in takes}:
+        check((frm,), "sending")
+    if not takes:
+        return []
+    rows = await db.fetch(
+        "UPDATE engagement_delivery d SET state = 'sending', channel = u.channel, skips = u.skips, "
+        "outbound_key = u.okey, sender = u.sender, counted_at = u.counted, batch = NULL, next_attempt_at = NULL, "
+        "claimed_at = $8 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[], "
+        "$7::timestamptz[]) AS u(id, frm, channel, skips, okey, sender, counted) "
+        f"WHERE d.id = u.id AND d.state = u.frm RETURNING {_D_COLUMNS}",
+        [t.id for t in takes], [t.frm for t in takes], [t.channel for t in takes],
+        [json.dumps(t.skips, ensure_ascii=False) for t in takes], [t.outbound_key for t in takes],
+        [t.sender for t in takes], [t.counted_at for t in takes], now)
+    return [_row(r) for r in rows]
+
+
+async def lock_people(tenant_id: int, contact_ids: Sequence[int]) -> None:
+    """Hold each person's engagement lock until the transaction ends (taken in one order, so two runs locking
+    overlapping sets wait for each other instead of deadlocking)."""
+    await db.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended('engagement:person:' || $1::bigint::text "
+        "|| ':' || c::text, 0) AS k FROM unnest($2::int[]) AS c ORDER BY k) AS locks", tenant_id, list(contact_ids))
+
+
+async def marketing_counts(tenant_id: int, contact_ids: Sequence[int], since: datetime) -> dict[int, int]:
+    """How many marketing messages each of these people was counted for since `since` (the frequency cap)."""
+    rows = await db.fetch(
+        "SELECT contact, count(*) AS n FROM engagement_delivery WHERE tenant = $1 AND contact = ANY($2::int[]) "
+        "AND counted_at >= $3 AND purpose = 'marketing' AND state = ANY($4::text[]) GROUP BY contact",
+        tenant_id, list(contact_ids), since, list(COUNTED))
+    return {int(r["contact"]): int(r["n"]) for r in rows}
+
+
 # --- claiming ----------------------------------------------------------------------------------------------
 
 Hold = Callable[[int, datetime], Awaitable[datetime | None]]

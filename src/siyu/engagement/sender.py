@@ -37,7 +37,7 @@ from typing import Any
 
 from siyu.contacts.live import lock_live_many
 from siyu.contacts.reach import Reach, reach_of
-from siyu.core import clock, db
+from siyu.core import clock, db, groupcommit
 from siyu.engagement import broadcasts as broadcasts_svc
 from siyu.engagement import entries, journeys, ledger, mass
 from siyu.engagement.definition import Conditions, Message
@@ -404,41 +404,88 @@ async def _ladder(runtime: outbound.WeChatRuntime, batch: Batch, row: Row, messa
 
 async def _take(batch: Batch, row: Row, message: Message, choice: Choice, skips: list[dict[str, str]],
                 now: datetime) -> Row | str:
-    """Under the person's lock: the frequency cap (first channel of a marketing row) and WeChat's monthly mass
-    cap, then the row moves to `sending` on this carrier. A string says why not."""
+    """The row moves to `sending` on this carrier, under the person's lock when something is counted for them:
+    the frequency cap (first channel of a marketing row) and WeChat's monthly mass cap. A string says why
+    not. Rows of concurrent sends are taken together (`_takes`): one transaction for all of them."""
     key = f"engagement:{row.id}:{choice.carrier}"
     capped = row.counted_at is None and message.purpose == "marketing" and row.step != "test"
-    if not capped and choice.carrier != "oa_mass":
-        # Nothing is counted for this person here: no lock to hold, one statement (the row's own state check).
-        moved = await ledger.transition(row, row.state, "sending", now, channel=choice.carrier, skips=skips,
-                                        outbound_key=key, sender=choice.sender, counted_at=row.counted_at or now,
-                                        batch=None, next_attempt_at=None)
-        return moved if moved is not None else "lost"
+    if choice.carrier != "oa_mass":
+        cap = batch.settings
+        got = await _takes.submit(_TakeItem(
+            batch.tenant_id, row.contact, capped, cap.cap_days, cap.cap_count,
+            ledger.Take(row.id, row.state, choice.carrier, skips, key, choice.sender, row.counted_at or now), now))
+        if got == "frequency_cap":
+            return await _skip(batch, row, "frequency_cap", now, skips)
+        return got
     async with db.transaction():
-        await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                         f"engagement:person:{batch.tenant_id}:{row.contact}")
+        await ledger.lock_people(batch.tenant_id, [row.contact])
         counted_at = row.counted_at
-        if counted_at is None and message.purpose == "marketing" and row.step != "test":
+        if capped:
             cap = batch.settings
-            sent = await db.fetchrow(
-                "SELECT count(*) AS n FROM engagement_delivery WHERE tenant = $1 AND contact = $2 AND counted_at >= $3 "
-                "AND purpose = 'marketing' AND state = ANY($4::text[]) AND id <> $5", batch.tenant_id, row.contact,
-                now - timedelta(days=cap.cap_days), list(ledger.COUNTED), row.id)
-            if int(sent["n"]) >= cap.cap_count:
+            sent = await ledger.marketing_counts(batch.tenant_id, [row.contact], now - timedelta(days=cap.cap_days))
+            if sent.get(row.contact, 0) >= cap.cap_count:
                 return await _skip(batch, row, "frequency_cap", now, skips)
-        batch_id = None
-        if choice.carrier == "oa_mass":
-            got = await db.fetchrow(
-                "SELECT count(*) AS n FROM engagement_delivery WHERE tenant = $1 AND contact = $2 AND counted_at >= $3 "
-                "AND channel = 'oa_mass' AND state = ANY($4::text[]) AND id <> $5", batch.tenant_id, row.contact,
-                month_start(now), list(ledger.COUNTED), row.id)
-            if int(got["n"]) >= MASS_PER_MONTH:
-                return "monthly_cap"
-            batch_id = await mass.join(batch.tenant_id, row, message.text, now)
+        got = await db.fetchrow(
+            "SELECT count(*) AS n FROM engagement_delivery WHERE tenant = $1 AND contact = $2 AND counted_at >= $3 "
+            "AND channel = 'oa_mass' AND state = ANY($4::text[]) AND id <> $5", batch.tenant_id, row.contact,
+            month_start(now), list(ledger.COUNTED), row.id)
+        if int(got["n"]) >= MASS_PER_MONTH:
+            return "monthly_cap"
+        batch_id = await mass.join(batch.tenant_id, row, message.text, now)
         moved = await ledger.transition(
             row, row.state, "sending", now, channel=choice.carrier, skips=skips, outbound_key=key,
             sender=choice.sender, counted_at=counted_at or now, batch=batch_id, next_attempt_at=None)
     return moved if moved is not None else "lost"
+
+
+@dataclass(frozen=True)
+class _TakeItem:
+    tenant_id: int
+    contact: int
+    capped: bool  # a marketing row not counted yet: the frequency cap applies
+    cap_days: int
+    cap_count: int
+    take: ledger.Take
+    now: datetime
+
+
+async def _take_batch(items: list[_TakeItem]) -> list[Row | str]:
+    """One transaction for the takes that arrived together: each tenant's capped people locked and counted
+    in one statement each (the rows of this batch count too, in order), then every row that may go moved in
+    one statement. A row another run moved meanwhile is "lost"; a person over the cap "frequency_cap"."""
+    results: list[Row | str] = ["lost"] * len(items)
+    going: list[int] = []
+    seen: set[int] = set()
+    async with db.transaction():
+        capped: dict[int, list[int]] = {}
+        for i, it in enumerate(items):
+            if it.take.id in seen:
+                continue  # one row handed in twice (two runs of it): only the first may take it
+            seen.add(it.take.id)
+            if it.capped:
+                capped.setdefault(it.tenant_id, []).append(i)
+            else:
+                going.append(i)
+        for tenant_id, members in capped.items():
+            people = sorted({items[i].contact for i in members})
+            await ledger.lock_people(tenant_id, people)
+            first = items[members[0]]
+            used = await ledger.marketing_counts(tenant_id, people, first.now - timedelta(days=first.cap_days))
+            for i in members:
+                it = items[i]
+                if used.get(it.contact, 0) >= it.cap_count:
+                    results[i] = "frequency_cap"
+                else:
+                    used[it.contact] = used.get(it.contact, 0) + 1
+                    going.append(i)
+        moved = {r.id: r for r in await ledger.take_many([items[i].take for i in going],
+                                                         max(items[i].now for i in going) if going else clock.now())}
+    for i in going:
+        results[i] = moved.get(items[i].take.id, "lost")
+    return results
+
+
+_takes: groupcommit.GroupCommit[_TakeItem, Row | str] = groupcommit.GroupCommit(_take_batch, "engagement-takes")
 
 
 def _target(row: Row, reach: Reach) -> Choice:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import httpx
 from redis.asyncio import Redis
 
-from siyu.core import db
+from siyu.core import db, groupcommit
 from siyu.core.errors import NotFound
 from siyu.core.settings import get_settings
 from siyu.tenants.services import api_credentials
@@ -300,35 +300,82 @@ async def _claim(tenant_id: int, channel: str, external_id: str, idempotency_key
 
 async def _mark_sending(claim: _Claim) -> None:
     """Right before the request leaves: from here on, a run that dies leaves a row the sweeper makes
-    `unknown`. Refuses (and so stops the send) when this run no longer holds the claim."""
-    held = await db.fetchrow(
-        "UPDATE wechat_outbound SET state = 'sending', attempted_at = now() "
-        "WHERE id = $1 AND attempts = $2 AND state IN ('queued', 'sending') RETURNING id",
-        claim.outbound_id, claim.attempt)
-    if held is None:
+    `unknown`. Refuses (and so stops the send) when this run no longer holds the claim. The marks of
+    concurrent sends share one statement and one commit (`_marks`)."""
+    if not await _batched(_marks, claim, _mark_batch):
         raise _ClaimLost()
+
+
+async def _mark_batch(claims: list[_Claim]) -> list[bool]:
+    rows = await db.fetch(
+        "UPDATE wechat_outbound o SET state = 'sending', attempted_at = now() "
+        "FROM unnest($1::bigint[], $2::int[]) AS u(id, attempt) "
+        "WHERE o.id = u.id AND o.attempts = u.attempt AND o.state IN ('queued', 'sending') RETURNING o.id, o.attempts",
+        [c.outbound_id for c in claims], [c.attempt for c in claims])
+    held = {(int(r["id"]), int(r["attempts"])) for r in rows}
+    return [(c.outbound_id, c.attempt) in held for c in claims]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    claim: _Claim
+    state: str
+    errcode: int | None
+    errmsg: str
+    reason: str
+    msgid: str
 
 
 async def _finish(claim: _Claim, state: str, *, errcode: int | None = None, errmsg: str = "", reason: str = "",
                   msgid: str = "", retry_after: int = 0) -> Delivery:
     """Settle this run's attempt. A row the sweeper declared `unknown` meanwhile still learns that it was
-    sent; nothing else moves a row this run no longer holds (its Delivery says where the row stands)."""
-    row = await db.fetchrow(
-        "UPDATE wechat_outbound SET state = $3::varchar, errcode = $4, errmsg = $5, reason = $6, "
-        "wechat_msgid = CASE WHEN $3::varchar = 'sent' THEN $7 ELSE wechat_msgid END, "
-        "sent_at = CASE WHEN $3::varchar = 'sent' THEN now() ELSE sent_at END, "
+    sent; nothing else moves a row this run no longer holds (its Delivery says where the row stands). The
+    outcomes of concurrent sends share one statement and one commit (`_finishes`)."""
+    settled = await _batched(_finishes, _Outcome(claim, state, errcode, errmsg[:500], reason[:32], msgid),
+                             _finish_batch)
+    if settled is not None:
+        return replace(settled, retry_after=retry_after) if retry_after else settled
+    row = await db.fetchrow(f"SELECT {_ROW} FROM wechat_outbound WHERE id = $1", claim.outbound_id)
+    return _delivery(row, duplicate=True)
+
+
+async def _finish_batch(outcomes: list[_Outcome]) -> list[Delivery | None]:
+    rows = await db.fetch(
+        "UPDATE wechat_outbound o SET state = u.state, errcode = u.errcode, errmsg = u.errmsg, reason = u.reason, "
+        "wechat_msgid = CASE WHEN u.state = 'sent' THEN u.msgid ELSE o.wechat_msgid END, "
+        "sent_at = CASE WHEN u.state = 'sent' THEN now() ELSE o.sent_at END, "
         # A WeCom task WeChat took waits for its member: `owner_tasks` asks what became of it from here on.
-        "task_state = CASE WHEN $3::varchar = 'sent' AND kind = 'wecom_task' AND task_state = '' THEN 'waiting' "
-        "ELSE task_state END, task_next_check_at = CASE WHEN $3::varchar = 'sent' AND kind = 'wecom_task' "
-        f"AND task_state = '' THEN now() + interval '{OWNER_TASK_FIRST_CHECK} seconds' ELSE task_next_check_at END "
-        "WHERE id = $1 AND attempts = $2 AND (state IN ('queued', 'sending') "
-        "OR (state = 'unknown' AND $3::varchar = 'sent')) "
-        f"RETURNING {_ROW}",
-        claim.outbound_id, claim.attempt, state, errcode, errmsg[:500], reason[:32], msgid)
-    if row is None:
-        row = await db.fetchrow(f"SELECT {_ROW} FROM wechat_outbound WHERE id = $1", claim.outbound_id)
-        return _delivery(row, duplicate=True)
-    return Delivery(claim.outbound_id, state, errcode, reason, retry_after=retry_after)
+        "task_state = CASE WHEN u.state = 'sent' AND o.kind = 'wecom_task' AND o.task_state = '' THEN 'waiting' "
+        "ELSE o.task_state END, task_next_check_at = CASE WHEN u.state = 'sent' AND o.kind = 'wecom_task' "
+        f"AND o.task_state = '' THEN now() + interval '{OWNER_TASK_FIRST_CHECK} seconds' ELSE o.task_next_check_at END "
+        "FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[]) "
+        "AS u(id, attempt, state, errcode, errmsg, reason, msgid) "
+        "WHERE o.id = u.id AND o.attempts = u.attempt AND (o.state IN ('queued', 'sending') "
+        "OR (o.state = 'unknown' AND u.state = 'sent')) RETURNING o.id, o.attempts",
+        [o.claim.outbound_id for o in outcomes], [o.claim.attempt for o in outcomes], [o.state for o in outcomes],
+        [o.errcode for o in outcomes], [o.errmsg for o in outcomes], [o.reason for o in outcomes],
+        [o.msgid for o in outcomes])
+    moved = {(int(r["id"]), int(r["attempts"])) for r in rows}
+    return [Delivery(o.claim.outbound_id, o.state, o.errcode, o.reason)
+            if (o.claim.outbound_id, o.claim.attempt) in moved else None for o in outcomes]
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def _batched(writer: groupcommit.GroupCommit[T, R], item: T,
+                   write: Callable[[list[T]], Awaitable[list[R]]]) -> R:
+    """One write of the send-once ledger: with the others arriving at the same moment (one statement, one
+    commit), or alone inside a caller's open transaction (which it must be part of)."""
+    if db.in_transaction():
+        return (await write([item]))[0]
+    return await writer.submit(item)
+
+
+_marks: groupcommit.GroupCommit[_Claim, bool] = groupcommit.GroupCommit(_mark_batch, "outbound-marks")
+_finishes: groupcommit.GroupCommit[_Outcome, Delivery | None] = groupcommit.GroupCommit(_finish_batch,
+                                                                                        "outbound-outcomes")
 
 
 Send = Callable[[WeChatClient, OnSend], Awaitable[dict[str, Any]]]

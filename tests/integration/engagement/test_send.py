@@ -208,3 +208,45 @@ async def test_a_sweep_reads_the_next_claim_while_one_sends(world: World, runtim
     assert most[0] == jobs.CLAIMS_AHEAD == 2
     assert {r.state for r in await rows(world.tenant.id)} == {"sent"}
     assert all(len(world.received(p, CUSTOM)) == 1 for p in people)
+
+
+async def test_concurrent_marketing_sends_to_one_person_are_taken_together_and_capped(
+        world: World, runtime: WeChatRuntime, monkeypatch: Any) -> None:
+    """Four marketing journeys greet one follower at the same moment: their rows are taken in one transaction
+    (the person locked and counted once), and the frequency cap (2 in 7 days) lets exactly two go."""
+    from siyu.engagement import sender
+
+    for n in range(4):
+        await make_journey(world.tenant.id, marketing(text=f"促销 {n}", name=f"Promo {n}"))
+    kim = await world.person("kim", window=True)
+    sizes: list[int] = []
+    real = sender._takes._write
+
+    async def counted(items: list[Any]) -> Any:
+        sizes.append(len(items))
+        return await real(items)
+
+    monkeypatch.setattr(sender._takes, "_write", counted)
+    monkeypatch.setattr(sender._takes, "max_wait", 0.05)
+    await follow(world, kim.contact_id)
+    await sweep(runtime)
+    got = sorted((r.state, r.reason) for r in await rows(world.tenant.id))
+    assert got == [("sent", ""), ("sent", ""), ("skipped", "frequency_cap"), ("skipped", "frequency_cap")]
+    assert len(world.received(kim, CUSTOM)) == 2
+    assert sizes == [4]
+
+
+async def test_a_row_handed_in_twice_is_taken_once(world: World, runtime: WeChatRuntime) -> None:
+    from siyu.engagement import ledger, sender
+
+    await make_journey(world.tenant.id, marketing())
+    kim = await world.person("kim", window=True)
+    await follow(world, kim.contact_id)
+    [row] = await rows(world.tenant.id)
+    await db.execute("UPDATE engagement_delivery SET state = 'due' WHERE id = $1", row.id)
+    now = clock.now()
+    take = ledger.Take(row.id, "due", "oa_window", [], f"engagement:{row.id}:oa_window", "", now)
+    item = sender._TakeItem(world.tenant.id, row.contact, True, 7, 2, take, now)
+    first, second = await sender._take_batch([item, item])
+    assert isinstance(first, ledger.Row) and first.state == "sending" and second == "lost"
+    assert (await db.fetchrow("SELECT state FROM engagement_delivery WHERE id = $1", row.id))["state"] == "sending"

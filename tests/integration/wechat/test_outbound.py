@@ -259,3 +259,50 @@ async def test_giving_up_makes_a_never_sent_key_final(runtime: WeChatRuntime, oa
     sent = await deliver_text(runtime, oa.id, "oa", openid, "y", "k:sent")
     assert (await outbound.give_up(oa.id, "oa", openid, "k:sent", "custom", "late")).state == "sent"
     assert sent.state == "sent" and len(sent_to(sim, openid)) == 1
+
+
+async def test_concurrent_sends_share_their_marks_and_outcomes_and_each_is_sent_once(
+        runtime: WeChatRuntime, oa: TenantFixture, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six sends at once: their 'leaving now' marks and their outcomes are written together (one statement
+    each), and every customer gets exactly one message with its own ledger row settled `sent`."""
+    import asyncio
+
+    openids = customers_who_wrote(sim, 6)
+    for openid in openids:
+        await windows.note_inbound(oa.id, "oa", openid, "message", datetime.now(UTC))
+    await (await runtime.client(oa.id, "oa")).access_token()
+    sizes: dict[str, list[int]] = {"marks": [], "outcomes": []}
+    for name, writer in (("marks", outbound._marks), ("outcomes", outbound._finishes)):
+        real = writer._write
+
+        async def counted(items: list[Any], real: Any = real, name: str = name) -> Any:
+            sizes[name].append(len(items))
+            return await real(items)
+
+        monkeypatch.setattr(writer, "_write", counted)
+        monkeypatch.setattr(writer, "max_wait", 0.05)
+    got = await asyncio.gather(*(deliver_text(runtime, oa.id, "oa", o, "新品到店", f"together:{n}")
+                                 for n, o in enumerate(openids)))
+    assert [d.state for d in got] == ["sent"] * 6
+    assert sum(sizes["marks"]) == 6 and sum(sizes["outcomes"]) == 6 and max(sizes["outcomes"]) > 1
+    for n, openid in enumerate(openids):
+        assert len(sent_to(sim, openid)) == 1
+        row = await ledger(f"together:{n}")
+        assert row["state"] == "sent" and row["sent_at"] is not None and row["attempted_at"] is not None
+
+
+async def test_a_send_inside_a_callers_transaction_writes_in_it(runtime: WeChatRuntime, oa: TenantFixture,
+                                                               sim: Simulator) -> None:
+    """Inside an open transaction the ledger's writes are part of it (not handed to the shared writer), so a
+    caller that rolls back leaves no row."""
+    openid = await one_who_wrote(sim, oa.id)
+
+    class Rollback(Exception):
+        pass
+
+    with pytest.raises(Rollback):
+        async with db.transaction():
+            d = await deliver_text(runtime, oa.id, "oa", openid, "您好", "inside:1")
+            assert d.state == "sent" and (await ledger("inside:1"))["state"] == "sent"
+            raise Rollback
+    assert await db.fetchrow("SELECT id FROM wechat_outbound WHERE idempotency_key = 'inside:1'") is None
