@@ -277,25 +277,66 @@ def _delivery(row: Any, duplicate: bool) -> Delivery:
     return Delivery(int(row["id"]), state, row["errcode"], row["reason"], duplicate=duplicate)
 
 
+@dataclass(frozen=True)
+class _Want:
+    tenant_id: int
+    channel: str
+    external_id: str
+    key: str
+    kind: str
+    payload: str  # JSON
+
+
 async def _claim(tenant_id: int, channel: str, external_id: str, idempotency_key: str, kind: str,
                  payload: dict[str, Any]) -> _Claim | Delivery:
     """Claim a send: this run's attempt, or the Delivery of the key as it stands (final, or held by
-    another run). A send left for `retry` is claimed again."""
-    claimed = await db.fetchrow(
+    another run). A send left for `retry` is claimed again. The claims of concurrent sends share one
+    statement and one commit (`_claims`)."""
+    got = await _batched(_claims, _Want(tenant_id, channel, external_id, idempotency_key, kind,
+                                        json.dumps(payload, ensure_ascii=False)), _claim_batch)
+    if got is None:  # settled and erased between the two statements: treat as handled
+        raise NotFound()
+    return got
+
+
+async def _claim_batch(wants: list[_Want]) -> list[_Claim | Delivery | None]:
+    """One INSERT for the keys handed in together (in key order, each once: a key handed in twice by two runs
+    is claimed by the first, the other learns where it stands), then one read for the keys not claimed."""
+    first: dict[tuple[int, str], int] = {}
+    for i, w in enumerate(wants):
+        first.setdefault((w.tenant_id, w.key), i)
+    order = sorted(first)
+    ins = [wants[first[k]] for k in order]
+    rows = await db.fetch(
         "INSERT INTO wechat_outbound (tenant, channel, external_id, idempotency_key, kind, payload, state, "
         "window_slot, reason, errmsg, wechat_msgid, attempts, created_at, claimed_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, 'queued', '', '', '', '', 1, now(), now()) "
+        "SELECT u.tenant, u.channel, u.ext, u.okey, u.kind, u.payload::jsonb, 'queued', '', '', '', '', 1, now(), now() "
+        "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) "
+        "AS u(tenant, channel, ext, okey, kind, payload) "
         "ON CONFLICT (tenant, idempotency_key) DO UPDATE SET state = 'queued', claimed_at = now(), "
         "window_slot = '', attempts = wechat_outbound.attempts + 1 WHERE wechat_outbound.state = 'retry' "
-        "RETURNING id, attempts",
-        tenant_id, channel, external_id, idempotency_key, kind, json.dumps(payload, ensure_ascii=False))
-    if claimed is not None:
-        return _Claim(int(claimed["id"]), int(claimed["attempts"]))
-    row = await db.fetchrow(f"SELECT {_ROW} FROM wechat_outbound WHERE tenant = $1 AND idempotency_key = $2",
-                            tenant_id, idempotency_key)
-    if row is None:  # settled and erased between the two statements: treat as handled
-        raise NotFound()
-    return _delivery(row, duplicate=True)
+        "RETURNING id, attempts, tenant, idempotency_key",
+        [w.tenant_id for w in ins], [w.channel for w in ins], [w.external_id for w in ins], [w.key for w in ins],
+        [w.kind for w in ins], [w.payload for w in ins])
+    claimed = {(int(r["tenant"]), str(r["idempotency_key"])): _Claim(int(r["id"]), int(r["attempts"])) for r in rows}
+    results: list[_Claim | Delivery | None] = [None] * len(wants)
+    others: list[int] = []
+    for i, w in enumerate(wants):
+        k = (w.tenant_id, w.key)
+        if first[k] == i and k in claimed:
+            results[i] = claimed[k]
+        else:
+            others.append(i)
+    if others:
+        stands = await db.fetch(
+            f"SELECT {_ROW}, tenant, idempotency_key FROM wechat_outbound WHERE (tenant, idempotency_key) IN "
+            "(SELECT * FROM unnest($1::bigint[], $2::text[]))",
+            [wants[i].tenant_id for i in others], [wants[i].key for i in others])
+        by_key = {(int(r["tenant"]), str(r["idempotency_key"])): r for r in stands}
+        for i in others:
+            row = by_key.get((wants[i].tenant_id, wants[i].key))
+            results[i] = _delivery(row, duplicate=True) if row is not None else None
+    return results
 
 
 async def _mark_sending(claim: _Claim) -> None:
@@ -373,6 +414,8 @@ async def _batched(writer: groupcommit.GroupCommit[T, R], item: T,
     return await writer.submit(item)
 
 
+_claims: groupcommit.GroupCommit[_Want, _Claim | Delivery | None] = groupcommit.GroupCommit(_claim_batch,
+                                                                                         "outbound-claims")
 _marks: groupcommit.GroupCommit[_Claim, bool] = groupcommit.GroupCommit(_mark_batch, "outbound-marks")
 _finishes: groupcommit.GroupCommit[_Outcome, Delivery | None] = groupcommit.GroupCommit(_finish_batch,
                                                                                         "outbound-outcomes")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from siyu.core import db
+from siyu.core import db, groupcommit
 from siyu.core.clock import now as clock_now
 from siyu.wechat.tables import ReplyWindow
 
@@ -138,32 +138,72 @@ async def states(tenant_id: int, channel: str, external_ids: list[str], now: dat
     return {x: _evaluate(RULES[channel], by_id.get(x), at) for x in external_ids}
 
 
+@dataclass(frozen=True)
+class _Want:
+    tenant_id: int
+    channel: str
+    external_id: str
+    now: datetime
+    outbound_id: int | None
+
+
 async def reserve(tenant_id: int, channel: str, external_id: str, now: datetime | None = None,
                   outbound_id: int | None = None) -> str | int:
     """Take one message from the open windows, atomically. Returns which windows it counted against
     ("event", "user" or "event+user"), or the errcode WeChat would answer (45015 closed, 45047 quota used).
     With `outbound_id`, the same statement records the slot on that send of the ledger (so it can be given
-    back), one round trip instead of two and no moment where the window is counted and the send not."""
-    rule = RULES[channel]
-    now = now or clock_now()
-    event_cut = now - rule.event_window
-    user_cut = now - rule.user_window
-    took = await db.fetchrow(
-        "WITH took AS (UPDATE wechat_reply_window SET "
-        "event_sent = event_sent + CASE WHEN $1::int > 0 AND event_at > $2 THEN 1 ELSE 0 END, "
-        "user_sent = user_sent + CASE WHEN user_msg_at > $3 THEN 1 ELSE 0 END, updated_at = now() "
-        "WHERE tenant = $4 AND channel = $5 AND external_id = $6 "
-        "AND (($1::int > 0 AND event_at > $2 AND event_sent < $1::int) OR (user_msg_at > $3 AND user_sent < $7::int)) "
-        "RETURNING ($1::int > 0 AND event_at > $2) AS event_open, (user_msg_at > $3) AS user_open), "
-        "slot AS (SELECT CASE WHEN event_open AND user_open THEN 'event+user' WHEN event_open THEN 'event' "
-        "ELSE 'user' END AS name FROM took), "
-        "recorded AS (UPDATE wechat_outbound SET window_slot = slot.name FROM slot WHERE wechat_outbound.id = $8) "
-        "SELECT name FROM slot",
-        rule.event_quota, event_cut, user_cut, tenant_id, channel, external_id, rule.user_quota, outbound_id)
+    back), one round trip instead of two and no moment where the window is counted and the send not. The
+    reservations of concurrent sends share one statement and one commit (`_reservations`), alone inside a
+    caller's open transaction."""
+    at = now or clock_now()
+    want = _Want(tenant_id, channel, external_id, at, outbound_id)
+    took = (await _reserve_batch([want]))[0] if db.in_transaction() else await _reservations.submit(want)
     if took:
-        return str(took["name"])
-    refusal = (await state(tenant_id, channel, external_id, now)).refusal
+        return took
+    refusal = (await state(tenant_id, channel, external_id, at)).refusal
     return refusal or 45047
+
+
+async def _reserve_batch(wants: list[_Want]) -> list[str]:
+    """The slot each reservation took ("" when none was left). One statement per round; a window wanted twice
+    in a batch is taken in the next round, so each sees the other's count."""
+    taken = [""] * len(wants)
+    left = list(range(len(wants)))
+    while left:
+        seen: set[tuple[int, str, str]] = set()
+        now_round, later = [], []
+        for i in left:
+            w = wants[i]
+            (later if (w.tenant_id, w.channel, w.external_id) in seen else now_round).append(i)
+            seen.add((w.tenant_id, w.channel, w.external_id))
+        rules = [RULES[wants[i].channel] for i in now_round]
+        rows = await db.fetch(
+            "WITH u AS (SELECT * FROM unnest($1::int[], $2::bigint[], $3::text[], $4::text[], $5::int[], "
+            "$6::timestamptz[], $7::timestamptz[], $8::int[], $9::bigint[]) "
+            "AS u(i, tenant, channel, ext, eq, ecut, ucut, uq, oid)), "
+            "took AS (UPDATE wechat_reply_window w SET "
+            "event_sent = w.event_sent + CASE WHEN u.eq > 0 AND w.event_at > u.ecut THEN 1 ELSE 0 END, "
+            "user_sent = w.user_sent + CASE WHEN w.user_msg_at > u.ucut THEN 1 ELSE 0 END, updated_at = now() "
+            "FROM u WHERE w.tenant = u.tenant AND w.channel = u.channel AND w.external_id = u.ext "
+            "AND ((u.eq > 0 AND w.event_at > u.ecut AND w.event_sent < u.eq) OR (w.user_msg_at > u.ucut "
+            "AND w.user_sent < u.uq)) "
+            "RETURNING u.i, u.oid, (u.eq > 0 AND w.event_at > u.ecut) AS event_open, (w.user_msg_at > u.ucut) AS user_open), "
+            "slot AS (SELECT i, oid, CASE WHEN event_open AND user_open THEN 'event+user' WHEN event_open THEN 'event' "
+            "ELSE 'user' END AS name FROM took), "
+            "recorded AS (UPDATE wechat_outbound o SET window_slot = slot.name FROM slot WHERE o.id = slot.oid) "
+            "SELECT i, name FROM slot",
+            now_round, [wants[i].tenant_id for i in now_round], [wants[i].channel for i in now_round],
+            [wants[i].external_id for i in now_round], [r.event_quota for r in rules],
+            [wants[i].now - r.event_window for i, r in zip(now_round, rules, strict=True)],
+            [wants[i].now - r.user_window for i, r in zip(now_round, rules, strict=True)],
+            [r.user_quota for r in rules], [wants[i].outbound_id for i in now_round])
+        for r in rows:
+            taken[int(r["i"])] = str(r["name"])
+        left = later
+    return taken
+
+
+_reservations: groupcommit.GroupCommit[_Want, str] = groupcommit.GroupCommit(_reserve_batch, "window-reservations")
 
 
 async def release(tenant_id: int, channel: str, external_id: str, slot: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from siyu.wechat import windows
 from tests.conftest import TenantFixture
@@ -87,6 +88,30 @@ async def test_concurrent_reservations_never_exceed_the_quota(acme: TenantFixtur
     results = await asyncio.gather(*[windows.reserve(acme.id, "oa", "o1", T0) for _ in range(20)])
     assert sorted(map(str, results)).count("user") == 5
     assert results.count(45047) == 15
+
+
+async def test_reservations_arriving_together_share_a_statement_and_keep_each_quota(
+        acme: TenantFixture, monkeypatch: Any) -> None:
+    """Three people, seven reservations each, all at once: one batch (a round per repeat of a window), five
+    replies each and the other two refused as WeChat would (45047)."""
+    people = ["o1", "o2", "o3"]
+    for who in people:
+        await windows.note_inbound(acme.id, "oa", who, "message", T0)
+    sizes: list[int] = []
+    real = windows._reservations._write
+
+    async def counted(items: list[Any]) -> Any:
+        sizes.append(len(items))
+        return await real(items)
+
+    monkeypatch.setattr(windows._reservations, "_write", counted)
+    monkeypatch.setattr(windows._reservations, "max_wait", 0.05)
+    results = await asyncio.gather(*[windows.reserve(acme.id, "oa", who, T0) for who in people for _ in range(7)])
+    for n, who in enumerate(people):
+        mine = results[n * 7:(n + 1) * 7]
+        assert mine.count("user") == 5 and mine.count(45047) == 2, who
+        assert (await windows.state(acme.id, "oa", who, T0)).remaining == 0
+    assert sizes == [21]
 
 
 async def test_windows_are_per_tenant(acme: TenantFixture, globex: TenantFixture) -> None:
