@@ -19,7 +19,8 @@ with a few customers of their own. Then:
    The tenant's quiet hours are off, so the figures do not depend on the time of day in Shanghai.
 
 BENCH_SCALE (default 1) scales the contacts and rows (`BENCH_SCALE=0.05` runs in a few minutes); BENCH_PARTS
-picks parts (default `broadcast,throttled,scheduler`); BENCH_WORKERS (default 1) worker processes.
+picks parts (default `broadcast,throttled,scheduler`); BENCH_WORKERS re-engagement lane workers (default
+SIYU_ENGAGEMENT_WORKERS, 2, as `make run` starts them).
 """
 
 from __future__ import annotations
@@ -499,7 +500,9 @@ async def main_async(scale: float) -> int:
 
     started = time.perf_counter()
     parts = set((os.environ.get("BENCH_PARTS") or "broadcast,throttled,scheduler").split(","))
-    workers = int(os.environ.get("BENCH_WORKERS", "1"))
+    from siyu.core.settings import get_settings
+
+    workers = int(os.environ.get("BENCH_WORKERS", get_settings().engagement_workers))
     say(f"scale {scale:g}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; CPUs {os.cpu_count()}")
     os.environ["DATABASE_URL"] = dsn = start_postgres(tmp / "pg", cleanup_mode="delete")
     os.environ["REDIS_URL"], valkey = start_redis(tmp / "valkey", persist=False)

@@ -385,8 +385,9 @@ def main() -> None:
         say("starting the workers (jobs, and re-engagement's sends in their own lane)…")
         env["SIYU_ENGAGEMENT_LANE"] = "1"
         sup.add("the worker", lambda: subprocess.Popen([py, "-m", "siyu", "worker"], env=env, **OWN_GROUP))
-        sup.add("the re-engagement worker",
-                lambda: subprocess.Popen([py, "-m", "siyu", "worker", "--lane", "engagement"], env=env, **OWN_GROUP))
+        for n in range(s.engagement_workers):
+            sup.add(f"re-engagement worker {n + 1}",
+                    lambda: subprocess.Popen([py, "-m", "siyu", "worker", "--lane", "engagement"], env=env, **OWN_GROUP))
         say("starting the web server (granian)…")
         sup.add("the web server", lambda: subprocess.Popen([py, "-m", "siyu", "web"], env=env, **OWN_GROUP))
         base = f"http://{s.host}:{s.port}"

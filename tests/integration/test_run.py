@@ -77,6 +77,8 @@ def test_siyu_run_restarts_a_child_that_dies_and_ctrl_c_stops_all(siyu_run: Any)
     assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
 
     worker, valkey = _child(run, "siyu worker"), _child(run, "valkey-server")
+    lanes = [p for p in run.children() if p.cmdline()[-2:] == ["--lane", "engagement"]]
+    assert len(lanes) == 2  # SIYU_ENGAGEMENT_WORKERS: two re-engagement lane workers by default
     seen = len(log.read_text(errors="replace"))
     worker.kill()
     valkey.kill()

@@ -81,6 +81,9 @@ class Settings:
     # Re-engagement's sends run in a lane of their own (an arq queue served by `siyu worker --lane engagement`,
     # niced further), so a broadcast never takes the CPU a rep's reply needs. Off: one worker does everything.
     engagement_lane: bool = False
+    # How many `siyu worker --lane engagement` processes `make run` starts: each sends up to 32 at once on
+    # one core (about 700–800 sends a second here); two keep a 1,000-a-second journey schedule on time.
+    engagement_workers: int = 2
     session_max_age: int = 8 * 3600
     # Seconds to connect to Redis and to wait for each answer: a Redis that hangs makes a page answer with an
     # error (and /readyz with 503) instead of holding every request.
@@ -198,6 +201,7 @@ def load_settings() -> Settings:
         worker_nice=max(0, min(19, _env_int("SIYU_WORKER_NICE", 5))),
         engagement_lease_seconds=max(1, _env_int("SIYU_ENGAGEMENT_LEASE_SECONDS", 120)),
         engagement_lane=_env_bool("SIYU_ENGAGEMENT_LANE", False),
+        engagement_workers=max(1, min(16, _env_int("SIYU_ENGAGEMENT_WORKERS", 2))),
         session_max_age=_env_int("SIYU_SESSION_MAX_AGE", 8 * 3600),
         redis_timeout=_env_float("SIYU_REDIS_TIMEOUT", 2.0),
         job_timeout=max(1, _env_int("SIYU_JOB_TIMEOUT", 60)),
