@@ -66,7 +66,7 @@ from siyu.tenants.views import (
 )
 from siyu.web.apidocs import SwaggerViewer
 from siyu.web.auth import LOCALE_COOKIE, AccessWatch, AuthMiddleware, NotAuthenticated, require_tenant_id
-from siyu.web.headers import add_security_headers
+from siyu.web.headers import SECURITY_HEADERS, add_security_headers
 from siyu.web.inputs import InputGuard
 from siyu.web.render import current_user, render, template_config
 from siyu.web.views import AuthController, HealthController
@@ -225,7 +225,7 @@ class Siyu(Litestar):
     """The app, with WeChat Pay's notifications answered before Litestar's router and middlewares: the answer
     WeChat Pay waits for is on the path of every payment (siyu.commerce.notify.PayEndpoint)."""
 
-    _pay = pay_notify.PayEndpoint()
+    _pay = pay_notify.PayEndpoint(SECURITY_HEADERS)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and (match := pay_notify.PATH.fullmatch(scope["path"])) is not None:

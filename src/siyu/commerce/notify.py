@@ -21,7 +21,6 @@ from typing import Any
 from siyu.commerce import merchants
 from siyu.commerce.jobs import PROCESS_PAY, PROCESS_PAY_BATCH, pay_batch_job_id, pay_job_id
 from siyu.core import db, effects, groupcommit
-from siyu.web.headers import SECURITY_HEADERS
 from siyu.wechat import pay
 from siyu.wechat.pay import PayRejected
 
@@ -266,33 +265,44 @@ class _Headers:
 class PayEndpoint:
     """WeChat Pay's notifications as a bare ASGI endpoint. The answer WeChat Pay waits for is on the path of
     every payment, so none of what the people's pages need runs here: no session, CSRF or input middleware
-    (the body is verified before it is parsed, see `receive`), no routing table, no dependency injection. The
-    app (siyu.app.Siyu) hands it the requests whose path matches `PATH`; any other method answers 405."""
+    (the body is verified before it is parsed, see `receive_notification`), no routing table, no dependency
+    injection. The app (siyu.app.Siyu) hands it the requests whose path matches `PATH`; any other method
+    answers 405. Every answer carries `headers` (the app's security headers)."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any, slug: str) -> None:
         if scope["method"] != "POST":
-            await _answer(send, 405, json.dumps({"code": "FAIL", "message": "only POST"}).encode(),
-                          extra=[(b"allow", b"POST")])
+            await self._answer(send, 405, json.dumps({"code": "FAIL", "message": "only POST"}).encode(),
+                               [(b"allow", b"POST")])
             return
         try:
             body = await _read_body(scope, receive)
         except _ClientGone:
             return  # nothing to answer, nothing stored
         if body is None:
-            status, answer = _fail(slug, PayRejected(413, "too_large", f"body over {pay.MAX_BODY} bytes"))
-            await _answer(send, status, answer)
+            await self._answer(send, *_fail(slug, PayRejected(413, "too_large", f"body over {pay.MAX_BODY} bytes")))
             return
         try:
             await receive_notification(slug, _Headers(scope["headers"]), body)
         except PayRejected as exc:
-            await _answer(send, *_fail(slug, exc))
+            await self._answer(send, *_fail(slug, exc))
             return
         except Exception:  # the database is away: nothing was stored, WeChat Pay retries on a 5xx
             log.exception("pay notification for tenant %s not stored", slug[:40])
-            await _answer(send, *_fail(slug, PayRejected(503, "unavailable",
-                                                         "temporarily unable to store the notification")))
+            await self._answer(send, *_fail(slug, PayRejected(503, "unavailable",
+                                                              "temporarily unable to store the notification")))
             return
-        await _answer(send, 204, b"")
+        await self._answer(send, 204, b"")
+
+    async def _answer(self, send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+                      ) -> None:
+        headers = [*self._headers, *(extra or [])]
+        if body:
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class _ClientGone(Exception):
@@ -320,14 +330,3 @@ async def _read_body(scope: dict[str, Any], receive: Any) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-_SECURITY = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
-
-
-async def _answer(send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = [*_SECURITY, *(extra or [])]
-    if body:
-        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
