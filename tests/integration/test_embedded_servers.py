@@ -116,15 +116,16 @@ def test_a_restart_on_its_port_keeps_the_url_and_the_data(tmp_path: Path, server
     client.close()
 
 
-def test_the_suites_valkey_asks_for_a_password_too() -> None:
-    """The conftest starts its server through the same function: the suite's REDIS_URL carries a password."""
+def test_the_suites_valkey_asks_for_a_password_too(tmp_path: Path, servers: list[Any]) -> None:
+    """The conftest starts its server through the same function: the suite's REDIS_URL carries a password. When
+    you run the suite on your own Redis (REDIS_URL), an embedded server started here is checked instead."""
     from tests.conftest import _state
 
+    url = os.environ["REDIS_URL"]
     if _state.get("valkey") is None:
-        # Only when you run the suite on your own Redis (REDIS_URL): its password is yours to set, and the
-        # embedded server's is proven by test_valkey_refuses_a_client_without_the_password above.
-        pytest.skip("the suite runs on your own Redis (REDIS_URL), not Siyu's embedded Valkey")
-    parts = urlsplit(os.environ["REDIS_URL"])
+        url, proc = start_redis(tmp_path / "valkey", persist=False)
+        servers.append(proc)
+    parts = urlsplit(url)
     assert parts.password
     anonymous = Redis(host=parts.hostname, port=parts.port, socket_timeout=2)
     with pytest.raises((AuthenticationError, ResponseError)):
@@ -132,16 +133,26 @@ def test_the_suites_valkey_asks_for_a_password_too() -> None:
     anonymous.close()
 
 
-def test_the_embedded_postgres_data_directory_is_private() -> None:
+def test_the_embedded_postgres_data_directory_is_private(tmp_path: Path) -> None:
+    """The suite's own PostgreSQL; when you run the suite on yours (DATABASE_URL), one started here."""
+    from siyu.core import embedded
+
     query = urlsplit(os.environ["DATABASE_URL"]).query
-    if "host=" not in query:
-        # Only when you run the suite on your own PostgreSQL (DATABASE_URL): its files are not Siyu's to check.
-        pytest.skip("the suite runs on your own PostgreSQL (DATABASE_URL), not Siyu's embedded one")
-    pgdata = Path(dict(p.split("=", 1) for p in query.split("&"))["host"])
-    assert (pgdata / "PG_VERSION").exists()
-    assert _mode(pgdata) == 0o700
-    for name in ("postgresql.conf", "pg_hba.conf", "PG_VERSION"):
-        assert _mode(pgdata / name) & 0o077 == 0, name
+    started = None
+    if "host=" in query:
+        pgdata = Path(dict(p.split("=", 1) for p in query.split("&"))["host"])
+    else:
+        pgdata = tmp_path / "pg"
+        embedded.start_postgres(pgdata, cleanup_mode="delete")
+        started = embedded._keep_alive.pop()  # stopped here, not with the suite's
+    try:
+        assert (pgdata / "PG_VERSION").exists()
+        assert _mode(pgdata) == 0o700
+        for name in ("postgresql.conf", "pg_hba.conf", "PG_VERSION"):
+            assert _mode(pgdata / name) & 0o077 == 0, name
+    finally:
+        if started is not None:
+            started.cleanup()  # type: ignore[attr-defined]
 
 
 def test_a_redis_url_that_reaches_a_log_keeps_its_password_out() -> None:
