@@ -521,3 +521,18 @@ def root_dir() -> Path:
 @pytest.fixture(scope="session")
 def subprocess_env() -> Iterator[dict[str, str]]:
     yield dict(os.environ)
+
+
+def batch_sizes(monkeypatch: pytest.MonkeyPatch, writer: Any, max_wait: float = 0.05) -> list[int]:
+    """The sizes of the batches a group-commit writer (siyu.core.groupcommit) writes from now on, waiting
+    `max_wait` seconds for company so that what a test sends at once is written together."""
+    sizes: list[int] = []
+    real = writer._write
+
+    async def counted(items: list[Any]) -> Any:
+        sizes.append(len(items))
+        return await real(items)
+
+    monkeypatch.setattr(writer, "_write", counted)
+    monkeypatch.setattr(writer, "max_wait", max_wait)
+    return sizes

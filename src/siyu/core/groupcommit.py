@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from siyu.core import db
+
 log = logging.getLogger("siyu.core.groupcommit")
 
 T = TypeVar("T")
@@ -75,6 +77,16 @@ class GroupCommit(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         queue.put_nowait(_Pending(item, future))
         return await future
+
+    async def write(self, item: T) -> R:
+        """`submit`, except inside the caller's open transaction: there the item is written alone, in it (the
+        shared writer commits on its own connection, which the caller's rollback could not undo)."""
+        if not db.in_transaction():
+            return await self.submit(item)
+        [result] = await self._write([item])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def stop(self) -> None:
         """Stop the writer (after the items handed in are written: callers are waiting for them)."""

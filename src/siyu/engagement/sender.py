@@ -411,7 +411,7 @@ async def _take(batch: Batch, row: Row, message: Message, choice: Choice, skips:
     capped = row.counted_at is None and message.purpose == "marketing" and row.step != "test"
     if choice.carrier != "oa_mass":
         cap = batch.settings
-        got = await _takes.submit(_TakeItem(
+        got = await _takes.write(_TakeItem(
             batch.tenant_id, row.contact, capped, cap.cap_days, cap.cap_count,
             ledger.Take(row.id, row.state, choice.carrier, skips, key, choice.sender, row.counted_at or now), now))
         if got == "frequency_cap":

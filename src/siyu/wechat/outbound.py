@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from redis.asyncio import Redis
@@ -292,8 +292,8 @@ async def _claim(tenant_id: int, channel: str, external_id: str, idempotency_key
     """Claim a send: this run's attempt, or the Delivery of the key as it stands (final, or held by
     another run). A send left for `retry` is claimed again. The claims of concurrent sends share one
     statement and one commit (`_claims`)."""
-    got = await _batched(_claims, _Want(tenant_id, channel, external_id, idempotency_key, kind,
-                                        json.dumps(payload, ensure_ascii=False)), _claim_batch)
+    got = await _claims.write(_Want(tenant_id, channel, external_id, idempotency_key, kind,
+                                    json.dumps(payload, ensure_ascii=False)))
     if got is None:  # settled and erased between the two statements: treat as handled
         raise NotFound()
     return got
@@ -343,7 +343,7 @@ async def _mark_sending(claim: _Claim) -> None:
     """Right before the request leaves: from here on, a run that dies leaves a row the sweeper makes
     `unknown`. Refuses (and so stops the send) when this run no longer holds the claim. The marks of
     concurrent sends share one statement and one commit (`_marks`)."""
-    if not await _batched(_marks, claim, _mark_batch):
+    if not await _marks.write(claim):
         raise _ClaimLost()
 
 
@@ -372,8 +372,7 @@ async def _finish(claim: _Claim, state: str, *, errcode: int | None = None, errm
     """Settle this run's attempt. A row the sweeper declared `unknown` meanwhile still learns that it was
     sent; nothing else moves a row this run no longer holds (its Delivery says where the row stands). The
     outcomes of concurrent sends share one statement and one commit (`_finishes`)."""
-    settled = await _batched(_finishes, _Outcome(claim, state, errcode, errmsg[:500], reason[:32], msgid),
-                             _finish_batch)
+    settled = await _finishes.write(_Outcome(claim, state, errcode, errmsg[:500], reason[:32], msgid))
     if settled is not None:
         return replace(settled, retry_after=retry_after) if retry_after else settled
     row = await db.fetchrow(f"SELECT {_ROW} FROM wechat_outbound WHERE id = $1", claim.outbound_id)
@@ -399,19 +398,6 @@ async def _finish_batch(outcomes: list[_Outcome]) -> list[Delivery | None]:
     moved = {(int(r["id"]), int(r["attempts"])) for r in rows}
     return [Delivery(o.claim.outbound_id, o.state, o.errcode, o.reason)
             if (o.claim.outbound_id, o.claim.attempt) in moved else None for o in outcomes]
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-async def _batched(writer: groupcommit.GroupCommit[T, R], item: T,
-                   write: Callable[[list[T]], Awaitable[list[R]]]) -> R:
-    """One write of the send-once ledger: with the others arriving at the same moment (one statement, one
-    commit), or alone inside a caller's open transaction (which it must be part of)."""
-    if db.in_transaction():
-        return (await write([item]))[0]
-    return await writer.submit(item)
 
 
 _claims: groupcommit.GroupCommit[_Want, _Claim | Delivery | None] = groupcommit.GroupCommit(_claim_batch,

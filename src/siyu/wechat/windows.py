@@ -157,7 +157,7 @@ async def reserve(tenant_id: int, channel: str, external_id: str, now: datetime 
     caller's open transaction."""
     at = now or clock_now()
     want = _Want(tenant_id, channel, external_id, at, outbound_id)
-    took = (await _reserve_batch([want]))[0] if db.in_transaction() else await _reservations.submit(want)
+    took = await _reservations.write(want)
     if took:
         return took
     refusal = (await state(tenant_id, channel, external_id, at)).refusal

@@ -13,6 +13,7 @@ from siyu.contacts import services as contacts
 from siyu.core import clock, db
 from siyu.engagement import jobs, journeys, triggers
 from siyu.wechat.outbound import WeChatRuntime
+from tests.conftest import batch_sizes
 from tests.integration.engagement.conftest import ACTOR, World, make_journey, rows, sweep, welcome
 
 CUSTOM = "cgi-bin/message/custom/send"
@@ -219,15 +220,7 @@ async def test_concurrent_marketing_sends_to_one_person_are_taken_together_and_c
     for n in range(4):
         await make_journey(world.tenant.id, marketing(text=f"促销 {n}", name=f"Promo {n}"))
     kim = await world.person("kim", window=True)
-    sizes: list[int] = []
-    real = sender._takes._write
-
-    async def counted(items: list[Any]) -> Any:
-        sizes.append(len(items))
-        return await real(items)
-
-    monkeypatch.setattr(sender._takes, "_write", counted)
-    monkeypatch.setattr(sender._takes, "max_wait", 0.05)
+    sizes = batch_sizes(monkeypatch, sender._takes)
     await follow(world, kim.contact_id)
     await sweep(runtime)
     got = sorted((r.state, r.reason) for r in await rows(world.tenant.id))

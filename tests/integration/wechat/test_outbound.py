@@ -23,7 +23,7 @@ from siyu.wechat.outbound import (
     deliver_template,
     deliver_text,
 )
-from tests.conftest import MP, OA, WECOM, Simulator, TenantFixture
+from tests.conftest import MP, OA, WECOM, Simulator, TenantFixture, batch_sizes
 from tests.integration.wechat.test_client import customers_who_wrote
 
 SEND = "cgi-bin/message/custom/send"
@@ -271,16 +271,8 @@ async def test_concurrent_sends_share_their_marks_and_outcomes_and_each_is_sent_
     for openid in openids:
         await windows.note_inbound(oa.id, "oa", openid, "message", datetime.now(UTC))
     await (await runtime.client(oa.id, "oa")).access_token()
-    sizes: dict[str, list[int]] = {"marks": [], "outcomes": []}
-    for name, writer in (("marks", outbound._marks), ("outcomes", outbound._finishes)):
-        real = writer._write
-
-        async def counted(items: list[Any], real: Any = real, name: str = name) -> Any:
-            sizes[name].append(len(items))
-            return await real(items)
-
-        monkeypatch.setattr(writer, "_write", counted)
-        monkeypatch.setattr(writer, "max_wait", 0.05)
+    sizes = {"marks": batch_sizes(monkeypatch, outbound._marks),
+             "outcomes": batch_sizes(monkeypatch, outbound._finishes)}
     got = await asyncio.gather(*(deliver_text(runtime, oa.id, "oa", o, "新品到店", f"together:{n}")
                                  for n, o in enumerate(openids)))
     assert [d.state for d in got] == ["sent"] * 6

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from siyu.wechat import windows
-from tests.conftest import TenantFixture
+from tests.conftest import TenantFixture, batch_sizes
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -97,15 +97,7 @@ async def test_reservations_arriving_together_share_a_statement_and_keep_each_qu
     people = ["o1", "o2", "o3"]
     for who in people:
         await windows.note_inbound(acme.id, "oa", who, "message", T0)
-    sizes: list[int] = []
-    real = windows._reservations._write
-
-    async def counted(items: list[Any]) -> Any:
-        sizes.append(len(items))
-        return await real(items)
-
-    monkeypatch.setattr(windows._reservations, "_write", counted)
-    monkeypatch.setattr(windows._reservations, "max_wait", 0.05)
+    sizes = batch_sizes(monkeypatch, windows._reservations)
     results = await asyncio.gather(*[windows.reserve(acme.id, "oa", who, T0) for who in people for _ in range(7)])
     for n, who in enumerate(people):
         mine = results[n * 7:(n + 1) * 7]
